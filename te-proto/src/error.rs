@@ -167,9 +167,13 @@ impl fmt::Display for Status {
 impl std::error::Error for Status {}
 
 /// Builds a [`Status`] from a code and `format!`-style arguments:
-/// `status!(Invalid, "length {} is zero", len)`.
+/// `status!(Invalid, "length {} is zero", len)`, or with a code held in a
+/// variable, `status!(=code, "...")`.
 #[macro_export]
 macro_rules! status {
+    (= $code:expr, $($arg:tt)+) => {
+        $crate::Status::with_args($code, format_args!($($arg)+))
+    };
     ($code:ident, $($arg:tt)+) => {
         $crate::Status::with_args($crate::ErrorCode::$code, format_args!($($arg)+))
     };
