@@ -16,14 +16,19 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+mod auth;
 pub mod batch;
 pub mod error;
+pub mod link;
 pub mod location;
 pub mod region;
 pub mod registry;
 pub mod time;
+pub mod wire;
 
+pub use batch::{BatchId, BatchStatus, BatchTable, TaskId, TaskState, TaskStatus, TransferRequest};
 pub use error::{ErrorCode, Result, Status};
 pub use location::Location;
 pub use region::{Perm, Region, Span};
+pub use registry::{Entry, PinKey, Registry, Unregister};
 pub use time::Instant;

@@ -1390,7 +1390,7 @@ mod tests {
             let (l, k) = (i / (N / LOCS), i % (N / LOCS));
             0x10_0000 + (l / 2) * 0x20_0000 + (l % 2) * 0x800 + k * 0x2000
         };
-        let perm = |i: u64| if i % 7 == 0 { Perm::LOCAL_ONLY } else { RW };
+        let perm = |i: u64| if i.is_multiple_of(7) { Perm::LOCAL_ONLY } else { RW };
         let batch: std::vec::Vec<Region> = (0..N)
             .map(|i| Region::new(addr(i), 0x1000, loc(i), perm(i)))
             .collect();

@@ -1,0 +1,76 @@
+//! What a link reports to its shell.
+
+use crate::batch::TaskId;
+use crate::error::{Result, Status};
+use crate::region::{Region, Span};
+use crate::wire::{INFO_PAGE_MAX, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX};
+
+/// A notification `{name, msg}` from the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// Name (1 to 64 bytes of UTF-8).
+    pub name: heapless::String<NOTIFY_NAME_MAX>,
+    /// Message (up to 2048 bytes).
+    pub msg: heapless::Vec<u8, NOTIFY_MSG_MAX>,
+}
+
+/// One page of the peer's remotely visible regions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentPage {
+    /// The regions, sorted by location and base address.
+    pub regions: heapless::Vec<Region, INFO_PAGE_MAX>,
+    /// More pages follow: ask again after the last region.
+    pub more: bool,
+}
+
+/// Something the shell must know, from [`Link::poll_event`](super::Link::poll_event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake finished; [`Link::peer`](super::Link::peer) tells who the peer is.
+    Connected,
+    /// A task moved more bytes (reported once per completed frame, not for
+    /// the last one: that one is reported by `TaskDone`).
+    Progress {
+        /// The task.
+        task: TaskId,
+        /// Bytes transferred so far.
+        transferred: u64,
+    },
+    /// A task ended. After this event the link never touches the task's
+    /// local memory again.
+    TaskDone {
+        /// The task.
+        task: TaskId,
+        /// `Ok` when every byte was moved, else why not.
+        result: Result<()>,
+    },
+    /// A notification arrived: take it with
+    /// [`Link::take_notification`](super::Link::take_notification).
+    Notification,
+    /// The answer to [`Link::query_segment_info`](super::Link::query_segment_info)
+    /// arrived: take it with [`Link::take_segment_info`](super::Link::take_segment_info).
+    SegmentInfo,
+    /// The link is closed (reported after every task's `TaskDone`). Flush
+    /// the remaining transmits, then close the connection.
+    Closed(Status),
+}
+
+/// Bytes for the shell to send, from [`Link::poll_transmit`](super::Link::poll_transmit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Bytes of frames written at the start of the shell's buffer.
+    pub len: usize,
+    /// Memory to send right after those bytes, straight from where it lives.
+    /// Once all of it is sent the shell calls
+    /// [`Link::payload_sent`](super::Link::payload_sent).
+    pub payload: Option<Span>,
+}
+
+/// Where incoming payload bytes go, from [`Link::poll_payload`](super::Link::poll_payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadDest {
+    /// The next `span.len` bytes of the stream belong at `span`.
+    Memory(Span),
+    /// The next this-many bytes of the stream are to be read and dropped.
+    Discard(u64),
+}

@@ -1,0 +1,1095 @@
+//! The per-peer link state machine, in the sans-IO style of quinn-proto.
+//!
+//! One [`Link`] runs one connection. It is both initiator (it carries the
+//! tasks this side submits, cut into requests of at most the negotiated
+//! payload size, at most a window of them in flight) and target (it answers
+//! the peer's requests after checking them against the local
+//! [`Registry`]). The shell moves bytes:
+//!
+//! - bytes from the connection go to [`Link::handle_input`], which consumes
+//!   headers and bodies and stops where a payload starts; then
+//!   [`Link::poll_payload`] says where the next payload bytes belong and the
+//!   shell reads them straight there, reporting with [`Link::payload_landed`];
+//! - [`Link::poll_transmit`] writes frames into the shell's buffer and may
+//!   name a memory span to send right after them (one vectored write);
+//!   [`Link::payload_sent`] reports that span sent;
+//! - [`Link::poll_event`] reports task progress and ends, notifications,
+//!   segment info and the link's close;
+//! - [`Link::poll_timeout`] says when to call [`Link::handle_timeout`].
+//!
+//! See the crate documentation for a complete example and
+//! `docs/PROTOCOL.md` for the normative protocol.
+
+mod config;
+mod event;
+mod serve;
+mod tasks;
+
+pub use config::{caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
+pub use event::{Event, Notification, PayloadDest, SegmentPage, Transmit};
+
+use heapless::Deque;
+
+use self::serve::{Landing, Response, Sending};
+use self::tasks::{NextChunk, Tasks};
+use crate::auth::{self, Side};
+use crate::batch::{Op, TaskId, TransferRequest};
+use crate::error::{ErrorCode, Result, Status};
+use crate::location::Location;
+use crate::region::{Perm, Span};
+use crate::registry::{Entry, Registry};
+use crate::status;
+use crate::time::{earliest, Instant};
+use crate::wire::{
+    encode_info_reply, Decoder, Frame, Hello, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
+    MAX_CONTROL_LEN, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX,
+};
+
+/// Notifications queued per direction before the link pushes back.
+pub const NOTIFY_QUEUE: usize = 4;
+
+/// The coarse state of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// The handshake is under way; submitted tasks wait for it.
+    Handshaking,
+    /// Transfers flow.
+    Established,
+    /// Closed; see [`Event::Closed`] for why.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    AwaitHelloAck,
+    AwaitAuth,
+    Established,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Connector,
+    Acceptor,
+}
+
+/// One connection to one peer. See the [module docs](self).
+pub struct Link {
+    decoder: Decoder,
+    s: Inner,
+}
+
+struct Inner {
+    cfg: LinkConfig,
+    role: Role,
+    phase: Phase,
+    nonce: [u8; 32],
+    peer_nonce: [u8; 32],
+    peer: Option<PeerInfo>,
+    started: Instant,
+    last_rx: Instant,
+    seq: u64,
+    // Frames this side owes the peer.
+    hello_due: bool,
+    hello_mac: [u8; 32],
+    auth_due: Option<[u8; 32]>,
+    link_error_due: Option<Status>,
+    goodbye_due: bool,
+    pong_due: Option<u64>,
+    ping_due: bool,
+    ping_outstanding: Option<u64>,
+    notify_out: Deque<Notification, NOTIFY_QUEUE>,
+    info_due: Option<(u64, Option<(Location, u64)>)>,
+    info_req: Option<u64>,
+    // Reports owed to the shell.
+    connected_due: bool,
+    inbox: Deque<Notification, NOTIFY_QUEUE>,
+    inbox_announced: usize,
+    info_page: Option<Result<SegmentPage>>,
+    info_announced: bool,
+    closed: Option<Status>,
+    closed_reported: bool,
+    // Data path.
+    tasks: Tasks,
+    responses: Deque<Response, MAX_OUTSTANDING>,
+    landing: Option<Landing>,
+    sending: Option<Sending>,
+    prefer_requests: bool,
+}
+
+type Reg<S> = Registry<S>;
+
+impl Link {
+    /// A link for a connection this side opened. `nonce` must be fresh
+    /// random bytes (they make the authentication replay-proof).
+    pub fn connect(cfg: LinkConfig, now: Instant, nonce: [u8; 32]) -> Result<Link> {
+        Link::new(cfg, now, nonce, Role::Connector)
+    }
+
+    /// A link for a connection this side accepted. `nonce` must be fresh
+    /// random bytes.
+    pub fn accept(cfg: LinkConfig, now: Instant, nonce: [u8; 32]) -> Result<Link> {
+        Link::new(cfg, now, nonce, Role::Acceptor)
+    }
+
+    fn new(cfg: LinkConfig, now: Instant, nonce: [u8; 32], role: Role) -> Result<Link> {
+        cfg.validate()?;
+        let decoder = Decoder::new(cfg.max_payload);
+        Ok(Link {
+            decoder,
+            s: Inner {
+                role,
+                phase: if role == Role::Connector {
+                    Phase::AwaitHelloAck
+                } else {
+                    Phase::AwaitHello
+                },
+                nonce,
+                peer_nonce: [0; 32],
+                peer: None,
+                started: now,
+                last_rx: now,
+                seq: 0,
+                hello_due: role == Role::Connector,
+                hello_mac: [0; 32],
+                auth_due: None,
+                link_error_due: None,
+                goodbye_due: false,
+                pong_due: None,
+                ping_due: false,
+                ping_outstanding: None,
+                notify_out: Deque::new(),
+                info_due: None,
+                info_req: None,
+                connected_due: false,
+                inbox: Deque::new(),
+                inbox_announced: 0,
+                info_page: None,
+                info_announced: false,
+                closed: None,
+                closed_reported: false,
+                tasks: Tasks::new(),
+                responses: Deque::new(),
+                landing: None,
+                sending: None,
+                prefer_requests: false,
+                cfg,
+            },
+        })
+    }
+
+    /// The coarse state.
+    pub fn state(&self) -> LinkState {
+        match self.s.phase {
+            Phase::Established => LinkState::Established,
+            Phase::Closed => LinkState::Closed,
+            _ => LinkState::Handshaking,
+        }
+    }
+
+    /// Who the peer is, once the handshake told.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        self.s.peer.as_ref()
+    }
+
+    /// This link's configuration.
+    pub fn config(&self) -> &LinkConfig {
+        &self.s.cfg
+    }
+
+    /// Tasks on the link that have not been reported done.
+    pub fn tasks_in_flight(&self) -> usize {
+        self.s.tasks.live()
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn requests_in_flight(&self) -> usize {
+        self.s.tasks.in_flight()
+    }
+
+    /// Whether [`submit`](Self::submit) has room for another task.
+    pub fn can_submit(&self) -> bool {
+        self.s.phase != Phase::Closed && self.s.tasks.has_room()
+    }
+
+    /// Queues a transfer. `local` must be memory the shell keeps valid (and
+    /// registered) until the task's [`Event::TaskDone`]; the link reads or
+    /// writes it only through spans it hands out. Tasks submitted during
+    /// the handshake start when it ends.
+    ///
+    /// Errors: `Disconnected` when the link is closed, `NotReady` when it
+    /// carries [`MAX_LINK_TASKS`] tasks, `Invalid` for a zero length, a
+    /// wrapping range or a task id already on the link.
+    pub fn submit(&mut self, task: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        self.s.tasks.submit(task, req, deadline)
+    }
+
+    /// Cancels a task: it ends `Canceled` (reported by [`poll_event`](Self::poll_event))
+    /// and its memory is not touched after this call, except that a write
+    /// whose payload is being sent right now is reported only after
+    /// [`payload_sent`](Self::payload_sent). Returns false for a task that
+    /// is not running on this link.
+    pub fn cancel(&mut self, task: TaskId) -> bool {
+        self.s.tasks.cancel(task)
+    }
+
+    /// Queues a notification for the peer. Errors: `Invalid` for an empty
+    /// or too long name or message, `NotReady` when [`NOTIFY_QUEUE`]
+    /// notifications wait already, `Disconnected` when closed.
+    pub fn send_notification(&mut self, name: &str, msg: &[u8]) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        let mut n = Notification {
+            name: heapless::String::new(),
+            msg: heapless::Vec::new(),
+        };
+        if name.is_empty() || n.name.push_str(name).is_err() {
+            return Err(status!(
+                Invalid,
+                "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
+                name.len()
+            ));
+        }
+        if n.msg.extend_from_slice(msg).is_err() {
+            return Err(status!(
+                Invalid,
+                "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
+                msg.len()
+            ));
+        }
+        self.s.notify_out.push_back(n).map_err(|_| {
+            status!(
+                NotReady,
+                "{NOTIFY_QUEUE} notifications already queued for the peer"
+            )
+        })
+    }
+
+    /// Asks the peer for a page of its remotely visible regions, after
+    /// `after` (`None`: from the start). The answer comes as
+    /// [`Event::SegmentInfo`]. `NotReady` while an earlier answer is pending.
+    pub fn query_segment_info(&mut self, after: Option<(Location, u64)>) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        if self.s.info_req.is_some() || self.s.info_due.is_some() || self.s.info_page.is_some() {
+            return Err(status!(NotReady, "a segment info query is already pending"));
+        }
+        let id = self.s.next_req_id(0xff);
+        self.s.info_due = Some((id, after));
+        self.s.info_req = Some(id);
+        Ok(())
+    }
+
+    /// Feeds bytes received from the peer; returns how many were consumed.
+    /// It stops early where a payload starts (see [`poll_payload`](Self::poll_payload))
+    /// and when a notification cannot be queued until [`poll_event`](Self::poll_event)
+    /// takes one; call again with the rest. Malformed input closes the link
+    /// (reported by [`Event::Closed`]); after the close all input is
+    /// consumed and ignored.
+    pub fn handle_input<S>(&mut self, now: Instant, input: &[u8], reg: &mut Reg<S>) -> usize
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if self.s.phase == Phase::Closed {
+            return input.len();
+        }
+        if !input.is_empty() {
+            self.s.last_rx = self.s.last_rx.max(now);
+        }
+        let mut used = 0;
+        loop {
+            match self.decoder.progress() {
+                Progress::Payload(_) => break,
+                Progress::Frame => {
+                    if self
+                        .decoder
+                        .header()
+                        .is_some_and(|h| h.opcode == crate::wire::Opcode::Notify as u8)
+                        && self.s.inbox.is_full()
+                    {
+                        break;
+                    }
+                    let Link { decoder, s } = self;
+                    match decoder.frame() {
+                        Some(Ok(frame)) => s.dispatch(frame, reg),
+                        Some(Err(e)) => s.fatal(e, reg),
+                        None => {}
+                    }
+                    decoder.next();
+                    if s.phase == Phase::Closed {
+                        return input.len();
+                    }
+                }
+                Progress::NeedMore => {
+                    let Some(rest) = input.get(used..).filter(|r| !r.is_empty()) else {
+                        break;
+                    };
+                    match self.decoder.feed(rest) {
+                        Ok(n) => used += n,
+                        Err(e) => {
+                            self.s.fatal(e, reg);
+                            return input.len();
+                        }
+                    }
+                }
+            }
+        }
+        used
+    }
+
+    /// Where the next payload bytes from the connection belong, while a
+    /// payload is arriving. The span is valid until the next call on this
+    /// link; it always lies inside memory the registry (for the peer's
+    /// writes) or a submitted task (for answers to reads) allows.
+    pub fn poll_payload(&self) -> Option<PayloadDest> {
+        let Progress::Payload(left) = self.decoder.progress() else {
+            return None;
+        };
+        let left = left as u64;
+        let dest = match self.s.landing.as_ref()? {
+            Landing::Read { chunk, landed } => self
+                .s
+                .tasks
+                .read_dest(*chunk)
+                .map(|span| span.slice(*landed, left)),
+            Landing::Write {
+                span,
+                pin: Some(_),
+                landed,
+                ..
+            } => Some(span.slice(*landed, left)),
+            Landing::Write { pin: None, .. } => None,
+        };
+        Some(dest.map_or(PayloadDest::Discard(left), PayloadDest::Memory))
+    }
+
+    /// Reports that the next `n` payload bytes were placed where
+    /// [`poll_payload`](Self::poll_payload) said (or dropped). `n` beyond
+    /// what is due is ignored.
+    pub fn payload_landed<S>(&mut self, now: Instant, n: u64, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let Progress::Payload(left) = self.decoder.progress() else {
+            return;
+        };
+        let n = n.min(left as u64);
+        if n > 0 {
+            self.s.last_rx = self.s.last_rx.max(now);
+        }
+        self.decoder.payload_consumed(n as u32);
+        match self.s.landing.as_mut() {
+            Some(Landing::Read { landed, .. }) | Some(Landing::Write { landed, .. }) => *landed += n,
+            None => {}
+        }
+        if n as u32 == left {
+            self.s.finish_landing(reg);
+        }
+    }
+
+    /// Writes the frames due into `buf` (which must hold at least
+    /// [`MAX_CONTROL_LEN`] bytes) and returns them, with the memory span to
+    /// send right after them, if any. Returns `None` when nothing is due, or
+    /// while the payload of the previous transmit has not been reported
+    /// with [`payload_sent`](Self::payload_sent).
+    pub fn poll_transmit<S>(&mut self, now: Instant, buf: &mut [u8], reg: &Reg<S>) -> Option<Transmit>
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let _ = now;
+        if buf.len() < MAX_CONTROL_LEN {
+            return None;
+        }
+        let mut len = 0;
+        let mut payload = None;
+        while self.s.sending.is_none() {
+            let Some(out) = buf.get_mut(len..) else { break };
+            match self.s.next_frame(out, reg) {
+                Some((n, p)) => {
+                    len += n;
+                    if p.is_some() {
+                        payload = p;
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        (len > 0).then_some(Transmit { len, payload })
+    }
+
+    /// Reports that the payload of the last transmit has been sent in full
+    /// (or will never be: the connection is gone).
+    pub fn payload_sent<S>(&mut self, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if let Some(Sending::Response(pin)) = self.s.sending.take() {
+            reg.unpin(pin);
+        }
+    }
+
+    /// The next event, or `None` when there is none.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let s = &mut self.s;
+        if core::mem::take(&mut s.connected_due) {
+            return Some(Event::Connected);
+        }
+        let hold = match s.sending {
+            Some(Sending::Request(slot)) => Some(slot),
+            _ => None,
+        };
+        if let Some(e) = s.tasks.poll_report(hold) {
+            return Some(e);
+        }
+        if s.inbox.len() > s.inbox_announced {
+            s.inbox_announced += 1;
+            return Some(Event::Notification);
+        }
+        if s.info_page.is_some() && !s.info_announced {
+            s.info_announced = true;
+            return Some(Event::SegmentInfo);
+        }
+        if !s.closed_reported && !s.tasks.has_reports() && hold.is_none() {
+            if let Some(why) = &s.closed {
+                s.closed_reported = true;
+                return Some(Event::Closed(why.clone()));
+            }
+        }
+        None
+    }
+
+    /// The oldest notification from the peer not yet taken. Until it is
+    /// taken, at most [`NOTIFY_QUEUE`] notifications wait and input stalls
+    /// behind the next one.
+    pub fn take_notification(&mut self) -> Option<Notification> {
+        let n = self.s.inbox.pop_front()?;
+        self.s.inbox_announced = self.s.inbox_announced.saturating_sub(1);
+        Some(n)
+    }
+
+    /// The answer to [`query_segment_info`](Self::query_segment_info), once
+    /// it arrived (or failed).
+    pub fn take_segment_info(&mut self) -> Option<Result<SegmentPage>> {
+        self.s.info_announced = false;
+        self.s.info_page.take()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let s = &self.s;
+        if s.phase == Phase::Closed {
+            return None;
+        }
+        let mut t = Some(s.last_rx + s.cfg.idle_timeout);
+        if s.phase != Phase::Established {
+            t = earliest(t, Some(s.started + s.cfg.handshake_timeout));
+        } else if s.ping_outstanding.is_none() && !s.ping_due {
+            t = earliest(t, Some(s.last_rx + s.cfg.heartbeat_interval));
+        }
+        earliest(t, s.tasks.earliest_deadline())
+    }
+
+    /// Acts on the passing of time: task deadlines, heartbeats, a silent
+    /// peer, a handshake that takes too long.
+    pub fn handle_timeout<S>(&mut self, now: Instant, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let s = &mut self.s;
+        if s.phase == Phase::Closed {
+            return;
+        }
+        if s.phase != Phase::Established && now >= s.started + s.cfg.handshake_timeout {
+            let st = status!(
+                Timeout,
+                "handshake not finished within {:?}",
+                s.cfg.handshake_timeout
+            );
+            return s.shut(st, true, reg);
+        }
+        if now >= s.last_rx + s.cfg.idle_timeout {
+            let st = status!(Timeout, "peer sent nothing for {:?}", now - s.last_rx);
+            return s.shut(st, true, reg);
+        }
+        if s.phase == Phase::Established
+            && s.ping_outstanding.is_none()
+            && now >= s.last_rx + s.cfg.heartbeat_interval
+        {
+            s.ping_due = true;
+        }
+        s.tasks.expire(now);
+    }
+
+    /// Closes the link from this side: a `Goodbye` is queued for the peer,
+    /// running tasks end `Canceled`, the peer's requests are dropped and
+    /// their memory released. Idempotent.
+    pub fn close<S>(&mut self, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if self.s.phase != Phase::Closed {
+            self.s.goodbye_due = true;
+            self.s.shut(
+                Status::new(ErrorCode::Canceled, "link closed locally"),
+                false,
+                reg,
+            );
+        }
+    }
+
+    /// The connection is gone (reset, end of stream, write error): running
+    /// tasks end `Disconnected` and every pin is released, including that
+    /// of a payload being sent. Idempotent.
+    pub fn handle_disconnect<S>(&mut self, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let peer = self.s.peer.as_ref().map_or("", |p| p.segment_name.as_str());
+        let st = status!(Disconnected, "connection to peer {peer:?} lost");
+        self.s.shut(st, false, reg);
+        self.s.link_error_due = None;
+        self.s.goodbye_due = false;
+        self.payload_sent(reg);
+    }
+
+    /// Whether frames are still due for the peer (after a close: the
+    /// `Error` or `Goodbye` that tells it why).
+    pub fn wants_transmit(&self) -> bool {
+        let s = &self.s;
+        s.link_error_due.is_some() || s.goodbye_due || (s.phase != Phase::Closed && s.has_frames_due())
+    }
+}
+
+impl Inner {
+    fn next_req_id(&mut self, low: u64) -> u64 {
+        self.seq += 1;
+        (self.seq << 8) | low
+    }
+
+    fn window(&self) -> usize {
+        let peer = self.peer.as_ref().map_or(1, |p| p.max_outstanding as usize);
+        peer.min(MAX_OUTSTANDING) - usize::from(self.info_req.is_some() && self.info_due.is_none())
+    }
+
+    fn send_payload_max(&self) -> u32 {
+        self.peer
+            .as_ref()
+            .map_or(4096, |p| p.max_payload.min(self.cfg.max_payload))
+    }
+
+    fn has_frames_due(&self) -> bool {
+        self.hello_due
+            || self.auth_due.is_some()
+            || self.pong_due.is_some()
+            || self.ping_due
+            || self.info_due.is_some()
+            || !self.notify_out.is_empty()
+            || !self.responses.is_empty()
+            || (self.phase == Phase::Established
+                && self
+                    .tasks
+                    .peek_next(self.window(), self.send_payload_max())
+                    .is_some())
+    }
+
+    fn hello(&self) -> Hello<'_> {
+        Hello {
+            caps: self.cfg.caps,
+            max_payload: self.cfg.max_payload,
+            max_outstanding: self.cfg.max_outstanding,
+            auth: if self.cfg.secret.is_some() {
+                AUTH_HMAC_SHA256
+            } else {
+                AUTH_NONE
+            },
+            host_id: self.cfg.host_id,
+            nonce: self.nonce,
+            mac: self.hello_mac,
+            name: &self.cfg.segment_name,
+        }
+    }
+
+    /// Encodes the next frame due into `out`; `None` when nothing is due or
+    /// it does not fit.
+    fn next_frame<S>(&mut self, out: &mut [u8], reg: &Reg<S>) -> Option<(usize, Option<Span>)>
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if let Some(st) = &self.link_error_due {
+            let n = Frame::Error {
+                req_id: 0,
+                code: st.code(),
+                msg: st.message(),
+            }
+            .encode(out)
+            .ok()?;
+            self.link_error_due = None;
+            return Some((n, None));
+        }
+        if self.phase == Phase::Closed {
+            if self.goodbye_due {
+                let n = Frame::Goodbye { code: ErrorCode::Ok }.encode(out).ok()?;
+                self.goodbye_due = false;
+                return Some((n, None));
+            }
+            return None;
+        }
+        if self.hello_due {
+            let h = self.hello();
+            let f = if self.role == Role::Connector {
+                Frame::Hello(h)
+            } else {
+                Frame::HelloAck(h)
+            };
+            let n = f.encode(out).ok()?;
+            self.hello_due = false;
+            return Some((n, None));
+        }
+        if let Some(mac) = self.auth_due {
+            let n = Frame::Auth { mac }.encode(out).ok()?;
+            self.auth_due = None;
+            return Some((n, None));
+        }
+        if self.phase != Phase::Established {
+            return None;
+        }
+        if let Some(token) = self.pong_due {
+            let n = Frame::Pong { token }.encode(out).ok()?;
+            self.pong_due = None;
+            return Some((n, None));
+        }
+        if self.ping_due {
+            let token = self.seq;
+            let n = Frame::Ping { token }.encode(out).ok()?;
+            self.ping_due = false;
+            self.ping_outstanding = Some(token);
+            return Some((n, None));
+        }
+        if let Some((req_id, after)) = self.info_due {
+            let n = Frame::InfoReq { req_id, after }.encode(out).ok()?;
+            self.info_due = None;
+            return Some((n, None));
+        }
+        if let Some(note) = self.notify_out.front() {
+            let name = note.name.as_str();
+            let n = Frame::Notify { name, msg: &note.msg }.encode(out).ok()?;
+            self.notify_out.pop_front();
+            return Some((n, None));
+        }
+        let next = self.tasks.peek_next(self.window(), self.send_payload_max());
+        let response_first = !self.prefer_requests || next.is_none();
+        if response_first && !self.responses.is_empty() {
+            self.prefer_requests = true;
+            return self.encode_response(out, reg);
+        }
+        let next = next?;
+        self.prefer_requests = false;
+        self.encode_request(out, &next)
+    }
+
+    fn encode_response<S>(&mut self, out: &mut [u8], reg: &Reg<S>) -> Option<(usize, Option<Span>)>
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let (n, payload) = match self.responses.front()? {
+            Response::Read { req_id, span, pin } => {
+                let n = Frame::ReadData {
+                    req_id: *req_id,
+                    len: span.len as u32,
+                }
+                .encode(out)
+                .ok()?;
+                self.sending = Some(Sending::Response(*pin));
+                (n, Some(*span))
+            }
+            Response::Ack { req_id } => (Frame::WriteAck { req_id: *req_id }.encode(out).ok()?, None),
+            Response::Fail { req_id, status } => {
+                let f = Frame::Error {
+                    req_id: *req_id,
+                    code: status.code(),
+                    msg: status.message(),
+                };
+                (f.encode(out).ok()?, None)
+            }
+            Response::Info { req_id, after } => {
+                let (n, _) = encode_info_reply(out, *req_id, reg.remote_regions_after(*after)).ok()?;
+                (n, None)
+            }
+        };
+        self.responses.pop_front();
+        Some((n, payload))
+    }
+
+    fn encode_request(&mut self, out: &mut [u8], next: &NextChunk) -> Option<(usize, Option<Span>)> {
+        let req_id = (self.seq + 1) << 8 | next.chunk as u64;
+        let (frame, payload) = match next.op {
+            Op::Read => (
+                Frame::ReadReq {
+                    req_id,
+                    addr: next.remote_addr,
+                    location: next.remote_location,
+                    len: next.len,
+                },
+                None,
+            ),
+            Op::Write => (
+                Frame::WriteData {
+                    req_id,
+                    addr: next.remote_addr,
+                    location: next.remote_location,
+                    len: next.len,
+                },
+                Some(next.local),
+            ),
+        };
+        let n = frame.encode(out).ok()?;
+        self.seq += 1;
+        self.tasks.commit(next, req_id);
+        if payload.is_some() {
+            self.sending = Some(Sending::Request(next.slot));
+        }
+        Some((n, payload))
+    }
+
+    /// Closes the link for a reason found on this side and tells the peer.
+    fn fatal<S>(&mut self, e: WireError, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.shut(e.to_status(), true, reg);
+    }
+
+    /// Moves to `Closed`: every running task fails with `why`, the peer's
+    /// requests are dropped and their pins released. With `tell`, an
+    /// `Error` frame carrying `why` is queued for the peer.
+    fn shut<S>(&mut self, why: Status, tell: bool, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        if tell {
+            self.link_error_due = Some(why.clone());
+        }
+        self.tasks.fail_all(&why);
+        self.tasks.forget_in_flight();
+        while let Some(r) = self.responses.pop_front() {
+            if let Response::Read { pin, .. } = r {
+                reg.unpin(pin);
+            }
+        }
+        if let Some(Landing::Write { pin: Some(pin), .. }) = self.landing.take() {
+            reg.unpin(pin);
+        }
+        if self.info_req.take().is_some() {
+            self.info_page = Some(Err(why.clone()));
+        }
+        self.info_due = None;
+        self.notify_out.clear();
+        self.hello_due = false;
+        self.auth_due = None;
+        self.pong_due = None;
+        self.ping_due = false;
+        self.connected_due = false;
+        self.closed = Some(why);
+    }
+
+    fn violation<S>(&mut self, reg: &mut Reg<S>, args: core::fmt::Arguments<'_>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.shut(Status::with_args(ErrorCode::Invalid, args), true, reg);
+    }
+
+    fn dispatch<S>(&mut self, frame: Frame<'_>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        match (self.phase, frame) {
+            (_, Frame::Error { req_id: 0, code, msg }) => {
+                self.shut(status!(=code, "peer closed the link: {msg}"), false, reg)
+            }
+            (_, Frame::Goodbye { code }) => {
+                self.shut(status!(Disconnected, "peer said goodbye ({code})"), false, reg)
+            }
+            (Phase::AwaitHello, Frame::Hello(h)) => self.on_hello(&h, reg),
+            (Phase::AwaitHelloAck, Frame::HelloAck(h)) => self.on_hello_ack(&h, reg),
+            (Phase::AwaitAuth, Frame::Auth { mac }) => {
+                let secret = self.cfg.secret.as_deref().unwrap_or(&[]);
+                if auth::verify(secret, Side::Connector, &self.peer_nonce, &self.nonce, &mac) {
+                    self.established();
+                } else {
+                    self.shut(
+                        status!(NotAuthorized, "peer failed to prove the shared secret"),
+                        true,
+                        reg,
+                    );
+                }
+            }
+            (Phase::Established, f) => self.on_frame(f, reg),
+            (phase, f) => self.violation(
+                reg,
+                format_args!("unexpected {:?} frame in phase {phase:?}", f.opcode()),
+            ),
+        }
+    }
+
+    fn record_peer(&mut self, h: &Hello<'_>) {
+        let mut name = heapless::String::new();
+        // The decoder bounded the name by SEGMENT_NAME_MAX, the capacity.
+        let _ = name.push_str(h.name);
+        self.peer = Some(PeerInfo {
+            segment_name: name,
+            host_id: h.host_id,
+            caps: h.caps,
+            max_payload: h.max_payload,
+            max_outstanding: h.max_outstanding,
+        });
+        self.peer_nonce = h.nonce;
+    }
+
+    fn on_hello<S>(&mut self, h: &Hello<'_>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.record_peer(h);
+        self.hello_due = true;
+        match &self.cfg.secret {
+            Some(secret) if h.auth != AUTH_HMAC_SHA256 => {
+                let _ = secret;
+                self.shut(
+                    status!(
+                        NotAuthorized,
+                        "peer offered no authentication; a shared secret is required"
+                    ),
+                    true,
+                    reg,
+                )
+            }
+            Some(secret) => {
+                self.hello_mac = auth::prove(secret, Side::Acceptor, &h.nonce, &self.nonce);
+                self.phase = Phase::AwaitAuth;
+            }
+            None => self.established(),
+        }
+    }
+
+    fn on_hello_ack<S>(&mut self, h: &Hello<'_>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.record_peer(h);
+        match &self.cfg.secret {
+            Some(secret) => {
+                let proven = h.auth == AUTH_HMAC_SHA256
+                    && auth::verify(secret, Side::Acceptor, &self.nonce, &h.nonce, &h.mac);
+                if !proven {
+                    let st = status!(NotAuthorized, "peer {:?} did not prove the shared secret", h.name);
+                    return self.shut(st, true, reg);
+                }
+                self.auth_due = Some(auth::prove(secret, Side::Connector, &self.nonce, &h.nonce));
+            }
+            None if h.auth != AUTH_NONE => {
+                let st = status!(NotAuthorized, "peer {:?} requires a shared secret", h.name);
+                return self.shut(st, true, reg);
+            }
+            None => {}
+        }
+        self.established();
+    }
+
+    fn established(&mut self) {
+        self.phase = Phase::Established;
+        self.connected_due = true;
+    }
+
+    /// Requests the peer has in flight here; a new one must fit its limit.
+    fn request_room<S>(&mut self, reg: &mut Reg<S>) -> bool
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let busy = self.responses.len() + usize::from(matches!(self.landing, Some(Landing::Write { .. })));
+        if busy >= self.cfg.max_outstanding as usize {
+            let limit = self.cfg.max_outstanding;
+            self.violation(
+                reg,
+                format_args!("peer exceeded the limit of {limit} requests in flight"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn on_frame<S>(&mut self, frame: Frame<'_>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        match frame {
+            Frame::ReadReq {
+                req_id,
+                addr,
+                location,
+                len,
+            } => {
+                if !self.request_room(reg) {
+                    return;
+                }
+                if len > self.cfg.max_payload {
+                    let max = self.cfg.max_payload;
+                    return self
+                        .violation(reg, format_args!("read of {len} bytes exceeds max payload {max}"));
+                }
+                let r = match reg.pin_remote(addr, len as u64, location, Perm::REMOTE_READ) {
+                    Ok(pin) => Response::Read {
+                        req_id,
+                        span: Span {
+                            addr,
+                            len: len as u64,
+                            location: pin.location,
+                        },
+                        pin,
+                    },
+                    Err(status) => Response::Fail { req_id, status },
+                };
+                // request_room() proved there is room.
+                let _ = self.responses.push_back(r);
+            }
+            Frame::WriteData {
+                req_id,
+                addr,
+                location,
+                len,
+            } => {
+                if !self.request_room(reg) {
+                    return;
+                }
+                let len = len as u64;
+                self.landing = Some(match reg.pin_remote(addr, len, location, Perm::REMOTE_WRITE) {
+                    Ok(pin) => Landing::Write {
+                        req_id,
+                        span: Span {
+                            addr,
+                            len,
+                            location: pin.location,
+                        },
+                        pin: Some(pin),
+                        error: None,
+                        landed: 0,
+                    },
+                    Err(e) => Landing::Write {
+                        req_id,
+                        span: Span::cpu(addr, len),
+                        pin: None,
+                        error: Some(e),
+                        landed: 0,
+                    },
+                });
+            }
+            Frame::ReadData { req_id, len } => match self.tasks.chunk(req_id) {
+                Some((idx, c)) if c.op == Op::Read && c.len == len => {
+                    self.landing = Some(Landing::Read {
+                        chunk: idx,
+                        landed: 0,
+                    })
+                }
+                _ => self.violation(
+                    reg,
+                    format_args!("ReadData of {len} bytes answers no read {req_id:#x}"),
+                ),
+            },
+            Frame::WriteAck { req_id } => match self.tasks.chunk(req_id) {
+                Some((idx, c)) if c.op == Op::Write => self.tasks.complete(idx),
+                _ => self.violation(reg, format_args!("WriteAck answers no write {req_id:#x}")),
+            },
+            Frame::Error { req_id, code, msg } => {
+                let st = status!(=code, "{msg}");
+                if self.info_req == Some(req_id) {
+                    self.info_req = None;
+                    self.info_page = Some(Err(st));
+                } else if let Some((idx, _)) = self.tasks.chunk(req_id) {
+                    self.tasks.failed(idx, st);
+                } else {
+                    self.violation(reg, format_args!("Error answers no request {req_id:#x}"));
+                }
+            }
+            Frame::Notify { name, msg } => {
+                let mut n = Notification {
+                    name: heapless::String::new(),
+                    msg: heapless::Vec::new(),
+                };
+                // The decoder bounded both by the capacities.
+                let _ = n.name.push_str(name);
+                let _ = n.msg.extend_from_slice(msg);
+                // handle_input() only dispatches a Notify when the inbox has room.
+                let _ = self.inbox.push_back(n);
+            }
+            Frame::InfoReq { req_id, after } => {
+                if self.request_room(reg) {
+                    let _ = self.responses.push_back(Response::Info { req_id, after });
+                }
+            }
+            Frame::InfoReply {
+                req_id,
+                more,
+                regions,
+            } => {
+                if self.info_req != Some(req_id) || self.info_due.is_some() {
+                    return self.violation(reg, format_args!("InfoReply answers no query {req_id:#x}"));
+                }
+                self.info_req = None;
+                let mut page = SegmentPage {
+                    regions: heapless::Vec::new(),
+                    more,
+                };
+                for r in regions.iter() {
+                    // The decoder bounded the count by INFO_PAGE_MAX, the capacity.
+                    let _ = page.regions.push(r);
+                }
+                self.info_page = Some(Ok(page));
+            }
+            Frame::Ping { token } => self.pong_due = Some(token),
+            Frame::Pong { token } => {
+                if self.ping_outstanding == Some(token) {
+                    self.ping_outstanding = None;
+                }
+            }
+            f @ (Frame::Hello(_) | Frame::HelloAck(_) | Frame::Auth { .. } | Frame::Goodbye { .. }) => self
+                .violation(
+                    reg,
+                    format_args!("unexpected {:?} frame after the handshake", f.opcode()),
+                ),
+        }
+    }
+
+    fn finish_landing<S>(&mut self, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        match self.landing.take() {
+            Some(Landing::Read { chunk, .. }) => self.tasks.complete(chunk),
+            Some(Landing::Write {
+                req_id, pin, error, ..
+            }) => {
+                if let Some(pin) = pin {
+                    reg.unpin(pin);
+                }
+                let r = match error {
+                    None => Response::Ack { req_id },
+                    Some(status) => Response::Fail { req_id, status },
+                };
+                // request_room() counted this write when it arrived.
+                let _ = self.responses.push_back(r);
+            }
+            None => {}
+        }
+    }
+}

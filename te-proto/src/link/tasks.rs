@@ -1,0 +1,343 @@
+//! The initiator half of a link: tasks this side submitted, and the
+//! requests (chunks) in flight for them.
+
+use super::config::{MAX_LINK_TASKS, MAX_OUTSTANDING};
+use super::event::Event;
+use crate::batch::{Op, TaskId, TransferRequest};
+use crate::error::{Result, Status};
+use crate::location::Location;
+use crate::region::Span;
+use crate::status;
+use crate::time::Instant;
+
+/// One task on the link.
+#[derive(Clone, Debug)]
+struct TaskSlot {
+    id: TaskId,
+    op: Op,
+    local: Span,
+    remote_addr: u64,
+    remote_location: Option<Location>,
+    /// Bytes handed to requests so far.
+    issued: u64,
+    /// Bytes whose requests completed.
+    done: u64,
+    deadline: Option<Instant>,
+    /// `None` while running.
+    outcome: Option<Result<()>>,
+}
+
+/// One request in flight towards the peer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Chunk {
+    pub req_id: u64,
+    pub slot: usize,
+    pub offset: u64,
+    pub len: u32,
+    pub op: Op,
+    /// The task ended while this request was in flight: its answer is
+    /// consumed without touching the task's memory.
+    pub orphan: bool,
+}
+
+/// The next request to send, chosen but not yet committed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NextChunk {
+    pub slot: usize,
+    pub chunk: usize,
+    pub op: Op,
+    pub remote_addr: u64,
+    pub remote_location: Option<Location>,
+    pub offset: u64,
+    pub len: u32,
+    /// The local memory the request reads from (writes) or lands in (reads).
+    pub local: Span,
+}
+
+pub(super) struct Tasks {
+    slots: [Option<TaskSlot>; MAX_LINK_TASKS],
+    /// Bit i: slot i has something to report (progress or its end).
+    report: u128,
+    chunks: [Option<Chunk>; MAX_OUTSTANDING],
+    in_flight: usize,
+    rr: usize,
+}
+
+impl Tasks {
+    pub fn new() -> Tasks {
+        Tasks {
+            slots: core::array::from_fn(|_| None),
+            report: 0,
+            chunks: [None; MAX_OUTSTANDING],
+            in_flight: 0,
+            rr: 0,
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn submit(&mut self, id: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
+        let len = req.local.len;
+        if len == 0 {
+            return Err(status!(
+                Invalid,
+                "task {}/{}: length is zero",
+                id.batch.to_u64(),
+                id.index
+            ));
+        }
+        if req.local.end().is_none() {
+            return Err(status!(
+                Invalid,
+                "local range {:#x}+{:#x} wraps",
+                req.local.addr,
+                len
+            ));
+        }
+        if req.remote_addr.checked_add(len).is_none() {
+            return Err(status!(
+                Invalid,
+                "remote range {:#x}+{:#x} wraps",
+                req.remote_addr,
+                len
+            ));
+        }
+        let mut free = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            match s {
+                Some(t) if t.id == id => {
+                    return Err(status!(
+                        Invalid,
+                        "task {}/{} is already on this link",
+                        id.batch.to_u64(),
+                        id.index
+                    ))
+                }
+                None if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        let slot = free.ok_or_else(|| status!(NotReady, "link carries {MAX_LINK_TASKS} tasks already"))?;
+        self.slots[slot] = Some(TaskSlot {
+            id,
+            op: req.op,
+            local: req.local,
+            remote_addr: req.remote_addr,
+            remote_location: req.remote_location,
+            issued: 0,
+            done: 0,
+            deadline,
+            outcome: None,
+        });
+        Ok(())
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.slots.iter().any(|s| s.is_none())
+    }
+
+    /// Picks the next request to send, round robin over running tasks, when
+    /// fewer than `window` requests are in flight.
+    pub fn peek_next(&self, window: usize, max_payload: u32) -> Option<NextChunk> {
+        if self.in_flight >= window {
+            return None;
+        }
+        let chunk = self.chunks.iter().position(|c| c.is_none())?;
+        for k in 0..MAX_LINK_TASKS {
+            let slot = (self.rr + k) % MAX_LINK_TASKS;
+            let Some(t) = &self.slots[slot] else { continue };
+            if t.outcome.is_some() || t.issued >= t.local.len {
+                continue;
+            }
+            let len = (t.local.len - t.issued).min(max_payload as u64) as u32;
+            return Some(NextChunk {
+                slot,
+                chunk,
+                op: t.op,
+                remote_addr: t.remote_addr + t.issued,
+                remote_location: t.remote_location,
+                offset: t.issued,
+                len,
+                local: t.local.slice(t.issued, len as u64),
+            });
+        }
+        None
+    }
+
+    /// Records `next` as sent with `req_id`.
+    pub fn commit(&mut self, next: &NextChunk, req_id: u64) {
+        if let Some(t) = self.slots[next.slot].as_mut() {
+            t.issued += next.len as u64;
+        }
+        self.chunks[next.chunk] = Some(Chunk {
+            req_id,
+            slot: next.slot,
+            offset: next.offset,
+            len: next.len,
+            op: next.op,
+            orphan: false,
+        });
+        self.in_flight += 1;
+        self.rr = (next.slot + 1) % MAX_LINK_TASKS;
+    }
+
+    /// The in-flight request with this id.
+    pub fn chunk(&self, req_id: u64) -> Option<(usize, Chunk)> {
+        let idx = (req_id & 0xff) as usize;
+        match self.chunks.get(idx) {
+            Some(Some(c)) if c.req_id == req_id => Some((idx, *c)),
+            _ => None,
+        }
+    }
+
+    /// Where the answer to a read lands: the task's memory, or nowhere for
+    /// an orphan.
+    pub fn read_dest(&self, idx: usize) -> Option<Span> {
+        let c = self.chunks.get(idx).copied().flatten()?;
+        if c.orphan {
+            return None;
+        }
+        let t = self.slots[c.slot].as_ref()?;
+        Some(t.local.slice(c.offset, c.len as u64))
+    }
+
+    /// The request finished well: count its bytes.
+    pub fn complete(&mut self, idx: usize) {
+        let Some(c) = self.release(idx) else { return };
+        if let Some(t) = self.slots[c.slot].as_mut() {
+            t.done += c.len as u64;
+            if t.done >= t.local.len {
+                t.outcome = Some(Ok(()));
+            }
+            self.report |= 1 << c.slot;
+        }
+    }
+
+    /// The request failed: the task fails with `status`.
+    pub fn failed(&mut self, idx: usize, status: Status) {
+        if let Some(c) = self.release(idx) {
+            self.fail_slot(c.slot, status);
+        }
+    }
+
+    /// Frees a request slot; returns it unless it was an orphan.
+    fn release(&mut self, idx: usize) -> Option<Chunk> {
+        let c = self.chunks.get_mut(idx)?.take()?;
+        self.in_flight -= 1;
+        (!c.orphan).then_some(c)
+    }
+
+    fn fail_slot(&mut self, slot: usize, status: Status) {
+        let Some(t) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if t.outcome.is_some() {
+            return;
+        }
+        t.outcome = Some(Err(status));
+        self.report |= 1 << slot;
+        for c in self.chunks.iter_mut().flatten() {
+            if c.slot == slot {
+                c.orphan = true;
+            }
+        }
+    }
+
+    /// Fails every running task with `status`.
+    pub fn fail_all(&mut self, status: &Status) {
+        for slot in 0..MAX_LINK_TASKS {
+            self.fail_slot(slot, status.clone());
+        }
+    }
+
+    /// Every in-flight request becomes an orphan (the connection is gone).
+    pub fn forget_in_flight(&mut self) {
+        self.chunks = [None; MAX_OUTSTANDING];
+        self.in_flight = 0;
+    }
+
+    pub fn cancel(&mut self, id: TaskId) -> bool {
+        let found = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|t| t.id == id && t.outcome.is_none()));
+        match found {
+            Some(slot) => {
+                let msg = status!(Canceled, "task {}/{} canceled", id.batch.to_u64(), id.index);
+                self.fail_slot(slot, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fails the tasks whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) {
+        for slot in 0..MAX_LINK_TASKS {
+            let expired = self.slots[slot]
+                .as_ref()
+                .is_some_and(|t| t.outcome.is_none() && t.deadline.is_some_and(|d| now >= d));
+            if expired {
+                let msg = self.slots[slot].as_ref().map(|t| {
+                    status!(
+                        Timeout,
+                        "task deadline passed with {} of {} bytes moved",
+                        t.done,
+                        t.local.len
+                    )
+                });
+                if let Some(msg) = msg {
+                    self.fail_slot(slot, msg);
+                }
+            }
+        }
+    }
+
+    pub fn earliest_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|t| t.outcome.is_none())
+            .filter_map(|t| t.deadline)
+            .min()
+    }
+
+    /// True when a task still has something to report.
+    pub fn has_reports(&self) -> bool {
+        self.report != 0
+    }
+
+    /// The next report; `hold` names a slot whose end must not be reported
+    /// yet (its payload is still being sent).
+    pub fn poll_report(&mut self, hold: Option<usize>) -> Option<Event> {
+        let mut bits = self.report;
+        if let Some(h) = hold {
+            if self.slots[h].as_ref().is_some_and(|t| t.outcome.is_some()) {
+                bits &= !(1u128 << h);
+            }
+        }
+        if bits == 0 {
+            return None;
+        }
+        let slot = bits.trailing_zeros() as usize;
+        self.report &= !(1u128 << slot);
+        let t = self.slots[slot].as_ref()?;
+        match &t.outcome {
+            None => Some(Event::Progress {
+                task: t.id,
+                transferred: t.done,
+            }),
+            Some(_) => {
+                let t = self.slots[slot].take()?;
+                let result = t.outcome.unwrap_or(Ok(()));
+                Some(Event::TaskDone { task: t.id, result })
+            }
+        }
+    }
+}

@@ -1,0 +1,798 @@
+//! Frame bodies and the decoded [`Frame`] view.
+
+use zerocopy::byteorder::network_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::error::WireError;
+use super::header::{Header, Opcode, FLAG_MORE, HEADER_LEN};
+use super::{
+    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, SEGMENT_NAME_MAX,
+};
+use crate::error::ErrorCode;
+use crate::location::Location;
+use crate::region::{Perm, Region};
+
+/// Wire value of a location field meaning "any location: resolve by address".
+pub const LOCATION_ANY: u32 = 0xffff_ffff;
+/// Handshake auth mode: no authentication.
+pub const AUTH_NONE: u8 = 0;
+/// Handshake auth mode: HMAC-SHA256 challenge-response over a shared secret.
+pub const AUTH_HMAC_SHA256: u8 = 1;
+/// Size of one region entry in an `InfoReply`.
+pub const REGION_ENTRY_LEN: usize = 24;
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct HelloBody {
+    caps: U32,
+    max_payload: U32,
+    max_outstanding: U32,
+    auth: u8,
+    reserved: [u8; 3],
+    name_len: U16,
+    reserved2: U16,
+    host_id: [u8; 32],
+    nonce: [u8; 32],
+    mac: [u8; 32],
+}
+pub(crate) const HELLO_FIXED: usize = core::mem::size_of::<HelloBody>();
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct AccessBody {
+    req_id: U64,
+    addr: U64,
+    location: U32,
+    len: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ErrorBody {
+    req_id: U64,
+    code: U32,
+    msg_len: U16,
+    reserved: U16,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct NotifyBody {
+    name_len: U16,
+    reserved: U16,
+    msg_len: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct InfoReqBody {
+    req_id: U64,
+    has_after: U32,
+    after_location: U32,
+    after_base: U64,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct InfoReplyBody {
+    req_id: U64,
+    count: U32,
+    reserved: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RegionEntry {
+    base: U64,
+    len: U64,
+    location: U32,
+    perm: u8,
+    reserved: [u8; 3],
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct CodeBody {
+    code: U32,
+    reserved: U32,
+}
+
+const _: () = assert!(HELLO_FIXED == 116);
+const _: () = assert!(core::mem::size_of::<AccessBody>() == 24);
+const _: () = assert!(core::mem::size_of::<InfoReqBody>() == 24);
+const _: () = assert!(core::mem::size_of::<RegionEntry>() == REGION_ENTRY_LEN);
+
+/// The handshake fields of `Hello` and `HelloAck`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    /// Capability bits of the sender (unknown bits are ignored).
+    pub caps: u32,
+    /// Largest payload the sender accepts in one frame.
+    pub max_payload: u32,
+    /// Most requests the sender accepts in flight from this peer.
+    pub max_outstanding: u32,
+    /// [`AUTH_NONE`] or [`AUTH_HMAC_SHA256`].
+    pub auth: u8,
+    /// Opaque host identity (same-host detection).
+    pub host_id: [u8; 32],
+    /// The sender's challenge nonce.
+    pub nonce: [u8; 32],
+    /// `HelloAck` only: the acceptor's proof of the secret (zero otherwise).
+    pub mac: [u8; 32],
+    /// The sender's segment name.
+    pub name: &'a str,
+}
+
+/// The region entries of an `InfoReply`, validated at decode time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionList<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> RegionList<'a> {
+    /// Number of regions.
+    pub fn len(&self) -> usize {
+        self.raw.len() / REGION_ENTRY_LEN
+    }
+
+    /// True when the page holds no region.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The regions, in the order the peer sent them.
+    pub fn iter(&self) -> impl Iterator<Item = Region> + 'a {
+        self.raw
+            .chunks_exact(REGION_ENTRY_LEN)
+            .filter_map(|c| region_from_entry(c).ok())
+    }
+}
+
+fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
+    let op = Opcode::InfoReply;
+    let e = RegionEntry::read_from_bytes(bytes).map_err(|_| WireError::FieldLength {
+        opcode: op,
+        field: "region entry",
+        value: bytes.len() as u32,
+    })?;
+    let location = Location::from_wire(e.location.get()).ok_or(WireError::BadValue {
+        opcode: op,
+        field: "region location",
+        value: e.location.get() as u64,
+    })?;
+    let perm = Perm::from_bits(e.perm)
+        .filter(|p| !p.is_empty())
+        .ok_or(WireError::BadValue {
+            opcode: op,
+            field: "region perm",
+            value: e.perm as u64,
+        })?;
+    if e.reserved != [0; 3] {
+        return Err(WireError::ReservedBits {
+            opcode: op,
+            field: "region reserved",
+            value: 0,
+        });
+    }
+    let (base, len) = (e.base.get(), e.len.get());
+    if base == 0 || len == 0 || base.checked_add(len).is_none() {
+        return Err(WireError::BadValue {
+            opcode: op,
+            field: "region range",
+            value: base,
+        });
+    }
+    Ok(Region::new(base, len, location, perm))
+}
+
+/// A decoded frame (header and body; a payload, if any, follows on the wire
+/// and is not part of this value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Handshake opening.
+    Hello(Hello<'a>),
+    /// Handshake answer.
+    HelloAck(Hello<'a>),
+    /// The connecting side's proof of the secret.
+    Auth {
+        /// HMAC-SHA256 proof.
+        mac: [u8; 32],
+    },
+    /// Read `len` bytes at `addr` of the receiver's memory.
+    ReadReq {
+        /// Request id, echoed by the answer.
+        req_id: u64,
+        /// First byte to read.
+        addr: u64,
+        /// Location, or `None` to resolve by address.
+        location: Option<Location>,
+        /// Bytes to read (non-zero, at most the receiver's max payload).
+        len: u32,
+    },
+    /// Answer to a read; `len` payload bytes follow.
+    ReadData {
+        /// The request's id.
+        req_id: u64,
+        /// Payload length.
+        len: u32,
+    },
+    /// Write the `len` payload bytes that follow at `addr`.
+    WriteData {
+        /// Request id, echoed by the ack.
+        req_id: u64,
+        /// First byte to write.
+        addr: u64,
+        /// Location, or `None` to resolve by address.
+        location: Option<Location>,
+        /// Payload length.
+        len: u32,
+    },
+    /// A write was applied.
+    WriteAck {
+        /// The request's id.
+        req_id: u64,
+    },
+    /// A request failed (or, with id 0, the link is closing).
+    Error {
+        /// The request's id, 0 for the whole link.
+        req_id: u64,
+        /// Why (never `Ok`).
+        code: ErrorCode,
+        /// What was wrong.
+        msg: &'a str,
+    },
+    /// A notification.
+    Notify {
+        /// Name, 1 to 64 bytes of UTF-8.
+        name: &'a str,
+        /// Message, up to 2048 bytes.
+        msg: &'a [u8],
+    },
+    /// Ask for a page of remotely visible regions.
+    InfoReq {
+        /// Request id.
+        req_id: u64,
+        /// Start after this `(location, base)`; `None` from the start.
+        after: Option<(Location, u64)>,
+    },
+    /// A page of remotely visible regions.
+    InfoReply {
+        /// The request's id.
+        req_id: u64,
+        /// More pages follow (ask again after the last region).
+        more: bool,
+        /// The regions.
+        regions: RegionList<'a>,
+    },
+    /// Liveness probe.
+    Ping {
+        /// Echoed by the pong.
+        token: u64,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The ping's token.
+        token: u64,
+    },
+    /// Orderly close.
+    Goodbye {
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+fn location_to_wire(l: Option<Location>) -> u32 {
+    l.map_or(LOCATION_ANY, Location::to_wire)
+}
+
+fn location_from_wire(op: Opcode, v: u32) -> Result<Option<Location>, WireError> {
+    if v == LOCATION_ANY {
+        return Ok(None);
+    }
+    Location::from_wire(v).map(Some).ok_or(WireError::BadValue {
+        opcode: op,
+        field: "location",
+        value: v as u64,
+    })
+}
+
+fn code_from_wire(op: Opcode, v: u32) -> Result<ErrorCode, WireError> {
+    ErrorCode::from_u32(v).ok_or(WireError::BadValue {
+        opcode: op,
+        field: "error code",
+        value: v as u64,
+    })
+}
+
+fn utf8<'a>(op: Opcode, field: &'static str, b: &'a [u8]) -> Result<&'a str, WireError> {
+    core::str::from_utf8(b).map_err(|_| WireError::NotUtf8 { opcode: op, field })
+}
+
+fn read<T: FromBytes + KnownLayout + Immutable>(op: Opcode, body: &[u8]) -> Result<(T, &[u8]), WireError> {
+    T::read_from_prefix(body).map_err(|_| WireError::BodyLength {
+        opcode: op,
+        len: body.len() as u32,
+    })
+}
+
+fn field_len(op: Opcode, field: &'static str, value: usize) -> WireError {
+    WireError::FieldLength {
+        opcode: op,
+        field,
+        value: u32::try_from(value).unwrap_or(u32::MAX),
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// The frame's opcode.
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Frame::Hello(_) => Opcode::Hello,
+            Frame::HelloAck(_) => Opcode::HelloAck,
+            Frame::Auth { .. } => Opcode::Auth,
+            Frame::ReadReq { .. } => Opcode::ReadReq,
+            Frame::ReadData { .. } => Opcode::ReadData,
+            Frame::WriteData { .. } => Opcode::WriteData,
+            Frame::WriteAck { .. } => Opcode::WriteAck,
+            Frame::Error { .. } => Opcode::Error,
+            Frame::Notify { .. } => Opcode::Notify,
+            Frame::InfoReq { .. } => Opcode::InfoReq,
+            Frame::InfoReply { .. } => Opcode::InfoReply,
+            Frame::Ping { .. } => Opcode::Ping,
+            Frame::Pong { .. } => Opcode::Pong,
+            Frame::Goodbye { .. } => Opcode::Goodbye,
+        }
+    }
+
+    /// Decodes a body whose header has passed [`Header::validate`].
+    pub fn decode(header: &Header, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
+        let op = Opcode::from_u8(header.opcode).ok_or(WireError::UnknownOpcode(header.opcode))?;
+        if body.len() != header.body_len.get() as usize {
+            return Err(WireError::BodyLength {
+                opcode: op,
+                len: body.len() as u32,
+            });
+        }
+        let payload = header.payload_len.get();
+        let frame = match op {
+            Opcode::Hello | Opcode::HelloAck => {
+                let (h, rest) = read::<HelloBody>(op, body)?;
+                let name_len = h.name_len.get() as usize;
+                if name_len == 0 || name_len > SEGMENT_NAME_MAX || rest.len() != name_len {
+                    return Err(field_len(op, "segment name length", name_len));
+                }
+                if h.reserved != [0; 3] || h.reserved2.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "hello reserved",
+                        value: 0,
+                    });
+                }
+                if h.auth > AUTH_HMAC_SHA256 {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "auth mode",
+                        value: h.auth as u64,
+                    });
+                }
+                if op == Opcode::Hello && h.mac != [0; 32] {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "hello mac",
+                        value: 0,
+                    });
+                }
+                let max_payload = h.max_payload.get();
+                if !(4096..=MAX_PAYLOAD_LIMIT).contains(&max_payload) {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "max payload",
+                        value: max_payload as u64,
+                    });
+                }
+                let max_outstanding = h.max_outstanding.get();
+                if max_outstanding == 0 {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "max outstanding",
+                        value: 0,
+                    });
+                }
+                let hello = Hello {
+                    caps: h.caps.get(),
+                    max_payload,
+                    max_outstanding,
+                    auth: h.auth,
+                    host_id: h.host_id,
+                    nonce: h.nonce,
+                    mac: h.mac,
+                    name: utf8(op, "segment name", rest)?,
+                };
+                if op == Opcode::Hello {
+                    Frame::Hello(hello)
+                } else {
+                    Frame::HelloAck(hello)
+                }
+            }
+            Opcode::Auth => {
+                let (mac, _) = read::<[u8; 32]>(op, body)?;
+                Frame::Auth { mac }
+            }
+            Opcode::ReadReq | Opcode::WriteData => {
+                let (b, _) = read::<AccessBody>(op, body)?;
+                let location = location_from_wire(op, b.location.get())?;
+                let (req_id, addr) = (b.req_id.get(), b.addr.get());
+                if op == Opcode::ReadReq {
+                    let len = b.len.get();
+                    if len == 0 {
+                        return Err(WireError::BadValue {
+                            opcode: op,
+                            field: "length",
+                            value: 0,
+                        });
+                    }
+                    Frame::ReadReq {
+                        req_id,
+                        addr,
+                        location,
+                        len,
+                    }
+                } else {
+                    if b.len.get() != 0 {
+                        return Err(WireError::ReservedBits {
+                            opcode: op,
+                            field: "write reserved",
+                            value: b.len.get() as u64,
+                        });
+                    }
+                    Frame::WriteData {
+                        req_id,
+                        addr,
+                        location,
+                        len: payload,
+                    }
+                }
+            }
+            Opcode::ReadData => Frame::ReadData {
+                req_id: read::<U64>(op, body)?.0.get(),
+                len: payload,
+            },
+            Opcode::WriteAck => Frame::WriteAck {
+                req_id: read::<U64>(op, body)?.0.get(),
+            },
+            Opcode::Ping => Frame::Ping {
+                token: read::<U64>(op, body)?.0.get(),
+            },
+            Opcode::Pong => Frame::Pong {
+                token: read::<U64>(op, body)?.0.get(),
+            },
+            Opcode::Goodbye => {
+                let (b, _) = read::<CodeBody>(op, body)?;
+                if b.reserved.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "goodbye reserved",
+                        value: b.reserved.get() as u64,
+                    });
+                }
+                Frame::Goodbye {
+                    code: code_from_wire(op, b.code.get())?,
+                }
+            }
+            Opcode::Error => {
+                let (b, rest) = read::<ErrorBody>(op, body)?;
+                let msg_len = b.msg_len.get() as usize;
+                if msg_len > ERROR_MSG_MAX || rest.len() != msg_len {
+                    return Err(field_len(op, "message length", msg_len));
+                }
+                if b.reserved.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "error reserved",
+                        value: b.reserved.get() as u64,
+                    });
+                }
+                let code = code_from_wire(op, b.code.get())?;
+                if code == ErrorCode::Ok {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "error code",
+                        value: 0,
+                    });
+                }
+                Frame::Error {
+                    req_id: b.req_id.get(),
+                    code,
+                    msg: utf8(op, "message", rest)?,
+                }
+            }
+            Opcode::Notify => {
+                let (b, rest) = read::<NotifyBody>(op, body)?;
+                let name_len = b.name_len.get() as usize;
+                let msg_len = b.msg_len.get() as usize;
+                if name_len == 0 || name_len > NOTIFY_NAME_MAX {
+                    return Err(field_len(op, "name length", name_len));
+                }
+                if msg_len > NOTIFY_MSG_MAX || rest.len() != name_len + msg_len {
+                    return Err(field_len(op, "message length", msg_len));
+                }
+                if b.reserved.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "notify reserved",
+                        value: b.reserved.get() as u64,
+                    });
+                }
+                let (name, msg) = rest.split_at(name_len);
+                Frame::Notify {
+                    name: utf8(op, "name", name)?,
+                    msg,
+                }
+            }
+            Opcode::InfoReq => {
+                let (b, _) = read::<InfoReqBody>(op, body)?;
+                let after = match b.has_after.get() {
+                    0 if b.after_location.get() == 0 && b.after_base.get() == 0 => None,
+                    1 => {
+                        let loc =
+                            location_from_wire(op, b.after_location.get())?.ok_or(WireError::BadValue {
+                                opcode: op,
+                                field: "after location",
+                                value: LOCATION_ANY as u64,
+                            })?;
+                        Some((loc, b.after_base.get()))
+                    }
+                    v => {
+                        return Err(WireError::BadValue {
+                            opcode: op,
+                            field: "has_after",
+                            value: v as u64,
+                        })
+                    }
+                };
+                Frame::InfoReq {
+                    req_id: b.req_id.get(),
+                    after,
+                }
+            }
+            Opcode::InfoReply => {
+                let (b, rest) = read::<InfoReplyBody>(op, body)?;
+                let count = b.count.get() as usize;
+                if count > INFO_PAGE_MAX || rest.len() != count * REGION_ENTRY_LEN {
+                    return Err(field_len(op, "region count", count));
+                }
+                if b.reserved.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "info reserved",
+                        value: b.reserved.get() as u64,
+                    });
+                }
+                for entry in rest.chunks_exact(REGION_ENTRY_LEN) {
+                    region_from_entry(entry)?;
+                }
+                Frame::InfoReply {
+                    req_id: b.req_id.get(),
+                    more: header.flags.get() & FLAG_MORE != 0,
+                    regions: RegionList { raw: rest },
+                }
+            }
+        };
+        Ok(frame)
+    }
+
+    /// Encodes header and body into `buf`; returns the bytes written. For
+    /// `ReadData` and `WriteData` the header announces `len` payload bytes,
+    /// which the caller sends right after.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let op = self.opcode();
+        let mut w = Writer::new(buf, op);
+        let mut flags = 0;
+        let mut payload = 0;
+        match *self {
+            Frame::Hello(ref h) | Frame::HelloAck(ref h) => {
+                if h.name.is_empty() || h.name.len() > SEGMENT_NAME_MAX {
+                    return Err(field_len(op, "segment name length", h.name.len()));
+                }
+                w.put(&HelloBody {
+                    caps: U32::new(h.caps),
+                    max_payload: U32::new(h.max_payload),
+                    max_outstanding: U32::new(h.max_outstanding),
+                    auth: h.auth,
+                    reserved: [0; 3],
+                    name_len: U16::new(h.name.len() as u16),
+                    reserved2: U16::new(0),
+                    host_id: h.host_id,
+                    nonce: h.nonce,
+                    mac: h.mac,
+                })?;
+                w.bytes(h.name.as_bytes())?;
+            }
+            Frame::Auth { ref mac } => w.bytes(mac)?,
+            Frame::ReadReq {
+                req_id,
+                addr,
+                location,
+                len,
+            } => w.put(&AccessBody {
+                req_id: U64::new(req_id),
+                addr: U64::new(addr),
+                location: U32::new(location_to_wire(location)),
+                len: U32::new(len),
+            })?,
+            Frame::WriteData {
+                req_id,
+                addr,
+                location,
+                len,
+            } => {
+                payload = len;
+                w.put(&AccessBody {
+                    req_id: U64::new(req_id),
+                    addr: U64::new(addr),
+                    location: U32::new(location_to_wire(location)),
+                    len: U32::new(0),
+                })?
+            }
+            Frame::ReadData { req_id, len } => {
+                payload = len;
+                w.put(&U64::new(req_id))?
+            }
+            Frame::WriteAck { req_id } => w.put(&U64::new(req_id))?,
+            Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
+            Frame::Goodbye { code } => w.put(&CodeBody {
+                code: U32::new(code.as_u32()),
+                reserved: U32::new(0),
+            })?,
+            Frame::Error { req_id, code, msg } => {
+                let mut end = msg.len().min(ERROR_MSG_MAX);
+                while !msg.is_char_boundary(end) {
+                    end -= 1;
+                }
+                w.put(&ErrorBody {
+                    req_id: U64::new(req_id),
+                    code: U32::new(code.as_u32()),
+                    msg_len: U16::new(end as u16),
+                    reserved: U16::new(0),
+                })?;
+                w.bytes(&msg.as_bytes()[..end])?;
+            }
+            Frame::Notify { name, msg } => {
+                if name.is_empty() || name.len() > NOTIFY_NAME_MAX {
+                    return Err(field_len(op, "name length", name.len()));
+                }
+                if msg.len() > NOTIFY_MSG_MAX {
+                    return Err(field_len(op, "message length", msg.len()));
+                }
+                w.put(&NotifyBody {
+                    name_len: U16::new(name.len() as u16),
+                    reserved: U16::new(0),
+                    msg_len: U32::new(msg.len() as u32),
+                })?;
+                w.bytes(name.as_bytes())?;
+                w.bytes(msg)?;
+            }
+            Frame::InfoReq { req_id, after } => {
+                let (has, loc, base) = match after {
+                    Some((l, b)) => (1, l.to_wire(), b),
+                    None => (0, 0, 0),
+                };
+                w.put(&InfoReqBody {
+                    req_id: U64::new(req_id),
+                    has_after: U32::new(has),
+                    after_location: U32::new(loc),
+                    after_base: U64::new(base),
+                })?
+            }
+            Frame::InfoReply {
+                req_id,
+                more,
+                regions,
+            } => {
+                if more {
+                    flags = FLAG_MORE;
+                }
+                w.put(&InfoReplyBody {
+                    req_id: U64::new(req_id),
+                    count: U32::new(regions.len() as u32),
+                    reserved: U32::new(0),
+                })?;
+                w.bytes(regions.raw)?;
+            }
+        }
+        w.finish(flags, payload)
+    }
+}
+
+/// Encodes an `InfoReply` page straight from an iterator of regions: at most
+/// [`INFO_PAGE_MAX`] regions, with the "more" flag set when the iterator
+/// still had regions after the page. Returns the bytes written and the key
+/// of the last region in the page.
+pub fn encode_info_reply(
+    buf: &mut [u8],
+    req_id: u64,
+    regions: impl Iterator<Item = Region>,
+) -> Result<(usize, Option<(Location, u64)>), WireError> {
+    let op = Opcode::InfoReply;
+    let mut w = Writer::new(buf, op);
+    let need = HEADER_LEN + core::mem::size_of::<InfoReplyBody>() + INFO_PAGE_MAX * REGION_ENTRY_LEN;
+    if w.buf.len() < need {
+        return Err(WireError::BufferTooSmall {
+            need,
+            have: w.buf.len(),
+        });
+    }
+    w.put(&InfoReplyBody {
+        req_id: U64::new(req_id),
+        count: U32::new(0),
+        reserved: U32::new(0),
+    })?;
+    let mut count = 0u32;
+    let mut last = None;
+    let mut more = false;
+    for r in regions {
+        if count as usize == INFO_PAGE_MAX {
+            more = true;
+            break;
+        }
+        w.put(&RegionEntry {
+            base: U64::new(r.span.addr),
+            len: U64::new(r.span.len),
+            location: U32::new(r.span.location.to_wire()),
+            perm: r.perm.bits(),
+            reserved: [0; 3],
+        })?;
+        last = Some((r.span.location, r.span.addr));
+        count += 1;
+    }
+    // The count field sits right after the 8-byte request id in the body.
+    let count_at = HEADER_LEN + 8;
+    if let Some(field) = w.buf.get_mut(count_at..count_at + 4) {
+        field.copy_from_slice(&count.to_be_bytes());
+    }
+    Ok((w.finish(if more { FLAG_MORE } else { 0 }, 0)?, last))
+}
+
+/// Writes a header placeholder, then body pieces; `finish` fills the header.
+struct Writer<'b> {
+    buf: &'b mut [u8],
+    at: usize,
+    op: Opcode,
+}
+
+impl<'b> Writer<'b> {
+    fn new(buf: &'b mut [u8], op: Opcode) -> Writer<'b> {
+        Writer {
+            buf,
+            at: HEADER_LEN,
+            op,
+        }
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Result<(), WireError> {
+        let end = self.at + b.len();
+        let have = self.buf.len();
+        let dst = self
+            .buf
+            .get_mut(self.at..end)
+            .ok_or(WireError::BufferTooSmall { need: end, have })?;
+        dst.copy_from_slice(b);
+        self.at = end;
+        Ok(())
+    }
+
+    fn put<T: IntoBytes + Immutable>(&mut self, v: &T) -> Result<(), WireError> {
+        self.bytes(v.as_bytes())
+    }
+
+    fn finish(self, flags: u16, payload: u32) -> Result<usize, WireError> {
+        let header = Header::new(self.op, flags, self.at - HEADER_LEN, payload);
+        let have = self.buf.len();
+        let dst = self.buf.get_mut(..HEADER_LEN).ok_or(WireError::BufferTooSmall {
+            need: HEADER_LEN,
+            have,
+        })?;
+        dst.copy_from_slice(header.as_bytes());
+        Ok(self.at)
+    }
+}

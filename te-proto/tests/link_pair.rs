@@ -1,0 +1,600 @@
+//! Two te-proto links wired back to back in memory (no sockets): transfers
+//! of every size, interleaving, remote errors, authentication, timeouts,
+//! cancellation, unregister under load and malformed input.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{config, task, Pair, Rng};
+use te_proto::batch::Op;
+use te_proto::link::LinkState;
+use te_proto::wire::{Frame, Header, Opcode, HEADER_LEN};
+use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
+use zerocopy::IntoBytes;
+
+const SRC: u64 = 0x1000_0000_0000;
+const DST: u64 = 0x2000_0000_0000;
+const REMOTE: u64 = 0x9000_0000_0000;
+
+fn connected_pair(max_payload: u32, seed: u64) -> Pair {
+    let mut p = Pair::new(config("a:1", max_payload), config("b:2", max_payload), seed);
+    p.run();
+    assert!(p.a.connected && p.b.connected);
+    p
+}
+
+fn code(r: &te_proto::Result<()>) -> ErrorCode {
+    match r {
+        Ok(()) => ErrorCode::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+/// Writes every size from `sizes` to the peer at odd offsets, all tasks
+/// submitted at once, then reads each back into a second buffer.
+fn round_trip(p: &mut Pair, sizes: &[u64]) {
+    let total: u64 = sizes.iter().map(|s| s + 3).sum();
+    let mut rng = Rng(7);
+    p.a.region(SRC, total, Perm::LOCAL_ONLY, &mut rng);
+    p.a.region(DST, total, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, total + 1, Perm::REMOTE_READ_WRITE, &mut rng);
+    let mut off = 1;
+    for (i, &len) in sizes.iter().enumerate() {
+        p.a.submit(
+            task(1, i as u32),
+            Op::Write,
+            Span::cpu(SRC + off, len),
+            REMOTE + off + 1,
+        )
+        .unwrap();
+        off += len + 3;
+    }
+    p.run();
+    let mut off = 1;
+    for (i, &len) in sizes.iter().enumerate() {
+        assert_eq!(
+            p.a.done.get(&task(1, i as u32)),
+            Some(&Ok(())),
+            "write of {len} bytes"
+        );
+        assert!(
+            p.a.mem.read(Span::cpu(SRC + off, len)) == p.b.mem.read(Span::cpu(REMOTE + off + 1, len)),
+            "write of {len} bytes not byte-exact"
+        );
+        p.a.submit(
+            task(2, i as u32),
+            Op::Read,
+            Span::cpu(DST + off, len),
+            REMOTE + off + 1,
+        )
+        .unwrap();
+        off += len + 3;
+    }
+    p.run();
+    let mut off = 1;
+    for (i, &len) in sizes.iter().enumerate() {
+        assert_eq!(
+            p.a.done.get(&task(2, i as u32)),
+            Some(&Ok(())),
+            "read of {len} bytes"
+        );
+        assert!(
+            p.a.mem.read(Span::cpu(SRC + off, len)) == p.a.mem.read(Span::cpu(DST + off, len)),
+            "read of {len} bytes not byte-exact"
+        );
+        off += len + 3;
+    }
+    assert_eq!(p.a.link.tasks_in_flight(), 0);
+    assert_eq!(p.a.link.state(), LinkState::Established);
+}
+
+#[test]
+fn reads_and_writes_from_1_byte_to_64_mib_are_byte_exact() {
+    let mut p = connected_pair(256 << 10, 1);
+    let sizes = [
+        1,
+        2,
+        7,
+        4095,
+        4096,
+        4097,
+        65_535,
+        65_537,
+        1 << 20,
+        (1 << 20) + 3,
+        (5 << 20) + 11,
+        64 << 20,
+    ];
+    round_trip(&mut p, &sizes);
+}
+
+#[test]
+fn byte_exact_when_bytes_arrive_in_random_small_pieces() {
+    let mut p = connected_pair(4096, 2);
+    p.max_piece = 13;
+    round_trip(&mut p, &[1, 3, 100, 4096, 4097, 20_000, 100_003]);
+}
+
+#[test]
+fn large_tasks_interleave_and_respect_the_window() {
+    let mut a = config("a:1", 64 << 10);
+    a.max_outstanding = 8;
+    let mut b = config("b:2", 64 << 10);
+    b.max_outstanding = 4;
+    let mut p = Pair::new(a, b, 3);
+    p.run();
+    let mut rng = Rng(3);
+    let n = 16u32;
+    let len = 1u64 << 20;
+    p.a.region(DST, len * n as u64, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, len * n as u64, Perm::REMOTE_READ, &mut rng);
+    for i in 0..n {
+        let off = i as u64 * len;
+        p.a.submit(task(1, i), Op::Read, Span::cpu(DST + off, len), REMOTE + off)
+            .unwrap();
+    }
+    while p.step() {
+        assert!(p.a.link.requests_in_flight() <= 4, "window of the peer exceeded");
+    }
+    assert_eq!(p.a.done.len(), n as usize);
+    assert!(p.a.done.values().all(|r| r.is_ok()));
+    // Every task had moved bytes before the first one finished.
+    let first_done_at =
+        p.a.progress
+            .iter()
+            .filter(|(_, b)| *b == len - (64 << 10))
+            .count();
+    assert!(first_done_at > 0);
+    let mut seen = std::collections::HashSet::new();
+    for (t, _) in &p.a.progress[..n as usize] {
+        seen.insert(*t);
+    }
+    assert_eq!(
+        seen.len(),
+        n as usize,
+        "the first {n} progress reports come from {n} different tasks"
+    );
+    assert!(p.a.mem.read(Span::cpu(DST, len * n as u64)) == p.b.mem.read(Span::cpu(REMOTE, len * n as u64)));
+}
+
+#[test]
+fn remote_errors_fail_only_the_affected_tasks() {
+    let mut p = connected_pair(64 << 10, 4);
+    let mut rng = Rng(4);
+    let rw = REMOTE;
+    let ro = REMOTE + 0x10_0000;
+    let wo = REMOTE + 0x20_0000;
+    let local_only = REMOTE + 0x30_0000;
+    p.a.region(SRC, 1 << 20, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(rw, 0x1_0000, Perm::REMOTE_READ_WRITE, &mut rng);
+    p.b.region(ro, 0x1_0000, Perm::REMOTE_READ, &mut rng);
+    p.b.region(wo, 0x1_0000, Perm::REMOTE_WRITE, &mut rng);
+    p.b.region(local_only, 0x1_0000, Perm::LOCAL_ONLY, &mut rng);
+    let ro_before = p.b.mem.read(Span::cpu(ro, 0x1_0000)).to_vec();
+    let cases: &[(Op, u64, u64, ErrorCode)] = &[
+        (Op::Write, rw, 4096, ErrorCode::Ok),
+        (Op::Read, rw + 100, 5000, ErrorCode::Ok),
+        (Op::Read, REMOTE + 0x40_0000, 16, ErrorCode::NotAuthorized), // never registered
+        (Op::Write, rw + 0x1_0000 - 10, 100, ErrorCode::NotAuthorized), // past the end
+        (Op::Read, ro + 0x1_0000 - 8, 16, ErrorCode::NotAuthorized),  // spans ro and wo
+        (Op::Write, ro, 64, ErrorCode::NotAuthorized),                // read-only
+        (Op::Read, wo, 64, ErrorCode::NotAuthorized),                 // write-only
+        (Op::Read, local_only, 64, ErrorCode::NotAuthorized),         // local only
+        (Op::Read, ro, 300_000 & 0xffff, ErrorCode::Ok),
+        (Op::Write, wo + 8, 100, ErrorCode::Ok),
+    ];
+    for (i, &(op, addr, len, _)) in cases.iter().enumerate() {
+        p.a.submit(
+            task(9, i as u32),
+            op,
+            Span::cpu(SRC + i as u64 * 0x1_0000, len),
+            addr,
+        )
+        .unwrap();
+    }
+    p.run();
+    for (i, &(op, addr, len, want)) in cases.iter().enumerate() {
+        let got =
+            p.a.done
+                .get(&task(9, i as u32))
+                .unwrap_or_else(|| panic!("case {i} not done"));
+        assert_eq!(code(got), want, "case {i}: {op:?} {addr:#x}+{len}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.message().contains("0x"), "message names the address: {e}");
+        }
+    }
+    assert_eq!(
+        p.b.mem.read(Span::cpu(ro, 0x1_0000)),
+        &ro_before[..],
+        "refused write touched memory"
+    );
+    assert_eq!(p.a.link.state(), LinkState::Established);
+    assert_eq!(p.b.link.state(), LinkState::Established);
+}
+
+fn secret_pair(a: Option<&[u8]>, b: Option<&[u8]>, seed: u64) -> Pair {
+    let mut ca = config("a:1", 64 << 10);
+    let mut cb = config("b:2", 64 << 10);
+    if let Some(s) = a {
+        ca = ca.with_secret(s).unwrap();
+    }
+    if let Some(s) = b {
+        cb = cb.with_secret(s).unwrap();
+    }
+    let mut p = Pair::new(ca, cb, seed);
+    let mut rng = Rng(seed);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ_WRITE, &mut rng);
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+        .unwrap();
+    p.run();
+    p
+}
+
+#[test]
+fn matching_secret_authenticates_and_transfers() {
+    let p = secret_pair(Some(b"s3cret"), Some(b"s3cret"), 5);
+    assert_eq!(p.a.done.get(&task(1, 0)), Some(&Ok(())));
+    assert!(p.a.mem.read(Span::cpu(DST, 4096)) == p.b.mem.read(Span::cpu(REMOTE, 4096)));
+}
+
+#[test]
+fn wrong_secret_fails_only_that_links_tasks() {
+    let bad = secret_pair(Some(b"alpha"), Some(b"beta"), 6);
+    let good = secret_pair(Some(b"beta"), Some(b"beta"), 6);
+    let r = bad.a.done.get(&task(1, 0)).expect("task ended");
+    assert_eq!(code(r), ErrorCode::NotAuthorized, "{r:?}");
+    assert_eq!(
+        bad.a.closed.as_ref().map(|s| s.code()),
+        Some(ErrorCode::NotAuthorized)
+    );
+    assert_ne!(
+        bad.a.mem.read(Span::cpu(DST, 4096)),
+        bad.b.mem.read(Span::cpu(REMOTE, 4096))
+    );
+    assert_eq!(good.a.done.get(&task(1, 0)), Some(&Ok(())));
+}
+
+#[test]
+fn missing_secret_on_either_side_is_refused() {
+    for (a, b) in [(None, Some(&b"x"[..])), (Some(&b"x"[..]), None)] {
+        let p = secret_pair(a, b, 7);
+        let r = p.a.done.get(&task(1, 0)).expect("task ended");
+        assert_eq!(code(r), ErrorCode::NotAuthorized, "{a:?}/{b:?}: {r:?}");
+        assert_eq!(
+            p.b.closed.as_ref().map(|s| s.code()),
+            Some(ErrorCode::NotAuthorized)
+        );
+    }
+}
+
+#[test]
+fn notifications_arrive_in_order_with_backpressure_on_the_sender() {
+    let mut p = connected_pair(64 << 10, 8);
+    for i in 0..4 {
+        p.a.link
+            .send_notification("kv", format!("block {i}").as_bytes())
+            .unwrap();
+    }
+    let e = p.a.link.send_notification("kv", b"one too many").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotReady);
+    assert_eq!(
+        p.a.link.send_notification("", b"x").unwrap_err().code(),
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        p.a.link.send_notification("n", &[0; 4096]).unwrap_err().code(),
+        ErrorCode::Invalid
+    );
+    p.run();
+    let got: Vec<_> =
+        p.b.notes
+            .iter()
+            .map(|n| (n.name.as_str(), n.msg.as_slice()))
+            .collect();
+    assert_eq!(
+        got,
+        [
+            ("kv", &b"block 0"[..]),
+            ("kv", b"block 1"),
+            ("kv", b"block 2"),
+            ("kv", b"block 3")
+        ]
+    );
+}
+
+#[test]
+fn segment_info_pages_list_exactly_the_remote_regions() {
+    let mut p = connected_pair(64 << 10, 9);
+    let mut rng = Rng(9);
+    for i in 0..300u64 {
+        let perm = match i % 4 {
+            0 => Perm::LOCAL_ONLY,
+            1 => Perm::REMOTE_READ,
+            2 => Perm::REMOTE_WRITE,
+            _ => Perm::REMOTE_READ_WRITE,
+        };
+        p.b.region(REMOTE + i * 0x1000, 64 + i, perm, &mut rng);
+    }
+    let mut after = None;
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    loop {
+        p.a.link.query_segment_info(after).unwrap();
+        assert_eq!(
+            p.a.link.query_segment_info(after).unwrap_err().code(),
+            ErrorCode::NotReady
+        );
+        p.run();
+        let page = p.a.pages.pop().expect("a page").unwrap();
+        pages += 1;
+        after = page.regions.last().map(|r| (r.span.location, r.span.addr));
+        listed.extend(page.regions.iter().copied());
+        if !page.more {
+            break;
+        }
+    }
+    let want: Vec<_> = p.b.reg.regions().filter(|r| !r.perm.is_empty()).collect();
+    assert_eq!(want.len(), 225);
+    assert_eq!(listed, want);
+    assert_eq!(pages, 2);
+}
+
+#[test]
+fn silent_peer_fails_tasks_with_timeout_after_heartbeats() {
+    let mut p = connected_pair(64 << 10, 10);
+    let mut rng = Rng(10);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ, &mut rng);
+    p.b_talks = false;
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+        .unwrap();
+    p.run();
+    assert!(p.a.done.is_empty());
+    let before = p.a.bytes_out;
+    for _ in 0..12 {
+        p.advance(Duration::from_secs(1));
+        p.run();
+    }
+    assert!(p.a.bytes_out > before, "a probed its silent peer with pings");
+    assert_eq!(p.a.done.get(&task(1, 0)).map(code), Some(ErrorCode::Timeout));
+    assert_eq!(p.a.closed.as_ref().map(|s| s.code()), Some(ErrorCode::Timeout));
+    assert_eq!(p.a.link.poll_timeout(), None);
+}
+
+#[test]
+fn heartbeats_keep_an_idle_link_alive() {
+    let mut p = connected_pair(64 << 10, 11);
+    for _ in 0..60 {
+        p.advance(Duration::from_millis(500));
+        p.run();
+    }
+    assert_eq!(p.a.link.state(), LinkState::Established);
+    assert_eq!(p.b.link.state(), LinkState::Established);
+}
+
+#[test]
+fn handshake_that_never_finishes_times_out() {
+    let mut p = Pair::new(config("a:1", 64 << 10), config("b:2", 64 << 10), 12);
+    p.b_talks = false;
+    p.run();
+    p.advance(Duration::from_secs(6));
+    assert_eq!(p.a.closed.as_ref().map(|s| s.code()), Some(ErrorCode::Timeout));
+}
+
+/// A read whose task ends (deadline or cancel) while its answer is on the
+/// way: the answer is dropped and the local memory stays as it was.
+fn ended_read_leaves_memory_untouched(cancel: bool) {
+    let mut p = connected_pair(64 << 10, 13);
+    let mut rng = Rng(13);
+    p.a.region(DST, 1 << 20, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 1 << 20, Perm::REMOTE_READ, &mut rng);
+    let before = p.a.mem.read(Span::cpu(DST, 1 << 20)).to_vec();
+    p.b_talks = false;
+    let deadline = Some(p.now + Duration::from_millis(5));
+    let req = te_proto::TransferRequest {
+        op: Op::Read,
+        local: Span::cpu(DST, 1 << 20),
+        target: 0,
+        remote_addr: REMOTE,
+        remote_location: None,
+    };
+    p.a.link
+        .submit(task(1, 0), &req, if cancel { None } else { deadline })
+        .unwrap();
+    p.run();
+    if cancel {
+        assert!(p.a.link.cancel(task(1, 0)));
+        assert!(!p.a.link.cancel(task(1, 0)), "a task is canceled once");
+    } else {
+        p.advance(Duration::from_millis(6));
+    }
+    p.run();
+    let want = if cancel {
+        ErrorCode::Canceled
+    } else {
+        ErrorCode::Timeout
+    };
+    assert_eq!(p.a.done.get(&task(1, 0)).map(code), Some(want));
+    p.b_talks = true;
+    p.run();
+    assert_eq!(
+        p.a.mem.read(Span::cpu(DST, 1 << 20)),
+        &before[..],
+        "ended task's memory was touched"
+    );
+    assert_eq!(
+        p.a.link.requests_in_flight(),
+        0,
+        "answers to the ended task were consumed"
+    );
+    assert_eq!(p.a.link.state(), LinkState::Established);
+}
+
+#[test]
+fn canceled_read_leaves_memory_untouched() {
+    ended_read_leaves_memory_untouched(true);
+}
+
+#[test]
+fn read_past_its_deadline_ends_timeout_and_leaves_memory_untouched() {
+    ended_read_leaves_memory_untouched(false);
+}
+
+#[test]
+fn lost_connection_fails_tasks_with_disconnected() {
+    let mut p = connected_pair(64 << 10, 14);
+    let mut rng = Rng(14);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.b_talks = false;
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+        .unwrap();
+    p.run();
+    p.a.link.handle_disconnect(&mut p.a.reg);
+    p.run();
+    assert_eq!(p.a.done.get(&task(1, 0)).map(code), Some(ErrorCode::Disconnected));
+    assert_eq!(
+        p.a.closed.as_ref().map(|s| s.code()),
+        Some(ErrorCode::Disconnected)
+    );
+    let e =
+        p.a.submit(task(1, 1), Op::Read, Span::cpu(DST, 4096), REMOTE)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Disconnected);
+}
+
+#[test]
+fn local_close_says_goodbye_and_is_idempotent() {
+    let mut p = connected_pair(64 << 10, 15);
+    let mut rng = Rng(15);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.b_talks = false;
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+        .unwrap();
+    p.run();
+    p.a.link.close(&mut p.a.reg);
+    p.a.link.close(&mut p.a.reg);
+    p.run();
+    assert_eq!(p.a.done.get(&task(1, 0)).map(code), Some(ErrorCode::Canceled));
+    assert!(!p.a.link.wants_transmit());
+    assert_eq!(
+        p.b.closed.as_ref().map(|s| s.code()),
+        Some(ErrorCode::Disconnected)
+    );
+}
+
+#[test]
+fn unregister_while_the_peer_reads_drains_then_refuses() {
+    let mut b = config("b:2", 64 << 10);
+    b.max_outstanding = 4;
+    let mut p = Pair::new(config("a:1", 64 << 10), b, 16);
+    p.run();
+    let mut rng = Rng(16);
+    let len = 1u64 << 20;
+    p.a.region(DST, len, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, len, Perm::REMOTE_READ, &mut rng);
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, len), REMOTE)
+        .unwrap();
+    // One round: a's first requests reach b, which pins the region for them.
+    p.step();
+    let pins = p.b.reg.pins(Location::Cpu, REMOTE).unwrap();
+    assert_eq!(pins, 4, "b pinned the region for the reads it accepted");
+    match p.b.reg.unregister(Location::Cpu, REMOTE).unwrap() {
+        Unregister::Draining { pins: n } => assert_eq!(n, pins),
+        other => panic!("expected draining, got {other:?}"),
+    }
+    p.run();
+    // The reads accepted before unregister completed their frames; the rest were refused.
+    let r = p.a.done.get(&task(1, 0)).unwrap();
+    assert_eq!(code(r), ErrorCode::NotAuthorized, "{r:?}");
+    let first = 4 * (64 << 10);
+    assert!(p.a.mem.read(Span::cpu(DST, first)) == p.b.mem.read(Span::cpu(REMOTE, first)));
+    assert_eq!(
+        p.b.reg.pins(Location::Cpu, REMOTE),
+        None,
+        "the last unpin removed the region"
+    );
+    assert!(p.b.reg.is_empty());
+}
+
+fn raw_header(version: u8, opcode: u8, body_len: u32, payload_len: u32) -> Vec<u8> {
+    let mut h = Header::new(Opcode::Ping, 0, 8, 0);
+    h.version = version;
+    h.opcode = opcode;
+    h.body_len.set(body_len);
+    h.payload_len.set(payload_len);
+    h.as_bytes().to_vec()
+}
+
+fn garbage_closes_link(bytes: &[u8], want: ErrorCode) {
+    let mut p = connected_pair(64 << 10, 17);
+    let mut rng = Rng(17);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.run();
+    p.inject_to_b(bytes);
+    p.run();
+    assert_eq!(
+        p.b.closed.as_ref().map(|s| s.code()),
+        Some(want),
+        "b closes on {bytes:02x?}"
+    );
+    // b told a why; a's link is closed with b's code.
+    assert_eq!(p.a.closed.as_ref().map(|s| s.code()), Some(want));
+    assert!(p
+        .a
+        .closed
+        .as_ref()
+        .unwrap()
+        .message()
+        .starts_with("peer closed the link"));
+}
+
+#[test]
+fn bad_magic_closes_the_link() {
+    garbage_closes_link(b"GET / HTTP/1.1\r\n\r\n", ErrorCode::Invalid);
+}
+
+#[test]
+fn unknown_version_closes_with_not_supported() {
+    garbage_closes_link(&raw_header(2, Opcode::Ping as u8, 8, 0), ErrorCode::NotSupported);
+}
+
+#[test]
+fn unknown_opcode_closes_the_link() {
+    garbage_closes_link(&raw_header(1, 99, 8, 0), ErrorCode::Invalid);
+}
+
+#[test]
+fn oversized_lengths_close_the_link() {
+    garbage_closes_link(
+        &raw_header(1, Opcode::Notify as u8, 1 << 30, 0),
+        ErrorCode::Invalid,
+    );
+    garbage_closes_link(
+        &raw_header(1, Opcode::WriteData as u8, 24, 1 << 30),
+        ErrorCode::Invalid,
+    );
+}
+
+#[test]
+fn unsolicited_answers_close_the_link() {
+    let mut buf = [0u8; 64];
+    let n = Frame::WriteAck { req_id: 0x1234 }.encode(&mut buf).unwrap();
+    garbage_closes_link(&buf[..n], ErrorCode::Invalid);
+}
+
+#[test]
+fn truncated_frame_stays_pending_until_the_rest_arrives() {
+    let mut p = connected_pair(64 << 10, 18);
+    let mut buf = [0u8; 64];
+    let n = Frame::Ping { token: 5 }.encode(&mut buf).unwrap();
+    p.inject_to_b(&buf[..n - 1]);
+    p.run();
+    assert_eq!(p.b.link.state(), LinkState::Established);
+    assert_eq!(p.pending_a_to_b(), 0, "b consumed the partial frame");
+    p.inject_to_b(&buf[n - 1..n]);
+    p.run();
+    assert_eq!(p.b.link.state(), LinkState::Established);
+    assert!(HEADER_LEN < n);
+}
