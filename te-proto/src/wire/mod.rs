@@ -40,3 +40,6 @@ pub const ERROR_MSG_MAX: usize = crate::error::STATUS_MSG_CAP;
 
 /// Most regions in one segment-info reply page.
 pub const INFO_PAGE_MAX: usize = 128;
+
+#[cfg(test)]
+mod tests;

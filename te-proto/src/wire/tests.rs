@@ -1,0 +1,422 @@
+//! One test per validation rule of the header, the bodies and the decoder.
+
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+use zerocopy::IntoBytes;
+
+use super::*;
+use crate::error::ErrorCode;
+use crate::location::Location;
+
+fn hello<'a>(name: &'a str) -> Hello<'a> {
+    Hello {
+        caps: 0,
+        max_payload: 1 << 20,
+        max_outstanding: 8,
+        auth: AUTH_NONE,
+        host_id: [3; 32],
+        nonce: [4; 32],
+        mac: [0; 32],
+        name,
+    }
+}
+
+fn encode(f: &Frame<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = f.encode(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// Feeds `bytes` and returns the first error, or the decoded frame's opcode.
+fn decode(bytes: &[u8]) -> Result<Opcode, WireError> {
+    let mut d = Decoder::new(1 << 20);
+    let used = d.feed(bytes)?;
+    assert_eq!(
+        d.progress(),
+        Progress::Frame,
+        "decoder wants more after {used} bytes"
+    );
+    let op = d.frame().unwrap()?.opcode();
+    Ok(op)
+}
+
+fn with_header(mut bytes: Vec<u8>, edit: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let mut h = Header::read_from_bytes(&bytes[..HEADER_LEN]).unwrap();
+    edit(&mut h);
+    bytes[..HEADER_LEN].copy_from_slice(h.as_bytes());
+    bytes
+}
+
+use zerocopy::FromBytes;
+
+fn ping() -> Vec<u8> {
+    encode(&Frame::Ping { token: 9 })
+}
+
+#[test]
+fn bad_magic_is_rejected() {
+    let b = with_header(ping(), |h| h.magic = *b"XX");
+    assert_eq!(decode(&b), Err(WireError::BadMagic(*b"XX")));
+}
+
+#[test]
+fn unknown_version_is_not_supported() {
+    let b = with_header(ping(), |h| h.version = 2);
+    let e = decode(&b).unwrap_err();
+    assert_eq!(e, WireError::UnsupportedVersion(2));
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+}
+
+#[test]
+fn unknown_opcode_is_rejected() {
+    for op in [0u8, 15, 255] {
+        let b = with_header(ping(), |h| h.opcode = op);
+        assert_eq!(decode(&b), Err(WireError::UnknownOpcode(op)));
+    }
+}
+
+#[test]
+fn undefined_flag_bits_are_rejected() {
+    let b = with_header(ping(), |h| h.flags.set(FLAG_MORE));
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::ReservedBits { field: "flags", .. })
+    ));
+}
+
+#[test]
+fn header_reserved_field_is_rejected() {
+    let b = with_header(ping(), |h| h.reserved.set(1));
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::ReservedBits {
+            field: "header reserved",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn body_over_the_limit_is_rejected_before_it_is_read() {
+    let b = with_header(encode(&Frame::Notify { name: "n", msg: b"m" }), |h| {
+        h.body_len.set(MAX_BODY as u32 + 1)
+    });
+    let mut d = Decoder::new(1 << 20);
+    // Only the header is read; the oversized body is refused at once.
+    assert!(matches!(
+        d.feed(&b[..HEADER_LEN]),
+        Err(WireError::BodyLength { .. })
+    ));
+}
+
+#[test]
+fn body_length_must_fit_the_fixed_layout() {
+    let b = with_header(ping(), |h| h.body_len.set(9));
+    assert!(matches!(
+        decode(&[b, vec![0]].concat()),
+        Err(WireError::BodyLength {
+            opcode: Opcode::Ping,
+            len: 9
+        })
+    ));
+    let short = with_header(
+        encode(&Frame::Error {
+            req_id: 1,
+            code: ErrorCode::Invalid,
+            msg: "",
+        }),
+        |h| h.body_len.set(15),
+    );
+    assert!(matches!(decode(&short), Err(WireError::BodyLength { .. })));
+}
+
+#[test]
+fn payload_on_a_control_frame_is_rejected() {
+    let b = with_header(ping(), |h| h.payload_len.set(1));
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::PayloadLength {
+            opcode: Opcode::Ping,
+            len: 1,
+            max: 0
+        })
+    ));
+}
+
+#[test]
+fn payload_over_the_limit_is_rejected() {
+    let b = encode(&Frame::WriteData {
+        req_id: 1,
+        addr: 64,
+        location: None,
+        len: (1 << 20) + 1,
+    });
+    assert!(matches!(decode(&b), Err(WireError::PayloadLength { len, .. }) if len == (1 << 20) + 1));
+}
+
+#[test]
+fn empty_payload_on_a_data_frame_is_rejected() {
+    let b = encode(&Frame::ReadData { req_id: 1, len: 0 });
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::PayloadLength {
+            opcode: Opcode::ReadData,
+            len: 0,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn segment_name_length_is_checked() {
+    let long: String = "n".repeat(SEGMENT_NAME_MAX + 1);
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    assert!(Frame::Hello(hello(&long)).encode(&mut buf).is_err());
+    assert!(Frame::Hello(hello("")).encode(&mut buf).is_err());
+    // A name_len that disagrees with the body.
+    let mut b = encode(&Frame::Hello(hello("abc")));
+    b[HEADER_LEN + 16] = 0;
+    b[HEADER_LEN + 17] = 4;
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::FieldLength {
+            field: "segment name length",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn segment_name_must_be_utf8() {
+    let mut b = encode(&Frame::Hello(hello("abc")));
+    let last = b.len() - 1;
+    b[last] = 0xff;
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::NotUtf8 {
+            field: "segment name",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn hello_limits_are_checked() {
+    for (field, edit) in
+        [("max payload", 4usize..8, 4095u32), ("max outstanding", 8..12, 0)].map(|(f, r, v)| (f, (r, v)))
+    {
+        let mut b = encode(&Frame::Hello(hello("abc")));
+        b[HEADER_LEN + edit.0.start..HEADER_LEN + edit.0.end].copy_from_slice(&edit.1.to_be_bytes());
+        assert!(
+            matches!(decode(&b), Err(WireError::BadValue { field: f, .. }) if f == field),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn unknown_auth_mode_is_rejected() {
+    let mut b = encode(&Frame::Hello(hello("abc")));
+    b[HEADER_LEN + 12] = 2;
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::BadValue {
+            field: "auth mode",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn hello_mac_must_be_zero() {
+    let mut h = hello("abc");
+    h.mac = [1; 32];
+    assert!(matches!(
+        decode(&encode(&Frame::Hello(h))),
+        Err(WireError::ReservedBits { .. })
+    ));
+    assert_eq!(decode(&encode(&Frame::HelloAck(h))), Ok(Opcode::HelloAck));
+}
+
+#[test]
+fn unknown_location_is_rejected() {
+    let mut b = encode(&Frame::ReadReq {
+        req_id: 1,
+        addr: 64,
+        location: Some(Location::Npu(1)),
+        len: 8,
+    });
+    b[HEADER_LEN + 16..HEADER_LEN + 20].copy_from_slice(&0x0009_0000u32.to_be_bytes());
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::BadValue {
+            field: "location",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn zero_length_read_is_rejected() {
+    let b = encode(&Frame::ReadReq {
+        req_id: 1,
+        addr: 64,
+        location: None,
+        len: 0,
+    });
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::BadValue { field: "length", .. })
+    ));
+}
+
+#[test]
+fn error_frame_code_must_be_a_known_failure() {
+    let b = encode(&Frame::Error {
+        req_id: 1,
+        code: ErrorCode::Ok,
+        msg: "x",
+    });
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::BadValue {
+            field: "error code",
+            value: 0,
+            ..
+        })
+    ));
+    let mut b = encode(&Frame::Error {
+        req_id: 1,
+        code: ErrorCode::Invalid,
+        msg: "x",
+    });
+    b[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&77u32.to_be_bytes());
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::BadValue {
+            field: "error code",
+            value: 77,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn notify_limits_are_checked() {
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let long_name = "n".repeat(NOTIFY_NAME_MAX + 1);
+    assert!(Frame::Notify {
+        name: &long_name,
+        msg: b""
+    }
+    .encode(&mut buf)
+    .is_err());
+    assert!(Frame::Notify {
+        name: "n",
+        msg: &[0; NOTIFY_MSG_MAX + 1]
+    }
+    .encode(&mut buf)
+    .is_err());
+    let mut b = encode(&Frame::Notify {
+        name: "n",
+        msg: b"abc",
+    });
+    b[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&2u32.to_be_bytes());
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::FieldLength {
+            field: "message length",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn info_reply_entries_are_validated() {
+    let regions = [crate::Region::new(
+        0x1000,
+        64,
+        Location::Sim(2),
+        crate::Perm::REMOTE_READ,
+    )];
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let (n, last) = encode_info_reply(&mut buf, 7, regions.iter().copied()).unwrap();
+    assert_eq!(last, Some((Location::Sim(2), 0x1000)));
+    let good = buf[..n].to_vec();
+    assert_eq!(decode(&good), Ok(Opcode::InfoReply));
+    let perm_at = HEADER_LEN + 16 + 20;
+    let mut bad = good.clone();
+    bad[perm_at] = 0;
+    assert!(matches!(
+        decode(&bad),
+        Err(WireError::BadValue {
+            field: "region perm",
+            ..
+        })
+    ));
+    let mut bad = good.clone();
+    bad[HEADER_LEN + 11] = 2; // count 2, one entry
+    assert!(matches!(
+        decode(&bad),
+        Err(WireError::FieldLength {
+            field: "region count",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn decoder_is_poisoned_after_an_error() {
+    let mut d = Decoder::new(1 << 20);
+    let bad = with_header(ping(), |h| h.magic = *b"XX");
+    assert!(d.feed(&bad).is_err());
+    assert!(d.feed(&ping()).is_err());
+    assert!(d.error().is_some());
+}
+
+#[test]
+fn decoder_takes_one_byte_at_a_time_and_stops_at_frame_boundaries() {
+    let two = [ping(), encode(&Frame::Pong { token: 3 })].concat();
+    let mut d = Decoder::new(1 << 20);
+    let mut seen = Vec::new();
+    let mut at = 0;
+    while at < two.len() {
+        at += d.feed(&two[at..at + 1]).unwrap();
+        if d.progress() == Progress::Frame {
+            seen.push(d.frame().unwrap().unwrap().opcode());
+            d.next();
+        }
+    }
+    assert_eq!(seen, [Opcode::Ping, Opcode::Pong]);
+    // A frame in the buffer is not overrun by the next one.
+    let mut d = Decoder::new(1 << 20);
+    assert_eq!(d.feed(&two).unwrap(), ping().len());
+    assert_eq!(d.feed(&two[ping().len()..]).unwrap(), 0);
+}
+
+#[test]
+fn payload_bytes_bypass_the_decoder() {
+    let b = encode(&Frame::ReadData { req_id: 1, len: 10 });
+    let mut d = Decoder::new(1 << 20);
+    assert_eq!(d.feed(&b).unwrap(), b.len());
+    d.next();
+    assert_eq!(d.progress(), Progress::Payload(10));
+    assert_eq!(d.feed(&[0; 4]).unwrap(), 0);
+    d.payload_consumed(4);
+    assert_eq!(d.progress(), Progress::Payload(6));
+    d.payload_consumed(100);
+    assert_eq!(d.progress(), Progress::NeedMore);
+}
+
+#[test]
+fn encode_reports_a_small_buffer() {
+    let mut buf = [0u8; 20];
+    assert!(matches!(
+        Frame::Hello(hello("abc")).encode(&mut buf),
+        Err(WireError::BufferTooSmall { have: 20, .. })
+    ));
+    let mut tiny = [0u8; 4];
+    assert!(Frame::Ping { token: 1 }.encode(&mut tiny).is_err());
+}
