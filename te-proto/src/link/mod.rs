@@ -552,8 +552,19 @@ impl Link {
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
         let peer = self.s.peer.as_ref().map_or("", |p| p.segment_name.as_str());
-        let st = status!(Disconnected, "connection to peer {peer:?} lost");
-        self.s.shut(st, false, reg);
+        let why = status!(Disconnected, "connection to peer {peer:?} lost");
+        self.abort(why, reg);
+    }
+
+    /// Closes the link for a reason the shell found (a failed connect, an
+    /// IO error): running tasks end with `why`, nothing more is sent, and
+    /// every pin is released, including that of a payload being sent.
+    /// Idempotent: a link already closed keeps its first reason.
+    pub fn abort<S>(&mut self, why: Status, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.s.shut(why, false, reg);
         self.s.link_error_due = None;
         self.s.goodbye_due = false;
         self.payload_sent(reg);

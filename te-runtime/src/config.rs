@@ -1,0 +1,118 @@
+//! Engine configuration.
+
+use std::time::Duration;
+
+use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
+use te_proto::{status, Location, Result};
+
+/// How an engine is set up. Every field has a sensible default
+/// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad
+/// field and value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Where to listen, `host:port`; port 0 picks a free port. Default
+    /// `127.0.0.1:0`: the engine binds only where told.
+    pub listen: String,
+    /// This engine's segment name; default: the listen address with the
+    /// actual port (what peers use to open it).
+    pub segment_name: Option<String>,
+    /// Location of memory registered without one (default `cpu`).
+    pub location: Location,
+    /// Largest payload of one frame (default 1 MiB).
+    pub max_payload: u32,
+    /// Requests accepted in flight per connection (default 32, at most 64).
+    pub max_outstanding: u32,
+    /// Time allowed to connect and finish the handshake (default 5 s).
+    pub connect_timeout: Duration,
+    /// A task not done this long after its submission ends `Timeout`
+    /// (default 60 s).
+    pub transfer_timeout: Duration,
+    /// Probe a silent peer after this long (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// Give up on a peer silent this long (default 10 s).
+    pub idle_timeout: Duration,
+    /// Shared secret for the handshake; peers without it are refused.
+    pub secret: Option<Vec<u8>>,
+    /// Capacity of the registration table (default 65536 regions).
+    pub max_regions: usize,
+    /// Batches that can exist at once (default 1024).
+    pub max_batches: usize,
+    /// Tasks over all batches at once (default 65536).
+    pub max_tasks: usize,
+    /// Connections accepted at once (default 1024).
+    pub max_connections: usize,
+    /// Notifications kept until taken; beyond this the sending peers are
+    /// slowed down, never dropped (default 4096).
+    pub max_notifications: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            listen: "127.0.0.1:0".into(),
+            segment_name: None,
+            location: Location::Cpu,
+            max_payload: 1 << 20,
+            max_outstanding: 32,
+            connect_timeout: Duration::from_secs(5),
+            transfer_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            secret: None,
+            max_regions: 65536,
+            max_batches: 1024,
+            max_tasks: 65536,
+            max_connections: 1024,
+            max_notifications: 4096,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v, min) in [
+            ("max_regions", self.max_regions, 1),
+            ("max_batches", self.max_batches, 1),
+            ("max_tasks", self.max_tasks, 1),
+            ("max_connections", self.max_connections, 1),
+            ("max_notifications", self.max_notifications, 1),
+        ] {
+            if v < min || v > u32::MAX as usize {
+                return Err(status!(Invalid, "{name} {v} out of range 1..={}", u32::MAX));
+            }
+        }
+        if self.max_outstanding as usize > MAX_OUTSTANDING {
+            return Err(status!(
+                Invalid,
+                "max_outstanding {} above {MAX_OUTSTANDING}",
+                self.max_outstanding
+            ));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("transfer_timeout", self.transfer_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(status!(Invalid, "{name} is zero"));
+            }
+        }
+        self.link_config("validate")?;
+        Ok(())
+    }
+
+    /// The link settings for this engine, under segment name `name`.
+    pub(crate) fn link_config(&self, name: &str) -> Result<LinkConfig> {
+        let mut c = LinkConfig::new(name)?;
+        c.max_payload = self.max_payload;
+        c.max_outstanding = self.max_outstanding;
+        c.heartbeat_interval = self.heartbeat_interval;
+        c.idle_timeout = self.idle_timeout;
+        c.handshake_timeout = self.connect_timeout;
+        if let Some(s) = &self.secret {
+            c = c.with_secret(s)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,214 @@
+//! One TCP connection: the socket, its te-proto link and the byte shuttling
+//! between them. Payload bytes go straight between the socket and
+//! registered memory: one vectored write of frame headers plus the payload
+//! span, one read straight into the destination span.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use te_proto::link::{Link, PayloadDest};
+use te_proto::{Entry, Instant, Registry, Span};
+
+use crate::mem::{host_bytes, host_bytes_mut};
+
+/// Read buffer: control frames and small payloads arrive through it.
+const READ_BUF: usize = 256 << 10;
+/// Write buffer: several frames are gathered into one write.
+const WRITE_BUF: usize = 64 << 10;
+/// Payloads at least this large are read straight into their destination;
+/// smaller ones go through the read buffer, saving a system call each.
+const DIRECT_READ_MIN: u64 = 32 << 10;
+
+pub(crate) type Reg = Registry<Box<[Entry]>>;
+
+/// What a read or flush left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// The socket has nothing more (read) or takes nothing more (write) now.
+    Blocked,
+    /// Nothing left to write.
+    Idle,
+    /// The link will not take input until its events are drained.
+    Stalled,
+    /// The peer closed its side.
+    Eof,
+}
+
+pub(crate) struct Conn {
+    pub stream: TcpStream,
+    pub link: Link,
+    pub peer_addr: SocketAddr,
+    /// The opened segment this connection serves, for connections we made.
+    pub segment: Option<usize>,
+    /// A non-blocking connect has not completed yet.
+    pub connecting: bool,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    wbuf: Box<[u8]>,
+    wpos: usize,
+    wend: usize,
+    /// The payload following `wbuf[..wend]`, and how much of it is sent.
+    payload: Option<(Span, usize)>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, link: Link, peer_addr: SocketAddr, segment: Option<usize>) -> Conn {
+        Conn {
+            stream,
+            link,
+            peer_addr,
+            segment,
+            connecting: segment.is_some(),
+            rbuf: vec![0; READ_BUF].into_boxed_slice(),
+            rpos: 0,
+            rend: 0,
+            wbuf: vec![0; WRITE_BUF].into_boxed_slice(),
+            wpos: 0,
+            wend: 0,
+            payload: None,
+        }
+    }
+
+    /// Whether bytes are waiting to be written.
+    pub fn has_pending_write(&self) -> bool {
+        self.wpos < self.wend || self.payload.is_some() || self.link.wants_transmit()
+    }
+
+    /// Reads until the socket would block, feeding the link and landing
+    /// payloads where it says.
+    pub fn read(&mut self, now: Instant, reg: &mut Reg) -> io::Result<Flow> {
+        loop {
+            if let Some(dest) = self.link.poll_payload() {
+                let buffered = self.rend - self.rpos;
+                match dest {
+                    PayloadDest::Memory(span) if buffered > 0 => {
+                        let n = buffered.min(span.len as usize);
+                        // SAFETY: te-proto hands out destinations only inside
+                        // registered regions (pinned for the peer's write) or a
+                        // running task's local span (pinned at submission).
+                        let dst = unsafe {
+                            host_bytes_mut(Span {
+                                len: n as u64,
+                                ..span
+                            })
+                        };
+                        dst.copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+                        self.rpos += n;
+                        self.link.payload_landed(now, n as u64, reg);
+                    }
+                    PayloadDest::Memory(span) if span.len >= DIRECT_READ_MIN => {
+                        // SAFETY: as above.
+                        let dst = unsafe { host_bytes_mut(span) };
+                        match read_some(&mut self.stream, dst)? {
+                            Some(0) => return Ok(Flow::Eof),
+                            Some(n) => self.link.payload_landed(now, n as u64, reg),
+                            None => return Ok(Flow::Blocked),
+                        }
+                    }
+                    PayloadDest::Discard(len) if buffered > 0 => {
+                        let n = buffered.min(len as usize);
+                        self.rpos += n;
+                        self.link.payload_landed(now, n as u64, reg);
+                    }
+                    PayloadDest::Memory(_) | PayloadDest::Discard(_) => {
+                        if let Some(flow) = self.refill()? {
+                            return Ok(flow);
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.rpos < self.rend {
+                let used = self.link.handle_input(now, &self.rbuf[self.rpos..self.rend], reg);
+                self.rpos += used;
+                if used == 0 && self.link.poll_payload().is_none() {
+                    return Ok(Flow::Stalled);
+                }
+                continue;
+            }
+            if let Some(flow) = self.refill()? {
+                return Ok(flow);
+            }
+        }
+    }
+
+    /// Reads into the (drained) read buffer; `Some` when nothing was read.
+    fn refill(&mut self) -> io::Result<Option<Flow>> {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        }
+        if self.rend == self.rbuf.len() {
+            // Keep the unconsumed tail; the link takes partial frames, so
+            // this happens only while input is stalled.
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+            if self.rend == self.rbuf.len() {
+                return Ok(Some(Flow::Stalled));
+            }
+        }
+        match read_some(&mut self.stream, &mut self.rbuf[self.rend..])? {
+            Some(0) => Ok(Some(Flow::Eof)),
+            Some(n) => {
+                self.rend += n;
+                Ok(None)
+            }
+            None => Ok(Some(Flow::Blocked)),
+        }
+    }
+
+    /// Writes what the link has until the socket would block.
+    pub fn flush(&mut self, now: Instant, reg: &mut Reg) -> io::Result<Flow> {
+        loop {
+            if self.wpos == self.wend && self.payload.is_none() {
+                match self.link.poll_transmit(now, &mut self.wbuf, reg) {
+                    Some(t) => {
+                        self.wpos = 0;
+                        self.wend = t.len;
+                        self.payload = t.payload.map(|s| (s, 0));
+                    }
+                    None => return Ok(Flow::Idle),
+                }
+            }
+            let head = &self.wbuf[self.wpos..self.wend];
+            let tail: &[u8] = match self.payload {
+                // SAFETY: te-proto names only spans of registered memory pinned
+                // for a peer's read, or a running write task's local span.
+                Some((span, sent)) => unsafe { &host_bytes(span)[sent..] },
+                None => &[],
+            };
+            let bufs = [IoSlice::new(head), IoSlice::new(tail)];
+            let n = match self.stream.write_vectored(&bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let from_head = n.min(head.len());
+            self.wpos += from_head;
+            if let Some((span, sent)) = self.payload.as_mut() {
+                *sent += n - from_head;
+                if *sent as u64 == span.len {
+                    self.payload = None;
+                    self.link.payload_sent(reg);
+                }
+            }
+        }
+    }
+}
+
+/// One read: `Some(n)` bytes (0 at end of stream), `None` when it would block.
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

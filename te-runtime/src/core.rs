@@ -1,0 +1,1008 @@
+//! [`EngineCore`]: the whole engine on one thread, driven by a mio poll
+//! that belongs to the caller. [`Engine`](crate::Engine) runs one on a
+//! thread of its own; a single-threaded mio service embeds one directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TaskState, TaskStatus, TransferRequest};
+use te_proto::link::{Event, Link, LinkConfig, LinkState};
+use te_proto::{
+    status, BatchId, BatchStatus, Entry, ErrorCode, Instant, Location, Perm, PinKey, Region, Registry,
+    Result, Span, Status, TaskId, Unregister,
+};
+use tracing::{debug, info, warn};
+
+use crate::config::EngineConfig;
+use crate::conn::{Conn, Flow, Reg};
+use crate::mem::HostBuffer;
+
+/// Handle of an opened peer segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SegmentId(pub u32);
+
+/// One transfer of a batch: `len` bytes between local address `local` and
+/// address `remote` of segment `segment`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Read from the peer into local memory, or write local memory to the peer.
+    pub op: Op,
+    /// Local address (must lie in registered memory).
+    pub local: u64,
+    /// The peer.
+    pub segment: SegmentId,
+    /// Address in the peer's registered memory.
+    pub remote: u64,
+    /// Bytes to move.
+    pub len: u64,
+}
+
+/// A notification received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The sending peer's segment name.
+    pub from: String,
+    /// The notification's name.
+    pub name: String,
+    /// Its message.
+    pub msg: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Finalizing,
+    Finalized,
+}
+
+struct Segment {
+    name: String,
+    addr: SocketAddr,
+    conn: Option<usize>,
+    /// Tasks submitted but not yet handed to the link, with their deadlines.
+    pending: VecDeque<(TaskId, Instant)>,
+    last_error: Option<Status>,
+    info: Vec<Region>,
+    info_result: Option<Result<Vec<Region>>>,
+}
+
+/// The engine, single-threaded and IO-driven by the caller's mio poll.
+///
+/// Sources are registered with tokens `base`, `base + 1`, ...; hand every
+/// event whose token [`owns`](Self::owns) says is ours to
+/// [`handle_event`](Self::handle_event), sleep at most
+/// [`poll_timeout`](Self::poll_timeout), and call
+/// [`handle_timeout`](Self::handle_timeout) after every wake-up.
+pub struct EngineCore {
+    cfg: EngineConfig,
+    link_cfg: LinkConfig,
+    epoch: std::time::Instant,
+    poll: mio::Registry,
+    base: usize,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    segment_name: String,
+    reg: Reg,
+    batches: BatchTable<Box<[BatchSlot]>, Box<[Task]>>,
+    conns: Vec<Option<Conn>>,
+    segments: Vec<Segment>,
+    segment_by_name: HashMap<String, usize>,
+    local_pins: HashMap<TaskId, PinKey>,
+    batch_notes: HashMap<BatchId, (usize, String, Vec<u8>)>,
+    inbox: VecDeque<Notification>,
+    owned: HashMap<u64, HostBuffer>,
+    phase: Phase,
+}
+
+fn io_status(what: &str, e: &io::Error) -> Status {
+    status!(RuntimeError, "{what}: {e}")
+}
+
+fn random_nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    let mut filled = 0;
+    while filled < n.len() {
+        match rustix::rand::getrandom(&mut n[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(k) => filled += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(stream, 4 << 20);
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(stream, 4 << 20);
+}
+
+impl EngineCore {
+    /// Binds the listen address and registers the listener with `poll`
+    /// under token `base`; connections get the tokens after it.
+    pub fn new(cfg: EngineConfig, poll: &mio::Registry, base: Token) -> Result<EngineCore> {
+        cfg.validate()?;
+        let want: SocketAddr = cfg
+            .listen
+            .to_socket_addrs()
+            .map_err(|e| status!(Invalid, "listen address {:?}: {e}", cfg.listen))?
+            .next()
+            .ok_or_else(|| status!(Invalid, "listen address {:?} resolves to nothing", cfg.listen))?;
+        let mut listener =
+            TcpListener::bind(want).map_err(|e| status!(RuntimeError, "cannot listen on {want}: {e}"))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| io_status("listener address", &e))?;
+        let poll = poll.try_clone().map_err(|e| io_status("mio registry", &e))?;
+        poll.register(&mut listener, base, Interest::READABLE)
+            .map_err(|e| io_status("register listener", &e))?;
+        let segment_name = cfg.segment_name.clone().unwrap_or_else(|| local_addr.to_string());
+        let link_cfg = cfg.link_config(&segment_name)?;
+        info!(segment = %segment_name, "engine listening on {local_addr}");
+        Ok(EngineCore {
+            reg: Registry::new(vec![Entry::EMPTY; cfg.max_regions].into_boxed_slice()),
+            batches: BatchTable::new(
+                vec![BatchSlot::EMPTY; cfg.max_batches].into_boxed_slice(),
+                vec![Task::EMPTY; cfg.max_tasks].into_boxed_slice(),
+            ),
+            link_cfg,
+            epoch: std::time::Instant::now(),
+            poll,
+            base: base.0,
+            listener,
+            local_addr,
+            segment_name,
+            conns: Vec::new(),
+            segments: Vec::new(),
+            segment_by_name: HashMap::new(),
+            local_pins: HashMap::new(),
+            batch_notes: HashMap::new(),
+            inbox: VecDeque::new(),
+            owned: HashMap::new(),
+            phase: Phase::Running,
+            cfg,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match self.phase {
+            Phase::Running => Ok(()),
+            _ => Err(status!(NotReady, "engine {} is finalizing", self.segment_name)),
+        }
+    }
+
+    /// This engine's segment name.
+    pub fn segment_name(&self) -> &str {
+        &self.segment_name
+    }
+
+    /// The address the engine listens on (with the actual port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether `token` belongs to this engine.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.base && token.0 <= self.base + self.conns.len()
+    }
+
+    // ---- memory ----
+
+    /// Registers `len` bytes at `addr` in the engine's default location.
+    ///
+    /// # Safety
+    /// The memory must stay valid (mapped, not freed) until
+    /// [`unregister`](Self::unregister) has returned `Removed` or the
+    /// region has been reported gone; peers with permission write into it.
+    pub unsafe fn register(&mut self, addr: u64, len: u64, perm: Perm) -> Result<()> {
+        self.check_running()?;
+        self.check_location()?;
+        self.reg.register(Region::new(addr, len, self.cfg.location, perm))
+    }
+
+    /// Registers several regions, all or nothing.
+    ///
+    /// # Safety
+    /// As [`register`](Self::register), for every region.
+    pub unsafe fn register_batch(&mut self, regions: &[(u64, u64, Perm)]) -> Result<()> {
+        self.check_running()?;
+        self.check_location()?;
+        let loc = self.cfg.location;
+        let regions: Vec<Region> = regions
+            .iter()
+            .map(|&(a, l, p)| Region::new(a, l, loc, p))
+            .collect();
+        self.reg.register_batch(&regions)
+    }
+
+    fn check_location(&self) -> Result<()> {
+        if self.cfg.location.is_host() {
+            Ok(())
+        } else {
+            Err(status!(
+                NotSupported,
+                "location {} needs a device driver this engine was built without",
+                self.cfg.location
+            ))
+        }
+    }
+
+    /// Starts unregistering the region at base `addr`. `Draining` means
+    /// transfers still use it: it is refused to new transfers and removed
+    /// when they end ([`region_exists`](Self::region_exists) turns false).
+    pub fn unregister(&mut self, addr: u64) -> Result<Unregister> {
+        self.reg.unregister(self.cfg.location, addr)
+    }
+
+    /// Whether a region with base `addr` is still registered (or draining).
+    pub fn region_exists(&self, addr: u64) -> bool {
+        self.reg.pins(self.cfg.location, addr).is_some()
+    }
+
+    /// Allocates `len` bytes of page-aligned, zeroed, registered host memory.
+    pub fn alloc_memory(&mut self, len: u64, perm: Perm) -> Result<u64> {
+        self.check_running()?;
+        let len_usize = usize::try_from(len).map_err(|_| status!(Invalid, "length {len} too large"))?;
+        let buf = HostBuffer::new(len_usize)?;
+        let addr = buf.addr();
+        self.reg.register(Region::new(addr, len, Location::Cpu, perm))?;
+        self.owned.insert(addr, buf);
+        Ok(addr)
+    }
+
+    /// Starts freeing memory from [`alloc_memory`](Self::alloc_memory):
+    /// unregisters it and unmaps it once no transfer uses it.
+    pub fn free_memory(&mut self, addr: u64) -> Result<Unregister> {
+        if !self.owned.contains_key(&addr) {
+            return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
+        }
+        let r = self.reg.unregister(Location::Cpu, addr)?;
+        self.reap_owned();
+        Ok(r)
+    }
+
+    fn reap_owned(&mut self) {
+        let reg = &self.reg;
+        self.owned
+            .retain(|&addr, _| reg.pins(Location::Cpu, addr).is_some());
+    }
+
+    /// The local regions, sorted by location and address.
+    pub fn regions(&self) -> Vec<Region> {
+        self.reg.regions().collect()
+    }
+
+    // ---- segments ----
+
+    /// Opens the peer segment `name` (`host:port`) and starts connecting;
+    /// an open segment whose connection was lost reconnects.
+    pub fn open_segment(&mut self, name: &str) -> Result<SegmentId> {
+        self.check_running()?;
+        if let Some(&i) = self.segment_by_name.get(name) {
+            self.ensure_connection(i)?;
+            return Ok(SegmentId(i as u32));
+        }
+        let addr = name
+            .to_socket_addrs()
+            .map_err(|e| status!(Invalid, "segment name {name:?} is not host:port: {e}"))?
+            .next()
+            .ok_or_else(|| status!(Invalid, "segment {name:?} resolves to no address"))?;
+        let i = self.segments.len();
+        self.segments.push(Segment {
+            name: name.to_string(),
+            addr,
+            conn: None,
+            pending: VecDeque::new(),
+            last_error: None,
+            info: Vec::new(),
+            info_result: None,
+        });
+        self.segment_by_name.insert(name.to_string(), i);
+        self.ensure_connection(i)?;
+        Ok(SegmentId(i as u32))
+    }
+
+    fn segment(&self, id: SegmentId) -> Result<&Segment> {
+        self.segments
+            .get(id.0 as usize)
+            .ok_or_else(|| status!(NotFound, "no open segment with handle {}", id.0))
+    }
+
+    /// The state of the segment's connection: `Ok(true)` once the handshake
+    /// finished, `Ok(false)` while it runs, the failure otherwise.
+    pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
+        let seg = self.segment(id)?;
+        match seg.conn.and_then(|c| self.conns[c].as_ref()) {
+            Some(c) => Ok(c.link.state() == LinkState::Established),
+            None => Err(seg
+                .last_error
+                .clone()
+                .unwrap_or_else(|| status!(Disconnected, "segment {} is closed", seg.name))),
+        }
+    }
+
+    /// Closes the segment's connection; its running tasks end `Canceled`.
+    pub fn close_segment(&mut self, id: SegmentId) -> Result<()> {
+        let seg = self.segment(id)?;
+        if let Some(c) = seg.conn {
+            if let Some(conn) = self.conns[c].as_mut() {
+                conn.link.close(&mut self.reg);
+            }
+            self.service(c);
+        }
+        Ok(())
+    }
+
+    fn ensure_connection(&mut self, i: usize) -> Result<()> {
+        let seg = &self.segments[i];
+        if seg.conn.is_some() {
+            return Ok(());
+        }
+        let addr = seg.addr;
+        let stream =
+            TcpStream::connect(addr).map_err(|e| status!(RuntimeError, "connect to {addr} failed: {e}"))?;
+        tune(&stream);
+        let link = Link::connect(self.link_cfg.clone(), self.now(), random_nonce())?;
+        let c = self.insert_conn(Conn::new(stream, link, addr, Some(i)))?;
+        self.segments[i].conn = Some(c);
+        self.segments[i].last_error = None;
+        debug!(peer = %addr, "connecting");
+        Ok(())
+    }
+
+    fn insert_conn(&mut self, mut conn: Conn) -> Result<usize> {
+        let idx = match self.conns.iter().position(|c| c.is_none()) {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        self.poll
+            .register(
+                &mut conn.stream,
+                Token(self.base + 1 + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| io_status("register connection", &e))?;
+        self.conns[idx] = Some(conn);
+        Ok(idx)
+    }
+
+    /// Asks the peer for its remotely visible regions; the answer arrives
+    /// later, see [`take_segment_info`](Self::take_segment_info).
+    pub fn query_segment_info(&mut self, id: SegmentId) -> Result<()> {
+        self.check_running()?;
+        let i = id.0 as usize;
+        self.segment(id)?;
+        self.ensure_connection(i)?;
+        let seg = &mut self.segments[i];
+        seg.info.clear();
+        seg.info_result = None;
+        let c = seg.conn.unwrap_or(usize::MAX);
+        if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+            conn.link.query_segment_info(None)?;
+        }
+        self.service(c);
+        Ok(())
+    }
+
+    /// The answer to [`query_segment_info`](Self::query_segment_info), once complete.
+    pub fn take_segment_info(&mut self, id: SegmentId) -> Option<Result<Vec<Region>>> {
+        self.segments.get_mut(id.0 as usize)?.info_result.take()
+    }
+
+    // ---- batches ----
+
+    /// Allocates a batch for up to `capacity` tasks.
+    pub fn alloc_batch(&mut self, capacity: u32) -> Result<BatchId> {
+        self.check_running()?;
+        self.batches.alloc(capacity)
+    }
+
+    /// Frees a batch; `NotReady` while any of its tasks is pending.
+    pub fn free_batch(&mut self, id: BatchId) -> Result<()> {
+        self.batches.free(id)?;
+        self.batch_notes.remove(&id);
+        Ok(())
+    }
+
+    /// Submits requests into a batch. All or nothing: an unknown segment
+    /// (`NotFound`), unregistered local memory (`NotFound`), an empty list
+    /// or a full batch (`Invalid`) submits none.
+    pub fn submit(&mut self, batch: BatchId, reqs: &[Request]) -> Result<()> {
+        self.check_running()?;
+        if reqs.is_empty() {
+            return Err(status!(Invalid, "empty request list"));
+        }
+        let loc = self.cfg.location;
+        let mut treqs = Vec::with_capacity(reqs.len());
+        let mut pins = Vec::with_capacity(reqs.len());
+        let mut fail = None;
+        for (i, r) in reqs.iter().enumerate() {
+            if self.segments.get(r.segment.0 as usize).is_none() {
+                fail = Some(status!(
+                    NotFound,
+                    "request {i}: no open segment with handle {}",
+                    r.segment.0
+                ));
+                break;
+            }
+            let local = Span {
+                addr: r.local,
+                len: r.len,
+                location: loc,
+            };
+            if r.len == 0 {
+                fail = Some(status!(Invalid, "request {i}: length is zero"));
+                break;
+            }
+            match self.reg.pin_local(local) {
+                Ok(pin) => pins.push(pin),
+                Err(e) => {
+                    fail = Some(status!(=e.code(), "request {i}: {}", e.message()));
+                    break;
+                }
+            }
+            treqs.push(TransferRequest {
+                op: r.op,
+                local,
+                target: r.segment.0,
+                remote_addr: r.remote,
+                remote_location: None,
+            });
+        }
+        let submitted = match fail {
+            Some(e) => Err(e),
+            None => self.batches.submit(batch, &treqs),
+        };
+        let range = match submitted {
+            Ok(range) => range,
+            Err(e) => {
+                for pin in pins {
+                    self.reg.unpin(pin);
+                }
+                return Err(e);
+            }
+        };
+        let deadline = self.now() + self.cfg.transfer_timeout;
+        let mut touched = Vec::new();
+        for (index, pin) in range.zip(pins) {
+            let task = TaskId { batch, index };
+            self.local_pins.insert(task, pin);
+            let req = self.batches.request(task)?;
+            let s = req.target as usize;
+            self.segments[s].pending.push_back((task, deadline));
+            if !touched.contains(&s) {
+                touched.push(s);
+            }
+        }
+        for s in touched {
+            if let Err(e) = self.ensure_connection(s) {
+                self.fail_pending(s, &e);
+            }
+            if let Some(c) = self.segments[s].conn {
+                self.service(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`submit`](Self::submit), and sends `{name, msg}` to the peer of
+    /// the first request once every task of the batch has completed.
+    pub fn submit_with_notify(
+        &mut self,
+        batch: BatchId,
+        reqs: &[Request],
+        name: &str,
+        msg: &[u8],
+    ) -> Result<()> {
+        let seg = reqs
+            .first()
+            .map(|r| r.segment.0 as usize)
+            .ok_or_else(|| status!(Invalid, "empty request list"))?;
+        check_note(name, msg)?;
+        self.submit(batch, reqs)?;
+        self.batch_notes
+            .insert(batch, (seg, name.to_string(), msg.to_vec()));
+        self.maybe_send_batch_note(batch);
+        Ok(())
+    }
+
+    /// Status of one task.
+    pub fn task_status(&self, task: TaskId) -> Result<TaskStatus> {
+        self.batches.task(task)
+    }
+
+    /// Status of every submitted task of a batch.
+    pub fn tasks_status(&self, batch: BatchId) -> Result<Vec<TaskStatus>> {
+        Ok(self.batches.tasks(batch)?.collect())
+    }
+
+    /// Overall status of a batch.
+    pub fn batch_status(&self, batch: BatchId) -> Result<BatchStatus> {
+        self.batches.status(batch)
+    }
+
+    /// Cancels a pending task: it ends `Canceled` and its memory is not
+    /// touched afterwards. A task already ended is left as it is.
+    pub fn cancel_task(&mut self, task: TaskId) -> Result<()> {
+        let req = self.batches.request(task)?;
+        if self.batches.task(task)?.state != TaskState::Pending {
+            return Ok(());
+        }
+        let s = req.target as usize;
+        if let Some(pos) = self.segments[s].pending.iter().position(|(t, _)| *t == task) {
+            self.segments[s].pending.remove(pos);
+            self.finish_task(task, TaskState::Canceled);
+            return Ok(());
+        }
+        if let Some(c) = self.segments[s].conn {
+            if let Some(conn) = self.conns[c].as_mut() {
+                conn.link.cancel(task);
+            }
+            self.service(c);
+        }
+        Ok(())
+    }
+
+    /// Cancels every pending task of a batch.
+    pub fn cancel_batch(&mut self, batch: BatchId) -> Result<()> {
+        let n = self.batches.tasks(batch)?.len() as u32;
+        for index in 0..n {
+            self.cancel_task(TaskId { batch, index })?;
+        }
+        Ok(())
+    }
+
+    /// Tasks submitted and not yet ended.
+    pub fn tasks_in_flight(&self) -> usize {
+        self.local_pins.len()
+    }
+
+    // ---- notifications ----
+
+    /// Sends a notification to an opened segment.
+    pub fn send_notification(&mut self, id: SegmentId, name: &str, msg: &[u8]) -> Result<()> {
+        self.check_running()?;
+        check_note(name, msg)?;
+        let i = id.0 as usize;
+        self.segment(id)?;
+        self.ensure_connection(i)?;
+        let c = self.segments[i].conn.unwrap_or(usize::MAX);
+        let conn = self
+            .conns
+            .get_mut(c)
+            .and_then(|c| c.as_mut())
+            .ok_or_else(|| status!(Disconnected, "no connection"))?;
+        conn.link.send_notification(name, msg)?;
+        self.service(c);
+        Ok(())
+    }
+
+    /// Takes the notifications received so far, oldest first.
+    pub fn take_notifications(&mut self) -> Vec<Notification> {
+        let out: Vec<_> = self.inbox.drain(..).collect();
+        // Connections that stalled on a full inbox can go on.
+        for c in 0..self.conns.len() {
+            if self.conns[c].is_some() {
+                self.pull_notifications(c);
+                self.service(c);
+            }
+        }
+        out
+    }
+
+    // ---- event loop ----
+
+    /// Handles one mio event for a token this engine owns.
+    pub fn handle_event(&mut self, event: &mio::event::Event) {
+        let t = event.token().0;
+        if t == self.base {
+            self.accept();
+            return;
+        }
+        let Some(c) = t.checked_sub(self.base + 1) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        if conn.connecting {
+            if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
+                let why = status!(RuntimeError, "connect to {} failed: {e}", conn.peer_addr);
+                warn!("{}", why.message());
+                conn.link.abort(why, &mut self.reg);
+            } else if conn.stream.peer_addr().is_ok() {
+                conn.connecting = false;
+            } else if event.is_error() || event.is_write_closed() {
+                let why = status!(RuntimeError, "connect to {} failed", conn.peer_addr);
+                conn.link.abort(why, &mut self.reg);
+            } else {
+                return;
+            }
+        }
+        self.service(c);
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, addr)) => {
+                    let live = self.conns.iter().filter(|c| c.is_some()).count();
+                    if live >= self.cfg.max_connections || self.phase != Phase::Running {
+                        warn!(peer = %addr, "refusing connection: {live} connections open");
+                        continue;
+                    }
+                    tune(&stream);
+                    let link = match Link::accept(self.link_cfg.clone(), self.now(), random_nonce()) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!("cannot accept {addr}: {e}");
+                            continue;
+                        }
+                    };
+                    match self.insert_conn(Conn::new(stream, link, addr, None)) {
+                        Ok(c) => {
+                            debug!(peer = %addr, "accepted");
+                            self.service(c);
+                        }
+                        Err(e) => warn!("cannot accept {addr}: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads, reports, hands pending tasks to the link and writes, until
+    /// the connection has nothing more to do now; closes it when its link
+    /// is closed and flushed.
+    fn service(&mut self, c: usize) {
+        let now = self.now();
+        for _ in 0..64 {
+            let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                return;
+            };
+            let mut progressed = false;
+            if !conn.connecting {
+                match conn.read(now, &mut self.reg) {
+                    Ok(Flow::Eof) => conn.link.handle_disconnect(&mut self.reg),
+                    Ok(_) => {}
+                    Err(e) => conn.link.abort(
+                        status!(Disconnected, "connection to {} failed: {e}", conn.peer_addr),
+                        &mut self.reg,
+                    ),
+                }
+            }
+            progressed |= self.drain_link_events(c);
+            self.pump(c);
+            let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                return;
+            };
+            if !conn.connecting {
+                match conn.flush(now, &mut self.reg) {
+                    Ok(Flow::Idle) => {}
+                    Ok(_) => {}
+                    Err(e) => conn.link.abort(
+                        status!(Disconnected, "write to {} failed: {e}", conn.peer_addr),
+                        &mut self.reg,
+                    ),
+                }
+            }
+            progressed |= self.drain_link_events(c);
+            let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                return;
+            };
+            if conn.link.state() == LinkState::Closed && !conn.has_pending_write() {
+                self.drop_conn(c);
+                return;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, c: usize) {
+        let Some(mut conn) = self.conns.get_mut(c).and_then(|c| c.take()) else {
+            return;
+        };
+        // Release everything the link still holds, then report.
+        conn.link.handle_disconnect(&mut self.reg);
+        let _ = self.poll.deregister(&mut conn.stream);
+        let mut events = Vec::new();
+        while let Some(e) = conn.link.poll_event() {
+            events.push(e);
+        }
+        let seg = conn.segment;
+        for e in events {
+            self.on_link_event(c, seg, e);
+        }
+        if let Some(s) = seg {
+            if self.segments[s].conn == Some(c) {
+                self.segments[s].conn = None;
+                let why = self.segments[s]
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| status!(Disconnected, "connection closed"));
+                self.fail_pending(s, &why);
+            }
+        }
+        debug!(peer = %conn.peer_addr, "connection closed");
+        self.reap_owned();
+    }
+
+    fn drain_link_events(&mut self, c: usize) -> bool {
+        let mut any = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                return any;
+            };
+            let seg = conn.segment;
+            let Some(e) = conn.link.poll_event() else {
+                return any;
+            };
+            any = true;
+            self.on_link_event(c, seg, e);
+        }
+    }
+
+    fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
+        match e {
+            Event::Connected => {
+                if let Some(conn) = self.conns.get(c).and_then(|c| c.as_ref()) {
+                    let peer = conn
+                        .link
+                        .peer()
+                        .map(|p| p.segment_name.to_string())
+                        .unwrap_or_default();
+                    info!(peer = %peer, addr = %conn.peer_addr, "link established");
+                }
+            }
+            Event::Progress { task, transferred } => {
+                let _ = self.batches.set_progress(task, transferred);
+            }
+            Event::TaskDone { task, result } => {
+                let state = match &result {
+                    Ok(()) => TaskState::Completed,
+                    Err(e) if e.code() == ErrorCode::Canceled => TaskState::Canceled,
+                    Err(e) if e.code() == ErrorCode::Timeout => TaskState::Timeout,
+                    Err(e) => TaskState::Failed(e.code()),
+                };
+                if let Err(e) = &result {
+                    debug!(task = %task, "task failed: {e}");
+                }
+                self.finish_task(task, state);
+            }
+            Event::Notification => self.pull_notifications(c),
+            Event::SegmentInfo => {
+                let Some(s) = seg else { return };
+                let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                    return;
+                };
+                match conn.link.take_segment_info() {
+                    Some(Ok(page)) => {
+                        let last = page.regions.last().map(|r| (r.span.location, r.span.addr));
+                        self.segments[s].info.extend(page.regions.iter().copied());
+                        let more = page.more && last.is_some();
+                        if more && conn.link.query_segment_info(last).is_ok() {
+                            return;
+                        }
+                        let info = std::mem::take(&mut self.segments[s].info);
+                        self.segments[s].info_result = Some(Ok(info));
+                    }
+                    Some(Err(e)) => self.segments[s].info_result = Some(Err(e)),
+                    None => {}
+                }
+            }
+            Event::Closed(why) => {
+                info!("link closed: {why}");
+                if let Some(s) = seg {
+                    if self.segments[s].info_result.is_none() && !self.segments[s].info.is_empty() {
+                        self.segments[s].info_result = Some(Err(why.clone()));
+                    }
+                    self.segments[s].last_error = Some(why);
+                }
+            }
+        }
+    }
+
+    fn pull_notifications(&mut self, c: usize) {
+        let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        while self.inbox.len() < self.cfg.max_notifications {
+            let Some(n) = conn.link.take_notification() else {
+                return;
+            };
+            let from = conn
+                .link
+                .peer()
+                .map(|p| p.segment_name.to_string())
+                .unwrap_or_default();
+            self.inbox.push_back(Notification {
+                from,
+                name: n.name.to_string(),
+                msg: n.msg.to_vec(),
+            });
+        }
+    }
+
+    /// Hands pending tasks of the connection's segment to its link.
+    fn pump(&mut self, c: usize) {
+        let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        let Some(s) = conn.segment else { return };
+        let seg = &mut self.segments[s];
+        while conn.link.can_submit() {
+            let Some((task, deadline)) = seg.pending.pop_front() else {
+                break;
+            };
+            let Ok(req) = self.batches.request(task) else {
+                continue;
+            };
+            if let Err(e) = conn.link.submit(task, &req, Some(deadline)) {
+                let state = TaskState::Failed(e.code());
+                let _ = self.batches.finish(task, state);
+                if let Some(pin) = self.local_pins.remove(&task) {
+                    self.reg.unpin(pin);
+                }
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, s: usize, why: &Status) {
+        let state = match why.code() {
+            ErrorCode::Timeout => TaskState::Timeout,
+            ErrorCode::Canceled => TaskState::Canceled,
+            code => TaskState::Failed(code),
+        };
+        while let Some((task, _)) = self.segments[s].pending.pop_front() {
+            self.finish_task(task, state);
+        }
+    }
+
+    fn finish_task(&mut self, task: TaskId, state: TaskState) {
+        let _ = self.batches.finish(task, state);
+        if let Some(pin) = self.local_pins.remove(&task) {
+            self.reg.unpin(pin);
+        }
+        self.maybe_send_batch_note(task.batch);
+    }
+
+    fn maybe_send_batch_note(&mut self, batch: BatchId) {
+        let Ok(st) = self.batches.status(batch) else {
+            return;
+        };
+        if st.state == TaskState::Pending {
+            return;
+        }
+        let Some((s, name, msg)) = self.batch_notes.remove(&batch) else {
+            return;
+        };
+        if st.state != TaskState::Completed {
+            debug!(
+                "batch {batch} ended {:?}: its notification {name:?} is not sent",
+                st.state
+            );
+            return;
+        }
+        let Some(c) = self.segments[s].conn else { return };
+        if let Some(conn) = self.conns[c].as_mut() {
+            if let Err(e) = conn.link.send_notification(&name, &msg) {
+                warn!("notification {name:?} after batch {batch} not sent: {e}");
+            }
+        }
+    }
+
+    /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let now = self.now();
+        let links = self.conns.iter().flatten().filter_map(|c| c.link.poll_timeout());
+        let pending = self
+            .segments
+            .iter()
+            .filter_map(|s| s.pending.front().map(|p| p.1));
+        links.chain(pending).min().map(|t| t - now)
+    }
+
+    /// Acts on the passing of time: deadlines, heartbeats, silent peers.
+    pub fn handle_timeout(&mut self) {
+        let now = self.now();
+        for c in 0..self.conns.len() {
+            let Some(conn) = self.conns[c].as_mut() else {
+                continue;
+            };
+            if conn.link.poll_timeout().is_some_and(|t| t <= now) {
+                conn.link.handle_timeout(now, &mut self.reg);
+                self.service(c);
+            }
+        }
+        for s in 0..self.segments.len() {
+            while let Some(&(task, deadline)) = self.segments[s].pending.front() {
+                if deadline > now {
+                    break;
+                }
+                self.segments[s].pending.pop_front();
+                self.finish_task(task, TaskState::Timeout);
+            }
+        }
+    }
+
+    // ---- shutdown ----
+
+    /// Refuses new work from now on (`NotReady`); work in flight goes on.
+    pub fn begin_finalize(&mut self) {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Finalizing;
+        }
+    }
+
+    /// Ends everything still running (`Canceled`), says goodbye to every
+    /// peer and closes the listener. Idempotent.
+    pub fn shutdown(&mut self) {
+        self.begin_finalize();
+        if self.phase == Phase::Finalized {
+            return;
+        }
+        for s in 0..self.segments.len() {
+            self.fail_pending(s, &status!(Canceled, "engine finalized"));
+        }
+        let now = self.now();
+        for c in 0..self.conns.len() {
+            if let Some(conn) = self.conns[c].as_mut() {
+                conn.link.close(&mut self.reg);
+                let _ = conn.flush(now, &mut self.reg);
+            }
+            self.drop_conn(c);
+        }
+        let _ = self.poll.deregister(&mut self.listener);
+        self.phase = Phase::Finalized;
+        info!(segment = %self.segment_name, "engine finalized");
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has run.
+    pub fn is_finalized(&self) -> bool {
+        self.phase == Phase::Finalized
+    }
+}
+
+fn check_note(name: &str, msg: &[u8]) -> Result<()> {
+    use te_proto::wire::{NOTIFY_MSG_MAX, NOTIFY_NAME_MAX};
+    if name.is_empty() || name.len() > NOTIFY_NAME_MAX {
+        return Err(status!(
+            Invalid,
+            "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
+            name.len()
+        ));
+    }
+    if msg.len() > NOTIFY_MSG_MAX {
+        return Err(status!(
+            Invalid,
+            "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
+            msg.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Drop for EngineCore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

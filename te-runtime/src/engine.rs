@@ -1,0 +1,462 @@
+//! [`Engine`]: an [`EngineCore`] on an event-loop thread of its own, with a
+//! `Send + Sync` handle whose calls block where the seed systems' do.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Events, Poll, Token, Waker};
+use te_proto::batch::{Op, TaskState, TaskStatus};
+use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, Status, TaskId, Unregister};
+use tracing::warn;
+
+use crate::config::EngineConfig;
+use crate::core::{EngineCore, Notification, Request, SegmentId};
+use crate::sync::Monitor;
+
+const WAKER: Token = Token(0);
+const BASE: Token = Token(1);
+
+struct Shared {
+    core: Monitor<EngineCore>,
+    waker: Waker,
+    stop: AtomicBool,
+    /// Segments opened by name through the synchronous helpers.
+    by_name: std::sync::Mutex<HashMap<String, SegmentId>>,
+}
+
+/// A running engine. Cheap to share: every method takes `&self` and may be
+/// called from any number of threads at once.
+///
+/// ```
+/// use te_runtime::{Engine, EngineConfig, Perm};
+///
+/// let target = Engine::start(EngineConfig::default())?;
+/// let initiator = Engine::start(EngineConfig::default())?;
+/// // Memory the engines own: page-aligned and registered.
+/// let remote = target.alloc_memory(4096, Perm::REMOTE_READ_WRITE)?;
+/// let local = initiator.alloc_memory(4096, Perm::LOCAL_ONLY)?;
+/// unsafe { std::ptr::write_bytes(local as *mut u8, 7, 4096) };
+///
+/// initiator.transfer_sync_write(&target.segment_name(), local, remote, 4096)?;
+/// assert_eq!(unsafe { *(remote as *const u8).add(4095) }, 7);
+/// # Ok::<(), te_runtime::Status>(())
+/// ```
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    segment_name: String,
+    local_addr: SocketAddr,
+    cfg: EngineConfig,
+}
+
+impl Engine {
+    /// Binds, then starts the event-loop thread.
+    pub fn start(cfg: EngineConfig) -> Result<Engine> {
+        let poll = Poll::new().map_err(|e| status!(RuntimeError, "cannot create poll: {e}"))?;
+        let waker = Waker::new(poll.registry(), WAKER)
+            .map_err(|e| status!(RuntimeError, "cannot create waker: {e}"))?;
+        let core = EngineCore::new(cfg.clone(), poll.registry(), BASE)?;
+        let segment_name = core.segment_name().to_string();
+        let local_addr = core.local_addr();
+        let shared = Arc::new(Shared {
+            core: Monitor::new(core),
+            waker,
+            stop: AtomicBool::new(false),
+            by_name: std::sync::Mutex::new(HashMap::new()),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("te-loop {segment_name}"))
+            .spawn(move || run(&s, poll))
+            .map_err(|e| status!(RuntimeError, "cannot start the event loop thread: {e}"))?;
+        Ok(Engine {
+            shared,
+            thread: std::sync::Mutex::new(Some(thread)),
+            segment_name,
+            local_addr,
+            cfg,
+        })
+    }
+
+    /// This engine's segment name (what peers open).
+    pub fn segment_name(&self) -> String {
+        self.segment_name.clone()
+    }
+
+    /// The port the engine listens on.
+    pub fn rpc_port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Runs `f` on the core, then wakes the loop so that it re-reads
+    /// deadlines.
+    fn with_core<R>(&self, f: impl FnOnce(&mut EngineCore) -> R) -> R {
+        let r = f(&mut self.shared.core.lock());
+        let _ = self.shared.waker.wake();
+        r
+    }
+
+    fn wait<R>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl FnMut(&mut EngineCore) -> Option<R>,
+    ) -> Result<R> {
+        self.shared
+            .core
+            .wait_for(Some(timeout), check)
+            .ok_or_else(|| status!(Timeout, "{what}: no answer within {timeout:?}"))
+    }
+
+    // ---- memory ----
+
+    /// Registers `len` bytes at `addr` with `perm`.
+    ///
+    /// # Safety
+    /// The memory must stay valid until [`unregister_memory`](Self::unregister_memory)
+    /// returns (or the engine is finalized); peers with permission read and
+    /// write it at any time until then.
+    pub unsafe fn register_memory(&self, addr: u64, len: u64, perm: Perm) -> Result<()> {
+        // SAFETY: forwarded contract.
+        self.with_core(|c| unsafe { c.register(addr, len, perm) })
+    }
+
+    /// Registers several regions `(addr, len, perm)`, all or nothing.
+    ///
+    /// # Safety
+    /// As [`register_memory`](Self::register_memory), for each region.
+    pub unsafe fn register_memory_batch(&self, regions: &[(u64, u64, Perm)]) -> Result<()> {
+        // SAFETY: forwarded contract.
+        self.with_core(|c| unsafe { c.register_batch(regions) })
+    }
+
+    /// Unregisters the region with base `addr`. Transfers already using it
+    /// finish (or fail) first; when this returns, no transfer touches the
+    /// memory again. `NotFound` without a region at exactly that base.
+    pub fn unregister_memory(&self, addr: u64) -> Result<()> {
+        match self.with_core(|c| c.unregister(addr))? {
+            Unregister::Removed(_) => Ok(()),
+            Unregister::Draining { .. } => self.wait(self.drain_timeout(), "unregister", |c| {
+                (!c.region_exists(addr)).then_some(())
+            }),
+        }
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        self.cfg.transfer_timeout + self.cfg.idle_timeout
+    }
+
+    /// Allocates `len` bytes of page-aligned, zeroed memory and registers it.
+    pub fn alloc_memory(&self, len: u64, perm: Perm) -> Result<u64> {
+        self.with_core(|c| c.alloc_memory(len, perm))
+    }
+
+    /// Unregisters and unmaps memory from [`alloc_memory`](Self::alloc_memory),
+    /// after the transfers using it have ended.
+    pub fn free_memory(&self, addr: u64) -> Result<()> {
+        match self.with_core(|c| c.free_memory(addr))? {
+            Unregister::Removed(_) => Ok(()),
+            Unregister::Draining { .. } => self.wait(self.drain_timeout(), "free", |c| {
+                (!c.region_exists(addr)).then_some(())
+            }),
+        }
+    }
+
+    /// The locally registered regions.
+    pub fn regions(&self) -> Vec<Region> {
+        self.shared.core.lock().regions()
+    }
+
+    // ---- segments ----
+
+    /// Opens the peer `name` (`host:port`) and waits for the handshake.
+    /// An unreachable peer is `RuntimeError` naming the address; a refused
+    /// secret is `NotAuthorized`.
+    pub fn open_segment(&self, name: &str) -> Result<SegmentId> {
+        let id = self.with_core(|c| c.open_segment(name))?;
+        let state = self.wait(self.cfg.connect_timeout * 2, "open segment", |c| {
+            match c.segment_state(id) {
+                Ok(false) => None,
+                Ok(true) => Some(Ok(())),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        match state {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) | Err(e) if e.code() == ErrorCode::NotAuthorized => Err(e),
+            Ok(Err(e)) | Err(e) => Err(status!(
+                RuntimeError,
+                "segment {name} unreachable: {}",
+                e.message()
+            )),
+        }
+    }
+
+    /// Closes the connection to a segment; its running tasks end `Canceled`.
+    pub fn close_segment(&self, id: SegmentId) -> Result<()> {
+        self.with_core(|c| c.close_segment(id))
+    }
+
+    /// The peer's remotely visible regions.
+    pub fn segment_info(&self, id: SegmentId) -> Result<Vec<Region>> {
+        self.with_core(|c| c.query_segment_info(id))?;
+        self.wait(self.cfg.connect_timeout * 2, "segment info", |c| {
+            c.take_segment_info(id)
+        })?
+    }
+
+    fn segment_by_name(&self, name: &str) -> Result<SegmentId> {
+        let known = self
+            .shared
+            .by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        if let Some(id) = known {
+            if self.shared.core.lock().segment_state(id).is_ok() {
+                return Ok(id);
+            }
+        }
+        let id = self.open_segment(name)?;
+        self.shared
+            .by_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    // ---- batches ----
+
+    /// Allocates a batch for up to `capacity` tasks.
+    pub fn allocate_batch(&self, capacity: u32) -> Result<BatchId> {
+        self.with_core(|c| c.alloc_batch(capacity))
+    }
+
+    /// Submits requests into a batch (all or nothing).
+    pub fn submit(&self, batch: BatchId, reqs: &[Request]) -> Result<()> {
+        self.with_core(|c| c.submit(batch, reqs))
+    }
+
+    /// Submits requests and sends `{name, msg}` to the peer once every task
+    /// of the batch has completed, after the data is in place.
+    pub fn submit_with_notify(&self, batch: BatchId, reqs: &[Request], name: &str, msg: &[u8]) -> Result<()> {
+        self.with_core(|c| c.submit_with_notify(batch, reqs, name, msg))
+    }
+
+    /// Status of one task.
+    pub fn task_status(&self, task: TaskId) -> Result<TaskStatus> {
+        self.shared.core.lock().task_status(task)
+    }
+
+    /// Status of every submitted task of a batch.
+    pub fn tasks_status(&self, batch: BatchId) -> Result<Vec<TaskStatus>> {
+        self.shared.core.lock().tasks_status(batch)
+    }
+
+    /// Overall status of a batch.
+    pub fn batch_status(&self, batch: BatchId) -> Result<BatchStatus> {
+        self.shared.core.lock().batch_status(batch)
+    }
+
+    /// Waits until no task of the batch is pending, and returns its status.
+    pub fn wait_batch(&self, batch: BatchId, timeout: Duration) -> Result<BatchStatus> {
+        self.wait(timeout, "batch", |c| match c.batch_status(batch) {
+            Ok(s) if s.state == TaskState::Pending => None,
+            other => Some(other),
+        })?
+    }
+
+    /// Frees a batch; `NotReady` while a task is pending.
+    pub fn free_batch(&self, batch: BatchId) -> Result<()> {
+        self.with_core(|c| c.free_batch(batch))
+    }
+
+    /// Cancels a task; it ends `Canceled` and its memory is not touched afterwards.
+    pub fn cancel_task(&self, task: TaskId) -> Result<()> {
+        self.with_core(|c| c.cancel_task(task))
+    }
+
+    /// Cancels every pending task of a batch.
+    pub fn cancel_batch(&self, batch: BatchId) -> Result<()> {
+        self.with_core(|c| c.cancel_batch(batch))
+    }
+
+    // ---- synchronous helpers (yr.datasystem.TransferEngine) ----
+
+    /// Reads `len` bytes at `remote` of segment `target` into `local`.
+    pub fn transfer_sync_read(&self, target: &str, local: u64, remote: u64, len: u64) -> Result<()> {
+        self.batch_transfer_sync(Op::Read, target, &[local], &[remote], &[len])
+    }
+
+    /// Writes `len` bytes at `local` to `remote` of segment `target`.
+    pub fn transfer_sync_write(&self, target: &str, local: u64, remote: u64, len: u64) -> Result<()> {
+        self.batch_transfer_sync(Op::Write, target, &[local], &[remote], &[len])
+    }
+
+    /// Reads many spans at once; the lists must have equal, non-zero lengths.
+    pub fn batch_transfer_sync_read(
+        &self,
+        target: &str,
+        local: &[u64],
+        remote: &[u64],
+        lens: &[u64],
+    ) -> Result<()> {
+        self.batch_transfer_sync(Op::Read, target, local, remote, lens)
+    }
+
+    /// Writes many spans at once; the lists must have equal, non-zero lengths.
+    pub fn batch_transfer_sync_write(
+        &self,
+        target: &str,
+        local: &[u64],
+        remote: &[u64],
+        lens: &[u64],
+    ) -> Result<()> {
+        self.batch_transfer_sync(Op::Write, target, local, remote, lens)
+    }
+
+    fn batch_transfer_sync(
+        &self,
+        op: Op,
+        target: &str,
+        local: &[u64],
+        remote: &[u64],
+        lens: &[u64],
+    ) -> Result<()> {
+        if local.is_empty() {
+            return Err(status!(Invalid, "empty address lists"));
+        }
+        if local.len() != remote.len() || local.len() != lens.len() {
+            return Err(status!(
+                Invalid,
+                "lists of different lengths: {} local, {} remote, {} lengths",
+                local.len(),
+                remote.len(),
+                lens.len()
+            ));
+        }
+        let count = u32::try_from(local.len())
+            .map_err(|_| status!(Invalid, "{} requests in one batch", local.len()))?;
+        let segment = self.segment_by_name(target)?;
+        let reqs: Vec<Request> = (0..local.len())
+            .map(|i| Request {
+                op,
+                local: local[i],
+                segment,
+                remote: remote[i],
+                len: lens[i],
+            })
+            .collect();
+        let batch = self.allocate_batch(count)?;
+        let result = self
+            .submit(batch, &reqs)
+            .and_then(|()| self.wait_batch(batch, self.drain_timeout()));
+        if result.is_err() {
+            let _ = self.cancel_batch(batch);
+            let _ = self.wait_batch(batch, self.drain_timeout());
+        }
+        let first_failure = self.first_failure(batch);
+        let _ = self.free_batch(batch);
+        let status = result?;
+        match status.state {
+            TaskState::Completed => Ok(()),
+            _ => {
+                Err(first_failure.unwrap_or_else(|| status!(RuntimeError, "batch ended {:?}", status.state)))
+            }
+        }
+    }
+
+    fn first_failure(&self, batch: BatchId) -> Option<Status> {
+        let tasks = self.tasks_status(batch).ok()?;
+        tasks.iter().enumerate().find_map(|(i, t)| {
+            let code = match t.state {
+                TaskState::Failed(code) => code,
+                TaskState::Canceled => ErrorCode::Canceled,
+                TaskState::Timeout => ErrorCode::Timeout,
+                _ => return None,
+            };
+            Some(status!(=code, "task {i}: {code} after {} of {} bytes", t.transferred, t.len))
+        })
+    }
+
+    // ---- notifications ----
+
+    /// Sends a notification to an opened segment.
+    pub fn send_notification(&self, id: SegmentId, name: &str, msg: &[u8]) -> Result<()> {
+        self.with_core(|c| c.send_notification(id, name, msg))
+    }
+
+    /// Takes the notifications received so far (possibly none).
+    pub fn take_notifications(&self) -> Vec<Notification> {
+        self.with_core(|c| c.take_notifications())
+    }
+
+    /// Waits up to `timeout` for at least one notification and takes all.
+    pub fn wait_notifications(&self, timeout: Duration) -> Vec<Notification> {
+        let got = self.shared.core.wait_for(Some(timeout), |c| {
+            let n = c.take_notifications();
+            (!n.is_empty()).then_some(n)
+        });
+        let _ = self.shared.waker.wake();
+        got.unwrap_or_default()
+    }
+
+    // ---- shutdown ----
+
+    /// Refuses new work (`NotReady`), lets work in flight finish for up to
+    /// the transfer timeout, fails the rest, closes every connection and
+    /// stops the event loop. Idempotent.
+    pub fn finalize(&self) {
+        self.with_core(|c| c.begin_finalize());
+        let _ = self.shared.core.wait_for(Some(self.cfg.transfer_timeout), |c| {
+            (c.tasks_in_flight() == 0).then_some(())
+        });
+        self.with_core(|c| c.shutdown());
+        self.shared.stop.store(true, Ordering::Release);
+        let _ = self.shared.waker.wake();
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                warn!("event loop thread of {} panicked", self.segment_name);
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.finalize();
+    }
+}
+
+/// The event loop: wait for IO or the next deadline, hand events to the
+/// core, wake the waiting callers.
+fn run(shared: &Shared, mut poll: Poll) {
+    let mut events = Events::with_capacity(256);
+    while !shared.stop.load(Ordering::Acquire) {
+        let timeout = shared.core.lock().poll_timeout();
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            warn!("poll failed, event loop stops: {e}");
+            break;
+        }
+        {
+            let mut core = shared.core.lock();
+            for ev in events.iter() {
+                if ev.token() != WAKER && core.owns(ev.token()) {
+                    core.handle_event(ev);
+                }
+            }
+            core.handle_timeout();
+        }
+        shared.core.notify();
+    }
+}

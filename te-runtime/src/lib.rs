@@ -1,0 +1,50 @@
+//! # te-runtime: the te transfer engine
+//!
+//! Assembles the sans-IO [`te_proto`] core into an engine that moves bytes
+//! between the registered memory of processes over TCP.
+//!
+//! - [`Engine`]: the engine on an event-loop thread of its own; `Send + Sync`,
+//!   blocking helpers mirroring `yr.datasystem.TransferEngine`.
+//! - [`EngineCore`]: the same engine with no thread, driven from the caller's
+//!   `mio::Poll` (see `examples/embedded.rs`).
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use te_runtime::{Engine, EngineConfig, Op, Perm, Request};
+//!
+//! // A target engine exposes 1 MiB; an initiator reads it in 16 tasks.
+//! let target = Engine::start(EngineConfig::default())?;
+//! let remote = target.alloc_memory(1 << 20, Perm::REMOTE_READ_WRITE)?;
+//!
+//! let initiator = Engine::start(EngineConfig::default())?;
+//! let local = initiator.alloc_memory(1 << 20, Perm::LOCAL_ONLY)?;
+//! let peer = initiator.open_segment(&target.segment_name())?;
+//!
+//! let batch = initiator.allocate_batch(16)?;
+//! let reqs: Vec<Request> = (0..16u64)
+//!     .map(|i| Request { op: Op::Read, local: local + i * 65536, segment: peer, remote: remote + i * 65536, len: 65536 })
+//!     .collect();
+//! initiator.submit_with_notify(batch, &reqs, "kv", b"layer 0 ready")?;
+//! let status = initiator.wait_batch(batch, Duration::from_secs(10))?;
+//! assert_eq!(status.completed, 16);
+//! initiator.free_batch(batch)?;
+//!
+//! let notes = target.wait_notifications(Duration::from_secs(10));
+//! assert_eq!(notes[0].msg, b"layer 0 ready");
+//! # Ok::<(), te_runtime::Status>(())
+//! ```
+
+mod config;
+mod conn;
+mod core;
+mod engine;
+mod mem;
+pub mod sync;
+
+pub use crate::config::EngineConfig;
+pub use crate::core::{EngineCore, Notification, Request, SegmentId};
+pub use crate::engine::Engine;
+pub use te_proto::batch::{Op, TaskState, TaskStatus};
+pub use te_proto::{BatchId, BatchStatus, ErrorCode, Location, Perm, Region, Status, TaskId};
