@@ -578,6 +578,52 @@ fn oversized_lengths_close_the_link() {
 }
 
 #[test]
+fn request_id_zero_closes_the_link() {
+    let mut buf = [0u8; 64];
+    let n = Frame::ReadReq {
+        req_id: 0,
+        addr: REMOTE,
+        location: None,
+        len: 8,
+    }
+    .encode(&mut buf)
+    .unwrap();
+    garbage_closes_link(&buf[..n], ErrorCode::Invalid);
+}
+
+#[test]
+fn segment_info_query_waits_for_room_in_the_window() {
+    let mut a = config("a:1", 64 << 10);
+    a.max_outstanding = 2;
+    let mut b = config("b:2", 64 << 10);
+    b.max_outstanding = 2;
+    let mut p = Pair::new(a, b, 19);
+    p.run();
+    let mut rng = Rng(19);
+    p.a.region(DST, 8192, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 8192, Perm::REMOTE_READ, &mut rng);
+    p.b_talks = false;
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+        .unwrap();
+    p.a.submit(task(1, 1), Op::Read, Span::cpu(DST + 4096, 4096), REMOTE + 4096)
+        .unwrap();
+    p.run();
+    assert_eq!(p.a.link.requests_in_flight(), 2);
+    p.a.link.query_segment_info(None).unwrap();
+    p.run();
+    assert_eq!(
+        p.b.link.state(),
+        LinkState::Established,
+        "the query did not overrun b's limit"
+    );
+    p.b_talks = true;
+    p.run();
+    assert_eq!(p.a.done.len(), 2);
+    let page = p.a.pages.pop().expect("the query was answered").unwrap();
+    assert_eq!(page.regions.len(), 1);
+}
+
+#[test]
 fn unsolicited_answers_close_the_link() {
     let mut buf = [0u8; 64];
     let n = Frame::WriteAck { req_id: 0x1234 }.encode(&mut buf).unwrap();

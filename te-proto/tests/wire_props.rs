@@ -75,7 +75,7 @@ fn owned() -> impl Strategy<Value = Owned> {
                     auth,
                     id,
                     nonce,
-                    mac: if ack { mac } else { [0; 32] },
+                    mac: if ack && auth == 1 { mac } else { [0; 32] },
                     name
                 }
             ),

@@ -99,6 +99,7 @@ struct Inner {
     pong_due: Option<u64>,
     ping_due: bool,
     ping_outstanding: Option<u64>,
+    ping_seq: u64,
     notify_out: Deque<Notification, NOTIFY_QUEUE>,
     info_due: Option<(u64, Option<(Location, u64)>)>,
     info_req: Option<u64>,
@@ -159,6 +160,7 @@ impl Link {
                 pong_due: None,
                 ping_due: false,
                 ping_outstanding: None,
+                ping_seq: 0,
                 notify_out: Deque::new(),
                 info_due: None,
                 info_req: None,
@@ -237,8 +239,9 @@ impl Link {
         self.s.tasks.cancel(task)
     }
 
-    /// Queues a notification for the peer. Errors: `Invalid` for an empty
-    /// or too long name or message, `NotReady` when [`NOTIFY_QUEUE`]
+    /// Queues a notification for the peer (an empty message is fine).
+    /// Errors: `Invalid` for an empty or too long name or a too long
+    /// message, `NotReady` when [`NOTIFY_QUEUE`]
     /// notifications wait already, `Disconnected` when closed.
     pub fn send_notification(&mut self, name: &str, msg: &[u8]) -> Result<()> {
         if let Some(why) = &self.s.closed {
@@ -584,9 +587,22 @@ impl Inner {
         (self.seq << 8) | low
     }
 
+    /// Requests the peer accepts in flight from us.
     fn window(&self) -> usize {
         let peer = self.peer.as_ref().map_or(1, |p| p.max_outstanding as usize);
-        peer.min(MAX_OUTSTANDING) - usize::from(self.info_req.is_some() && self.info_due.is_none())
+        peer.min(MAX_OUTSTANDING)
+    }
+
+    /// Room left in the window for data requests: a sent segment-info
+    /// query counts against it like any request.
+    fn data_window(&self) -> usize {
+        self.window()
+            .saturating_sub(usize::from(self.info_req.is_some() && self.info_due.is_none()))
+    }
+
+    /// Whether another request of any kind fits the window.
+    fn window_has_room(&self) -> bool {
+        self.tasks.in_flight() < self.data_window()
     }
 
     fn send_payload_max(&self) -> u32 {
@@ -600,13 +616,13 @@ impl Inner {
             || self.auth_due.is_some()
             || self.pong_due.is_some()
             || self.ping_due
-            || self.info_due.is_some()
+            || (self.info_due.is_some() && self.window_has_room())
             || !self.notify_out.is_empty()
             || !self.responses.is_empty()
             || (self.phase == Phase::Established
                 && self
                     .tasks
-                    .peek_next(self.window(), self.send_payload_max())
+                    .peek_next(self.data_window(), self.send_payload_max())
                     .is_some())
     }
 
@@ -677,13 +693,14 @@ impl Inner {
             return Some((n, None));
         }
         if self.ping_due {
-            let token = self.seq;
+            let token = self.ping_seq + 1;
             let n = Frame::Ping { token }.encode(out).ok()?;
+            self.ping_seq = token;
             self.ping_due = false;
             self.ping_outstanding = Some(token);
             return Some((n, None));
         }
-        if let Some((req_id, after)) = self.info_due {
+        if let Some((req_id, after)) = self.info_due.filter(|_| self.window_has_room()) {
             let n = Frame::InfoReq { req_id, after }.encode(out).ok()?;
             self.info_due = None;
             return Some((n, None));
@@ -694,7 +711,7 @@ impl Inner {
             self.notify_out.pop_front();
             return Some((n, None));
         }
-        let next = self.tasks.peek_next(self.window(), self.send_payload_max());
+        let next = self.tasks.peek_next(self.data_window(), self.send_payload_max());
         let response_first = !self.prefer_requests || next.is_none();
         if response_first && !self.responses.is_empty() {
             self.prefer_requests = true;
@@ -890,6 +907,14 @@ impl Inner {
                 self.hello_mac = auth::prove(secret, Side::Acceptor, &h.nonce, &self.nonce);
                 self.phase = Phase::AwaitAuth;
             }
+            None if h.auth != AUTH_NONE => {
+                let st = status!(
+                    NotAuthorized,
+                    "peer {:?} wants a shared secret; none is configured here",
+                    h.name
+                );
+                self.shut(st, true, reg)
+            }
             None => self.established(),
         }
     }
@@ -923,11 +948,16 @@ impl Inner {
         self.connected_due = true;
     }
 
-    /// Requests the peer has in flight here; a new one must fit its limit.
-    fn request_room<S>(&mut self, reg: &mut Reg<S>) -> bool
+    /// Admits a new request from the peer: its id must not be 0 (reserved
+    /// for the link) and it must fit the limit of requests in flight.
+    fn request_room<S>(&mut self, req_id: u64, reg: &mut Reg<S>) -> bool
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
+        if req_id == 0 {
+            self.violation(reg, format_args!("request id 0 is reserved for the link"));
+            return false;
+        }
         let busy = self.responses.len() + usize::from(matches!(self.landing, Some(Landing::Write { .. })));
         if busy >= self.cfg.max_outstanding as usize {
             let limit = self.cfg.max_outstanding;
@@ -951,7 +981,7 @@ impl Inner {
                 location,
                 len,
             } => {
-                if !self.request_room(reg) {
+                if !self.request_room(req_id, reg) {
                     return;
                 }
                 if len > self.cfg.max_payload {
@@ -980,7 +1010,7 @@ impl Inner {
                 location,
                 len,
             } => {
-                if !self.request_room(reg) {
+                if !self.request_room(req_id, reg) {
                     return;
                 }
                 let len = len as u64;
@@ -1023,7 +1053,7 @@ impl Inner {
             },
             Frame::Error { req_id, code, msg } => {
                 let st = status!(=code, "{msg}");
-                if self.info_req == Some(req_id) {
+                if self.info_req == Some(req_id) && self.info_due.is_none() {
                     self.info_req = None;
                     self.info_page = Some(Err(st));
                 } else if let Some((idx, _)) = self.tasks.chunk(req_id) {
@@ -1044,7 +1074,7 @@ impl Inner {
                 let _ = self.inbox.push_back(n);
             }
             Frame::InfoReq { req_id, after } => {
-                if self.request_room(reg) {
+                if self.request_room(req_id, reg) {
                     let _ = self.responses.push_back(Response::Info { req_id, after });
                 }
             }

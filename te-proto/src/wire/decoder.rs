@@ -97,9 +97,9 @@ impl Decoder {
         let take = (want - self.body.len()).min(rest.len());
         // validate() bounded body_len by MAX_BODY, the buffer's capacity.
         self.body.extend_from_slice(&rest[..take]).map_err(|_| {
-            self.fail(WireError::BodyLength {
-                opcode: super::Opcode::Hello,
-                len: want as u32,
+            self.fail(WireError::BufferTooSmall {
+                need: want,
+                have: MAX_BODY,
             })
         })?;
         used += take;

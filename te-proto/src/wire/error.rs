@@ -58,7 +58,7 @@ pub enum WireError {
         field: &'static str,
     },
     /// A field holds a value outside its domain (unknown location or error
-    /// code, zero address, unknown auth mode).
+    /// code, zero length, unknown auth mode).
     BadValue {
         /// The frame's opcode.
         opcode: Opcode,

@@ -375,7 +375,7 @@ impl<'a> Frame<'a> {
                         value: h.auth as u64,
                     });
                 }
-                if op == Opcode::Hello && h.mac != [0; 32] {
+                if (op == Opcode::Hello || h.auth == AUTH_NONE) && h.mac != [0; 32] {
                     return Err(WireError::ReservedBits {
                         opcode: op,
                         field: "hello mac",
@@ -541,6 +541,13 @@ impl<'a> Frame<'a> {
                                 value: LOCATION_ANY as u64,
                             })?;
                         Some((loc, b.after_base.get()))
+                    }
+                    0 => {
+                        return Err(WireError::ReservedBits {
+                            opcode: op,
+                            field: "cursor without has_after",
+                            value: b.after_base.get(),
+                        })
                     }
                     v => {
                         return Err(WireError::BadValue {

@@ -230,13 +230,18 @@ fn unknown_auth_mode_is_rejected() {
 }
 
 #[test]
-fn hello_mac_must_be_zero() {
+fn hello_mac_must_be_zero_unless_an_ack_proves_the_secret() {
     let mut h = hello("abc");
     h.mac = [1; 32];
     assert!(matches!(
         decode(&encode(&Frame::Hello(h))),
         Err(WireError::ReservedBits { .. })
     ));
+    assert!(matches!(
+        decode(&encode(&Frame::HelloAck(h))),
+        Err(WireError::ReservedBits { .. })
+    ));
+    h.auth = AUTH_HMAC_SHA256;
     assert_eq!(decode(&encode(&Frame::HelloAck(h))), Ok(Opcode::HelloAck));
 }
 
