@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use te_proto::link::{Link, PayloadDest};
+use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, Instant, Registry, Span};
 
 use crate::mem::{host_bytes, host_bytes_mut};
@@ -15,7 +16,10 @@ use crate::mem::{host_bytes, host_bytes_mut};
 /// Read buffer: control frames and small payloads arrive through it.
 const READ_BUF: usize = 256 << 10;
 /// Write buffer: several frames are gathered into one write.
-const WRITE_BUF: usize = 64 << 10;
+const WRITE_BUF: usize = 256 << 10;
+/// Payloads up to this size are copied into the write buffer behind their
+/// header; larger ones are sent straight from their memory.
+const COPY_PAYLOAD_MAX: usize = 16 << 10;
 /// Payloads at least this large are read straight into their destination;
 /// smaller ones go through the read buffer, saving a system call each.
 const DIRECT_READ_MIN: u64 = 32 << 10;
@@ -164,13 +168,11 @@ impl Conn {
     pub fn flush(&mut self, now: Instant, reg: &mut Reg) -> io::Result<Flow> {
         loop {
             if self.wpos == self.wend && self.payload.is_none() {
-                match self.link.poll_transmit(now, &mut self.wbuf, reg) {
-                    Some(t) => {
-                        self.wpos = 0;
-                        self.wend = t.len;
-                        self.payload = t.payload.map(|s| (s, 0));
-                    }
-                    None => return Ok(Flow::Idle),
+                self.wpos = 0;
+                self.wend = 0;
+                self.gather(now, reg);
+                if self.wend == 0 {
+                    return Ok(Flow::Idle);
                 }
             }
             let head = &self.wbuf[self.wpos..self.wend];
@@ -196,6 +198,33 @@ impl Conn {
                     self.payload = None;
                     self.link.payload_sent(reg);
                 }
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Fills the write buffer with as many frames as fit. Small payloads
+    /// are copied in behind their headers, so that a burst of small frames
+    /// leaves in one system call; the first large payload ends the gathering
+    /// and is sent straight from its memory.
+    fn gather(&mut self, now: Instant, reg: &mut Reg) {
+        while self.wbuf.len() - self.wend >= MAX_CONTROL_LEN {
+            let Some(t) = self.link.poll_transmit(now, &mut self.wbuf[self.wend..], reg) else {
+                return;
+            };
+            self.wend += t.len;
+            let Some(span) = t.payload else { continue };
+            let len = span.len as usize;
+            if len <= COPY_PAYLOAD_MAX && self.wbuf.len() - self.wend >= len {
+                // SAFETY: as in `flush`: a pinned region or a running write task's span.
+                let src = unsafe { host_bytes(span) };
+                self.wbuf[self.wend..self.wend + len].copy_from_slice(src);
+                self.wend += len;
+                self.link.payload_sent(reg);
+            } else {
+                self.payload = Some((span, 0));
+                return;
             }
         }
     }

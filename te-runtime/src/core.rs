@@ -115,10 +115,11 @@ fn random_nonce() -> [u8; 32] {
     n
 }
 
+/// TCP_NODELAY; socket buffers stay under the kernel's autotuning, which
+/// measured faster on loopback than fixed 1, 4 or 16 MiB buffers
+/// (docs/PERFORMANCE.md).
 fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(stream, 4 << 20);
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(stream, 4 << 20);
 }
 
 impl EngineCore {

@@ -47,7 +47,10 @@ unsafe impl Send for HostBuffer {}
 
 impl HostBuffer {
     /// Maps `len` bytes of zeroed memory, asking for transparent huge pages
-    /// when the buffer is large.
+    /// when the buffer is large, and faults it in now: registered memory is
+    /// there to be transferred, and a first touch in the middle of a
+    /// transfer costs more than all of it up front (as RDMA registration
+    /// pins memory at registration).
     pub fn new(len: usize) -> Result<HostBuffer> {
         if len == 0 {
             return Err(Status::new(ErrorCode::Invalid, "buffer length is zero"));
@@ -67,6 +70,9 @@ impl HostBuffer {
             // SAFETY: advice on our own fresh mapping; failure is harmless.
             let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxHugepage) };
         }
+        // SAFETY: advice on our own fresh mapping; where the kernel lacks
+        // MADV_POPULATE_WRITE the pages fault in on first use instead.
+        let _ = unsafe { rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxPopulateWrite) };
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| Status::new(ErrorCode::RuntimeError, "mmap returned null"))?;
         Ok(HostBuffer { ptr, len })
