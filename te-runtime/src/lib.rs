@@ -36,6 +36,11 @@
 //! # Ok::<(), te_runtime::Status>(())
 //! ```
 
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 mod config;
 mod conn;
 mod core;
