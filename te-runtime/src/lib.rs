@@ -36,6 +36,8 @@
 //! # Ok::<(), te_runtime::Status>(())
 //! ```
 
+#![warn(missing_docs)]
+
 // The README's example runs as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
