@@ -95,6 +95,8 @@ pub struct EngineCore {
     batch_notes: HashMap<BatchId, (usize, String, Vec<u8>)>,
     inbox: VecDeque<Notification>,
     owned: HashMap<u64, HostBuffer>,
+    /// Engine-owned buffers being freed: unmapped once their region is gone.
+    freeing: Vec<u64>,
     phase: Phase,
 }
 
@@ -164,6 +166,7 @@ impl EngineCore {
             batch_notes: HashMap::new(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
+            freeing: Vec::new(),
             phase: Phase::Running,
             cfg,
         })
@@ -240,6 +243,12 @@ impl EngineCore {
     /// transfers still use it: it is refused to new transfers and removed
     /// when they end ([`region_exists`](Self::region_exists) turns false).
     pub fn unregister(&mut self, addr: u64) -> Result<Unregister> {
+        if self.owned.contains_key(&addr) {
+            return Err(status!(
+                Invalid,
+                "memory at {addr:#x} was allocated by the engine: free it with free_memory"
+            ));
+        }
         self.reg.unregister(self.cfg.location, addr)
     }
 
@@ -266,14 +275,21 @@ impl EngineCore {
             return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
         }
         let r = self.reg.unregister(Location::Cpu, addr)?;
+        self.freeing.push(addr);
         self.reap_owned();
         Ok(r)
     }
 
+    /// Unmaps the buffers being freed whose region is gone.
     fn reap_owned(&mut self) {
-        let reg = &self.reg;
-        self.owned
-            .retain(|&addr, _| reg.pins(Location::Cpu, addr).is_some());
+        let (reg, owned) = (&self.reg, &mut self.owned);
+        self.freeing.retain(|addr| {
+            let gone = reg.pins(Location::Cpu, *addr).is_none();
+            if gone {
+                owned.remove(addr);
+            }
+            !gone
+        });
     }
 
     /// The local regions, sorted by location and address.
@@ -669,10 +685,19 @@ impl EngineCore {
         }
     }
 
+    /// Services connection `c`, then unmaps buffers whose last transfer
+    /// just ended (a peer's read unpins when its payload is sent).
+    fn service(&mut self, c: usize) {
+        self.service_conn(c);
+        if !self.freeing.is_empty() {
+            self.reap_owned();
+        }
+    }
+
     /// Reads, reports, hands pending tasks to the link and writes, until
     /// the connection has nothing more to do now; closes it when its link
     /// is closed and flushed.
-    fn service(&mut self, c: usize) {
+    fn service_conn(&mut self, c: usize) {
         let now = self.now();
         for _ in 0..64 {
             let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
@@ -882,6 +907,9 @@ impl EngineCore {
         let _ = self.batches.finish(task, state);
         if let Some(pin) = self.local_pins.remove(&task) {
             self.reg.unpin(pin);
+            if !self.freeing.is_empty() {
+                self.reap_owned();
+            }
         }
         self.maybe_send_batch_note(task.batch);
     }
