@@ -47,6 +47,8 @@ pub(crate) struct Conn {
     pub segment: Option<usize>,
     /// A non-blocking connect has not completed yet.
     pub connecting: bool,
+    /// When a closed link's last frames stop waiting to be written.
+    pub closed_at: Option<Instant>,
     rbuf: Box<[u8]>,
     rpos: usize,
     rend: usize,
@@ -65,6 +67,7 @@ impl Conn {
             peer_addr,
             segment,
             connecting: segment.is_some(),
+            closed_at: None,
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             rpos: 0,
             rend: 0,
@@ -72,6 +75,16 @@ impl Conn {
             wpos: 0,
             wend: 0,
             payload: None,
+        }
+    }
+
+    /// Forgets every byte not yet written (the socket is gone or the peer
+    /// does not read), releasing the payload's hold on its memory.
+    pub fn discard_writes(&mut self, reg: &mut Reg) {
+        self.wpos = 0;
+        self.wend = 0;
+        if self.payload.take().is_some() {
+            self.link.payload_sent(reg);
         }
     }
 

@@ -699,19 +699,28 @@ impl EngineCore {
     /// is closed and flushed.
     fn service_conn(&mut self, c: usize) {
         let now = self.now();
+        let grace = self.close_grace();
         for _ in 0..64 {
             let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
                 return;
             };
             let mut progressed = false;
             if !conn.connecting {
-                match conn.read(now, &mut self.reg) {
-                    Ok(Flow::Eof) => conn.link.handle_disconnect(&mut self.reg),
-                    Ok(_) => {}
-                    Err(e) => conn.link.abort(
-                        status!(Disconnected, "connection to {} failed: {e}", conn.peer_addr),
-                        &mut self.reg,
-                    ),
+                let failure = match conn.read(now, &mut self.reg) {
+                    Ok(Flow::Eof) => Some(status!(
+                        Disconnected,
+                        "connection to {} closed by the peer",
+                        conn.peer_addr
+                    )),
+                    Ok(_) => None,
+                    Err(e) => Some(status!(
+                        Disconnected,
+                        "connection to {} failed: {e}",
+                        conn.peer_addr
+                    )),
+                };
+                if let Some(why) = failure {
+                    return self.fail_conn(c, why);
                 }
             }
             progressed |= self.drain_link_events(c);
@@ -720,22 +729,32 @@ impl EngineCore {
                 return;
             };
             if !conn.connecting {
-                match conn.flush(now, &mut self.reg) {
-                    Ok(Flow::Idle) => {}
-                    Ok(_) => {}
-                    Err(e) => conn.link.abort(
-                        status!(Disconnected, "write to {} failed: {e}", conn.peer_addr),
-                        &mut self.reg,
-                    ),
+                if let Err(e) = conn.flush(now, &mut self.reg) {
+                    let why = status!(Disconnected, "write to {} failed: {e}", conn.peer_addr);
+                    return self.fail_conn(c, why);
                 }
             }
             progressed |= self.drain_link_events(c);
             let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
                 return;
             };
-            if conn.link.state() == LinkState::Closed && !conn.has_pending_write() {
-                self.drop_conn(c);
-                return;
+            if conn.link.state() == LinkState::Closed {
+                if !conn.has_pending_write() {
+                    return self.drop_conn(c);
+                }
+                // The last frames (the Error or Goodbye that says why) get a
+                // short grace period; a peer that does not read them is
+                // dropped. A peer found silent gets none: it reads nothing.
+                let silent = conn
+                    .link
+                    .close_reason()
+                    .is_some_and(|r| r.code() == ErrorCode::Timeout);
+                if silent {
+                    return self.drop_conn(c);
+                }
+                if conn.closed_at.is_none() {
+                    conn.closed_at = Some(now + grace);
+                }
             }
             if !progressed {
                 return;
@@ -743,11 +762,26 @@ impl EngineCore {
         }
     }
 
+    /// How long a closed link may wait for its last frames to be written.
+    fn close_grace(&self) -> Duration {
+        self.cfg.idle_timeout.min(Duration::from_secs(1))
+    }
+
+    /// The socket failed: nothing more can be sent or received, so the
+    /// connection goes now, failing its tasks with `why`.
+    fn fail_conn(&mut self, c: usize, why: Status) {
+        if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+            conn.link.abort(why, &mut self.reg);
+        }
+        self.drop_conn(c);
+    }
+
     fn drop_conn(&mut self, c: usize) {
         let Some(mut conn) = self.conns.get_mut(c).and_then(|c| c.take()) else {
             return;
         };
-        // Release everything the link still holds, then report.
+        // Release everything the link and the socket still hold, then report.
+        conn.discard_writes(&mut self.reg);
         conn.link.handle_disconnect(&mut self.reg);
         let _ = self.poll.deregister(&mut conn.stream);
         let mut events = Vec::new();
@@ -942,7 +976,11 @@ impl EngineCore {
     /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Duration> {
         let now = self.now();
-        let links = self.conns.iter().flatten().filter_map(|c| c.link.poll_timeout());
+        let links = self
+            .conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.link.poll_timeout().or(c.closed_at));
         let pending = self
             .segments
             .iter()
@@ -957,6 +995,10 @@ impl EngineCore {
             let Some(conn) = self.conns[c].as_mut() else {
                 continue;
             };
+            if conn.closed_at.is_some_and(|t| t <= now) {
+                self.drop_conn(c);
+                continue;
+            }
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
                 conn.link.handle_timeout(now, &mut self.reg);
                 self.service(c);

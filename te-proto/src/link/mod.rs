@@ -190,6 +190,11 @@ impl Link {
         }
     }
 
+    /// Why the link closed, once it has.
+    pub fn close_reason(&self) -> Option<&Status> {
+        self.s.closed.as_ref()
+    }
+
     /// Who the peer is, once the handshake told.
     pub fn peer(&self) -> Option<&PeerInfo> {
         self.s.peer.as_ref()

@@ -1,0 +1,68 @@
+//! A peer process for the integration tests: starts an engine on the given
+//! listen address, allocates a region of the given size filled with a
+//! known pattern, prints `READY <segment> <addr> <len>` and serves until
+//! its standard input closes (or it is killed).
+//!
+//! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]`
+//!
+//! - `--secret <text>`: the engine's shared secret (default: none).
+//! - `--perm`: the permission of the region (default `rw`, remote read-write).
+
+use std::io::{BufRead, Write};
+
+use te_runtime::{Engine, EngineConfig, Perm};
+
+fn usage(why: &str) -> ! {
+    eprintln!("te-peer: {why}");
+    eprintln!("usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]");
+    std::process::exit(2);
+}
+
+fn main() {
+    let mut positional = Vec::new();
+    let mut secret = None;
+    let mut perm = Perm::REMOTE_READ_WRITE;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--secret" => match args.next() {
+                Some(s) => secret = Some(s.into_bytes()),
+                None => usage("--secret needs a value"),
+            },
+            "--perm" => {
+                perm = match args.next().as_deref() {
+                    Some("rw") => Perm::REMOTE_READ_WRITE,
+                    Some("r") => Perm::REMOTE_READ,
+                    Some("w") => Perm::REMOTE_WRITE,
+                    Some("local") => Perm::LOCAL_ONLY,
+                    other => usage(&format!("bad --perm {other:?}")),
+                }
+            }
+            _ => positional.push(a),
+        }
+    }
+    let mut positional = positional.into_iter();
+    let listen = positional.next().unwrap_or_else(|| "127.0.0.1:0".into());
+    let len: u64 = positional.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
+    let seed: u64 = positional.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let cfg = EngineConfig {
+        listen,
+        secret,
+        ..EngineConfig::default()
+    };
+    let engine = match Engine::start(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("te-peer: {e}");
+            std::process::exit(2);
+        }
+    };
+    let addr = engine.alloc_memory(len, perm).expect("alloc");
+    // SAFETY: freshly allocated engine memory of `len` bytes.
+    unsafe { te_tests::fill(addr, len, seed) };
+    println!("READY {} {addr} {len}", engine.segment_name());
+    std::io::stdout().flush().expect("stdout");
+    // Serve until the test closes our stdin.
+    for _ in std::io::stdin().lock().lines() {}
+    engine.finalize();
+}

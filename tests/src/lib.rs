@@ -1,0 +1,197 @@
+//! Shared helpers of te's integration tests.
+
+use te_runtime::{Engine, EngineConfig};
+
+pub mod proc;
+
+/// An engine with default settings on a free loopback port.
+pub fn engine() -> Engine {
+    Engine::start(EngineConfig::default()).expect("engine starts")
+}
+
+/// A deterministic byte pattern: byte `i` of a buffer seeded with `seed`.
+pub fn pattern(seed: u64, i: u64) -> u8 {
+    let x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8
+}
+
+/// Fills `len` bytes at `addr` with [`pattern`].
+///
+/// # Safety
+/// `addr..addr + len` must be writable memory owned by the caller.
+pub unsafe fn fill(addr: u64, len: u64, seed: u64) {
+    // SAFETY: the caller owns the memory.
+    let s = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = pattern(seed, i as u64);
+    }
+}
+
+/// The bytes at `addr`.
+///
+/// # Safety
+/// `addr..addr + len` must be readable memory that nothing writes meanwhile.
+pub unsafe fn bytes<'a>(addr: u64, len: u64) -> &'a [u8] {
+    // SAFETY: the caller guarantees the memory is readable and stable.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }
+}
+
+// ---- helpers of semantics.rs and transfers.rs ----
+
+/// Fills `len` bytes at `addr` with a fast deterministic pattern of 64-bit
+/// words (an xorshift stream seeded with `seed`); much faster than [`fill`]
+/// for buffers of hundreds of MiB. Compare with [`fast_pattern_matches`] or
+/// against the source memory.
+///
+/// # Safety
+/// `addr..addr + len` must be writable memory owned by the caller.
+pub unsafe fn fill_fast(addr: u64, len: u64, seed: u64) {
+    // SAFETY: the caller owns the memory.
+    let s = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) };
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut chunks = s.chunks_exact_mut(8);
+    for c in &mut chunks {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c.copy_from_slice(&x.to_le_bytes());
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let rest = chunks.into_remainder();
+    let n = rest.len();
+    rest.copy_from_slice(&x.to_le_bytes()[..n]);
+}
+
+/// Whether the `len` bytes at `addr` are what [`fill_fast`] with `seed`
+/// writes.
+///
+/// # Safety
+/// `addr..addr + len` must be readable memory that nothing writes meanwhile.
+pub unsafe fn fast_pattern_matches(addr: u64, len: u64, seed: u64) -> bool {
+    let mut want = vec![0u8; len as usize];
+    // SAFETY: `want` is ours.
+    unsafe { fill_fast(want.as_mut_ptr() as u64, len, seed) };
+    // SAFETY: forwarded contract.
+    unsafe { bytes(addr, len) == want.as_slice() }
+}
+
+/// A fake peer on a free loopback port that completes the handshake (it
+/// answers `HelloAck` at once, no secret) and then never says anything
+/// again: requests sent to it stay unanswered, so tasks on it stay
+/// `Pending` until their deadline. It accepts any number of connections;
+/// dropping it closes them all.
+pub struct SilentPeer {
+    addr: std::net::SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentPeer {
+    /// Starts listening; the handshake is answered on a thread of its own.
+    pub fn start() -> SilentPeer {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        use te_proto::wire::{Frame, Hello, AUTH_NONE, MAX_CONTROL_LEN};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind silent peer");
+        let addr = listener.local_addr().expect("silent peer address");
+        let name = addr.to_string();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (conns.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_CONTROL_LEN];
+            let ack = Frame::HelloAck(Hello {
+                caps: 0,
+                max_payload: 1 << 20,
+                max_outstanding: 32,
+                auth: AUTH_NONE,
+                host_id: [0; 32],
+                nonce: [7; 32],
+                mac: [0; 32],
+                name: &name,
+            });
+            let n = ack.encode(&mut buf).expect("encode HelloAck");
+            for stream in listener.incoming() {
+                if s.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                if stream.write_all(&buf[..n]).is_ok() {
+                    c.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+                }
+            }
+        });
+        SilentPeer {
+            addr,
+            conns,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The segment name to open (`127.0.0.1:port`).
+    pub fn name(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections accepted so far (and not reset).
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Bytes received on the connections and not read (the peer reads
+    /// nothing): what the engines have managed to send to it so far, up to
+    /// the socket buffers' capacity.
+    pub fn queued_bytes(&self) -> usize {
+        let mut buf = vec![0u8; 16 << 20];
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .map(|s| {
+                let _ = s.set_nonblocking(true);
+                s.peek(&mut buf).unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Closes every accepted connection abruptly: with unread bytes in its
+    /// receive queue the socket answers with a reset. New connections are
+    /// still accepted (and stay silent).
+    pub fn reset(&self) {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl Drop for SilentPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        // Wake the accept loop so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for s in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Calls `cond` until it returns true or `timeout` passes (then false),
+/// yielding the CPU in between. For conditions no engine API can wait on,
+/// such as "a transfer has made some progress"; never a fixed sleep.
+pub fn spin_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,190 @@
+//! Peer processes (`te-peer`) for the process and fault tests, and pattern
+//! checks that name the first wrong byte.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::pattern;
+
+/// How long a peer may take to print `READY`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `te-peer` process. Dropping it kills (SIGKILL) and reaps the
+/// process, so no test leaves one behind, even when it panics.
+pub struct PeerProcess {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<String>>,
+    /// The peer's segment name (`127.0.0.1:<port>`).
+    pub segment: String,
+    /// Address of its region in the peer process.
+    pub addr: u64,
+    /// Length of its region.
+    pub len: u64,
+    /// Seed of the pattern its region was filled with.
+    pub seed: u64,
+}
+
+impl PeerProcess {
+    /// Starts `exe` (the `te-peer` binary, from `env!("CARGO_BIN_EXE_te-peer")`)
+    /// listening on `listen` with a region of `len` bytes filled with
+    /// `pattern(seed, i)`, plus `extra` options (`--secret`, `--perm`), and
+    /// waits for its `READY` line. Panics with the peer's stderr when it
+    /// does not start.
+    pub fn spawn(exe: &str, listen: &str, len: u64, seed: u64, extra: &[&str]) -> PeerProcess {
+        PeerProcess::try_spawn(exe, listen, len, seed, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`spawn`](Self::spawn), returning why it failed instead of panicking.
+    pub fn try_spawn(
+        exe: &str,
+        listen: &str,
+        len: u64,
+        seed: u64,
+        extra: &[&str],
+    ) -> Result<PeerProcess, String> {
+        let mut child = Command::new(exe)
+            .arg(listen)
+            .arg(len.to_string())
+            .arg(seed.to_string())
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err_pipe.read_to_string(&mut s);
+            s
+        });
+        let mut peer = PeerProcess {
+            child: Some(child),
+            stdin,
+            stderr: Some(stderr),
+            segment: String::new(),
+            addr: 0,
+            len: 0,
+            seed,
+        };
+        // Read the READY line on a thread so that a peer that hangs cannot
+        // hang the test.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(peer.fail(&format!("reading its stdout: {e}"))),
+            Err(_) => return Err(peer.fail(&format!("no READY line within {READY_TIMEOUT:?}"))),
+        };
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["READY", segment, addr, len] => {
+                peer.segment = segment.to_string();
+                peer.addr = addr
+                    .parse()
+                    .map_err(|e| format!("bad READY line {line:?}: {e}"))?;
+                peer.len = len.parse().map_err(|e| format!("bad READY line {line:?}: {e}"))?;
+                Ok(peer)
+            }
+            _ => Err(peer.fail(&format!("expected `READY <segment> <addr> <len>`, got {line:?}"))),
+        }
+    }
+
+    /// Kills the process and describes the failure with its stderr.
+    fn fail(&mut self, why: &str) -> String {
+        self.kill();
+        let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        format!("te-peer did not start: {why}; its stderr: {err:?}")
+    }
+
+    /// The port the peer listens on.
+    pub fn port(&self) -> u16 {
+        self.segment
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("segment name ends with :<port>")
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        self.stdin.take();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) with `kill(1)`;
+    /// `SIGSTOP` makes the peer silent without closing its connections.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("peer is running").id();
+        let status = Command::new("kill")
+            .args(["-s", sig, &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -s {sig}: {e}"));
+        assert!(status.success(), "kill -s {sig} {pid}: {status}");
+    }
+
+    /// Closes the peer's stdin (it finalizes its engine and exits) and
+    /// waits for it to exit.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.stdin.take();
+        self.child.take().map(|mut c| c.wait().expect("wait for te-peer"))
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Checks that the `len` bytes at `addr` are `pattern(seed, start + i)`;
+/// the error names the first wrong byte and how many are wrong.
+///
+/// # Safety
+/// `addr..addr + len` must be readable memory that nothing writes meanwhile.
+pub unsafe fn check_pattern(addr: u64, len: u64, seed: u64, start: u64) -> Result<(), String> {
+    // SAFETY: forwarded contract.
+    let got = unsafe { crate::bytes(addr, len) };
+    let mut first = None;
+    let mut wrong = 0u64;
+    for (i, &b) in got.iter().enumerate() {
+        let want = pattern(seed, start + i as u64);
+        if b != want {
+            wrong += 1;
+            first.get_or_insert((i, b, want));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((i, b, want)) => Err(format!(
+            "{wrong} of {len} bytes wrong; first at offset {i}: {b:#04x}, expected {want:#04x} \
+             (pattern seed {seed}, index {})",
+            start + i as u64
+        )),
+    }
+}
+
+/// Fills `len` bytes at `addr` with `pattern(seed, start + i)`.
+///
+/// # Safety
+/// `addr..addr + len` must be writable memory owned by the caller.
+pub unsafe fn fill_from(addr: u64, len: u64, seed: u64, start: u64) {
+    // SAFETY: the caller owns the memory.
+    let s = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = pattern(seed, start + i as u64);
+    }
+}
