@@ -375,6 +375,18 @@ fn heartbeats_keep_an_idle_link_alive() {
 }
 
 #[test]
+fn work_queued_during_the_handshake_waits_without_claiming_transmits() {
+    let mut p = Pair::new(config("a:1", 64 << 10), config("b:2", 64 << 10), 20);
+    p.a.link.send_notification("n", b"early").unwrap();
+    p.a.link.query_segment_info(None).unwrap();
+    let mut buf = vec![0u8; te_proto::wire::MAX_CONTROL_LEN];
+    // The Hello goes out; then nothing more is due until the peer answers.
+    assert!(p.a.link.poll_transmit(p.now, &mut buf, &p.a.reg).is_some());
+    assert!(!p.a.link.wants_transmit());
+    assert!(p.a.link.poll_transmit(p.now, &mut buf, &p.a.reg).is_none());
+}
+
+#[test]
 fn handshake_that_never_finishes_times_out() {
     let mut p = Pair::new(config("a:1", 64 << 10), config("b:2", 64 << 10), 12);
     p.b_talks = false;

@@ -66,6 +66,8 @@ struct Segment {
     /// Tasks submitted but not yet handed to the link, with their deadlines.
     pending: VecDeque<(TaskId, Instant)>,
     last_error: Option<Status>,
+    /// Notifications waiting for room in the link's queue.
+    notes: VecDeque<(String, Vec<u8>)>,
     info: Vec<Region>,
     info_result: Option<Result<Vec<Region>>>,
 }
@@ -83,7 +85,8 @@ pub struct EngineCore {
     epoch: std::time::Instant,
     poll: mio::Registry,
     base: usize,
-    listener: TcpListener,
+    /// `None` once finalized: new peers are refused at once.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     segment_name: String,
     reg: Reg,
@@ -93,6 +96,8 @@ pub struct EngineCore {
     segment_by_name: HashMap<String, usize>,
     local_pins: HashMap<TaskId, PinKey>,
     batch_notes: HashMap<BatchId, (usize, String, Vec<u8>)>,
+    /// The first failure of each batch, with the message that names why.
+    batch_errors: HashMap<BatchId, Status>,
     inbox: VecDeque<Notification>,
     owned: HashMap<u64, HostBuffer>,
     /// Engine-owned buffers being freed: unmapped once their region is gone.
@@ -156,7 +161,7 @@ impl EngineCore {
             epoch: std::time::Instant::now(),
             poll,
             base: base.0,
-            listener,
+            listener: Some(listener),
             local_addr,
             segment_name,
             conns: Vec::new(),
@@ -164,6 +169,7 @@ impl EngineCore {
             segment_by_name: HashMap::new(),
             local_pins: HashMap::new(),
             batch_notes: HashMap::new(),
+            batch_errors: HashMap::new(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
             freeing: Vec::new(),
@@ -319,6 +325,7 @@ impl EngineCore {
             conn: None,
             pending: VecDeque::new(),
             last_error: None,
+            notes: VecDeque::new(),
             info: Vec::new(),
             info_result: None,
         });
@@ -429,6 +436,7 @@ impl EngineCore {
     pub fn free_batch(&mut self, id: BatchId) -> Result<()> {
         self.batches.free(id)?;
         self.batch_notes.remove(&id);
+        self.batch_errors.remove(&id);
         Ok(())
     }
 
@@ -549,6 +557,12 @@ impl EngineCore {
         self.batches.status(batch)
     }
 
+    /// The first failure of a batch, with the message that names why
+    /// (`None` while nothing failed).
+    pub fn batch_error(&self, batch: BatchId) -> Option<Status> {
+        self.batch_errors.get(&batch).cloned()
+    }
+
     /// Cancels a pending task: it ends `Canceled` and its memory is not
     /// touched afterwards. A task already ended is left as it is.
     pub fn cancel_task(&mut self, task: TaskId) -> Result<()> {
@@ -594,14 +608,19 @@ impl EngineCore {
         let i = id.0 as usize;
         self.segment(id)?;
         self.ensure_connection(i)?;
-        let c = self.segments[i].conn.unwrap_or(usize::MAX);
-        let conn = self
-            .conns
-            .get_mut(c)
-            .and_then(|c| c.as_mut())
-            .ok_or_else(|| status!(Disconnected, "no connection"))?;
-        conn.link.send_notification(name, msg)?;
-        self.service(c);
+        let seg = &mut self.segments[i];
+        if seg.notes.len() >= self.cfg.max_notifications {
+            let n = seg.notes.len();
+            return Err(status!(
+                NotReady,
+                "{n} notifications already wait to be sent to {}",
+                seg.name
+            ));
+        }
+        seg.notes.push_back((name.to_string(), msg.to_vec()));
+        if let Some(c) = seg.conn {
+            self.service(c);
+        }
         Ok(())
     }
 
@@ -652,7 +671,10 @@ impl EngineCore {
 
     fn accept(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, addr)) => {
                     let live = self.conns.iter().filter(|c| c.is_some()).count();
                     if live >= self.cfg.max_connections || self.phase != Phase::Running {
@@ -795,6 +817,14 @@ impl EngineCore {
         if let Some(s) = seg {
             if self.segments[s].conn == Some(c) {
                 self.segments[s].conn = None;
+                let lost = self.segments[s].notes.len();
+                if lost > 0 {
+                    warn!(
+                        "{lost} notifications for {} not sent: connection closed",
+                        self.segments[s].name
+                    );
+                    self.segments[s].notes.clear();
+                }
                 let why = self.segments[s]
                     .last_error
                     .clone()
@@ -843,8 +873,11 @@ impl EngineCore {
                     Err(e) if e.code() == ErrorCode::Timeout => TaskState::Timeout,
                     Err(e) => TaskState::Failed(e.code()),
                 };
-                if let Err(e) = &result {
+                if let Err(e) = result {
                     debug!(task = %task, "task failed: {e}");
+                    self.batch_errors
+                        .entry(task.batch)
+                        .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
                 }
                 self.finish_task(task, state);
             }
@@ -909,6 +942,12 @@ impl EngineCore {
         };
         let Some(s) = conn.segment else { return };
         let seg = &mut self.segments[s];
+        while let Some((name, msg)) = seg.notes.front() {
+            if conn.link.send_notification(name, msg).is_err() {
+                break;
+            }
+            seg.notes.pop_front();
+        }
         while conn.link.can_submit() {
             let Some((task, deadline)) = seg.pending.pop_front() else {
                 break;
@@ -933,6 +972,9 @@ impl EngineCore {
             code => TaskState::Failed(code),
         };
         while let Some((task, _)) = self.segments[s].pending.pop_front() {
+            self.batch_errors
+                .entry(task.batch)
+                .or_insert_with(|| status!(=why.code(), "task {}: {}", task.index, why.message()));
             self.finish_task(task, state);
         }
     }
@@ -965,12 +1007,9 @@ impl EngineCore {
             );
             return;
         }
-        let Some(c) = self.segments[s].conn else { return };
-        if let Some(conn) = self.conns[c].as_mut() {
-            if let Err(e) = conn.link.send_notification(&name, &msg) {
-                warn!("notification {name:?} after batch {batch} not sent: {e}");
-            }
-        }
+        // Queued behind nothing but other notifications: pump() hands it to
+        // the link as soon as the link's queue has room.
+        self.segments[s].notes.push_back((name, msg));
     }
 
     /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
@@ -1042,7 +1081,9 @@ impl EngineCore {
             }
             self.drop_conn(c);
         }
-        let _ = self.poll.deregister(&mut self.listener);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.deregister(&mut l);
+        }
         self.phase = Phase::Finalized;
         info!(segment = %self.segment_name, "engine finalized");
     }

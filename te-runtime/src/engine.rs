@@ -24,6 +24,9 @@ struct Shared {
     core: Monitor<EngineCore>,
     waker: Waker,
     stop: AtomicBool,
+    /// One segment-info query at a time: the answers of concurrent
+    /// queries would mix.
+    info_lock: std::sync::Mutex<()>,
     /// Segments opened by name through the synchronous helpers.
     by_name: std::sync::Mutex<HashMap<String, SegmentId>>,
 }
@@ -66,6 +69,7 @@ impl Engine {
             core: Monitor::new(core),
             waker,
             stop: AtomicBool::new(false),
+            info_lock: std::sync::Mutex::new(()),
             by_name: std::sync::Mutex::new(HashMap::new()),
         });
         let s = Arc::clone(&shared);
@@ -203,6 +207,7 @@ impl Engine {
 
     /// The peer's remotely visible regions.
     pub fn segment_info(&self, id: SegmentId) -> Result<Vec<Region>> {
+        let _one_at_a_time = self.shared.info_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.with_core(|c| c.query_segment_info(id))?;
         self.wait(self.cfg.connect_timeout * 2, "segment info", |c| {
             c.take_segment_info(id)
@@ -373,6 +378,9 @@ impl Engine {
     }
 
     fn first_failure(&self, batch: BatchId) -> Option<Status> {
+        if let Some(e) = self.shared.core.lock().batch_error(batch) {
+            return Some(e);
+        }
         let tasks = self.tasks_status(batch).ok()?;
         tasks.iter().enumerate().find_map(|(i, t)| {
             let code = match t.state {

@@ -616,16 +616,19 @@ impl Inner {
             .map_or(4096, |p| p.max_payload.min(self.cfg.max_payload))
     }
 
+    /// Mirrors `next_frame`: handshake frames go out in any phase, the
+    /// rest only once the link is established.
     fn has_frames_due(&self) -> bool {
-        self.hello_due
-            || self.auth_due.is_some()
-            || self.pong_due.is_some()
-            || self.ping_due
-            || (self.info_due.is_some() && self.window_has_room())
-            || !self.notify_out.is_empty()
-            || !self.responses.is_empty()
-            || (self.phase == Phase::Established
-                && self
+        if self.hello_due || self.auth_due.is_some() {
+            return true;
+        }
+        self.phase == Phase::Established
+            && (self.pong_due.is_some()
+                || self.ping_due
+                || (self.info_due.is_some() && self.window_has_room())
+                || !self.notify_out.is_empty()
+                || !self.responses.is_empty()
+                || self
                     .tasks
                     .peek_next(self.data_window(), self.send_payload_max())
                     .is_some())

@@ -1,0 +1,552 @@
+//! The seed corpora: meaningful starting points for both targets, written to
+//! `fuzz/corpus/{decoder,link}/seed-*` by the ignored test
+//! `write_seed_corpus` of `te-proto/tests/fuzz_corpus.rs`:
+//!
+//! ```text
+//! cargo test -p te-proto --test fuzz_corpus -- --ignored write_seed_corpus
+//! ```
+//!
+//! The test `seed_corpus_is_current` fails when the committed seeds differ
+//! from what this file generates (after a wire change, say).
+
+use te_proto::wire::{
+    encode_info_reply, Frame, Hello, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN,
+};
+use te_proto::{ErrorCode, Location, Perm, Region};
+
+use super::link::*;
+
+/// A named seed.
+pub type Seed = (String, Vec<u8>);
+
+fn enc(frame: &Frame<'_>) -> Vec<u8> {
+    let mut buf = [0u8; MAX_CONTROL_LEN];
+    let n = frame
+        .encode(&mut buf)
+        .unwrap_or_else(|e| panic!("seed frame {frame:?}: {e}"));
+    buf[..n].to_vec()
+}
+
+/// `frame` followed by its payload, if it has one.
+fn with_payload(frame: &Frame<'_>) -> Vec<u8> {
+    let mut v = enc(frame);
+    if let Frame::ReadData { len, .. } | Frame::WriteData { len, .. } = *frame {
+        v.extend((0..len).map(|i| i as u8));
+    }
+    v
+}
+
+fn hello(name: &str, auth: u8) -> Hello<'_> {
+    Hello {
+        caps: 3,
+        max_payload: 1 << 20,
+        max_outstanding: 32,
+        auth,
+        host_id: [1; 32],
+        nonce: [2; 32],
+        mac: [0; 32],
+        name,
+    }
+}
+
+fn info_reply(req_id: u64, count: u64) -> Vec<u8> {
+    let mut buf = [0u8; MAX_CONTROL_LEN];
+    let regions = (0..count).map(|i| {
+        let perm = if i % 2 == 0 {
+            Perm::REMOTE_READ_WRITE
+        } else {
+            Perm::REMOTE_READ
+        };
+        Region::new(
+            0x1000 * (i + 1),
+            0x800,
+            if i % 3 == 0 {
+                Location::Cpu
+            } else {
+                Location::Npu(2)
+            },
+            perm,
+        )
+    });
+    let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("page fits");
+    buf[..n].to_vec()
+}
+
+/// One valid frame of every opcode (data frames with their payload).
+pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let mut ack = hello("acceptor", AUTH_HMAC_SHA256);
+    ack.mac = [3; 32];
+    vec![
+        ("hello", enc(&Frame::Hello(hello("connector-segment", AUTH_NONE)))),
+        ("hello-ack", enc(&Frame::HelloAck(ack))),
+        ("auth", enc(&Frame::Auth { mac: [4; 32] })),
+        (
+            "read-req",
+            enc(&Frame::ReadReq {
+                req_id: 0x101,
+                addr: 0x1_0000,
+                location: None,
+                len: 64,
+            }),
+        ),
+        (
+            "read-req-npu",
+            enc(&Frame::ReadReq {
+                req_id: 0x202,
+                addr: 0x5_0000,
+                location: Some(Location::Npu(1)),
+                len: 4096,
+            }),
+        ),
+        (
+            "read-data",
+            with_payload(&Frame::ReadData {
+                req_id: 0x101,
+                len: 64,
+            }),
+        ),
+        (
+            "write-data",
+            with_payload(&Frame::WriteData {
+                req_id: 0x303,
+                addr: 0x2_0000,
+                location: Some(Location::Cpu),
+                len: 48,
+            }),
+        ),
+        ("write-ack", enc(&Frame::WriteAck { req_id: 0x303 })),
+        (
+            "error",
+            enc(&Frame::Error {
+                req_id: 0x101,
+                code: ErrorCode::NotAuthorized,
+                msg: "range not registered",
+            }),
+        ),
+        (
+            "error-close",
+            enc(&Frame::Error {
+                req_id: 0,
+                code: ErrorCode::Timeout,
+                msg: "idle",
+            }),
+        ),
+        (
+            "notify",
+            enc(&Frame::Notify {
+                name: "kv-ready",
+                msg: b"batch 7 done",
+            }),
+        ),
+        (
+            "info-req",
+            enc(&Frame::InfoReq {
+                req_id: 0x404,
+                after: None,
+            }),
+        ),
+        (
+            "info-req-after",
+            enc(&Frame::InfoReq {
+                req_id: 0x505,
+                after: Some((Location::Sim(3), 0x4000)),
+            }),
+        ),
+        ("info-reply", info_reply(0x404, 3)),
+        ("info-reply-full", info_reply(0x505, 130)),
+        ("ping", enc(&Frame::Ping { token: 9 })),
+        ("pong", enc(&Frame::Pong { token: 9 })),
+        ("goodbye", enc(&Frame::Goodbye { code: ErrorCode::Ok })),
+    ]
+}
+
+fn patch(mut v: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    v[at..at + bytes.len()].copy_from_slice(bytes);
+    v
+}
+
+/// Malformed variants of valid frames: each breaks one rule.
+fn malformed() -> Vec<(&'static str, Vec<u8>)> {
+    let ping = enc(&Frame::Ping { token: 1 });
+    let hello_v = enc(&Frame::Hello(hello("seg", AUTH_NONE)));
+    let read = enc(&Frame::ReadReq {
+        req_id: 1,
+        addr: 0x1000,
+        location: None,
+        len: 8,
+    });
+    let write = with_payload(&Frame::WriteData {
+        req_id: 2,
+        addr: 0x1000,
+        location: None,
+        len: 8,
+    });
+    let error = enc(&Frame::Error {
+        req_id: 5,
+        code: ErrorCode::Invalid,
+        msg: "bad",
+    });
+    let notify = enc(&Frame::Notify { name: "n", msg: b"m" });
+    let info = info_reply(6, 2);
+    let h = HEADER_LEN;
+    let body_len = |n: usize| (n as u32).to_be_bytes();
+    vec![
+        ("bad-magic", patch(ping.clone(), 0, b"XE")),
+        ("bad-version", patch(ping.clone(), 2, &[2])),
+        ("unknown-opcode-0", patch(ping.clone(), 3, &[0])),
+        ("unknown-opcode-15", patch(ping.clone(), 3, &[15])),
+        ("flags-set", patch(ping.clone(), 4, &[0, 1])),
+        ("header-reserved-set", patch(ping.clone(), 6, &[0x80, 0])),
+        ("body-too-long", patch(ping.clone(), 8, &body_len(MAX_BODY + 1))),
+        ("body-wrong-fixed", patch(ping.clone(), 8, &body_len(9))),
+        ("payload-on-ping", patch(ping.clone(), 12, &[0, 0, 0, 1])),
+        ("payload-zero-write", patch(write.clone(), 12, &[0, 0, 0, 0])),
+        (
+            "payload-oversize-write",
+            patch(write.clone(), 12, &[0x01, 0, 0, 1]),
+        ),
+        (
+            "payload-max-write",
+            patch(write.clone(), 12, &[0xff, 0xff, 0xff, 0xff]),
+        ),
+        ("write-len-field-set", patch(write, h + 20, &[0, 0, 0, 8])),
+        ("read-len-zero", patch(read.clone(), h + 20, &[0, 0, 0, 0])),
+        ("read-bad-location", patch(read.clone(), h + 16, &[0, 7, 0, 0])),
+        ("read-cpu-index", patch(read, h + 16, &[0, 0, 0, 1])),
+        ("hello-name-len", patch(hello_v.clone(), h + 16, &[0, 4])),
+        ("hello-name-utf8", patch(hello_v.clone(), h + 116, &[0xff])),
+        ("hello-mac-set", patch(hello_v.clone(), h + 84, &[1])),
+        ("hello-reserved-set", patch(hello_v.clone(), h + 13, &[1])),
+        ("hello-auth-mode", patch(hello_v.clone(), h + 12, &[2])),
+        (
+            "hello-max-payload-small",
+            patch(hello_v.clone(), h + 4, &[0, 0, 0x0f, 0xff]),
+        ),
+        ("hello-outstanding-zero", patch(hello_v, h + 8, &[0, 0, 0, 0])),
+        ("error-code-ok", patch(error.clone(), h + 8, &[0, 0, 0, 0])),
+        ("error-code-unknown", patch(error.clone(), h + 8, &[0, 0, 0, 77])),
+        ("error-msg-len", patch(error, h + 12, &[0, 9])),
+        ("notify-empty-name", patch(notify.clone(), h, &[0, 0])),
+        ("notify-msg-len", patch(notify, h + 4, &[0, 0, 0, 5])),
+        ("info-count", patch(info.clone(), h + 8, &[0, 0, 0, 3])),
+        ("info-perm", patch(info.clone(), h + 16 + 20, &[4])),
+        ("info-zero-base", patch(info, h + 16, &[0; 8])),
+        (
+            "goodbye-reserved",
+            patch(enc(&Frame::Goodbye { code: ErrorCode::Ok }), h + 4, &[0, 0, 0, 1]),
+        ),
+        ("truncated-header", ping[..7].to_vec()),
+        ("truncated-body", ping[..h + 3].to_vec()),
+    ]
+}
+
+/// Seeds of the decoder target: `[mode, seed_hi, seed_lo] ++ stream`.
+pub fn decoder_seeds() -> Vec<Seed> {
+    let prefix = |mode: u8, seed: u16, stream: &[u8]| {
+        let mut v = vec![mode, (seed >> 8) as u8, seed as u8];
+        v.extend_from_slice(stream);
+        v
+    };
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    for (name, bytes) in valid_frames() {
+        out.push((format!("seed-valid-{name}"), prefix(2, 0, &bytes)));
+        all.extend_from_slice(&bytes);
+    }
+    for (name, bytes) in malformed() {
+        out.push((format!("seed-bad-{name}"), prefix(2, 0, &bytes)));
+    }
+    out.push(("seed-stream-whole".into(), prefix(2, 0, &all)));
+    out.push(("seed-stream-pieces".into(), prefix(2, 0x1234, &all)));
+    out.push(("seed-stream-small-limit".into(), prefix(0, 0xbeef, &all)));
+    let big = with_payload(&Frame::WriteData {
+        req_id: 7,
+        addr: 0x9000,
+        location: None,
+        len: 20_000,
+    });
+    out.push(("seed-payload-over-limit".into(), prefix(0, 7, &big)));
+    out.push(("seed-payload-under-limit".into(), prefix(1, 7, &big)));
+    out.push((
+        "seed-truncated-payload".into(),
+        prefix(2, 3, &big[..HEADER_LEN + 24 + 100]),
+    ));
+    out
+}
+
+/// Seeds of the link target (scripts, see `link.rs`).
+pub fn link_seeds() -> Vec<Seed> {
+    const HS: u8 = F_HANDSHAKE;
+    let mut out: Vec<(&str, Script)> = Vec::new();
+    let drain = |s: Script| s.pump(0).transmit(0x0e).events(3);
+
+    // Handshakes.
+    out.push(("accept-handshake", drain(Script::new(HS))));
+    let raw_hello = enc(&Frame::Hello(hello("raw-peer", AUTH_NONE)));
+    out.push((
+        "accept-handshake-raw",
+        Script::new(0).raw(&raw_hello).pump(1).transmit(0x0e).events(3),
+    ));
+    out.push((
+        "connect-handshake",
+        Script::new(HS | F_CONNECTOR)
+            .transmit(0)
+            .pump(5)
+            .transmit(0)
+            .events(3),
+    ));
+    out.push(("accept-secret", drain(Script::new(HS | F_SECRET))));
+    out.push((
+        "connect-secret",
+        drain(Script::new(HS | F_SECRET | F_CONNECTOR)).transmit(0),
+    ));
+    out.push((
+        "accept-secret-bad-proof",
+        drain(Script::new(F_SECRET).frame(K_HELLO, &[0]).frame(K_AUTH, &[1])),
+    ));
+    out.push((
+        "accept-secret-refused",
+        drain(Script::new(F_SECRET).frame(K_HELLO, &[1])),
+    ));
+    out.push((
+        "connect-unexpected-hello",
+        drain(Script::new(F_CONNECTOR).frame(K_HELLO, &[0])),
+    ));
+    out.push((
+        "handshake-timeout",
+        Script::new(0).time(200).transmit(0).events(3),
+    ));
+
+    // The peer's requests.
+    let est = || drain(Script::new(HS));
+    out.push((
+        "peer-read",
+        drain(est().access(K_READ_REQ, 0, 0x100, 0x200, 1, 1)),
+    ));
+    out.push((
+        "peer-read-npu",
+        drain(est().access(K_READ_REQ, 5, 0x800, 0x1000, 0, 2)),
+    ));
+    out.push((
+        "peer-write",
+        est()
+            .access(K_WRITE_DATA, 0, 0x10, 0x300, 0, 2)
+            .pump(7)
+            .transmit(0x0e)
+            .events(3),
+    ));
+    out.push((
+        "peer-write-sim",
+        drain(est().access(K_WRITE_DATA, 4, 0x0, 0x100, 1, 3)),
+    ));
+    out.push((
+        "peer-denied",
+        drain(
+            est()
+                .access(K_READ_REQ, 2, 0, 16, 0, 1)
+                .access(K_WRITE_DATA, 1, 0, 16, 0, 2)
+                .access(K_WRITE_DATA, 3, 0, 16, 0, 3)
+                .access(K_READ_REQ, 0, 0x2f00, 0x200, 0, 4)
+                .access(K_READ_REQ, 4, 0, 16, 0, 5)
+                .access(K_READ_REQ, 6, 0x100, 16, 0, 6)
+                .access(K_READ_REQ, 0, 0, 16, 3, 7),
+        ),
+    ));
+    out.push((
+        "peer-too-many",
+        drain(
+            drain(Script::new(HS | F_TIGHT))
+                .access(K_READ_REQ, 0, 0, 16, 0, 1)
+                .access(K_READ_REQ, 0, 16, 16, 0, 2)
+                .access(K_READ_REQ, 0, 32, 16, 0, 3),
+        ),
+    ));
+    out.push((
+        "peer-read-too-big",
+        drain(est().access(K_READ_REQ, 0, 0, 0x2000, 0, 1)),
+    ));
+    out.push((
+        "peer-write-unregister",
+        est()
+            .access(K_WRITE_DATA, 0, 0, 0x800, 1, 9)
+            .pump_some(100, 3)
+            .toggle(0)
+            .pump(0)
+            .transmit(0x0e)
+            .events(3)
+            .toggle(0),
+    ));
+    out.push((
+        "peer-read-unregister",
+        est()
+            .access(K_READ_REQ, 0, 0, 0x800, 1, 9)
+            .pump(0)
+            .toggle(0)
+            .transmit(1),
+    ));
+
+    // Our tasks.
+    out.push((
+        "task-read",
+        est()
+            .submit(0, 3, 0, 0x1800, 0, 0, 1, 0)
+            .transmit(0x0e)
+            .frame(K_READ_DATA, &[0])
+            .frame(K_READ_DATA, &[0])
+            .pump(0)
+            .events(3),
+    ));
+    out.push((
+        "task-write",
+        est()
+            .submit(1, 3, 0x100, 0x1200, 2, 0, 0, 0)
+            .transmit(1)
+            .sent()
+            .transmit(0x0f)
+            .sent()
+            .frame(K_WRITE_ACK, &[0])
+            .frame(K_WRITE_ACK, &[0])
+            .pump(0)
+            .events(3),
+    ));
+    out.push((
+        "task-read-big-peer",
+        drain(Script::new(HS | F_BIG_PEER))
+            .submit(0, 0, 0, 0x3000, 4, 0, 1, 0)
+            .transmit(0x0e)
+            .frame(K_READ_DATA, &[0])
+            .pump(3)
+            .events(3),
+    ));
+    out.push((
+        "task-cancel",
+        est()
+            .submit(0, 3, 0, 0x1000, 0, 0, 0, 0)
+            .transmit(0)
+            .cancel(0)
+            .frame(K_READ_DATA, &[0])
+            .pump(0)
+            .events(3),
+    ));
+    out.push((
+        "task-cancel-sending",
+        est()
+            .submit(1, 3, 0, 0x800, 0, 0, 0, 0)
+            .transmit(1)
+            .cancel(0)
+            .events(3)
+            .sent()
+            .events(3),
+    ));
+    out.push((
+        "task-error",
+        est()
+            .submit(0, 3, 0, 0x800, 1, 0, 1, 0)
+            .transmit(0)
+            .frame(K_ERROR, &[0, 5])
+            .pump(0)
+            .events(3),
+    ));
+    out.push((
+        "task-deadline",
+        est()
+            .submit(4, 3, 0, 0x800, 0, 0, 0, 40)
+            .transmit(0)
+            .time(50)
+            .events(3),
+    ));
+    out.push((
+        "task-before-handshake",
+        Script::new(F_CONNECTOR)
+            .submit(1, 0, 0, 0x100, 2, 0, 0, 0)
+            .transmit(0)
+            .frame(K_HELLO_ACK, &[0])
+            .pump(0)
+            .transmit(0x0e)
+            .events(3),
+    ));
+    out.push((
+        "task-close-mid-write",
+        est()
+            .submit(1, 3, 0, 0x800, 2, 0, 0, 0)
+            .transmit(1)
+            .close()
+            .transmit(0)
+            .events(3)
+            .sent()
+            .events(3),
+    ));
+    out.push((
+        "task-disconnect",
+        est()
+            .submit(1, 3, 0, 0x800, 2, 0, 0, 0)
+            .transmit(1)
+            .disconnect()
+            .events(3),
+    ));
+    out.push((
+        "task-duplicate-id",
+        est()
+            .submit(0, 3, 0, 0x10, 0, 0, 0, 0)
+            .submit(2, 3, 0, 0x10, 0, 0, 0, 0)
+            .submit(0, 3, 0, 0, 0, 0, 0, 0),
+    ));
+
+    // Notifications, segment info, liveness, closing.
+    let mut notes = est();
+    for i in 0..6 {
+        notes = notes.frame(K_NOTIFY, &[i, 0, 10 * i]);
+    }
+    out.push(("notify-backpressure", notes.pump(0).events(0).pump(0).events(1)));
+    out.push((
+        "notify-send",
+        drain(est().notify(8, 100).notify(0, 1).notify(64, 2048)),
+    ));
+    out.push((
+        "segment-info",
+        est()
+            .query(7)
+            .transmit(0)
+            .frame(K_INFO_REPLY, &[0, 3])
+            .pump(0)
+            .events(3)
+            .frame(K_INFO_REQ, &[7])
+            .pump(0)
+            .transmit(0),
+    ));
+    out.push((
+        "segment-info-paged",
+        drain(est().frame(K_INFO_REQ, &[1]).frame(K_INFO_REQ, &[4])),
+    ));
+    out.push((
+        "heartbeat",
+        est()
+            .time(80)
+            .transmit(0)
+            .frame(K_PONG, &[0])
+            .frame(K_PING, &[5])
+            .pump(0)
+            .transmit(0)
+            .time(230)
+            .events(3),
+    ));
+    out.push(("peer-goodbye", drain(est().frame(K_GOODBYE, &[0]))));
+    out.push(("peer-error-close", drain(est().frame(K_ERROR, &[0xff, 1]))));
+    out.push((
+        "peer-bad-magic",
+        drain(est().raw(b"XE\x01\x0c\0\0\0\0\0\0\0\x08\0\0\0\0")),
+    ));
+    out.push((
+        "peer-corrupt-read",
+        drain(est().frame(K_READ_REQ | K_CORRUPT, &[0, 0, 0, 0, 16, 0, 1, 0, 3, 0x40])),
+    ));
+    out.push(("peer-hello-again", drain(est().frame(K_HELLO, &[0]))));
+    out.push(("local-close", drain(est().close())));
+    out.push((
+        "disconnect-end",
+        drain(Script::new(HS | F_DISCONNECT_END).access(K_READ_REQ, 0, 0, 16, 0, 1)),
+    ));
+    out.into_iter()
+        .map(|(name, s)| (format!("seed-{name}"), s.0))
+        .collect()
+}
