@@ -1,0 +1,71 @@
+//! Notifications: sending, receiving.
+
+use super::*;
+
+/// A notification received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The sending peer's segment name.
+    pub from: String,
+    /// The notification's name.
+    pub name: String,
+    /// Its message.
+    pub msg: Vec<u8>,
+}
+
+impl EngineCore {
+    /// Sends a notification to an opened segment.
+    pub fn send_notification(&mut self, id: SegmentId, name: &str, msg: &[u8]) -> Result<()> {
+        self.check_running()?;
+        check_note(name, msg)?;
+        let i = id.0 as usize;
+        self.segment(id)?;
+        self.ensure_connection(i)?;
+        let seg = &mut self.segments[i];
+        if seg.notes.len() >= self.cfg.max_notifications {
+            let n = seg.notes.len();
+            return Err(status!(
+                NotReady,
+                "{n} notifications already wait to be sent to {}",
+                seg.name
+            ));
+        }
+        seg.notes.push_back((name.to_string(), msg.to_vec()));
+        if let Some(c) = seg.conn {
+            self.service(c);
+        }
+        Ok(())
+    }
+
+    /// Takes the notifications received so far, oldest first.
+    pub fn take_notifications(&mut self) -> Vec<Notification> {
+        let out: Vec<_> = self.inbox.drain(..).collect();
+        // Connections that stalled on a full inbox can go on.
+        for c in 0..self.conns.len() {
+            if self.conns[c].is_some() {
+                self.pull_notifications(c);
+                self.service(c);
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn check_note(name: &str, msg: &[u8]) -> Result<()> {
+    use te_proto::wire::{NOTIFY_MSG_MAX, NOTIFY_NAME_MAX};
+    if name.is_empty() || name.len() > NOTIFY_NAME_MAX {
+        return Err(status!(
+            Invalid,
+            "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
+            name.len()
+        ));
+    }
+    if msg.len() > NOTIFY_MSG_MAX {
+        return Err(status!(
+            Invalid,
+            "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
+            msg.len()
+        ));
+    }
+    Ok(())
+}

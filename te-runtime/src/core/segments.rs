@@ -1,0 +1,141 @@
+//! Peer segments: opening, connection state, segment info.
+
+use super::*;
+
+/// Handle of an opened peer segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SegmentId(pub u32);
+
+pub(super) struct Segment {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pub(super) conn: Option<usize>,
+    /// Tasks submitted but not yet handed to the link, with their deadlines.
+    pub(super) pending: VecDeque<(TaskId, Instant)>,
+    pub(super) last_error: Option<Status>,
+    /// Notifications waiting for room in the link's queue.
+    pub(super) notes: VecDeque<(String, Vec<u8>)>,
+    pub(super) info: Vec<Region>,
+    pub(super) info_result: Option<Result<Vec<Region>>>,
+}
+
+impl EngineCore {
+    /// Opens the peer segment `name` (`host:port`) and starts connecting;
+    /// an open segment whose connection was lost reconnects.
+    pub fn open_segment(&mut self, name: &str) -> Result<SegmentId> {
+        self.check_running()?;
+        if let Some(&i) = self.segment_by_name.get(name) {
+            self.ensure_connection(i)?;
+            return Ok(SegmentId(i as u32));
+        }
+        let addr = name
+            .to_socket_addrs()
+            .map_err(|e| status!(Invalid, "segment name {name:?} is not host:port: {e}"))?
+            .next()
+            .ok_or_else(|| status!(Invalid, "segment {name:?} resolves to no address"))?;
+        let i = self.segments.len();
+        self.segments.push(Segment {
+            name: name.to_string(),
+            addr,
+            conn: None,
+            pending: VecDeque::new(),
+            last_error: None,
+            notes: VecDeque::new(),
+            info: Vec::new(),
+            info_result: None,
+        });
+        self.segment_by_name.insert(name.to_string(), i);
+        self.ensure_connection(i)?;
+        Ok(SegmentId(i as u32))
+    }
+
+    pub(super) fn segment(&self, id: SegmentId) -> Result<&Segment> {
+        self.segments
+            .get(id.0 as usize)
+            .ok_or_else(|| status!(NotFound, "no open segment with handle {}", id.0))
+    }
+
+    /// The state of the segment's connection: `Ok(true)` once the handshake
+    /// finished, `Ok(false)` while it runs, the failure otherwise.
+    pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
+        let seg = self.segment(id)?;
+        match seg.conn.and_then(|c| self.conns[c].as_ref()) {
+            Some(c) => Ok(c.link.state() == LinkState::Established),
+            None => Err(seg
+                .last_error
+                .clone()
+                .unwrap_or_else(|| status!(Disconnected, "segment {} is closed", seg.name))),
+        }
+    }
+
+    /// Closes the segment's connection; its running tasks end `Canceled`.
+    pub fn close_segment(&mut self, id: SegmentId) -> Result<()> {
+        let seg = self.segment(id)?;
+        if let Some(c) = seg.conn {
+            if let Some(conn) = self.conns[c].as_mut() {
+                conn.link.close(&mut self.reg);
+            }
+            self.service(c);
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_connection(&mut self, i: usize) -> Result<()> {
+        let seg = &self.segments[i];
+        if seg.conn.is_some() {
+            return Ok(());
+        }
+        let addr = seg.addr;
+        let stream =
+            TcpStream::connect(addr).map_err(|e| status!(RuntimeError, "connect to {addr} failed: {e}"))?;
+        tune(&stream);
+        let link = Link::connect(self.link_cfg.clone(), self.now(), random_nonce())?;
+        let c = self.insert_conn(Conn::new(stream, link, addr, Some(i)))?;
+        self.segments[i].conn = Some(c);
+        self.segments[i].last_error = None;
+        debug!(peer = %addr, "connecting");
+        Ok(())
+    }
+
+    pub(super) fn insert_conn(&mut self, mut conn: Conn) -> Result<usize> {
+        let idx = match self.conns.iter().position(|c| c.is_none()) {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        self.poll
+            .register(
+                &mut conn.stream,
+                Token(self.base + 1 + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| io_status("register connection", &e))?;
+        self.conns[idx] = Some(conn);
+        Ok(idx)
+    }
+
+    /// Asks the peer for its remotely visible regions; the answer arrives
+    /// later, see [`take_segment_info`](Self::take_segment_info).
+    pub fn query_segment_info(&mut self, id: SegmentId) -> Result<()> {
+        self.check_running()?;
+        let i = id.0 as usize;
+        self.segment(id)?;
+        self.ensure_connection(i)?;
+        let seg = &mut self.segments[i];
+        seg.info.clear();
+        seg.info_result = None;
+        let c = seg.conn.unwrap_or(usize::MAX);
+        if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+            conn.link.query_segment_info(None)?;
+        }
+        self.service(c);
+        Ok(())
+    }
+
+    /// The answer to [`query_segment_info`](Self::query_segment_info), once complete.
+    pub fn take_segment_info(&mut self, id: SegmentId) -> Option<Result<Vec<Region>>> {
+        self.segments.get_mut(id.0 as usize)?.info_result.take()
+    }
+}
