@@ -249,7 +249,9 @@ impl Engine {
     }
 
     /// Submits requests and sends `{name, msg}` to the peer once every task
-    /// of the batch has completed, after the data is in place.
+    /// of the batch has completed, after the data is in place. Make it the
+    /// batch's last submission: the notification goes as soon as no task
+    /// of the batch is pending. A batch that fails sends none.
     pub fn submit_with_notify(&self, batch: BatchId, reqs: &[Request], name: &str, msg: &[u8]) -> Result<()> {
         self.with_core(|c| c.submit_with_notify(batch, reqs, name, msg))
     }

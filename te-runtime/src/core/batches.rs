@@ -39,6 +39,8 @@ impl EngineCore {
     /// or a full batch (`Invalid`) submits none.
     pub fn submit(&mut self, batch: BatchId, reqs: &[Request]) -> Result<()> {
         self.check_running()?;
+        // A stale batch id is the first thing wrong with any request list.
+        self.batches.status(batch)?;
         if reqs.is_empty() {
             return Err(status!(Invalid, "empty request list"));
         }
@@ -116,7 +118,9 @@ impl EngineCore {
     }
 
     /// As [`submit`](Self::submit), and sends `{name, msg}` to the peer of
-    /// the first request once every task of the batch has completed.
+    /// the first request once every task of the batch has completed. Make
+    /// it the batch's last submission: the notification goes as soon as no
+    /// task of the batch is pending.
     pub fn submit_with_notify(
         &mut self,
         batch: BatchId,
