@@ -14,6 +14,32 @@ pub struct Notification {
     pub msg: heapless::Vec<u8, NOTIFY_MSG_MAX>,
 }
 
+impl Notification {
+    /// A notification within the wire's limits; `Invalid` names the bad
+    /// length (an empty message is fine, an empty name is not).
+    pub fn new(name: &str, msg: &[u8]) -> Result<Notification> {
+        let mut n = Notification {
+            name: heapless::String::new(),
+            msg: heapless::Vec::new(),
+        };
+        if name.is_empty() || n.name.push_str(name).is_err() {
+            return Err(crate::status!(
+                Invalid,
+                "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
+                name.len()
+            ));
+        }
+        if n.msg.extend_from_slice(msg).is_err() {
+            return Err(crate::status!(
+                Invalid,
+                "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
+                msg.len()
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// One page of the peer's remotely visible regions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentPage {

@@ -42,7 +42,7 @@ use crate::status;
 use crate::time::{earliest, Instant};
 use crate::wire::{
     encode_info_reply, Decoder, Frame, Hello, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
-    MAX_CONTROL_LEN, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX,
+    MAX_CONTROL_LEN,
 };
 
 /// Notifications queued per direction before the link pushes back.
@@ -252,24 +252,7 @@ impl Link {
         if let Some(why) = &self.s.closed {
             return Err(status!(Disconnected, "link closed: {}", why.message()));
         }
-        let mut n = Notification {
-            name: heapless::String::new(),
-            msg: heapless::Vec::new(),
-        };
-        if name.is_empty() || n.name.push_str(name).is_err() {
-            return Err(status!(
-                Invalid,
-                "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
-                name.len()
-            ));
-        }
-        if n.msg.extend_from_slice(msg).is_err() {
-            return Err(status!(
-                Invalid,
-                "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
-                msg.len()
-            ));
-        }
+        let n = Notification::new(name, msg)?;
         self.s.notify_out.push_back(n).map_err(|_| {
             status!(
                 NotReady,
@@ -1070,17 +1053,14 @@ impl Inner {
                     self.violation(reg, format_args!("Error answers no request {req_id:#x}"));
                 }
             }
-            Frame::Notify { name, msg } => {
-                let mut n = Notification {
-                    name: heapless::String::new(),
-                    msg: heapless::Vec::new(),
-                };
-                // The decoder bounded both by the capacities.
-                let _ = n.name.push_str(name);
-                let _ = n.msg.extend_from_slice(msg);
+            Frame::Notify { name, msg } => match Notification::new(name, msg) {
                 // handle_input() only dispatches a Notify when the inbox has room.
-                let _ = self.inbox.push_back(n);
-            }
+                Ok(n) => {
+                    let _ = self.inbox.push_back(n);
+                }
+                // Unreachable: the decoder enforces the same limits.
+                Err(e) => self.shut(e, true, reg),
+            },
             Frame::InfoReq { req_id, after } => {
                 if self.request_room(req_id, reg) {
                     let _ = self.responses.push_back(Response::Info { req_id, after });

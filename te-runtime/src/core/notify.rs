@@ -51,21 +51,7 @@ impl EngineCore {
     }
 }
 
+/// Checks a notification against the wire's limits before it is queued.
 pub(super) fn check_note(name: &str, msg: &[u8]) -> Result<()> {
-    use te_proto::wire::{NOTIFY_MSG_MAX, NOTIFY_NAME_MAX};
-    if name.is_empty() || name.len() > NOTIFY_NAME_MAX {
-        return Err(status!(
-            Invalid,
-            "notification name of {} bytes: must be 1 to {NOTIFY_NAME_MAX}",
-            name.len()
-        ));
-    }
-    if msg.len() > NOTIFY_MSG_MAX {
-        return Err(status!(
-            Invalid,
-            "notification message of {} bytes: at most {NOTIFY_MSG_MAX}",
-            msg.len()
-        ));
-    }
-    Ok(())
+    te_proto::link::Notification::new(name, msg).map(|_| ())
 }
