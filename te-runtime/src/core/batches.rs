@@ -45,8 +45,12 @@ impl EngineCore {
             return Err(status!(Invalid, "empty request list"));
         }
         let loc = self.cfg.location;
-        let mut treqs = Vec::with_capacity(reqs.len());
-        let mut pins = Vec::with_capacity(reqs.len());
+        // Scratch vectors keep their capacity from call to call: no
+        // allocation per submission in steady state.
+        let mut treqs = std::mem::take(&mut self.scratch.reqs);
+        let mut pins = std::mem::take(&mut self.scratch.pins);
+        treqs.clear();
+        pins.clear();
         let mut fail = None;
         for (i, r) in reqs.iter().enumerate() {
             if self.segments.get(r.segment.0 as usize).is_none() {
@@ -85,18 +89,21 @@ impl EngineCore {
             Some(e) => Err(e),
             None => self.batches.submit(batch, &treqs),
         };
+        self.scratch.reqs = treqs;
         let range = match submitted {
             Ok(range) => range,
             Err(e) => {
-                for pin in pins {
+                for pin in pins.drain(..) {
                     self.reg.unpin(pin);
                 }
+                self.scratch.pins = pins;
                 return Err(e);
             }
         };
         let deadline = self.now() + self.cfg.transfer_timeout;
-        let mut touched = Vec::new();
-        for (index, pin) in range.zip(pins) {
+        let mut touched = std::mem::take(&mut self.scratch.segments);
+        touched.clear();
+        for (index, pin) in range.zip(pins.drain(..)) {
             let task = TaskId { batch, index };
             self.local_pins.insert(task, pin);
             let req = self.batches.request(task)?;
@@ -106,7 +113,8 @@ impl EngineCore {
                 touched.push(s);
             }
         }
-        for s in touched {
+        self.scratch.pins = pins;
+        for &s in &touched {
             if let Err(e) = self.ensure_connection(s) {
                 self.fail_pending(s, &e);
             }
@@ -114,6 +122,7 @@ impl EngineCore {
                 self.service(c);
             }
         }
+        self.scratch.segments = touched;
         Ok(())
     }
 

@@ -54,11 +54,20 @@ pub struct EngineCore {
     batch_notes: HashMap<BatchId, (usize, String, Vec<u8>)>,
     /// The first failure of each batch, with the message that names why.
     batch_errors: HashMap<BatchId, Status>,
+    scratch: Scratch,
     inbox: VecDeque<Notification>,
     owned: HashMap<u64, HostBuffer>,
     /// Engine-owned buffers being freed: unmapped once their region is gone.
     freeing: Vec<u64>,
     phase: Phase,
+}
+
+/// Vectors reused by every submission.
+#[derive(Default)]
+struct Scratch {
+    reqs: Vec<TransferRequest>,
+    pins: Vec<PinKey>,
+    segments: Vec<usize>,
 }
 
 fn io_status(what: &str, e: &io::Error) -> Status {
@@ -136,6 +145,7 @@ impl EngineCore {
             local_pins: HashMap::new(),
             batch_notes: HashMap::new(),
             batch_errors: HashMap::new(),
+            scratch: Scratch::default(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
             freeing: Vec::new(),
