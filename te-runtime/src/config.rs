@@ -20,7 +20,8 @@ pub struct EngineConfig {
     pub location: Location,
     /// Largest payload of one frame (default 1 MiB).
     pub max_payload: u32,
-    /// Requests accepted in flight per connection (default 32, at most 64).
+    /// Requests accepted in flight per connection (default 64, the most;
+    /// fewer cost small blocks throughput, docs/PERFORMANCE.md).
     pub max_outstanding: u32,
     /// Time allowed to connect and finish the handshake (default 5 s).
     pub connect_timeout: Duration,
@@ -53,7 +54,7 @@ impl Default for EngineConfig {
             segment_name: None,
             location: Location::Cpu,
             max_payload: 1 << 20,
-            max_outstanding: 32,
+            max_outstanding: 64,
             connect_timeout: Duration::from_secs(5),
             transfer_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(1),
