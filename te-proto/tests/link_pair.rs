@@ -590,6 +590,26 @@ fn oversized_lengths_close_the_link() {
 }
 
 #[test]
+fn exceeding_the_request_limit_closes_the_link() {
+    // b accepts 32 requests in flight (the default); the 33rd arrives
+    // before b could answer any.
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 64];
+    for i in 1..=33u64 {
+        let n = Frame::ReadReq {
+            req_id: i << 8,
+            addr: REMOTE,
+            location: None,
+            len: 8,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    garbage_closes_link(&bytes, ErrorCode::Invalid);
+}
+
+#[test]
 fn request_id_zero_closes_the_link() {
     let mut buf = [0u8; 64];
     let n = Frame::ReadReq {
