@@ -39,51 +39,38 @@ fn round_trip(p: &mut Pair, sizes: &[u64]) {
     p.a.region(SRC, total, Perm::LOCAL_ONLY, &mut rng);
     p.a.region(DST, total, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, total + 1, Perm::REMOTE_READ_WRITE, &mut rng);
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        p.a.submit(
-            task(1, i as u32),
-            Op::Write,
-            Span::cpu(SRC + off, len),
-            REMOTE + off + 1,
-        )
-        .unwrap();
-        off += len + 3;
+    // Each size at its own odd offset, 3 bytes apart: (index, length, offset).
+    let placed: Vec<(u32, u64, u64)> = sizes
+        .iter()
+        .scan(1u64, |off, &len| {
+            let at = *off;
+            *off += len + 3;
+            Some((len, at))
+        })
+        .enumerate()
+        .map(|(i, (len, off))| (i as u32, len, off))
+        .collect();
+    for &(i, len, off) in &placed {
+        p.a.submit(task(1, i), Op::Write, Span::cpu(SRC + off, len), REMOTE + off + 1)
+            .unwrap();
     }
     p.run();
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        assert_eq!(
-            p.a.done.get(&task(1, i as u32)),
-            Some(&Ok(())),
-            "write of {len} bytes"
-        );
+    for &(i, len, off) in &placed {
+        assert_eq!(p.a.done.get(&task(1, i)), Some(&Ok(())), "write of {len} bytes");
         assert!(
             p.a.mem.read(Span::cpu(SRC + off, len)) == p.b.mem.read(Span::cpu(REMOTE + off + 1, len)),
             "write of {len} bytes not byte-exact"
         );
-        p.a.submit(
-            task(2, i as u32),
-            Op::Read,
-            Span::cpu(DST + off, len),
-            REMOTE + off + 1,
-        )
-        .unwrap();
-        off += len + 3;
+        p.a.submit(task(2, i), Op::Read, Span::cpu(DST + off, len), REMOTE + off + 1)
+            .unwrap();
     }
     p.run();
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        assert_eq!(
-            p.a.done.get(&task(2, i as u32)),
-            Some(&Ok(())),
-            "read of {len} bytes"
-        );
+    for &(i, len, off) in &placed {
+        assert_eq!(p.a.done.get(&task(2, i)), Some(&Ok(())), "read of {len} bytes");
         assert!(
             p.a.mem.read(Span::cpu(SRC + off, len)) == p.a.mem.read(Span::cpu(DST + off, len)),
             "read of {len} bytes not byte-exact"
         );
-        off += len + 3;
     }
     assert_eq!(p.a.link.tasks_in_flight(), 0);
     assert_eq!(p.a.link.state(), LinkState::Established);
