@@ -936,29 +936,35 @@ fn a_peer_that_stops_reading_is_disconnected_after_the_idle_timeout() {
         reqs.extend_from_slice(&read_req(0x100 + i, exposed, MIB as u32));
     }
     hog.write_all(&reqs).expect("send requests");
-    // Silent clients are closed by the engine's own clock, no sleep: once
-    // the second one, opened after the first was closed, is closed too,
-    // the hog has been silent for two idle timeouts.
+    assert_released(&engine, exposed, "the client that stopped reading");
+    drop(hog);
+}
+
+/// After a bad reader (`who`) is gone or silent: waits two idle timeouts
+/// by the engine's own clock (no sleep: the second silent client is
+/// opened after the first was closed), then checks that the region it
+/// read is no longer pinned (freeing it does not wait) and that both of
+/// the engine's two connection slots take new clients.
+#[track_caller]
+fn assert_released(engine: &Engine, exposed: u64, who: &str) {
+    let target = engine.segment_name();
     for marker in ["first silent", "second silent"] {
         let mut silent = connect(&target);
         read_reply(&mut silent, RAW_WAIT).assert_closed(marker, Some(ErrorCode::Timeout), &[]);
     }
-    // The region it was reading is released: freeing it does not wait.
     let t = Instant::now();
     let freed = engine.free_memory(exposed);
     assert!(
         freed.is_ok(),
-        "the region read by the client that stopped reading is still pinned after {:?}: {freed:?}",
+        "the region read by {who} is still pinned after {:?}: {freed:?}",
         t.elapsed()
     );
-    // Both slots are free again: two new clients are accepted.
     let (_a, first) = accepted(&target);
     let (_b, second) = accepted(&target);
     assert!(
         first && second,
-        "new clients accepted: {first}, {second}; the hog that stopped reading still holds a slot"
+        "new clients accepted: {first}, {second}; {who} still holds a slot"
     );
-    drop(hog);
 }
 
 #[test]
@@ -985,25 +991,7 @@ fn a_reader_that_vanishes_mid_response_frees_its_slot_and_its_region() {
         reader.set_read_timeout(Some(RAW_WAIT)).expect("set read timeout");
         reader.read_exact(&mut some).expect("the engine starts answering");
     }
-    // The engine's own clock marks that it had time to notice (see
-    // `a_peer_that_stops_reading_is_disconnected_after_the_idle_timeout`).
-    for marker in ["first silent", "second silent"] {
-        let mut silent = connect(&target);
-        read_reply(&mut silent, RAW_WAIT).assert_closed(marker, Some(ErrorCode::Timeout), &[]);
-    }
-    let t = Instant::now();
-    let freed = engine.free_memory(exposed);
-    assert!(
-        freed.is_ok(),
-        "the region read by the vanished client is still pinned after {:?}: {freed:?}",
-        t.elapsed()
-    );
-    let (_a, first) = accepted(&target);
-    let (_b, second) = accepted(&target);
-    assert!(
-        first && second,
-        "new clients accepted: {first}, {second}; the vanished reader still holds a slot"
-    );
+    assert_released(&engine, exposed, "the vanished reader");
 }
 
 // ---------------------------------------------------------------------------
