@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// Notifications kept until taken; beyond this the sending peers are
     /// slowed down, never dropped (default 4096).
     pub max_notifications: usize,
+    /// Busy-poll: the event loop never sleeps in the kernel and blocked
+    /// callers spin instead of sleeping, for the lowest latency at the
+    /// price of a core kept busy (default off).
+    pub busy_poll: bool,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             max_tasks: 65536,
             max_connections: 1024,
             max_notifications: 4096,
+            busy_poll: false,
         }
     }
 }

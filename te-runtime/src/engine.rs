@@ -66,16 +66,17 @@ impl Engine {
         let segment_name = core.segment_name().to_string();
         let local_addr = core.local_addr();
         let shared = Arc::new(Shared {
-            core: Monitor::new(core),
+            core: Monitor::with_mode(core, cfg.busy_poll),
             waker,
             stop: AtomicBool::new(false),
             info_lock: std::sync::Mutex::new(()),
             by_name: std::sync::Mutex::new(HashMap::new()),
         });
         let s = Arc::clone(&shared);
+        let busy = cfg.busy_poll;
         let thread = std::thread::Builder::new()
             .name(format!("te-loop {segment_name}"))
-            .spawn(move || run(&s, poll))
+            .spawn(move || run(&s, poll, busy))
             .map_err(|e| status!(RuntimeError, "cannot start the event loop thread: {e}"))?;
         Ok(Engine {
             shared,
@@ -97,10 +98,12 @@ impl Engine {
     }
 
     /// Runs `f` on the core, then wakes the loop so that it re-reads
-    /// deadlines.
+    /// deadlines (a busy-polling loop re-reads them all the time).
     fn with_core<R>(&self, f: impl FnOnce(&mut EngineCore) -> R) -> R {
         let r = f(&mut self.shared.core.lock());
-        let _ = self.shared.waker.wake();
+        if !self.cfg.busy_poll {
+            let _ = self.shared.waker.wake();
+        }
         r
     }
 
@@ -446,17 +449,23 @@ impl Drop for Engine {
 }
 
 /// The event loop: wait for IO or the next deadline, hand events to the
-/// core, wake the waiting callers.
-fn run(shared: &Shared, mut poll: Poll) {
+/// core, wake the waiting callers. With `busy`, it never sleeps: it polls
+/// without a timeout, yielding the core between empty rounds.
+fn run(shared: &Shared, mut poll: Poll, busy: bool) {
     let mut events = Events::with_capacity(256);
     while !shared.stop.load(Ordering::Acquire) {
         let timeout = shared.core.lock().poll_timeout();
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        let wait = if busy { Some(Duration::ZERO) } else { timeout };
+        if let Err(e) = poll.poll(&mut events, wait) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
             warn!("poll failed, event loop stops: {e}");
             break;
+        }
+        if busy && events.is_empty() && timeout.is_none_or(|t| !t.is_zero()) {
+            std::thread::yield_now();
+            continue;
         }
         {
             let mut core = shared.core.lock();

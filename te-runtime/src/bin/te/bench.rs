@@ -1,12 +1,12 @@
 //! `te bench`: the initiator side of a transfer benchmark.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Perm, Request, SegmentId, Status, TaskState};
 
+use crate::child::ChildTe;
 use crate::report::{self, Row};
 use crate::serve::fill;
 use crate::size;
@@ -64,64 +64,43 @@ pub struct BenchArgs {
     /// Shared secret of the target.
     #[arg(long)]
     pub secret: Option<String>,
+    /// Busy-poll: the event loops (this one and the embedded target's) never
+    /// sleep, for the lowest latency at the price of a busy core each.
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
-fn parse_seconds(s: &str) -> Result<f64, String> {
+/// Parses a positive number of seconds (at most a day).
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
         _ => Err(format!("invalid duration {s:?}: expected seconds in (0, 86400]")),
     }
 }
 
-fn err(msg: String) -> Status {
+/// A `RuntimeError` with `msg`.
+pub fn err(msg: String) -> Status {
     Status::new(ErrorCode::RuntimeError, &msg)
 }
 
-/// A `te serve` child, killed and reaped when dropped.
-struct TargetChild {
-    child: Child,
-    segment: String,
-}
-
-impl TargetChild {
-    fn start(buffer: u64, secret: Option<&str>) -> Result<TargetChild, Status> {
-        let exe = std::env::current_exe().map_err(|e| err(format!("cannot find the te executable: {e}")))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"])
-            .args(["--size", &buffer.to_string(), "--fill", &TARGET_SEED.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(s) = secret {
-            cmd.args(["--secret", s]);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| err(format!("cannot start the target process: {e}")))?;
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| err("target has no stdout".into()))?;
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .map_err(|e| err(format!("target did not start: {e}")))?;
-        let segment = line
-            .strip_prefix("segment ")
-            .and_then(|r| r.split_whitespace().next())
-            .ok_or_else(|| err(format!("target did not start: it printed {line:?}")))?
-            .to_string();
-        Ok(TargetChild { child, segment })
+/// Starts `te serve` on loopback in a child process; returns it with its segment name.
+fn start_target(buffer: u64, secret: Option<&str>, busy_poll: bool) -> Result<ChildTe, Status> {
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"]
+        .map(String::from)
+        .into();
+    args.extend([
+        "--size".into(),
+        buffer.to_string(),
+        "--fill".into(),
+        TARGET_SEED.to_string(),
+    ]);
+    if let Some(s) = secret {
+        args.extend(["--secret".into(), s.to_string()]);
     }
-}
-
-impl Drop for TargetChild {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+    if busy_poll {
+        args.push("--busy-poll".into());
     }
+    ChildTe::start(&args, "segment ")
 }
 
 /// One configuration.
@@ -154,14 +133,15 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let target = match &args.target {
         Some(t) => t.clone(),
         None => {
-            let c = TargetChild::start(args.buffer, args.secret.as_deref())?;
-            let s = c.segment.clone();
+            let c = start_target(args.buffer, args.secret.as_deref(), args.busy_poll)?;
+            let s = c.address.clone();
             _child = c;
             s
         }
     };
     let cfg = EngineConfig {
         secret: args.secret.clone().map(String::into_bytes),
+        busy_poll: args.busy_poll,
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg)?;
@@ -202,7 +182,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
-            "te bench: target {target}, {} buffer ({}), {} thread(s), {} s per configuration{}",
+            "te bench: target {target}, {} buffer ({}), {} thread(s), {} s per configuration{}{}",
             size::show(buffer),
             if args.hot {
                 "hot: one block reused"
@@ -211,7 +191,8 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
             },
             args.threads,
             args.duration,
-            if args.verify { ", verifying every byte" } else { "" }
+            if args.verify { ", verifying every byte" } else { "" },
+            if args.busy_poll { ", busy-polling" } else { "" }
         );
         println!("{}", report::HEADER);
     }

@@ -1,6 +1,9 @@
 //! `te`: serve a segment, benchmark transfers, inspect a peer.
 
 mod bench;
+mod child;
+mod memcpy;
+mod pingpong;
 mod report;
 mod serve;
 mod size;
@@ -23,6 +26,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List a peer segment's remotely visible regions.
     Info(InfoArgs),
+    /// Raw-TCP ping-pong between this process and a child: the latency floor for `te bench --batch 1`.
+    TcpPingpong(pingpong::PingPongArgs),
+    /// One thread copying blocks in memory: the yardstick for the same-host path.
+    Memcpy(memcpy::MemcpyArgs),
 }
 
 /// Arguments of `te info`.
@@ -47,6 +54,8 @@ fn main() {
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Info(a) => info(a),
+        Command::TcpPingpong(a) => pingpong::run(a),
+        Command::Memcpy(a) => memcpy::run(a),
     };
     if let Err(e) = result {
         eprintln!("te: {e}");
