@@ -23,6 +23,11 @@ const COPY_PAYLOAD_MAX: usize = 16 << 10;
 /// Payloads at least this large are read straight into their destination;
 /// smaller ones go through the read buffer, saving a system call each.
 const DIRECT_READ_MIN: u64 = 32 << 10;
+/// While large payloads arrive, the read buffer takes this much at a time:
+/// a frame header and body (40 bytes at most for data frames) and a few
+/// payload bytes, so that the rest of the payload is read straight into its
+/// destination instead of being copied twice.
+const HEADER_READ: usize = 64;
 
 pub(crate) type Reg = Registry<Box<[Entry]>>;
 
@@ -57,6 +62,9 @@ pub(crate) struct Conn {
     wend: usize,
     /// The payload following `wbuf[..wend]`, and how much of it is sent.
     payload: Option<(Span, usize)>,
+    /// The last frame read carried a large payload: the next is likely to,
+    /// so the read buffer takes only [`HEADER_READ`] bytes at a time.
+    large_payloads: bool,
 }
 
 impl Conn {
@@ -75,6 +83,7 @@ impl Conn {
             wpos: 0,
             wend: 0,
             payload: None,
+            large_payloads: false,
         }
     }
 
@@ -140,8 +149,12 @@ impl Conn {
             if self.rpos < self.rend {
                 let used = self.link.handle_input(now, &self.rbuf[self.rpos..self.rend], reg);
                 self.rpos += used;
-                if used == 0 && self.link.poll_payload().is_none() {
-                    return Ok(Flow::Stalled);
+                match self.link.poll_payload() {
+                    Some(PayloadDest::Memory(Span { len, .. }) | PayloadDest::Discard(len)) => {
+                        self.large_payloads = len >= DIRECT_READ_MIN;
+                    }
+                    None if used == 0 => return Ok(Flow::Stalled),
+                    None => self.large_payloads = false,
                 }
                 continue;
             }
@@ -167,7 +180,12 @@ impl Conn {
                 return Ok(Some(Flow::Stalled));
             }
         }
-        match read_some(&mut self.stream, &mut self.rbuf[self.rend..])? {
+        let end = if self.large_payloads {
+            self.rbuf.len().min(self.rend + HEADER_READ)
+        } else {
+            self.rbuf.len()
+        };
+        match read_some(&mut self.stream, &mut self.rbuf[self.rend..end])? {
             Some(0) => Ok(Some(Flow::Eof)),
             Some(n) => {
                 self.rend += n;
