@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,6 +24,12 @@ struct Shared {
     core: Monitor<EngineCore>,
     waker: Waker,
     stop: AtomicBool,
+    /// Clock of `sleep_until`.
+    epoch: std::time::Instant,
+    /// When the sleeping event loop wakes up by itself (nanoseconds after
+    /// `epoch`; `u64::MAX`: never). Written under the core's lock before
+    /// the loop sleeps; a call that adds an earlier deadline wakes it.
+    sleep_until: AtomicU64,
     /// One segment-info query at a time: the answers of concurrent
     /// queries would mix.
     info_lock: std::sync::Mutex<()>,
@@ -69,6 +75,8 @@ impl Engine {
             core: Monitor::with_mode(core, cfg.busy_poll),
             waker,
             stop: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+            sleep_until: AtomicU64::new(u64::MAX),
             info_lock: std::sync::Mutex::new(()),
             by_name: std::sync::Mutex::new(HashMap::new()),
         });
@@ -97,12 +105,21 @@ impl Engine {
         self.local_addr.port()
     }
 
-    /// Runs `f` on the core, then wakes the loop so that it re-reads
-    /// deadlines (a busy-polling loop re-reads them all the time).
+    /// Runs `f` on the core. Whatever IO `f` starts it does itself, up to
+    /// the point where the socket blocks (mio then reports readiness to the
+    /// loop), so the loop needs waking only when `f` added a deadline
+    /// earlier than the one it sleeps until; a busy-polling loop never
+    /// sleeps. Waking it for nothing costs a system call and a context
+    /// switch per call (docs/PERFORMANCE.md).
     fn with_core<R>(&self, f: impl FnOnce(&mut EngineCore) -> R) -> R {
-        let r = f(&mut self.shared.core.lock());
+        let mut core = self.shared.core.lock();
+        let r = f(&mut core);
         if !self.cfg.busy_poll {
-            let _ = self.shared.waker.wake();
+            let due = self.shared.deadline(core.poll_timeout());
+            drop(core);
+            if due < self.shared.sleep_until.load(Ordering::Acquire) {
+                let _ = self.shared.waker.wake();
+            }
         }
         r
     }
@@ -448,13 +465,29 @@ impl Drop for Engine {
     }
 }
 
+impl Shared {
+    /// `timeout` from now as nanoseconds after `epoch` (`u64::MAX`: none).
+    fn deadline(&self, timeout: Option<Duration>) -> u64 {
+        timeout.map_or(u64::MAX, |t| {
+            (self.epoch.elapsed() + t).as_nanos().min(u64::MAX as u128 - 1) as u64
+        })
+    }
+}
+
 /// The event loop: wait for IO or the next deadline, hand events to the
 /// core, wake the waiting callers. With `busy`, it never sleeps: it polls
 /// without a timeout, yielding the core between empty rounds.
 fn run(shared: &Shared, mut poll: Poll, busy: bool) {
     let mut events = Events::with_capacity(256);
     while !shared.stop.load(Ordering::Acquire) {
-        let timeout = shared.core.lock().poll_timeout();
+        let timeout = {
+            let core = shared.core.lock();
+            let timeout = core.poll_timeout();
+            shared
+                .sleep_until
+                .store(shared.deadline(timeout), Ordering::Release);
+            timeout
+        };
         let wait = if busy { Some(Duration::ZERO) } else { timeout };
         if let Err(e) = poll.poll(&mut events, wait) {
             if e.kind() == std::io::ErrorKind::Interrupted {
