@@ -226,6 +226,25 @@ impl Tasks {
         }
     }
 
+    /// The payload answering request `idx` cannot be placed: its task fails
+    /// with `status`, and the request, still in flight, becomes an orphan
+    /// whose remaining bytes are discarded.
+    pub fn fail_task_of(&mut self, idx: usize, status: Status) {
+        if let Some(Some(c)) = self.chunks.get(idx) {
+            let slot = c.slot;
+            self.fail_slot(slot, status);
+        }
+    }
+
+    /// Request `idx` was committed but never sent (its payload could not be
+    /// read): it is forgotten and its task fails with `status`.
+    pub fn abandon(&mut self, idx: usize, status: Status) {
+        if let Some(c) = self.chunks.get_mut(idx).and_then(|c| c.take()) {
+            self.in_flight -= 1;
+            self.fail_slot(c.slot, status);
+        }
+    }
+
     /// Frees a request slot; returns it unless it was an orphan.
     fn release(&mut self, idx: usize) -> Option<Chunk> {
         let c = self.chunks.get_mut(idx)?.take()?;
