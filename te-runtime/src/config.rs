@@ -16,7 +16,9 @@ pub struct EngineConfig {
     /// This engine's segment name; default: the listen address with the
     /// actual port (what peers use to open it).
     pub segment_name: Option<String>,
-    /// Location of memory registered without one (default `cpu`).
+    /// Where this engine's memory lives (default `cpu`): memory from
+    /// `alloc_memory` and `register_memory`, and the local side of every
+    /// transfer. `sim:N` is device memory of te-driver-sim (feature `sim`).
     pub location: Location,
     /// Largest payload of one frame (default 1 MiB).
     pub max_payload: u32,

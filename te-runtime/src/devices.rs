@@ -29,7 +29,6 @@ impl Devices {
             #[cfg(feature = "sim")]
             Location::Sim(n) => Ok((&mut self.sim, n)),
             Location::Cpu => Err(status!(Invalid, "cpu memory has no device driver")),
-            #[allow(unreachable_patterns)]
             other => Err(status!(
                 NotSupported,
                 "location {other} needs a device driver this engine was built without"
