@@ -97,6 +97,14 @@ struct Device {
     gone: bool,
 }
 
+/// Host bytes of a copy: its destination or its source.
+enum Host<'a> {
+    /// Device to host.
+    To(&'a mut [u8]),
+    /// Host to device.
+    From(&'a [u8]),
+}
+
 struct Pending {
     op: CopyOp,
     ready: Instant,
@@ -267,17 +275,6 @@ impl SimDriver {
         Ok(&mut mem[start..start + len as usize])
     }
 
-    fn note_host_copy(&mut self, dev: DeviceIndex, len: u64, to_host: bool) {
-        let s = &mut self.devices[usize::from(dev)].stats;
-        if to_host {
-            s.copies_to_host += 1;
-        } else {
-            s.copies_from_host += 1;
-        }
-        s.host_bytes += len;
-        s.largest_host_copy = s.largest_host_copy.max(len);
-    }
-
     fn staging_range(&self, id: StagingId, offset: u64, len: u64) -> Result<()> {
         let buf = self.staging_buf(id)?;
         match offset.checked_add(len) {
@@ -318,26 +315,21 @@ impl SimDriver {
         match *op {
             CopyOp::ToHost {
                 dev,
-                src,
+                src: addr,
                 staging,
                 offset,
                 len,
-            } => {
-                self.locate(dev, src, len)?;
-                self.staging_range(staging, offset, len)?;
-                self.staging_idle(staging)?;
-                Ok((dev, dev))
             }
-            CopyOp::FromHost {
+            | CopyOp::FromHost {
                 staging,
                 offset,
                 dev,
-                dst,
+                dst: addr,
                 len,
             } => {
+                self.locate(dev, addr, len)?;
                 self.staging_range(staging, offset, len)?;
                 self.staging_idle(staging)?;
-                self.locate(dev, dst, len)?;
                 Ok((dev, dev))
             }
             CopyOp::Device {
@@ -363,37 +355,18 @@ impl SimDriver {
                 staging,
                 offset,
                 len,
-            } => {
-                let mut buf = self.staging.remove(&staging.0).unwrap_or_default();
-                let r = match (self.bytes(dev, src, len), staged(&mut buf, staging, offset, len)) {
-                    (Ok(from), Ok(to)) => Ok(to.copy_from_slice(from)),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-                self.staging.insert(staging.0, buf);
-                r?;
-                self.note_host_copy(dev, len, true);
-                Ok(())
-            }
+            } => self.with_staging(staging, offset, len, |s, buf| {
+                s.host_copy(dev, src, Host::To(buf))
+            }),
             CopyOp::FromHost {
                 staging,
                 offset,
                 dev,
                 dst,
                 len,
-            } => {
-                let mut buf = self.staging.remove(&staging.0).unwrap_or_default();
-                let r = match (
-                    self.bytes_mut(dev, dst, len),
-                    staged(&mut buf, staging, offset, len),
-                ) {
-                    (Ok(to), Ok(from)) => Ok(to.copy_from_slice(from)),
-                    (Err(e), _) | (_, Err(e)) => Err(e),
-                };
-                self.staging.insert(staging.0, buf);
-                r?;
-                self.note_host_copy(dev, len, false);
-                Ok(())
-            }
+            } => self.with_staging(staging, offset, len, |s, buf| {
+                s.host_copy(dev, dst, Host::From(buf))
+            }),
             CopyOp::Device {
                 src_dev,
                 src,
@@ -402,6 +375,45 @@ impl SimDriver {
                 len,
             } => self.move_device(src_dev, src, dst_dev, dst, len),
         }
+    }
+
+    /// Runs `f` on `len` bytes at `offset` of staging buffer `id`, taken out
+    /// of the table meanwhile so that `f` may use the driver.
+    fn with_staging(
+        &mut self,
+        id: StagingId,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&mut Self, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut buf = self.staging.remove(&id.0).unwrap_or_default();
+        let r = staged(&mut buf, id, offset, len).and_then(|part| f(self, part));
+        self.staging.insert(id.0, buf);
+        r
+    }
+
+    /// Copies between `addr` on `dev` and host bytes, in the direction
+    /// `host` says; the operation has been counted.
+    fn host_copy(&mut self, dev: DeviceIndex, addr: DeviceAddr, host: Host<'_>) -> Result<()> {
+        let (len, to_host) = match host {
+            Host::To(dst) => {
+                dst.copy_from_slice(self.bytes(dev, addr, dst.len() as u64)?);
+                (dst.len() as u64, true)
+            }
+            Host::From(src) => {
+                self.bytes_mut(dev, addr, src.len() as u64)?.copy_from_slice(src);
+                (src.len() as u64, false)
+            }
+        };
+        let s = &mut self.devices[usize::from(dev)].stats;
+        if to_host {
+            s.copies_to_host += 1;
+        } else {
+            s.copies_from_host += 1;
+        }
+        s.host_bytes += len;
+        s.largest_host_copy = s.largest_host_copy.max(len);
+        Ok(())
     }
 
     /// The device-to-device copy itself, arguments already counted.
@@ -526,21 +538,15 @@ impl DeviceDriver for SimDriver {
     }
 
     fn copy_to_host(&mut self, dev: DeviceIndex, src: DeviceAddr, dst: &mut [u8]) -> Result<()> {
-        let len = dst.len() as u64;
-        self.locate(dev, src, len)?;
+        self.locate(dev, src, dst.len() as u64)?;
         self.count_op(dev)?;
-        dst.copy_from_slice(self.bytes(dev, src, len)?);
-        self.note_host_copy(dev, len, true);
-        Ok(())
+        self.host_copy(dev, src, Host::To(dst))
     }
 
     fn copy_from_host(&mut self, dev: DeviceIndex, src: &[u8], dst: DeviceAddr) -> Result<()> {
-        let len = src.len() as u64;
-        self.locate(dev, dst, len)?;
+        self.locate(dev, dst, src.len() as u64)?;
         self.count_op(dev)?;
-        self.bytes_mut(dev, dst, len)?.copy_from_slice(src);
-        self.note_host_copy(dev, len, false);
-        Ok(())
+        self.host_copy(dev, dst, Host::From(src))
     }
 
     fn copy_device(
@@ -645,6 +651,38 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// Makes the `k`th next operation on `dev` fail with `code`; returns
+    /// its number.
+    fn fail_in(s: &mut SimDriver, dev: DeviceIndex, k: u64, code: ErrorCode) -> u64 {
+        let n = s.stats(dev).unwrap().ops + k;
+        let faults = Faults {
+            fail_op: Some((n, code)),
+            ..Faults::default()
+        };
+        s.set_faults(dev, faults).unwrap();
+        n
+    }
+
+    /// Delays asynchronous copies on `dev` by `latency`.
+    fn delay(s: &mut SimDriver, dev: DeviceIndex, latency: Duration) {
+        let faults = Faults {
+            latency,
+            ..Faults::default()
+        };
+        s.set_faults(dev, faults).unwrap();
+    }
+
+    /// `len` bytes at `src` on `dev` into staging buffer `st` at offset 0.
+    fn to_staging(dev: DeviceIndex, src: DeviceAddr, st: StagingId, len: u64) -> CopyOp {
+        CopyOp::ToHost {
+            dev,
+            src,
+            staging: st,
+            offset: 0,
+            len,
+        }
+    }
 
     #[test]
     fn config_is_checked() {
@@ -822,15 +860,7 @@ mod tests {
         let mut s = sim();
         let a = s.alloc(3, 16).unwrap();
         s.copy_from_host(3, &[7; 16], a).unwrap();
-        let n = s.stats(3).unwrap().ops + 2;
-        s.set_faults(
-            3,
-            Faults {
-                fail_op: Some((n, ErrorCode::NotSupported)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+        let n = fail_in(&mut s, 3, 2, ErrorCode::NotSupported);
         let mut buf = [0u8; 16];
         s.copy_to_host(3, a, &mut buf).unwrap();
         let e = s.copy_from_host(3, &[9; 16], a).unwrap_err();
@@ -841,26 +871,10 @@ mod tests {
         assert_eq!(buf, [7; 16]);
         s.copy_from_host(3, &[9; 16], a).unwrap();
         // A failed allocation and free likewise.
-        let n = s.stats(3).unwrap().ops + 1;
-        s.set_faults(
-            3,
-            Faults {
-                fail_op: Some((n, ErrorCode::RuntimeError)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+        let n = fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
         assert_eq!(code(s.free(3, a)), ErrorCode::RuntimeError);
         assert_eq!(s.stats(3).unwrap().allocations, 1);
-        let n = s.stats(3).unwrap().ops + 1;
-        s.set_faults(
-            3,
-            Faults {
-                fail_op: Some((n, ErrorCode::RuntimeError)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+        let n = fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
         assert_eq!(code(s.alloc(3, 16)), ErrorCode::RuntimeError);
         assert_eq!(s.capacity(3).unwrap().used, 16);
     }
@@ -870,15 +884,7 @@ mod tests {
         let mut s = sim();
         let a = s.alloc(0, 8).unwrap();
         let b = s.alloc(1, 8).unwrap();
-        let n = s.stats(1).unwrap().ops + 1;
-        s.set_faults(
-            1,
-            Faults {
-                fail_op: Some((n, ErrorCode::RuntimeError)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+        let n = fail_in(&mut s, 1, 1, ErrorCode::RuntimeError);
         let before = s.stats(0).unwrap().ops;
         assert_eq!(code(s.copy_device(0, a, 1, b, 8)), ErrorCode::RuntimeError);
         assert_eq!(s.stats(0).unwrap().ops, before + 1);
@@ -905,14 +911,7 @@ mod tests {
     fn async_copies_complete_after_the_latency() {
         let mut s = sim();
         let a = s.alloc(2, 32).unwrap();
-        s.set_faults(
-            2,
-            Faults {
-                latency: 5 * MS,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+        delay(&mut s, 2, 5 * MS);
         let st = s.alloc_staging(64).unwrap();
         s.staging_mut(st).unwrap()[..32].copy_from_slice(&[5; 32]);
         let t0 = Instant::from_nanos(1_000);
@@ -1001,49 +1000,12 @@ mod tests {
         };
         assert_eq!(code(s.submit_copy(now, no_buf)), ErrorCode::Invalid);
         assert_eq!(code(s.poll_copy(CopyId(1234), now).unwrap()), ErrorCode::Invalid);
-        let n = s.stats(1).unwrap().ops + 1;
-        s.set_faults(
-            1,
-            Faults {
-                fail_op: Some((n, ErrorCode::Timeout)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-        let id = s
-            .submit_copy(
-                now,
-                CopyOp::ToHost {
-                    dev: 1,
-                    src: a,
-                    staging: st,
-                    offset: 0,
-                    len: 16,
-                },
-            )
-            .unwrap();
+        let n = fail_in(&mut s, 1, 1, ErrorCode::Timeout);
+        let id = s.submit_copy(now, to_staging(1, a, st, 16)).unwrap();
         assert_eq!(code(s.poll_copy(id, now).unwrap()), ErrorCode::Timeout);
         // A device that disappears under a copy in flight fails it.
-        s.set_faults(
-            1,
-            Faults {
-                latency: MS,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-        let id = s
-            .submit_copy(
-                now,
-                CopyOp::ToHost {
-                    dev: 1,
-                    src: a,
-                    staging: st,
-                    offset: 0,
-                    len: 16,
-                },
-            )
-            .unwrap();
+        delay(&mut s, 1, MS);
+        let id = s.submit_copy(now, to_staging(1, a, st, 16)).unwrap();
         s.disappear(1).unwrap();
         assert_eq!(code(s.poll_copy(id, now + MS).unwrap()), ErrorCode::Disconnected);
         assert_eq!(s.stats(1).unwrap().copies_to_host, 0);

@@ -30,7 +30,7 @@
 //!
 //! # Errors
 //!
-//! Every argument is validated and every failure is a [`Status`] whose
+//! Every argument is validated and every failure is a [`Status`](crate::Status) whose
 //! message names the device and the bad value; nothing panics.
 //!
 //! | condition | code |

@@ -240,13 +240,9 @@ fn one_fault_in_a_batch(op: Op, faulty: Side) {
     assert!(err.message().contains(&names), "{case}: {err}");
 
     let want = data(N * LEN, 9);
-    let dst_engine = match op {
-        Op::Write => &target,
-        Op::Read => &initiator,
-    };
-    let dst = match op {
-        Op::Write => theirs,
-        Op::Read => mine,
+    let (dst_engine, dst) = match op {
+        Op::Write => (&target, theirs),
+        Op::Read => (&initiator, mine),
     };
     for i in (0..N as usize).filter(|i| *i != failed[0]) {
         let at = i as u64 * LEN;
