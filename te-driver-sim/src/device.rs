@@ -871,10 +871,10 @@ mod tests {
         assert_eq!(buf, [7; 16]);
         s.copy_from_host(3, &[9; 16], a).unwrap();
         // A failed allocation and free likewise.
-        let n = fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
+        fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
         assert_eq!(code(s.free(3, a)), ErrorCode::RuntimeError);
         assert_eq!(s.stats(3).unwrap().allocations, 1);
-        let n = fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
+        fail_in(&mut s, 3, 1, ErrorCode::RuntimeError);
         assert_eq!(code(s.alloc(3, 16)), ErrorCode::RuntimeError);
         assert_eq!(s.capacity(3).unwrap().used, 16);
     }
@@ -884,7 +884,7 @@ mod tests {
         let mut s = sim();
         let a = s.alloc(0, 8).unwrap();
         let b = s.alloc(1, 8).unwrap();
-        let n = fail_in(&mut s, 1, 1, ErrorCode::RuntimeError);
+        fail_in(&mut s, 1, 1, ErrorCode::RuntimeError);
         let before = s.stats(0).unwrap().ops;
         assert_eq!(code(s.copy_device(0, a, 1, b, 8)), ErrorCode::RuntimeError);
         assert_eq!(s.stats(0).unwrap().ops, before + 1);
@@ -1000,7 +1000,7 @@ mod tests {
         };
         assert_eq!(code(s.submit_copy(now, no_buf)), ErrorCode::Invalid);
         assert_eq!(code(s.poll_copy(CopyId(1234), now).unwrap()), ErrorCode::Invalid);
-        let n = fail_in(&mut s, 1, 1, ErrorCode::Timeout);
+        fail_in(&mut s, 1, 1, ErrorCode::Timeout);
         let id = s.submit_copy(now, to_staging(1, a, st, 16)).unwrap();
         assert_eq!(code(s.poll_copy(id, now).unwrap()), ErrorCode::Timeout);
         // A device that disappears under a copy in flight fails it.
