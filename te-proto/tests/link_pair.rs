@@ -713,6 +713,11 @@ fn a_payload_that_cannot_be_read_fails_only_its_task() {
     assert_eq!(p.a.link.tasks_in_flight(), 0);
     assert_eq!(p.a.link.requests_in_flight(), 0);
     assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    // With no payload under way both reports are no-ops.
+    let why = te_proto::status!(RuntimeError, "nothing to fail");
+    assert_eq!(p.b.link.payload_unavailable(why.clone(), &mut p.b.reg), 0);
+    p.a.link.landing_failed(why, &mut p.a.reg);
+    assert_eq!(p.a.link.poll_payload(), None);
     // The link goes on: the same memory, minus the bad page, reads fine.
     p.b.unreadable = None;
     p.a.submit(task(2, 0), Op::Read, Span::cpu(DST, 0x1_0000), REMOTE)

@@ -230,7 +230,8 @@ impl Tasks {
     /// with `status`, and the request, still in flight, becomes an orphan
     /// whose remaining bytes are discarded.
     pub fn fail_task_of(&mut self, idx: usize, status: Status) {
-        if let Some(Some(c)) = self.chunks.get(idx) {
+        if let Some(Some(c)) = self.chunks.get_mut(idx) {
+            c.orphan = true;
             let slot = c.slot;
             self.fail_slot(slot, status);
         }
