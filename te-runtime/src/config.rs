@@ -47,6 +47,10 @@ pub struct EngineConfig {
     /// Notifications kept until taken; beyond this the sending peers are
     /// slowed down, never dropped (default 4096).
     pub max_notifications: usize,
+    /// The simulated devices of this engine (default: 8 devices, `sim:0`
+    /// to `sim:7`, of 4 GiB each).
+    #[cfg(feature = "sim")]
+    pub sim: te_driver_sim::SimConfig,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +71,8 @@ impl Default for EngineConfig {
             max_tasks: 65536,
             max_connections: 1024,
             max_notifications: 4096,
+            #[cfg(feature = "sim")]
+            sim: te_driver_sim::SimConfig::default(),
         }
     }
 }

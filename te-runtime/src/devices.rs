@@ -7,6 +7,8 @@
 use te_proto::driver::{DeviceAddr, DeviceDriver, DeviceIndex};
 use te_proto::{status, Location, Result, Span};
 
+use crate::config::EngineConfig;
+
 /// The device drivers of one engine.
 pub(crate) struct Devices {
     #[cfg(feature = "sim")]
@@ -14,11 +16,13 @@ pub(crate) struct Devices {
 }
 
 impl Devices {
-    /// The drivers this engine was built with, each with its default devices.
-    pub fn new() -> Result<Devices> {
+    /// The drivers this engine was built with, set up as `cfg` says.
+    pub fn new(cfg: &EngineConfig) -> Result<Devices> {
+        #[cfg(not(feature = "sim"))]
+        let _ = cfg;
         Ok(Devices {
             #[cfg(feature = "sim")]
-            sim: te_driver_sim::SimDriver::new(te_driver_sim::SimConfig::default())?,
+            sim: te_driver_sim::SimDriver::new(cfg.sim)?,
         })
     }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use te_proto::driver::DeviceDriver;
-use te_runtime::sim::Faults;
+use te_runtime::sim::{Faults, SimConfig};
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Perm, Request, SegmentId, TaskState,
 };
@@ -307,6 +307,48 @@ fn allocation_beyond_capacity_fails_with_a_message() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Invalid, "{err}");
     assert!(err.message().contains("sim:8"), "{err}");
+}
+
+#[test]
+fn the_simulated_devices_are_configured_per_engine() {
+    let sim = SimConfig {
+        devices: 2,
+        capacity: 1 << 20,
+        ..SimConfig::default()
+    };
+    let start = |location| {
+        Engine::start(EngineConfig {
+            location,
+            sim,
+            ..EngineConfig::default()
+        })
+    };
+    let e = start(Location::Sim(1)).expect("sim:1 of 2");
+    assert_eq!(e.with_sim_driver(|s| s.device_count()), 2);
+    e.alloc_memory(1 << 20, Perm::REMOTE_READ_WRITE)
+        .expect("the whole device");
+    let err = e.alloc_memory(1, Perm::REMOTE_READ_WRITE).unwrap_err();
+    assert!(err.message().contains("1048576 of 1048576"), "{err}");
+    let err = start(Location::Sim(2))
+        .expect("starts")
+        .alloc_memory(4096, Perm::LOCAL_ONLY)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Invalid, "{err}");
+    assert!(
+        err.message().contains("sim:2") && err.message().contains("2 sim devices"),
+        "{err}"
+    );
+    let bad = SimConfig {
+        devices: 0,
+        ..SimConfig::default()
+    };
+    let err = Engine::start(EngineConfig {
+        sim: bad,
+        ..EngineConfig::default()
+    })
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Invalid, "{err}");
 }
 
 fn read_one(e: &Engine, seg: SegmentId, local: u64, remote: u64, len: u64) -> TaskState {

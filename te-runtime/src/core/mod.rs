@@ -151,7 +151,7 @@ impl EngineCore {
             scratch: Scratch::default(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
-            devices: Devices::new()?,
+            devices: Devices::new(&cfg)?,
             freeing: Vec::new(),
             phase: Phase::Running,
             cfg,
