@@ -442,8 +442,9 @@ impl Link {
                 reg.unpin(pin);
                 let fail = Response::Fail { req_id, status: why };
                 // The read still counts against the peer's window, so a
-                // full queue means the peer sent more than it may.
-                if self.s.responses.push_front(fail).is_err() {
+                // full queue means the peer sent more than it may. A closed
+                // link answers nothing.
+                if self.s.phase != Phase::Closed && self.s.responses.push_front(fail).is_err() {
                     let limit = self.s.cfg.max_outstanding;
                     self.s.violation(
                         reg,
@@ -465,13 +466,13 @@ impl Link {
     /// From now on its remaining bytes are discarded (`poll_payload` says
     /// [`PayloadDest::Discard`]), and the transfer fails with `why`: an
     /// answer to a read of this side fails its task, a write of the peer is
-    /// answered with an `Error` frame carrying `why`. Does nothing when no
-    /// payload is arriving.
+    /// answered with an `Error` frame carrying `why`. Does nothing unless
+    /// `poll_payload` names memory.
     pub fn landing_failed<S>(&mut self, why: Status, reg: &mut Reg<S>)
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
-        if !matches!(self.decoder.progress(), Progress::Payload(_)) {
+        if !matches!(self.poll_payload(), Some(PayloadDest::Memory(_))) {
             return;
         }
         match self.s.landing.as_mut() {

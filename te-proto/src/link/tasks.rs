@@ -228,12 +228,15 @@ impl Tasks {
 
     /// The payload answering request `idx` cannot be placed: its task fails
     /// with `status`, and the request, still in flight, becomes an orphan
-    /// whose remaining bytes are discarded.
+    /// whose remaining bytes are discarded. An orphan already is left alone:
+    /// its task has ended and its slot may hold another task by now.
     pub fn fail_task_of(&mut self, idx: usize, status: Status) {
         if let Some(Some(c)) = self.chunks.get_mut(idx) {
-            c.orphan = true;
-            let slot = c.slot;
-            self.fail_slot(slot, status);
+            if !c.orphan {
+                c.orphan = true;
+                let slot = c.slot;
+                self.fail_slot(slot, status);
+            }
         }
     }
 
