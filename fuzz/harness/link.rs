@@ -28,6 +28,10 @@
 //!   after every task ended;
 //! - once the link is closed it sends nothing but the final `Error` and
 //!   `Goodbye`, and after a disconnect nothing at all;
+//! - a payload the shell cannot read ([`OP_UNAVAILABLE`]) takes back exactly
+//!   its frame and turns a read answer into an `Error`; a payload it cannot
+//!   place ([`OP_LANDING_FAILED`]) is discarded from then on and a write of
+//!   the peer is answered with an `Error`;
 //! - at the end every pin is released and nothing is due.
 
 use std::collections::{HashMap, HashSet};
@@ -41,10 +45,10 @@ use te_proto::link::{
     Event, Link, LinkConfig, LinkState, PayloadDest, Transmit, MAX_LINK_TASKS, MAX_OUTSTANDING,
 };
 use te_proto::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, INFO_PAGE_MAX,
-    MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
+    encode_info_reply, Decoder, Frame, Hello, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN,
+    INFO_PAGE_MAX, MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
 };
-use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, Span};
+use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, Span, Status};
 
 use super::Input;
 
@@ -95,6 +99,12 @@ pub const OP_NOTIFY: u8 = 11;
 pub const OP_QUERY: u8 = 12;
 /// `OP_TOGGLE idx:u8`: unregister region `idx`, or register it again.
 pub const OP_TOGGLE: u8 = 13;
+/// `OP_LANDING_FAILED`: the payload arriving cannot be placed (a device
+/// copy failed).
+pub const OP_LANDING_FAILED: u8 = 19;
+/// `OP_UNAVAILABLE`: the pending payload cannot be read (a device copy
+/// failed); its frame is taken back unsent.
+pub const OP_UNAVAILABLE: u8 = 23;
 
 /// `K_HELLO p`: the peer's `Hello` (p: bit 0 flips the auth mode, bits 1-2
 /// the payload limit, bits 3-4 the request limit).
@@ -376,6 +386,8 @@ struct Harness {
     /// The payload handed out by the last transmit, not reported sent yet,
     /// and the write task it belongs to when that is unambiguous.
     pending_send: Option<(Span, Option<TaskId>)>,
+    /// The frame that announced the pending payload.
+    pending_frame: Option<Seen>,
 
     tasks: Vec<TaskRec>,
     next_index: u32,
@@ -431,6 +443,7 @@ impl Harness {
             sent_goodbye: false,
             disconnected: false,
             pending_send: None,
+            pending_frame: None,
             tasks: Vec::new(),
             next_index: 0,
             connected: false,
@@ -476,7 +489,7 @@ impl Harness {
                 self.inbound.extend_from_slice(bytes);
             }
             OP_FRAME | 29..=31 => self.peer_frame(input),
-            OP_PUMP | 14..=19 => {
+            OP_PUMP | 14..=18 => {
                 let b = input.u8();
                 let piece = match b {
                     0 => usize::MAX,
@@ -494,11 +507,13 @@ impl Harness {
                 self.now = self.now + STEP * (b * b);
                 self.link.handle_timeout(self.now, &mut self.reg);
             }
-            OP_TRANSMIT | 20..=23 => {
+            OP_TRANSMIT | 20..=22 => {
                 let flags = input.u8();
                 self.transmit(1 + usize::from(flags >> 1) % 8, flags & 1 != 0);
             }
             OP_SENT => self.payload_sent(),
+            OP_LANDING_FAILED => self.landing_failed(),
+            OP_UNAVAILABLE => self.payload_unavailable(),
             OP_EVENTS | 24..=26 => {
                 let flags = input.u8();
                 self.events(flags & 1 != 0, flags & 2 != 0);
@@ -509,6 +524,7 @@ impl Harness {
             OP_DISCONNECT => {
                 self.link.handle_disconnect(&mut self.reg);
                 self.pending_send = None;
+                self.pending_frame = None;
                 self.disconnected = true;
             }
             OP_NOTIFY => {
@@ -1050,7 +1066,62 @@ impl Harness {
 
     fn payload_sent(&mut self) {
         self.pending_send = None;
+        self.pending_frame = None;
         self.link.payload_sent(&mut self.reg);
+    }
+
+    /// The shell cannot read the pending payload: the link gives back the
+    /// length of the frame announcing it, which the peer then never sees.
+    fn payload_unavailable(&mut self) {
+        let why = Status::new(ErrorCode::RuntimeError, "fuzz: payload unreadable");
+        let dropped = self.link.payload_unavailable(why, &mut self.reg);
+        let (Some((span, _)), Some(frame)) = (self.pending_send.take(), self.pending_frame.take()) else {
+            assert_eq!(dropped, 0, "a frame taken back with no payload pending");
+            return;
+        };
+        match frame {
+            Seen::ReadData { req_id, len } => {
+                assert_eq!(dropped, HEADER_LEN + 8, "ReadData frame length");
+                // The peer's read is now answered with an Error.
+                self.in_reads.push(PeerRequest {
+                    req_id,
+                    addr: span.addr,
+                    len: u64::from(len),
+                    location: Some(span.location),
+                    allowed: false,
+                });
+            }
+            Seen::WriteData { req_id, .. } => {
+                assert_eq!(dropped, HEADER_LEN + 24, "WriteData frame length");
+                // The peer never sees it, so it is never answered.
+                self.out_writes.retain(|&w| w != req_id);
+            }
+            other => panic!("a payload announced by {other:?}"),
+        }
+    }
+
+    /// The shell cannot place the payload arriving: the rest is discarded;
+    /// a write of the peer is then refused.
+    fn landing_failed(&mut self) {
+        let before = self.link.poll_payload();
+        let why = Status::new(ErrorCode::RuntimeError, "fuzz: payload unplaceable");
+        self.link.landing_failed(why, &mut self.reg);
+        let after = self.link.poll_payload();
+        let Some(PayloadDest::Memory(span)) = before else {
+            assert_eq!(after, before, "landing_failed without memory to fill");
+            return;
+        };
+        assert_eq!(
+            after,
+            Some(PayloadDest::Discard(span.len)),
+            "the rest is discarded"
+        );
+        if let Some(Incoming::Write { req, .. }) = self.in_cur.as_mut() {
+            req.allowed = false;
+        }
+        if let Some(dest) = after {
+            self.check_dest(dest);
+        }
     }
 
     fn check_transmit(&mut self, buf: &[u8], t: Transmit, closed_before: bool) {
@@ -1184,6 +1255,7 @@ impl Harness {
                     "WriteData from {span:?} to {addr:#x}: no live write task owns it"
                 );
                 self.pending_send = Some((span, (owners.len() == 1).then(|| owners[0])));
+                self.pending_frame = Some(seen);
                 self.out_writes.push(req_id);
             }
             Seen::ReadData { req_id, len } => {
@@ -1203,6 +1275,7 @@ impl Harness {
                     "ReadData from outside a readable region"
                 );
                 self.pending_send = Some((span, None));
+                self.pending_frame = Some(seen);
             }
             Seen::WriteAck { req_id } => {
                 let i = self
@@ -1463,6 +1536,7 @@ impl Harness {
         if disconnect {
             self.link.handle_disconnect(&mut self.reg);
             self.pending_send = None;
+            self.pending_frame = None;
             self.disconnected = true;
         } else {
             self.link.close(&mut self.reg);
@@ -1620,6 +1694,16 @@ impl Script {
     /// The pending payload is sent.
     pub fn sent(self) -> Script {
         self.op(OP_SENT, &[])
+    }
+
+    /// The pending payload cannot be read (see [`OP_UNAVAILABLE`]).
+    pub fn unavailable(self) -> Script {
+        self.op(OP_UNAVAILABLE, &[])
+    }
+
+    /// The payload arriving cannot be placed (see [`OP_LANDING_FAILED`]).
+    pub fn landing_failed(self) -> Script {
+        self.op(OP_LANDING_FAILED, &[])
     }
 
     /// Drain events (see [`OP_EVENTS`]).

@@ -428,6 +428,48 @@ pub fn link_seeds() -> Vec<Seed> {
             .pump(0)
             .events(3),
     ));
+    // Device copies that fail: a payload that cannot be read or placed.
+    out.push((
+        "peer-read-unreadable",
+        est()
+            .access(K_READ_REQ, 0, 0x100, 0x200, 1, 1)
+            .pump(0)
+            .transmit(0x0f)
+            .unavailable()
+            .transmit(0x0e)
+            .events(3),
+    ));
+    out.push((
+        "peer-write-unplaceable",
+        est()
+            .access(K_WRITE_DATA, 0, 0x10, 0x300, 1, 2)
+            .pump_some(64, 2)
+            .landing_failed()
+            .pump(0)
+            .transmit(0x0e)
+            .events(3),
+    ));
+    out.push((
+        "task-write-unreadable",
+        est()
+            .submit(1, 3, 0x100, 0x1200, 2, 0, 0, 0)
+            .transmit(1)
+            .unavailable()
+            .transmit(0x0e)
+            .events(3),
+    ));
+    out.push((
+        "task-read-unplaceable",
+        est()
+            .submit(0, 3, 0, 0x1800, 0, 0, 1, 0)
+            .transmit(0x0e)
+            .frame(K_READ_DATA, &[0])
+            .frame(K_READ_DATA, &[0])
+            .pump_some(64, 2)
+            .landing_failed()
+            .pump(0)
+            .events(3),
+    ));
     out.push((
         "task-cancel-sending",
         est()

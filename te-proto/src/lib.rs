@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`error`] | [`ErrorCode`] (the seed systems' numbers) and [`Status`] |
 //! | [`location`] | `cpu`, `sim:N`, `npu:N` |
+//! | [`driver`] | the interface of device drivers (device memory, copies) |
 //! | [`registry`] | registered regions, their validation, pins |
 //! | [`batch`] | batches of tasks with per-task status |
 //! | [`wire`] | frames, encoder and incremental decoder (`docs/PROTOCOL.md`) |
@@ -94,6 +95,7 @@ extern crate std;
 
 mod auth;
 pub mod batch;
+pub mod driver;
 pub mod error;
 pub mod link;
 pub mod location;

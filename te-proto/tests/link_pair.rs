@@ -663,3 +663,121 @@ fn truncated_frame_stays_pending_until_the_rest_arrives() {
     assert_eq!(p.b.link.state(), LinkState::Established);
     assert!(HEADER_LEN < n);
 }
+
+#[test]
+fn a_payload_that_cannot_be_read_fails_only_its_task() {
+    let mut p = connected_pair(4096, 11);
+    let mut rng = Rng(11);
+    p.a.region(SRC, 0x1_0000, Perm::LOCAL_ONLY, &mut rng);
+    p.a.region(DST, 0x1_0000, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 0x1_0000, Perm::REMOTE_READ_WRITE, &mut rng);
+    // b cannot read one page of its memory; a cannot read one of its own.
+    p.b.unreadable = Some(Span::cpu(REMOTE + 0x4000, 0x1000));
+    p.a.unreadable = Some(Span::cpu(SRC + 0x8000, 0x1000));
+    let cases: &[(Op, u64, u64, u64, ErrorCode)] = &[
+        (Op::Read, DST, REMOTE, 0x3000, ErrorCode::Ok),
+        (
+            Op::Read,
+            DST + 0x3000,
+            REMOTE + 0x3000,
+            0x3000,
+            ErrorCode::RuntimeError,
+        ),
+        (Op::Read, DST + 0x6000, REMOTE + 0x6000, 8000, ErrorCode::Ok),
+        (
+            Op::Write,
+            SRC + 0x7000,
+            REMOTE + 0xa000,
+            0x3000,
+            ErrorCode::RuntimeError,
+        ),
+        (Op::Write, SRC, REMOTE + 0xd000, 5000, ErrorCode::Ok),
+    ];
+    for (i, &(op, local, remote, len, _)) in cases.iter().enumerate() {
+        p.a.submit(task(1, i as u32), op, Span::cpu(local, len), remote)
+            .unwrap();
+    }
+    p.run();
+    for (i, &(op, local, remote, len, want)) in cases.iter().enumerate() {
+        let got = &p.a.done[&task(1, i as u32)];
+        assert_eq!(code(got), want, "case {i}: {got:?}");
+        match (got, op) {
+            (Err(e), Op::Read) => assert_eq!(e.message(), format!("cannot read {:#x}", REMOTE + 0x4000)),
+            (Err(e), Op::Write) => assert_eq!(e.message(), format!("cannot read {:#x}", SRC + 0x8000)),
+            (Ok(()), _) => assert!(
+                p.a.mem.read(Span::cpu(local, len)) == p.b.mem.read(Span::cpu(remote, len)),
+                "case {i} not byte-exact"
+            ),
+        }
+    }
+    assert_eq!(p.a.link.tasks_in_flight(), 0);
+    assert_eq!(p.a.link.requests_in_flight(), 0);
+    assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    // With no payload under way both reports are no-ops.
+    let why = te_proto::status!(RuntimeError, "nothing to fail");
+    assert_eq!(p.b.link.payload_unavailable(why.clone(), &mut p.b.reg), 0);
+    p.a.link.landing_failed(why, &mut p.a.reg);
+    assert_eq!(p.a.link.poll_payload(), None);
+    // The link goes on: the same memory, minus the bad page, reads fine.
+    p.b.unreadable = None;
+    p.a.submit(task(2, 0), Op::Read, Span::cpu(DST, 0x1_0000), REMOTE)
+        .unwrap();
+    p.run();
+    assert_eq!(p.a.done[&task(2, 0)], Ok(()));
+    assert_eq!(p.a.link.state(), LinkState::Established);
+    assert_eq!(p.b.link.state(), LinkState::Established);
+}
+
+#[test]
+fn a_landing_that_fails_discards_the_rest_and_fails_only_its_task() {
+    let mut p = connected_pair(64 << 10, 12);
+    p.max_piece = 1000;
+    let mut rng = Rng(12);
+    p.a.region(SRC, 0x2_0000, Perm::LOCAL_ONLY, &mut rng);
+    p.a.region(DST, 0x4_0000, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 0x6_0000, Perm::REMOTE_READ_WRITE, &mut rng);
+    p.a.unwritable = Some(Span::cpu(DST + 0x2_0000 + 5000, 1));
+    p.b.unwritable = Some(Span::cpu(REMOTE + 0x5_0000 + 100, 1));
+    let a_tail = Span::cpu(DST + 0x2_0000 + 5000, 0x1_0000 - 5000);
+    let b_tail = Span::cpu(REMOTE + 0x5_0000 + 100, 0x1_0000 - 100);
+    let a_before = p.a.mem.read(a_tail).to_vec();
+    let b_before = p.b.mem.read(b_tail).to_vec();
+    let cases: &[(Op, u64, u64, ErrorCode)] = &[
+        (Op::Read, DST, REMOTE, ErrorCode::Ok),
+        (
+            Op::Read,
+            DST + 0x2_0000,
+            REMOTE + 0x2_0000,
+            ErrorCode::RuntimeError,
+        ),
+        (Op::Write, SRC, REMOTE + 0x3_0000, ErrorCode::Ok),
+        (
+            Op::Write,
+            SRC + 0x1_0000,
+            REMOTE + 0x5_0000,
+            ErrorCode::RuntimeError,
+        ),
+    ];
+    for (i, &(op, local, remote, _)) in cases.iter().enumerate() {
+        p.a.submit(task(3, i as u32), op, Span::cpu(local, 0x1_0000), remote)
+            .unwrap();
+    }
+    p.run();
+    for (i, &(_, local, remote, want)) in cases.iter().enumerate() {
+        let got = &p.a.done[&task(3, i as u32)];
+        assert_eq!(code(got), want, "case {i}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.message().starts_with("cannot write 0x"), "{e}");
+        } else {
+            let len = 0x1_0000;
+            assert!(p.a.mem.read(Span::cpu(local, len)) == p.b.mem.read(Span::cpu(remote, len)));
+        }
+    }
+    // Nothing was placed from the failed piece on.
+    assert_eq!(p.a.mem.read(a_tail), &a_before[..]);
+    assert_eq!(p.b.mem.read(b_tail), &b_before[..]);
+    assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    assert_eq!(p.a.link.requests_in_flight(), 0);
+    assert_eq!(p.a.link.state(), LinkState::Established);
+    assert_eq!(p.b.link.state(), LinkState::Established);
+}

@@ -16,7 +16,9 @@ pub struct EngineConfig {
     /// This engine's segment name; default: the listen address with the
     /// actual port (what peers use to open it).
     pub segment_name: Option<String>,
-    /// Location of memory registered without one (default `cpu`).
+    /// Where this engine's memory lives (default `cpu`): memory from
+    /// `alloc_memory` and `register_memory`, and the local side of every
+    /// transfer. `sim:N` is device memory of te-driver-sim (feature `sim`).
     pub location: Location,
     /// Largest payload of one frame (default 1 MiB).
     pub max_payload: u32,
@@ -49,6 +51,10 @@ pub struct EngineConfig {
     /// callers spin instead of sleeping, for the lowest latency at the
     /// price of a core kept busy (default off).
     pub busy_poll: bool,
+    /// The simulated devices of this engine (default: 8 devices, `sim:0`
+    /// to `sim:7`, of 4 GiB each).
+    #[cfg(feature = "sim")]
+    pub sim: te_driver_sim::SimConfig,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +76,8 @@ impl Default for EngineConfig {
             max_connections: 1024,
             max_notifications: 4096,
             busy_poll: false,
+            #[cfg(feature = "sim")]
+            sim: te_driver_sim::SimConfig::default(),
         }
     }
 }

@@ -1,7 +1,14 @@
 //! One TCP connection: the socket, its te-proto link and the byte shuttling
 //! between them. Payload bytes go straight between the socket and
-//! registered memory: one vectored write of frame headers plus the payload
-//! span, one read straight into the destination span.
+//! registered host memory: one vectored write of frame headers plus the
+//! payload span, one read straight into the destination span.
+//!
+//! Device memory, which the host cannot address, is staged through two
+//! bounded buffers of the connection, reused for every payload: arriving
+//! bytes land in the read buffer and the driver copies them to the device;
+//! a payload to send is copied from the device into the bounce buffer
+//! (at most one frame's payload) before its frame leaves, so a failed copy
+//! fails that one transfer instead of the connection.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -11,6 +18,7 @@ use te_proto::link::{Link, PayloadDest};
 use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, Instant, Registry, Span};
 
+use crate::devices::Devices;
 use crate::mem::{host_bytes, host_bytes_mut};
 
 /// Read buffer: control frames and small payloads arrive through it.
@@ -61,10 +69,14 @@ pub(crate) struct Conn {
     wpos: usize,
     wend: usize,
     /// The payload following `wbuf[..wend]`, and how much of it is sent.
+    /// Host memory is sent from where it lives, device memory from `bounce`.
     payload: Option<(Span, usize)>,
     /// The last frame read carried a large payload: the next is likely to,
     /// so the read buffer takes only [`HEADER_READ`] bytes at a time.
     large_payloads: bool,
+    /// A device payload copied out for sending; it grows to the largest
+    /// payload sent (at most the negotiated frame payload) and is reused.
+    bounce: Vec<u8>,
 }
 
 impl Conn {
@@ -84,6 +96,7 @@ impl Conn {
             wend: 0,
             payload: None,
             large_payloads: false,
+            bounce: Vec::new(),
         }
     }
 
@@ -97,6 +110,11 @@ impl Conn {
         }
     }
 
+    /// Bytes of the bounce buffer for device payloads.
+    pub fn bounce_len(&self) -> usize {
+        self.bounce.len()
+    }
+
     /// Whether bytes are waiting to be written.
     pub fn has_pending_write(&self) -> bool {
         self.wpos < self.wend || self.payload.is_some() || self.link.wants_transmit()
@@ -104,27 +122,32 @@ impl Conn {
 
     /// Reads until the socket would block, feeding the link and landing
     /// payloads where it says.
-    pub fn read(&mut self, now: Instant, reg: &mut Reg) -> io::Result<Flow> {
+    pub fn read(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) -> io::Result<Flow> {
         loop {
             if let Some(dest) = self.link.poll_payload() {
                 let buffered = self.rend - self.rpos;
                 match dest {
                     PayloadDest::Memory(span) if buffered > 0 => {
                         let n = buffered.min(span.len as usize);
-                        // SAFETY: te-proto hands out destinations only inside
-                        // registered regions (pinned for the peer's write) or a
-                        // running task's local span (pinned at submission).
-                        let dst = unsafe {
-                            host_bytes_mut(Span {
-                                len: n as u64,
-                                ..span
-                            })
+                        let part = Span {
+                            len: n as u64,
+                            ..span
                         };
-                        dst.copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+                        let src = &self.rbuf[self.rpos..self.rpos + n];
+                        if span.location.is_host() {
+                            // SAFETY: te-proto hands out destinations only inside
+                            // registered regions (pinned for the peer's write) or a
+                            // running task's local span (pinned at submission).
+                            unsafe { host_bytes_mut(part) }.copy_from_slice(src);
+                        } else if let Err(e) = devices.write(part, src) {
+                            // The bytes stay buffered; the link now discards them.
+                            self.link.landing_failed(e, reg);
+                            continue;
+                        }
                         self.rpos += n;
                         self.link.payload_landed(now, n as u64, reg);
                     }
-                    PayloadDest::Memory(span) if span.len >= DIRECT_READ_MIN => {
+                    PayloadDest::Memory(span) if span.len >= DIRECT_READ_MIN && span.location.is_host() => {
                         // SAFETY: as above.
                         let dst = unsafe { host_bytes_mut(span) };
                         match read_some(&mut self.stream, dst)? {
@@ -150,9 +173,12 @@ impl Conn {
                 let used = self.link.handle_input(now, &self.rbuf[self.rpos..self.rend], reg);
                 self.rpos += used;
                 match self.link.poll_payload() {
-                    Some(PayloadDest::Memory(Span { len, .. }) | PayloadDest::Discard(len)) => {
-                        self.large_payloads = len >= DIRECT_READ_MIN;
+                    // Only payloads read straight into host memory gain from
+                    // short reads; device payloads are staged through `rbuf`.
+                    Some(PayloadDest::Memory(span)) => {
+                        self.large_payloads = span.len >= DIRECT_READ_MIN && span.location.is_host();
                     }
+                    Some(PayloadDest::Discard(_)) => self.large_payloads = false,
                     None if used == 0 => return Ok(Flow::Stalled),
                     None => self.large_payloads = false,
                 }
@@ -196,12 +222,12 @@ impl Conn {
     }
 
     /// Writes what the link has until the socket would block.
-    pub fn flush(&mut self, now: Instant, reg: &mut Reg) -> io::Result<Flow> {
+    pub fn flush(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) -> io::Result<Flow> {
         loop {
             if self.wpos == self.wend && self.payload.is_none() {
                 self.wpos = 0;
                 self.wend = 0;
-                self.gather(now, reg);
+                self.gather(now, reg, devices);
                 if self.wend == 0 {
                     return Ok(Flow::Idle);
                 }
@@ -210,7 +236,8 @@ impl Conn {
             let tail: &[u8] = match self.payload {
                 // SAFETY: te-proto names only spans of registered memory pinned
                 // for a peer's read, or a running write task's local span.
-                Some((span, sent)) => unsafe { &host_bytes(span)[sent..] },
+                Some((span, sent)) if span.location.is_host() => unsafe { &host_bytes(span)[sent..] },
+                Some((span, sent)) => &self.bounce[sent..span.len as usize],
                 None => &[],
             };
             let bufs = [IoSlice::new(head), IoSlice::new(tail)];
@@ -238,8 +265,11 @@ impl Conn {
     /// Fills the write buffer with as many frames as fit. Small payloads
     /// are copied in behind their headers, so that a burst of small frames
     /// leaves in one system call; the first large payload ends the gathering
-    /// and is sent straight from its memory.
-    fn gather(&mut self, now: Instant, reg: &mut Reg) {
+    /// and is sent straight from its memory (host) or from the bounce
+    /// buffer it was copied into (device). A device payload that cannot be
+    /// copied is not sent: its frame is taken back and the link fails that
+    /// one transfer.
+    fn gather(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) {
         while self.wbuf.len() - self.wend >= MAX_CONTROL_LEN {
             let Some(t) = self.link.poll_transmit(now, &mut self.wbuf[self.wend..], reg) else {
                 return;
@@ -247,17 +277,41 @@ impl Conn {
             self.wend += t.len;
             let Some(span) = t.payload else { continue };
             let len = span.len as usize;
-            if len <= COPY_PAYLOAD_MAX && self.wbuf.len() - self.wend >= len {
-                // SAFETY: as in `flush`: a pinned region or a running write task's span.
-                let src = unsafe { host_bytes(span) };
-                self.wbuf[self.wend..self.wend + len].copy_from_slice(src);
-                self.wend += len;
-                self.link.payload_sent(reg);
-            } else {
+            let inline = len <= COPY_PAYLOAD_MAX && self.wbuf.len() - self.wend >= len;
+            let staged = if inline {
+                load(span, &mut self.wbuf[self.wend..self.wend + len], devices)
+            } else if span.location.is_host() {
                 self.payload = Some((span, 0));
                 return;
+            } else {
+                if self.bounce.len() < len {
+                    self.bounce.resize(len, 0);
+                }
+                devices.read(span, &mut self.bounce[..len])
+            };
+            match staged {
+                Err(e) => self.wend -= self.link.payload_unavailable(e, reg),
+                Ok(()) if inline => {
+                    self.wend += len;
+                    self.link.payload_sent(reg);
+                }
+                Ok(()) => {
+                    self.payload = Some((span, 0));
+                    return;
+                }
             }
         }
+    }
+}
+
+/// Copies the bytes of `span`, host or device memory, into `dst`.
+fn load(span: Span, dst: &mut [u8], devices: &mut Devices) -> te_proto::Result<()> {
+    if span.location.is_host() {
+        // SAFETY: as in `flush`: a pinned region or a running write task's span.
+        dst.copy_from_slice(unsafe { host_bytes(span) });
+        Ok(())
+    } else {
+        devices.read(span, dst)
     }
 }
 

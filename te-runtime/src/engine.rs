@@ -138,7 +138,9 @@ impl Engine {
 
     // ---- memory ----
 
-    /// Registers `len` bytes at `addr` with `perm`.
+    /// Registers `len` bytes at `addr` with `perm`, in the engine's
+    /// location. Device memory must lie inside one allocation of the
+    /// location's driver.
     ///
     /// # Safety
     /// The memory must stay valid until [`unregister_memory`](Self::unregister_memory)
@@ -174,9 +176,44 @@ impl Engine {
         self.cfg.transfer_timeout + self.cfg.idle_timeout
     }
 
-    /// Allocates `len` bytes of page-aligned, zeroed memory and registers it.
+    /// Allocates `len` bytes of zeroed memory in the engine's location
+    /// ([`EngineConfig::location`]) and registers it: page-aligned host
+    /// memory for `cpu`, device memory for `sim:N` (not host-addressable:
+    /// reach it with [`read_memory`](Self::read_memory) and
+    /// [`write_memory`](Self::write_memory)). A device without room is
+    /// `RuntimeError` naming the sizes.
     pub fn alloc_memory(&self, len: u64, perm: Perm) -> Result<u64> {
         self.with_core(|c| c.alloc_memory(len, perm))
+    }
+
+    /// Copies `dst.len()` bytes of local registered memory at `addr` into
+    /// `dst` (host or device memory). `NotFound` unless the range lies in
+    /// one registered region of the engine's location.
+    pub fn read_memory(&self, addr: u64, dst: &mut [u8]) -> Result<()> {
+        self.shared.core.lock().read_memory(addr, dst)
+    }
+
+    /// Copies `src` into local registered memory at `addr` (host or device
+    /// memory). `NotFound` unless the range lies in one registered region
+    /// of the engine's location.
+    pub fn write_memory(&self, addr: u64, src: &[u8]) -> Result<()> {
+        self.shared.core.lock().write_memory(addr, src)
+    }
+
+    /// Bytes of host memory the connections hold to stage device payloads
+    /// they send (arriving device payloads are staged in each connection's
+    /// read buffer): at most one frame payload per connection, allocated at
+    /// the first device payload and reused for every later one.
+    pub fn staging_bytes(&self) -> usize {
+        self.shared.core.lock().staging_bytes()
+    }
+
+    /// Runs `f` on this engine's simulated devices (`sim:N`): inject
+    /// faults, make a device disappear, read statistics, or allocate device
+    /// memory to register with [`register_memory`](Self::register_memory).
+    #[cfg(feature = "sim")]
+    pub fn with_sim_driver<R>(&self, f: impl FnOnce(&mut crate::sim::SimDriver) -> R) -> R {
+        self.with_core(|c| f(c.sim_driver()))
     }
 
     /// Unregisters and unmaps memory from [`alloc_memory`](Self::alloc_memory),
@@ -291,6 +328,12 @@ impl Engine {
         self.shared.core.lock().batch_status(batch)
     }
 
+    /// The first failure of a batch, its message naming the task and why
+    /// (`None` while nothing failed).
+    pub fn batch_error(&self, batch: BatchId) -> Option<Status> {
+        self.shared.core.lock().batch_error(batch)
+    }
+
     /// Waits until no task of the batch is pending, and returns its status.
     pub fn wait_batch(&self, batch: BatchId, timeout: Duration) -> Result<BatchStatus> {
         self.wait(timeout, "batch", |c| match c.batch_status(batch) {
@@ -400,7 +443,7 @@ impl Engine {
     }
 
     fn first_failure(&self, batch: BatchId) -> Option<Status> {
-        if let Some(e) = self.shared.core.lock().batch_error(batch) {
+        if let Some(e) = self.batch_error(batch) {
             return Some(e);
         }
         let tasks = self.tasks_status(batch).ok()?;

@@ -8,6 +8,13 @@
 //! - [`EngineCore`]: the same engine with no thread, driven from the caller's
 //!   `mio::Poll` (see `examples/embedded.rs`).
 //!
+//! An engine's memory lives in its [`EngineConfig::location`]: host memory
+//! (`cpu`, the default) or a device (`sim:N` with the `sim` feature, on by
+//! default). Device memory is not host-addressable; the engine stages it
+//! through bounded buffers of each connection, and
+//! [`Engine::read_memory`] / [`Engine::write_memory`] reach it from the
+//! application.
+//!
 //! # Quick start
 //!
 //! ```
@@ -46,6 +53,7 @@ struct ReadmeDoctests;
 mod config;
 mod conn;
 mod core;
+mod devices;
 mod engine;
 mod mem;
 pub mod sync;
@@ -53,5 +61,9 @@ pub mod sync;
 pub use crate::config::EngineConfig;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+/// The simulated devices behind `sim:N` locations (te-driver-sim), for
+/// fault injection and statistics through [`Engine::with_sim_driver`].
+#[cfg(feature = "sim")]
+pub use te_driver_sim as sim;
 pub use te_proto::batch::{Op, TaskState, TaskStatus};
 pub use te_proto::{BatchId, BatchStatus, ErrorCode, Location, Perm, Region, Status, TaskId};

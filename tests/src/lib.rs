@@ -120,8 +120,11 @@ impl SilentPeer {
                     return;
                 }
                 let Ok(mut stream) = stream else { continue };
+                // Counted before the engine can see the handshake end, so
+                // that `connections()` never lags behind `open_segment`.
+                let mut conns = c.lock().unwrap_or_else(|p| p.into_inner());
                 if stream.write_all(&buf[..n]).is_ok() {
-                    c.lock().unwrap_or_else(|p| p.into_inner()).push(stream);
+                    conns.push(stream);
                 }
             }
         });

@@ -902,16 +902,32 @@ fn unknown_device_name_is_invalid_and_a_missing_driver_not_supported() {
 
     // A well-formed device name whose driver is not built in.
     let mem = buffer(4096);
-    let cfg = EngineConfig {
-        location: Location::Sim(0),
-        ..EngineConfig::default()
+    let start_at = |location| {
+        let cfg = EngineConfig {
+            location,
+            ..EngineConfig::default()
+        };
+        Engine::start(cfg).expect("start")
     };
-    let e = Engine::start(cfg).expect("start");
+    let e = start_at(Location::Npu(0));
     // SAFETY: refused; `mem` outlives the engine anyway.
     let r = unsafe { e.register_memory(addr(&mem), 4096, Perm::REMOTE_READ_WRITE) };
-    expect_err(r, ErrorCode::NotSupported, &["sim:0"]);
+    expect_err(r, ErrorCode::NotSupported, &["npu:0"]);
     let r = unsafe { e.register_memory_batch(&[(addr(&mem), 4096, Perm::REMOTE_READ_WRITE)]) };
-    expect_err(r, ErrorCode::NotSupported, &["sim:0"]);
+    expect_err(r, ErrorCode::NotSupported, &["npu:0"]);
+    expect_err(
+        e.alloc_memory(4096, Perm::REMOTE_READ_WRITE),
+        ErrorCode::NotSupported,
+        &["npu:0"],
+    );
+    assert!(e.regions().is_empty());
+
+    // sim:N has a driver, whose memory is not host memory: a host pointer
+    // registered as sim:0 memory is refused.
+    let e = start_at(Location::Sim(0));
+    // SAFETY: refused; `mem` outlives the engine anyway.
+    let r = unsafe { e.register_memory(addr(&mem), 4096, Perm::REMOTE_READ_WRITE) };
+    expect_err(r, ErrorCode::Invalid, &["not a sim device address"]);
     assert!(e.regions().is_empty());
 }
 

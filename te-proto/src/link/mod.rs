@@ -421,8 +421,69 @@ impl Link {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
-        if let Some(Sending::Response(pin)) = self.s.sending.take() {
+        if let Some(Sending::Response { pin, .. }) = self.s.sending.take() {
             reg.unpin(pin);
+        }
+    }
+
+    /// Reports that the payload of the last transmit cannot be read (a
+    /// device copy failed) and that no byte of the frame announcing it has
+    /// been sent. Returns how many bytes at the end of that transmit are
+    /// that frame: the shell drops them instead of sending them. An answer
+    /// to the peer's read becomes an `Error` frame carrying `why`; a write
+    /// of this side fails its task with `why`. Returns 0, doing nothing,
+    /// when no payload is being sent.
+    pub fn payload_unavailable<S>(&mut self, why: Status, reg: &mut Reg<S>) -> usize
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        match self.s.sending.take() {
+            Some(Sending::Response { req_id, pin, frame }) => {
+                reg.unpin(pin);
+                let fail = Response::Fail { req_id, status: why };
+                // The read still counts against the peer's window, so a
+                // full queue means the peer sent more than it may. A closed
+                // link answers nothing.
+                if self.s.phase != Phase::Closed && self.s.responses.push_front(fail).is_err() {
+                    let limit = self.s.cfg.max_outstanding;
+                    self.s.violation(
+                        reg,
+                        format_args!("peer exceeded the limit of {limit} requests in flight"),
+                    );
+                }
+                frame
+            }
+            Some(Sending::Request { chunk, frame, .. }) => {
+                self.s.tasks.abandon(chunk, why);
+                frame
+            }
+            None => 0,
+        }
+    }
+
+    /// Reports that the payload arriving cannot be placed where
+    /// [`poll_payload`](Self::poll_payload) said (a device copy failed).
+    /// From now on its remaining bytes are discarded (`poll_payload` says
+    /// [`PayloadDest::Discard`]), and the transfer fails with `why`: an
+    /// answer to a read of this side fails its task, a write of the peer is
+    /// answered with an `Error` frame carrying `why`. Does nothing unless
+    /// `poll_payload` names memory.
+    pub fn landing_failed<S>(&mut self, why: Status, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        if !matches!(self.poll_payload(), Some(PayloadDest::Memory(_))) {
+            return;
+        }
+        match self.s.landing.as_mut() {
+            Some(Landing::Read { chunk, .. }) => self.s.tasks.fail_task_of(*chunk, why),
+            Some(Landing::Write { pin, error, .. }) => {
+                if let Some(pin) = pin.take() {
+                    reg.unpin(pin);
+                }
+                error.get_or_insert(why);
+            }
+            None => {}
         }
     }
 
@@ -433,7 +494,7 @@ impl Link {
             return Some(Event::Connected);
         }
         let hold = match s.sending {
-            Some(Sending::Request(slot)) => Some(slot),
+            Some(Sending::Request { slot, .. }) => Some(slot),
             _ => None,
         };
         if let Some(e) = s.tasks.poll_report(hold) {
@@ -725,7 +786,11 @@ impl Inner {
                 }
                 .encode(out)
                 .ok()?;
-                self.sending = Some(Sending::Response(*pin));
+                self.sending = Some(Sending::Response {
+                    req_id: *req_id,
+                    pin: *pin,
+                    frame: n,
+                });
                 (n, Some(*span))
             }
             Response::Ack { req_id } => (Frame::WriteAck { req_id: *req_id }.encode(out).ok()?, None),
@@ -772,7 +837,11 @@ impl Inner {
         self.seq += 1;
         self.tasks.commit(next, req_id);
         if payload.is_some() {
-            self.sending = Some(Sending::Request(next.slot));
+            self.sending = Some(Sending::Request {
+                slot: next.slot,
+                chunk: next.chunk,
+                frame: n,
+            });
         }
         Some((n, payload))
     }

@@ -38,11 +38,13 @@ pub(super) enum Landing {
     },
 }
 
-/// A payload the shell is sending right now.
+/// A payload the shell is sending right now, and the length of the frame
+/// that announces it (the end of the transmit that named the payload).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Sending {
-    /// The answer to a peer's read; the region stays pinned until it is sent.
-    Response(PinKey),
-    /// One of our writes, for the task in this slot.
-    Request(usize),
+    /// The answer to the peer's read `req_id`; the region stays pinned
+    /// until it is sent.
+    Response { req_id: u64, pin: PinKey, frame: usize },
+    /// One of our writes: request `chunk` of the task in `slot`.
+    Request { slot: usize, chunk: usize, frame: usize },
 }

@@ -226,6 +226,29 @@ impl Tasks {
         }
     }
 
+    /// The payload answering request `idx` cannot be placed: its task fails
+    /// with `status`, and the request, still in flight, becomes an orphan
+    /// whose remaining bytes are discarded. An orphan already is left alone:
+    /// its task has ended and its slot may hold another task by now.
+    pub fn fail_task_of(&mut self, idx: usize, status: Status) {
+        if let Some(Some(c)) = self.chunks.get_mut(idx) {
+            if !c.orphan {
+                c.orphan = true;
+                let slot = c.slot;
+                self.fail_slot(slot, status);
+            }
+        }
+    }
+
+    /// Request `idx` was committed but never sent (its payload could not be
+    /// read): it is forgotten and its task fails with `status`.
+    pub fn abandon(&mut self, idx: usize, status: Status) {
+        if let Some(c) = self.chunks.get_mut(idx).and_then(|c| c.take()) {
+            self.in_flight -= 1;
+            self.fail_slot(c.slot, status);
+        }
+    }
+
     /// Frees a request slot; returns it unless it was an orphan.
     fn release(&mut self, idx: usize) -> Option<Chunk> {
         let c = self.chunks.get_mut(idx)?.take()?;

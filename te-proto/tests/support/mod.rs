@@ -81,6 +81,16 @@ pub struct Side {
     /// Spans the peer may touch here: checked on every payload access.
     pub remote_checks: bool,
     pub bytes_out: u64,
+    /// Memory whose bytes cannot be read (a failing device): payloads from
+    /// it are reported unavailable.
+    pub unreadable: Option<Span>,
+    /// Memory whose bytes cannot be written: landings into it fail.
+    pub unwritable: Option<Span>,
+}
+
+/// Whether two spans share a byte.
+pub fn overlaps(a: Span, b: Option<Span>) -> bool {
+    b.is_some_and(|b| a.location == b.location && a.addr < b.addr + b.len && b.addr < a.addr + a.len)
 }
 
 impl Side {
@@ -97,6 +107,8 @@ impl Side {
             closed: None,
             remote_checks: true,
             bytes_out: 0,
+            unreadable: None,
+            unwritable: None,
         }
     }
 
@@ -249,6 +261,15 @@ fn transmit(side: &mut Side, pipe: &mut VecDeque<u8>, now: Instant) -> bool {
     let mut buf = vec![0u8; MAX_CONTROL_LEN];
     let mut moved = false;
     while let Some(t) = side.link.poll_transmit(now, &mut buf, &side.reg) {
+        if let Some(span) = t.payload.filter(|s| overlaps(*s, side.unreadable)) {
+            let why = te_proto::status!(RuntimeError, "cannot read {:#x}", span.addr);
+            let dropped = side.link.payload_unavailable(why, &mut side.reg);
+            assert!(dropped > 0 && dropped <= t.len, "{dropped} of {}", t.len);
+            pipe.extend(&buf[..t.len - dropped]);
+            side.bytes_out += (t.len - dropped) as u64;
+            moved = true;
+            continue;
+        }
         pipe.extend(&buf[..t.len]);
         side.bytes_out += t.len as u64;
         if let Some(span) = t.payload {
@@ -279,6 +300,18 @@ fn receive(side: &mut Side, pipe: &mut VecDeque<u8>, now: Instant, max_piece: us
                         assert_memory_allowed(side, span);
                     }
                     let n = (span.len as usize).min(pipe.len()).min(piece);
+                    if overlaps(
+                        Span {
+                            len: n as u64,
+                            ..span
+                        },
+                        side.unwritable,
+                    ) {
+                        let why = te_proto::status!(RuntimeError, "cannot write {:#x}", span.addr);
+                        side.link.landing_failed(why, &mut side.reg);
+                        assert!(matches!(side.link.poll_payload(), Some(PayloadDest::Discard(_))));
+                        continue;
+                    }
                     let data: Vec<u8> = pipe.drain(..n).collect();
                     side.mem.write(
                         Span {

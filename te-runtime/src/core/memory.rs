@@ -1,18 +1,37 @@
-//! Registration of local memory and engine-owned buffers.
+//! Registration of local memory and engine-owned buffers, host or device.
 
 use super::*;
+use crate::mem::{host_bytes, host_bytes_mut, HostBuffer};
+
+/// Memory the engine allocated: a host mapping it owns, or device memory
+/// its driver holds for it.
+pub(super) enum Owned {
+    /// An anonymous host mapping, unmapped when dropped.
+    Host(HostBuffer),
+    /// Device memory in this location, freed through its driver.
+    Device(Location),
+}
+
+impl Owned {
+    fn location(&self) -> Location {
+        match self {
+            Owned::Host(_) => Location::Cpu,
+            Owned::Device(loc) => *loc,
+        }
+    }
+}
 
 impl EngineCore {
-    /// Registers `len` bytes at `addr` in the engine's default location.
+    /// Registers `len` bytes at `addr` in the engine's location. Device
+    /// memory must lie inside one allocation of the location's driver.
     ///
     /// # Safety
     /// The memory must stay valid (mapped, not freed) until
     /// [`unregister`](Self::unregister) has returned `Removed` or the
     /// region has been reported gone; peers with permission write into it.
     pub unsafe fn register(&mut self, addr: u64, len: u64, perm: Perm) -> Result<()> {
-        self.check_running()?;
-        self.check_location()?;
-        self.reg.register(Region::new(addr, len, self.cfg.location, perm))
+        // SAFETY: forwarded contract.
+        unsafe { self.register_batch(&[(addr, len, perm)]) }
     }
 
     /// Registers several regions, all or nothing.
@@ -23,6 +42,11 @@ impl EngineCore {
         self.check_running()?;
         self.check_location()?;
         let loc = self.cfg.location;
+        if !loc.is_host() {
+            for &(addr, len, _) in regions {
+                self.devices.check(loc, addr, len)?;
+            }
+        }
         let regions: Vec<Region> = regions
             .iter()
             .map(|&(a, l, p)| Region::new(a, l, loc, p))
@@ -30,16 +54,15 @@ impl EngineCore {
         self.reg.register_batch(&regions)
     }
 
-    pub(super) fn check_location(&self) -> Result<()> {
-        if self.cfg.location.is_host() {
-            Ok(())
-        } else {
-            Err(status!(
-                NotSupported,
-                "location {} needs a device driver this engine was built without",
-                self.cfg.location
-            ))
+    /// Host memory always works; a device location needs a driver for it
+    /// (`NotSupported` otherwise) and an existing device (`Invalid`).
+    pub(super) fn check_location(&mut self) -> Result<()> {
+        let loc = self.cfg.location;
+        if loc.is_host() {
+            return Ok(());
         }
+        let (driver, dev) = self.devices.driver(loc)?;
+        driver.capacity(dev).map(|_| ())
     }
 
     /// Starts unregistering the region at base `addr`. `Draining` means
@@ -60,39 +83,123 @@ impl EngineCore {
         self.reg.pins(self.cfg.location, addr).is_some()
     }
 
-    /// Allocates `len` bytes of page-aligned, zeroed, registered host memory.
+    /// Allocates `len` bytes of zeroed, registered memory in the engine's
+    /// location: page-aligned host memory for `cpu`, device memory from the
+    /// location's driver otherwise.
     pub fn alloc_memory(&mut self, len: u64, perm: Perm) -> Result<u64> {
         self.check_running()?;
-        let len_usize = usize::try_from(len).map_err(|_| status!(Invalid, "length {len} too large"))?;
-        let buf = HostBuffer::new(len_usize)?;
-        let addr = buf.addr();
-        self.reg.register(Region::new(addr, len, Location::Cpu, perm))?;
-        self.owned.insert(addr, buf);
+        let loc = self.cfg.location;
+        let (addr, owned) = if loc.is_host() {
+            let len_usize = usize::try_from(len).map_err(|_| status!(Invalid, "length {len} too large"))?;
+            let buf = HostBuffer::new(len_usize)?;
+            (buf.addr(), Owned::Host(buf))
+        } else {
+            self.check_location()?;
+            (self.devices.alloc(loc, len)?, Owned::Device(loc))
+        };
+        if let Err(e) = self.reg.register(Region::new(addr, len, loc, perm)) {
+            self.release(addr, owned);
+            return Err(e);
+        }
+        self.owned.insert(addr, owned);
         Ok(addr)
     }
 
-    /// Starts freeing memory from [`alloc_memory`](Self::alloc_memory):
-    /// unregisters it and unmaps it once no transfer uses it.
-    pub fn free_memory(&mut self, addr: u64) -> Result<Unregister> {
-        if !self.owned.contains_key(&addr) {
-            return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
+    /// Gives engine-owned memory back: unmaps host memory, frees device memory.
+    fn release(&mut self, addr: u64, owned: Owned) {
+        match owned {
+            Owned::Host(buf) => drop(buf),
+            Owned::Device(loc) => {
+                if let Err(e) = self.devices.free(loc, addr) {
+                    warn!("cannot free {loc} memory at {addr:#x}: {e}");
+                }
+            }
         }
-        let r = self.reg.unregister(Location::Cpu, addr)?;
+    }
+
+    /// Starts freeing memory from [`alloc_memory`](Self::alloc_memory):
+    /// unregisters it and releases it once no transfer uses it.
+    pub fn free_memory(&mut self, addr: u64) -> Result<Unregister> {
+        let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
+            return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
+        };
+        let r = self.reg.unregister(loc, addr)?;
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)
     }
 
-    /// Unmaps the buffers being freed whose region is gone.
+    /// Releases the buffers being freed whose region is gone.
     pub(super) fn reap_owned(&mut self) {
-        let (reg, owned) = (&self.reg, &mut self.owned);
-        self.freeing.retain(|addr| {
-            let gone = reg.pins(Location::Cpu, *addr).is_none();
-            if gone {
-                owned.remove(addr);
+        let mut freeing = std::mem::take(&mut self.freeing);
+        freeing.retain(|&addr| {
+            let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
+                return false;
+            };
+            let gone = self.reg.pins(loc, addr).is_none();
+            if let Some(owned) = self.owned.remove(&addr).filter(|_| gone) {
+                self.release(addr, owned);
             }
             !gone
         });
+        self.freeing = freeing;
+    }
+
+    /// Copies `dst.len()` bytes of local registered memory at `addr` into
+    /// `dst`, through the driver for device memory. `NotFound` unless the
+    /// range lies in one region of the engine's location.
+    pub fn read_memory(&mut self, addr: u64, dst: &mut [u8]) -> Result<()> {
+        let span = self.local_span(addr, dst.len())?;
+        if span.location.is_host() {
+            // SAFETY: the span lies in a registered region (valid until
+            // unregistered, by the registrant's promise); the engine writes
+            // registered memory only while holding `&mut self`, as here.
+            dst.copy_from_slice(unsafe { host_bytes(span) });
+            Ok(())
+        } else {
+            self.devices.read(span, dst)
+        }
+    }
+
+    /// Copies `src` into local registered memory at `addr`, through the
+    /// driver for device memory. `NotFound` unless the range lies in one
+    /// region of the engine's location.
+    pub fn write_memory(&mut self, addr: u64, src: &[u8]) -> Result<()> {
+        let span = self.local_span(addr, src.len())?;
+        if span.location.is_host() {
+            // SAFETY: as in `read_memory`; `&mut self` also excludes the
+            // engine's own payload reads and writes meanwhile.
+            unsafe { host_bytes_mut(span) }.copy_from_slice(src);
+            Ok(())
+        } else {
+            self.devices.write(span, src)
+        }
+    }
+
+    /// The span `[addr, addr + len)` of the engine's location, checked to
+    /// lie in one registered region.
+    fn local_span(&self, addr: u64, len: usize) -> Result<Span> {
+        let span = Span {
+            addr,
+            len: len as u64,
+            location: self.cfg.location,
+        };
+        self.reg.lookup_local(span)?;
+        Ok(span)
+    }
+
+    /// Bytes of host memory the connections hold to stage device payloads
+    /// they send: at most one frame payload per connection, reused for
+    /// every payload.
+    pub fn staging_bytes(&self) -> usize {
+        self.conns.iter().flatten().map(Conn::bounce_len).sum()
+    }
+
+    /// The simulated devices of this engine, for fault injection and
+    /// statistics.
+    #[cfg(feature = "sim")]
+    pub fn sim_driver(&mut self) -> &mut te_driver_sim::SimDriver {
+        self.devices.sim()
     }
 
     /// The local regions, sorted by location and address.

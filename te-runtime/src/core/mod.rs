@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::EngineConfig;
 use crate::conn::{Conn, Flow, Reg};
-use crate::mem::HostBuffer;
+use crate::devices::Devices;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -56,7 +56,9 @@ pub struct EngineCore {
     batch_errors: HashMap<BatchId, Status>,
     scratch: Scratch,
     inbox: VecDeque<Notification>,
-    owned: HashMap<u64, HostBuffer>,
+    owned: HashMap<u64, Owned>,
+    /// Device drivers: device memory and the copies that reach it.
+    devices: Devices,
     /// Engine-owned buffers being freed: unmapped once their region is gone.
     freeing: Vec<u64>,
     phase: Phase,
@@ -100,6 +102,7 @@ mod notify;
 mod segments;
 
 pub use self::batches::Request;
+use self::memory::Owned;
 pub use self::notify::Notification;
 use self::segments::Segment;
 pub use self::segments::SegmentId;
@@ -148,6 +151,7 @@ impl EngineCore {
             scratch: Scratch::default(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
+            devices: Devices::new(&cfg)?,
             freeing: Vec::new(),
             phase: Phase::Running,
             cfg,
@@ -271,7 +275,7 @@ impl EngineCore {
             };
             let mut progressed = false;
             if !conn.connecting {
-                let failure = match conn.read(now, &mut self.reg) {
+                let failure = match conn.read(now, &mut self.reg, &mut self.devices) {
                     Ok(Flow::Eof) => Some(status!(
                         Disconnected,
                         "connection to {} closed by the peer",
@@ -294,7 +298,7 @@ impl EngineCore {
                 return;
             };
             if !conn.connecting {
-                if let Err(e) = conn.flush(now, &mut self.reg) {
+                if let Err(e) = conn.flush(now, &mut self.reg, &mut self.devices) {
                     let why = status!(Disconnected, "write to {} failed: {e}", conn.peer_addr);
                     return self.fail_conn(c, why);
                 }
@@ -620,7 +624,7 @@ impl EngineCore {
         for c in 0..self.conns.len() {
             if let Some(conn) = self.conns[c].as_mut() {
                 conn.link.close(&mut self.reg);
-                let _ = conn.flush(now, &mut self.reg);
+                let _ = conn.flush(now, &mut self.reg, &mut self.devices);
             }
             self.drop_conn(c);
         }

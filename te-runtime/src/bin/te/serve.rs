@@ -61,9 +61,15 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
     let engine = Engine::start(cfg)?;
     let addr = engine.alloc_memory(args.size, Perm::REMOTE_READ_WRITE)?;
     if let Some(seed) = args.fill {
-        // SAFETY: `addr` is `size` bytes of engine-owned memory no peer knows of yet.
-        let buf = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, args.size as usize) };
-        fill(buf, seed, 0);
+        // Through the engine, so that device memory is filled too.
+        let mut chunk = vec![0u8; args.size.min(1 << 20) as usize];
+        let mut off = 0;
+        while off < args.size {
+            let n = (args.size - off).min(chunk.len() as u64) as usize;
+            fill(&mut chunk[..n], seed, off);
+            engine.write_memory(addr + off, &chunk[..n])?;
+            off += n as u64;
+        }
     }
     println!(
         "segment {} addr {addr:#x} len {}",

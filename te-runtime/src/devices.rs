@@ -1,0 +1,78 @@
+//! Device memory through its drivers: which driver serves a location, and
+//! the copies between device memory and host bytes that the data path and
+//! the API need. Everything here goes through te-proto's
+//! [`DeviceDriver`] interface; only the construction knows which drivers
+//! this engine was built with (`sim` with the cargo feature of that name).
+
+use te_proto::driver::{DeviceAddr, DeviceDriver, DeviceIndex};
+use te_proto::{status, Location, Result, Span};
+
+use crate::config::EngineConfig;
+
+/// The device drivers of one engine.
+pub(crate) struct Devices {
+    #[cfg(feature = "sim")]
+    sim: te_driver_sim::SimDriver,
+}
+
+impl Devices {
+    /// The drivers this engine was built with, set up as `cfg` says.
+    pub fn new(cfg: &EngineConfig) -> Result<Devices> {
+        #[cfg(not(feature = "sim"))]
+        let _ = cfg;
+        Ok(Devices {
+            #[cfg(feature = "sim")]
+            sim: te_driver_sim::SimDriver::new(cfg.sim)?,
+        })
+    }
+
+    /// The driver of device location `loc`, and the device's index in it.
+    /// `NotSupported` for a kind of device without a driver here.
+    pub fn driver(&mut self, loc: Location) -> Result<(&mut dyn DeviceDriver, DeviceIndex)> {
+        match loc {
+            #[cfg(feature = "sim")]
+            Location::Sim(n) => Ok((&mut self.sim, n)),
+            Location::Cpu => Err(status!(Invalid, "cpu memory has no device driver")),
+            other => Err(status!(
+                NotSupported,
+                "location {other} needs a device driver this engine was built without"
+            )),
+        }
+    }
+
+    /// The simulated devices, for fault injection and statistics.
+    #[cfg(feature = "sim")]
+    pub fn sim(&mut self) -> &mut te_driver_sim::SimDriver {
+        &mut self.sim
+    }
+
+    /// Allocates `len` bytes of device memory in `loc`.
+    pub fn alloc(&mut self, loc: Location, len: u64) -> Result<u64> {
+        let (d, dev) = self.driver(loc)?;
+        d.alloc(dev, len).map(|a| a.0)
+    }
+
+    /// Frees device memory from [`alloc`](Self::alloc).
+    pub fn free(&mut self, loc: Location, addr: u64) -> Result<()> {
+        let (d, dev) = self.driver(loc)?;
+        d.free(dev, DeviceAddr(addr))
+    }
+
+    /// Checks that `[addr, addr + len)` is device memory of one allocation in `loc`.
+    pub fn check(&mut self, loc: Location, addr: u64, len: u64) -> Result<()> {
+        let (d, dev) = self.driver(loc)?;
+        d.check_range(dev, DeviceAddr(addr), len)
+    }
+
+    /// Copies the device span `span` (its first `dst.len()` bytes) into `dst`.
+    pub fn read(&mut self, span: Span, dst: &mut [u8]) -> Result<()> {
+        let (d, dev) = self.driver(span.location)?;
+        d.copy_to_host(dev, DeviceAddr(span.addr), dst)
+    }
+
+    /// Copies `src` to the device span `span`.
+    pub fn write(&mut self, span: Span, src: &[u8]) -> Result<()> {
+        let (d, dev) = self.driver(span.location)?;
+        d.copy_from_host(dev, src, DeviceAddr(span.addr))
+    }
+}
