@@ -4,7 +4,8 @@
 # One run measures, alternating the contenders inside every repetition:
 #   te          target/release/te bench --json (target in a child process), read and write,
 #               4K/64K/1M/16M, batch 128, threads 1 and 2, cold (cycling 512 MiB) and --hot;
-#               plus a 4 KiB read with batch 1 (round-trip latency)
+#               plus a 4 KiB read with batch 1 (round-trip latency), sleeping and --busy-poll, and
+#               te tcp-pingpong (raw-TCP 4 KiB ping-pong, blocking and busy-polling) as its floor
 #   Mooncake    transfer_engine_bench from the PyPI wheel mooncake-transfer-engine-non-cuda,
 #               --protocol=tcp, --metadata_server=P2PHANDSHAKE (no etcd), same blocks/batch/threads
 #   UCX         ucx_perftest -t tag_bw, UCX_TLS=tcp UCX_NET_DEVICES=lo, same blocks, 1 thread
@@ -213,12 +214,22 @@ for r in json.load(open(sys.argv[1]))["results"]:
 EOF
 }
 te_latency_measure() { # rep
-    log "te bench 4K read, batch 1 (rep $1)"
-    measured "$TE" bench --json --op read --block-size 4K --batch 1 --duration "$DURATION"
-    if [ "$RC" != 0 ]; then fail te "te bench --batch 1 exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
-    local lat
-    lat=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["batch_latency_us"]["p50"])' "$WORK/out")
-    record te-lat read 4096 1 cold "$1" "" "$lat"
+    # 4 KiB round trips, one in flight: te read with batch 1 sleeping in its event loop and
+    # busy-polling, and the raw-TCP ping-pong floor (te tcp-pingpong) blocking and busy-polling.
+    local name args lat
+    for name in te-lat te-lat-busy tcp-pp tcp-pp-busy; do
+        case "$name" in
+            te-lat) args=(bench --op read --block-size 4K --batch 1) ;;
+            te-lat-busy) args=(bench --op read --block-size 4K --batch 1 --busy-poll) ;;
+            tcp-pp) args=(tcp-pingpong --block-size 4K) ;;
+            tcp-pp-busy) args=(tcp-pingpong --block-size 4K --busy-poll) ;;
+        esac
+        log "te ${args[*]} (rep $1)"
+        measured "$TE" "${args[@]}" --json --duration "$DURATION"
+        if [ "$RC" != 0 ]; then fail te "te ${args[*]} exited $RC: $(tail -c 300 "$WORK/err")"; continue; fi
+        lat=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["batch_latency_us"]["p50"])' "$WORK/out")
+        record "$name" read 4096 1 hot "$1" "" "$lat"
+    done
 }
 
 # ---------------------------------------------------------------- Mooncake
@@ -523,16 +534,27 @@ for op in ("read", "write"):
                 checks.append((f"{op} 64K: te cold / Mooncake", mtc, med(mc), 2.0))
                 checks.append((f"{op} 64K: te hot / UCX tag_bw", mth, med(u), 1.0))
 p("")
-tl, fl = med(lat.get("te-lat", [])), med(lat.get("libfabric", []))
-line = ("Latency at 4 KiB, p50 round trip: te read with batch 1 (`te bench --op read --block-size 4K "
-        "--batch 1`; the event loop sleeps, te has no busy-poll mode) ")
-line += f"**{tl:.1f} µs** ({min(lat['te-lat']):.1f}–{max(lat['te-lat']):.1f})" if tl else "—"
-line += "; fi_pingpong 4K (busy-polling; 2 × its one-way usec/xfer) "
-line += f"**{2 * fl:.1f} µs** ({2 * min(lat['libfabric']):.1f}–{2 * max(lat['libfabric']):.1f})" if fl else "—"
-if tl and fl:
-    line += f"; te / fi_pingpong = {tl / (2 * fl):.2f}× (issue-5 target with busy-polling: ≤ 1.5×)."
-p(line)
+def lat_cell(c, scale=1.0):
+    v = [x * scale for x in lat.get(c, [])]
+    return f"**{med(v):.1f} µs** ({min(v):.1f}–{max(v):.1f})" if v else "—"
+p("Latency at 4 KiB, p50 round trip with one exchange in flight (µs, median of the repetitions, min–max):")
 p("")
+p("| | sleeps in the kernel | busy-polls |")
+p("|---|---|---|")
+p(f"| te read, batch 1 (`te bench --op read --block-size 4K --batch 1 [--busy-poll]`) | {lat_cell('te-lat')} | {lat_cell('te-lat-busy')} |")
+p(f"| raw TCP ping-pong, 40-byte request, 4 KiB + 16-byte reply (`te tcp-pingpong [--busy-poll]`) | {lat_cell('tcp-pp')} | {lat_cell('tcp-pp-busy')} |")
+p(f"| fi_pingpong 4K (2 × its one-way usec/xfer) | — | {lat_cell('libfabric', 2.0)} |")
+p("")
+lat_checks = []
+def lat_check(name, a, b, want):
+    if a and b:
+        r = a / b
+        lat_checks.append(f"- {name} = {r:.2f}× (target ≤ {want:.1f}×): {'met' if r <= want else 'missed'}")
+    else:
+        lat_checks.append(f"- {name}: not measured")
+fl = med(lat.get("libfabric", []))
+lat_check("4K round trip: te busy-polling / fi_pingpong", med(lat.get("te-lat-busy", [])), fl and 2 * fl, 1.5)
+lat_check("4K round trip: te sleeping / raw blocking TCP ping-pong", med(lat.get("te-lat", [])), med(lat.get("tcp-pp", [])), 2.0)
 p("Targets of issue 5 (1 thread, medians of this run, ratios as in the table):")
 p("")
 for name, a, b, want in checks:
@@ -541,6 +563,8 @@ for name, a, b, want in checks:
         p(f"- {name} = {r:.2f}× (target ≥ {want:.1f}×): {'met' if r >= want else 'missed'}")
     else:
         p(f"- {name}: not measured")
+for line in lat_checks:
+    p(line)
 p("")
 p("CPU used by other processes during the runs (% of the whole machine, median / max) and runs "
   f"whose wait for an idle machine (< {E['IDLE_BUSY']} % busy over 1 s) hit the {E['IDLE_CAP']} s cap:")
