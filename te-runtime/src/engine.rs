@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,6 +22,12 @@ const BASE: Token = Token(1);
 
 struct Shared {
     core: Monitor<EngineCore>,
+    /// The mio poll. The loop thread holds it while it polls; in busy-poll
+    /// mode a caller waiting for an answer takes it and polls itself.
+    poller: std::sync::Mutex<Poller>,
+    /// Callers driving the poll in busy-poll mode; the loop thread parks
+    /// while there are any, so that it does not compete for a core.
+    drivers: AtomicUsize,
     waker: Waker,
     stop: AtomicBool,
     /// Clock of `sleep_until`.
@@ -56,6 +62,8 @@ struct Shared {
 /// ```
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The event-loop thread, unparked when busy-waiting callers are done.
+    loop_thread: std::thread::Thread,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     segment_name: String,
     local_addr: SocketAddr,
@@ -72,7 +80,12 @@ impl Engine {
         let segment_name = core.segment_name().to_string();
         let local_addr = core.local_addr();
         let shared = Arc::new(Shared {
-            core: Monitor::with_mode(core, cfg.busy_poll),
+            core: Monitor::new(core),
+            poller: std::sync::Mutex::new(Poller {
+                poll,
+                events: Events::with_capacity(256),
+            }),
+            drivers: AtomicUsize::new(0),
             waker,
             stop: AtomicBool::new(false),
             epoch: std::time::Instant::now(),
@@ -84,10 +97,11 @@ impl Engine {
         let busy = cfg.busy_poll;
         let thread = std::thread::Builder::new()
             .name(format!("te-loop {segment_name}"))
-            .spawn(move || run(&s, poll, busy))
+            .spawn(move || run(&s, busy))
             .map_err(|e| status!(RuntimeError, "cannot start the event loop thread: {e}"))?;
         Ok(Engine {
             shared,
+            loop_thread: thread.thread().clone(),
             thread: std::sync::Mutex::new(Some(thread)),
             segment_name,
             local_addr,
@@ -124,16 +138,62 @@ impl Engine {
         r
     }
 
+    /// Waits until `check` returns `Some` or `timeout` passes (`Timeout`
+    /// naming `what`).
     fn wait<R>(
         &self,
         timeout: Duration,
         what: &str,
         check: impl FnMut(&mut EngineCore) -> Option<R>,
     ) -> Result<R> {
-        self.shared
-            .core
-            .wait_for(Some(timeout), check)
-            .ok_or_else(|| status!(Timeout, "{what}: no answer within {timeout:?}"))
+        let got = if self.cfg.busy_poll {
+            self.drive_until(timeout, check)
+        } else {
+            self.shared.core.wait_for(Some(timeout), check)
+        };
+        got.ok_or_else(|| status!(Timeout, "{what}: no answer within {timeout:?}"))
+    }
+
+    /// Busy-poll mode: runs the event loop on this thread until `check`
+    /// says yes, so that an answer is handled by the thread waiting for it
+    /// without a hand-over from the loop thread, which parks meanwhile
+    /// instead of competing for a core. When another waiter holds the poll,
+    /// this one watches the core for the answer that waiter's rounds bring.
+    fn drive_until<R>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&mut EngineCore) -> Option<R>,
+    ) -> Option<R> {
+        let deadline = std::time::Instant::now() + timeout;
+        let shared = &self.shared;
+        shared.drivers.fetch_add(1, Ordering::AcqRel);
+        let mut held = None;
+        let got = loop {
+            if let Some(r) = check(&mut shared.core.lock()) {
+                break Some(r);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            if held.is_none() {
+                held = shared.poller.try_lock().ok();
+            }
+            match held.as_mut() {
+                // An empty round gives the core away for a moment: the peer
+                // may be spinning on the same one.
+                Some(p) => {
+                    if !matches!(poll_round(shared, p, Some(Duration::ZERO)), Ok(true)) {
+                        std::thread::yield_now();
+                    }
+                }
+                None => std::thread::yield_now(),
+            }
+        };
+        drop(held);
+        if shared.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.loop_thread.unpark();
+        }
+        got
     }
 
     // ---- memory ----
@@ -472,12 +532,11 @@ impl Engine {
 
     /// Waits up to `timeout` for at least one notification and takes all.
     pub fn wait_notifications(&self, timeout: Duration) -> Vec<Notification> {
-        let got = self.shared.core.wait_for(Some(timeout), |c| {
+        self.wait(timeout, "notifications", |c| {
             let n = c.take_notifications();
             (!n.is_empty()).then_some(n)
-        });
-        let _ = self.shared.waker.wake();
-        got.unwrap_or_default()
+        })
+        .unwrap_or_default()
     }
 
     // ---- shutdown ----
@@ -487,7 +546,7 @@ impl Engine {
     /// stops the event loop. Idempotent.
     pub fn finalize(&self) {
         self.with_core(|c| c.begin_finalize());
-        let _ = self.shared.core.wait_for(Some(self.cfg.transfer_timeout), |c| {
+        let _ = self.wait(self.cfg.transfer_timeout, "finalize", |c| {
             (c.tasks_in_flight() == 0).then_some(())
         });
         self.with_core(|c| c.shutdown());
@@ -517,41 +576,70 @@ impl Shared {
     }
 }
 
+/// The mio poll and its event buffer.
+struct Poller {
+    poll: Poll,
+    events: Events,
+}
+
+/// One round of the event loop: waits up to `wait` for IO, hands the
+/// events to the core, acts on passed deadlines and wakes the waiting
+/// callers. `Ok(false)` when it found nothing to do.
+fn poll_round(shared: &Shared, p: &mut Poller, wait: Option<Duration>) -> std::io::Result<bool> {
+    let timeout = {
+        let core = shared.core.lock();
+        let timeout = core.poll_timeout();
+        shared
+            .sleep_until
+            .store(shared.deadline(timeout), Ordering::Release);
+        timeout
+    };
+    let wait = match (wait, timeout) {
+        (Some(w), Some(t)) => Some(w.min(t)),
+        (w, t) => w.or(t),
+    };
+    p.poll.poll(&mut p.events, wait)?;
+    let due = timeout.is_some_and(|t| t <= wait.unwrap_or(t));
+    if p.events.is_empty() && !due {
+        return Ok(false);
+    }
+    {
+        let mut core = shared.core.lock();
+        for ev in p.events.iter() {
+            if ev.token() != WAKER && core.owns(ev.token()) {
+                core.handle_event(ev);
+            }
+        }
+        core.handle_timeout();
+    }
+    shared.core.notify();
+    Ok(true)
+}
+
 /// The event loop: wait for IO or the next deadline, hand events to the
 /// core, wake the waiting callers. With `busy`, it never sleeps: it polls
-/// without a timeout, yielding the core between empty rounds.
-fn run(shared: &Shared, mut poll: Poll, busy: bool) {
-    let mut events = Events::with_capacity(256);
+/// without a timeout, yielding the core between empty rounds, and parks
+/// while callers busy-wait (they poll themselves and unpark it when done).
+fn run(shared: &Shared, busy: bool) {
     while !shared.stop.load(Ordering::Acquire) {
-        let timeout = {
-            let core = shared.core.lock();
-            let timeout = core.poll_timeout();
-            shared
-                .sleep_until
-                .store(shared.deadline(timeout), Ordering::Release);
-            timeout
-        };
-        let wait = if busy { Some(Duration::ZERO) } else { timeout };
-        if let Err(e) = poll.poll(&mut events, wait) {
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            warn!("poll failed, event loop stops: {e}");
-            break;
-        }
-        if busy && events.is_empty() && timeout.is_none_or(|t| !t.is_zero()) {
-            std::thread::yield_now();
+        if busy && shared.drivers.load(Ordering::Acquire) > 0 {
+            // Bounded, so that a missed unpark costs a millisecond, not a hang.
+            std::thread::park_timeout(Duration::from_millis(1));
             continue;
         }
-        {
-            let mut core = shared.core.lock();
-            for ev in events.iter() {
-                if ev.token() != WAKER && core.owns(ev.token()) {
-                    core.handle_event(ev);
-                }
+        let mut p = shared.poller.lock().unwrap_or_else(|e| e.into_inner());
+        match poll_round(shared, &mut p, if busy { Some(Duration::ZERO) } else { None }) {
+            Ok(true) => {}
+            Ok(false) if busy => {
+                drop(p);
+                std::thread::yield_now();
             }
-            core.handle_timeout();
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                warn!("poll failed, event loop stops: {e}");
+                break;
+            }
         }
-        shared.core.notify();
     }
 }

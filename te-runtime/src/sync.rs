@@ -1,28 +1,20 @@
 //! The one structure shared between threads: a [`Monitor`], the engine
-//! core behind a mutex, which the event-loop thread updates and then
-//! signals after every round. Waiters either sleep on a condition variable
-//! (the default) or spin on a round counter (busy-poll mode, for the
-//! lowest latency at the price of a core). Under `--cfg loom` it is built
-//! from loom's primitives so that `tests/loom.rs` can check every
-//! interleaving of both wait/notify protocols.
+//! core behind a mutex plus a condition variable that the event-loop thread
+//! signals after every round. Under `--cfg loom` it is built from loom's
+//! primitives so that `tests/loom.rs` can check every interleaving of the
+//! wait/notify protocol. (In busy-poll mode waiters do not sleep here: they
+//! run the event loop themselves, see `Engine`.)
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 use std::time::Duration;
-
-/// Spins between two yields of the processor while busy-waiting: a
-/// round of the event loop takes about a microsecond, so a spinning
-/// waiter looks often enough without starving a thread that shares its
-/// core.
-#[cfg(not(loom))]
-const SPINS_PER_YIELD: u32 = 64;
 
 /// State shared by user threads and the event-loop thread.
 pub struct Monitor<T> {
@@ -31,26 +23,15 @@ pub struct Monitor<T> {
     /// Threads asleep in (or about to sleep in) `changed`; `notify` skips
     /// the wake-up system call when there are none.
     sleepers: AtomicUsize,
-    /// Bumped by every [`notify`](Self::notify); spinning waiters watch it.
-    round: AtomicU64,
-    spin: bool,
 }
 
 impl<T> Monitor<T> {
-    /// Wraps `state`; waiters sleep until notified.
+    /// Wraps `state`.
     pub fn new(state: T) -> Monitor<T> {
-        Monitor::with_mode(state, false)
-    }
-
-    /// Wraps `state`; with `spin`, waiters busy-wait for the next
-    /// [`notify`](Self::notify) instead of sleeping.
-    pub fn with_mode(state: T, spin: bool) -> Monitor<T> {
         Monitor {
             state: Mutex::new(state),
             changed: Condvar::new(),
             sleepers: AtomicUsize::new(0),
-            round: AtomicU64::new(0),
-            spin,
         }
     }
 
@@ -61,10 +42,8 @@ impl<T> Monitor<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tells every thread waiting in [`wait_for`](Self::wait_for) to look
-    /// again; call after changing the state, without holding the lock.
+    /// Wakes every thread waiting in [`wait_for`](Self::wait_for); call after changing the state, without holding the lock.
     pub fn notify(&self) {
-        self.round.fetch_add(1, Ordering::Release);
         // A sleeper registers under the lock before it sleeps, and the
         // state change this notify announces was made under the lock: a
         // sleeper that missed the change is counted here.
@@ -73,7 +52,7 @@ impl<T> Monitor<T> {
         }
     }
 
-    /// Runs `check` under the lock until it returns `Some`, waiting for
+    /// Runs `check` under the lock until it returns `Some`, sleeping until
     /// the next [`notify`](Self::notify) in between; gives up with `None`
     /// after `timeout` (if any).
     pub fn wait_for<R>(
@@ -85,32 +64,6 @@ impl<T> Monitor<T> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         #[cfg(loom)]
         let _ = timeout;
-        if self.spin {
-            loop {
-                let seen = self.round.load(Ordering::Acquire);
-                if let Some(r) = check(&mut self.lock()) {
-                    return Some(r);
-                }
-                #[cfg(not(loom))]
-                let mut spins = 0u32;
-                while self.round.load(Ordering::Acquire) == seen {
-                    #[cfg(not(loom))]
-                    {
-                        spins += 1;
-                        if spins.is_multiple_of(SPINS_PER_YIELD) {
-                            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                                return None;
-                            }
-                            std::thread::yield_now();
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                    #[cfg(loom)]
-                    loom::thread::yield_now();
-                }
-            }
-        }
         let mut guard = self.lock();
         loop {
             if let Some(r) = check(&mut guard) {

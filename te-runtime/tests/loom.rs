@@ -1,8 +1,6 @@
 //! loom models of the structure shared between threads: the engine core
-//! behind a `Monitor`, which user threads wait on (asleep on a condition
-//! variable, or spinning on a round counter in busy-poll mode) and the
-//! event-loop thread updates and signals after every round. Every model
-//! runs in both modes.
+//! behind a `Monitor` (mutex + condition variable), which user threads wait
+//! on and the event-loop thread updates and signals after every round.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p te-runtime --test loom --release`.
 #![cfg(loom)]
@@ -10,17 +8,6 @@
 use loom::sync::Arc;
 use loom::thread;
 use te_runtime::sync::Monitor;
-
-/// Runs `f` under loom. A spinning waiter makes every interleaving
-/// unboundedly long, so those models bound preemptions (loom's own advice
-/// for spin loops): bugs in such protocols show within two preemptions.
-fn model(spin: bool, f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if spin {
-        b.preemption_bound = Some(2);
-    }
-    b.check(f);
-}
 
 /// Stand-in for the core: tasks completed by the event loop, and whether
 /// the engine is finalized.
@@ -34,14 +21,8 @@ struct State {
 /// whatever the interleaving of the update, the notify and the wait.
 #[test]
 fn waiter_never_misses_a_completion() {
-    for spin in [false, true] {
-        waiter_never_misses_a_completion_in(spin);
-    }
-}
-
-fn waiter_never_misses_a_completion_in(spin: bool) {
-    model(spin, move || {
-        let m = Arc::new(Monitor::with_mode(State::default(), spin));
+    loom::model(|| {
+        let m = Arc::new(Monitor::new(State::default()));
         let lp = Arc::clone(&m);
         let event_loop = thread::spawn(move || {
             for _ in 0..2 {
@@ -57,10 +38,6 @@ fn waiter_never_misses_a_completion_in(spin: bool) {
 
 /// Two callers wait for different conditions on the same monitor while the
 /// loop makes progress and then finalizes; both wake up.
-///
-/// Sleeping waiters only: two spinning waiters make loom's search explode
-/// (each spin is a branch), and the one-spinner model above covers the
-/// spin protocol.
 #[test]
 fn every_waiter_wakes_on_its_own_condition() {
     loom::model(|| {

@@ -324,13 +324,40 @@ fn synchronous_batch_helpers_move_1000_spans() {
 
 #[test]
 fn eight_threads_submit_at_once_to_one_engine() {
-    const THREADS: u64 = 8;
+    threads_submit_at_once(8, EngineConfig::default());
+}
+
+/// Busy-poll engines: the waiting threads take turns driving the event
+/// loop and see each other's answers; a notification is waited for the
+/// same way.
+#[test]
+fn busy_polling_engines_serve_four_threads_and_notifications() {
+    let busy = EngineConfig {
+        busy_poll: true,
+        ..EngineConfig::default()
+    };
+    let p = threads_submit_at_once(4, busy);
+    p.initiator
+        .send_notification(p.seg, "busy", b"done")
+        .expect("notify");
+    let notes = p.target.wait_notifications(WAIT);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        (notes[0].name.as_str(), notes[0].msg.as_slice()),
+        ("busy", &b"done"[..])
+    );
+}
+
+/// `threads` threads of one initiator (configured by `cfg`, as its target
+/// is) write and read their own slices at once, half through batches, half
+/// through the synchronous helpers; every byte is checked.
+fn threads_submit_at_once(threads: u64, cfg: EngineConfig) -> Pair {
     const SLICE: u64 = 4 * MIB;
     const ROUNDS: u64 = 6;
-    let p = Pair::new(THREADS * SLICE, THREADS * SLICE);
-    let start = Barrier::new(THREADS as usize);
+    let p = Pair::with_configs(cfg.clone(), cfg, threads * SLICE, threads * SLICE);
+    let start = Barrier::new(threads as usize);
     std::thread::scope(|s| {
-        for t in 0..THREADS {
+        for t in 0..threads {
             let (p, start) = (&p, &start);
             s.spawn(move || {
                 let (l0, r0) = (p.local + t * SLICE, p.remote + t * SLICE);
@@ -384,6 +411,7 @@ fn eight_threads_submit_at_once_to_one_engine() {
             });
         }
     });
+    p
 }
 
 #[test]
