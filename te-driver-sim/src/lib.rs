@@ -5,3 +5,5 @@
 //! the runtime is exercised without hardware.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod fabric;

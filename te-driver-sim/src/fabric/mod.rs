@@ -1,0 +1,795 @@
+//! A simulated fabric for deterministic simulation of te-proto links.
+//!
+//! [`Fabric`] holds any number of nodes (each with simulated memory, an
+//! [`Arena`], and a te-proto [`Registry`]) and connections between them.
+//! A connection is two te-proto [`Link`]s and two directed byte pipes. The
+//! fabric plays the shell for every link, as te-runtime does over TCP:
+//! frames and payload spans from `poll_transmit` go into the outgoing pipe
+//! (payload bytes read straight from the arena), incoming bytes go to
+//! `handle_input`, payloads land straight in the arena where
+//! `poll_payload` says, timers fire from `poll_timeout`.
+//!
+//! Nothing happens by itself: [`Fabric::step`] performs one action chosen
+//! at random among those possible now (write a random number of bytes,
+//! from 1 up, into a pipe, with a random delivery delay; read a random
+//! number of the bytes delivered so far; fire a due timer) and reports
+//! what the links said. When nothing is possible, [`Fabric::advance_to`]
+//! moves the virtual clock, at most to [`Fabric::next_wakeup`]. Faults are
+//! calls: [`Fabric::cut`] resets a connection (both links see the
+//! disconnect), [`Fabric::freeze`] stops a node from reading, writing and
+//! acting on time for a while (its peers see silence),
+//! [`Fabric::restart`] resets every connection of a node, optionally with
+//! a fresh registry. All randomness comes from one [`SimRng`]: the same
+//! seed and the same calls give the same run, bit for bit.
+//!
+//! Every payload access is checked: the span must lie inside the node's
+//! arena and inside a region its registry still holds (draining regions
+//! count: transfers in flight finish on them). A violation is recorded
+//! ([`Fabric::violations`]), never a panic, and the access is skipped.
+//! Each access is also reported ([`Report::Access`]) so a model can check
+//! more (for example that a read lands only in its own task's span).
+
+mod memory;
+mod pipe;
+mod rng;
+
+use std::time::Duration;
+
+use te_proto::link::{Event, Link, LinkConfig, LinkState, Notification, PayloadDest};
+use te_proto::wire::MAX_CONTROL_LEN;
+use te_proto::{Entry, ErrorCode, Instant, Registry, Span};
+
+pub use self::memory::Arena;
+use self::pipe::Pipe;
+pub use self::rng::SimRng;
+
+/// The registry type of a simulated node.
+pub type SimRegistry = Registry<Box<[Entry]>>;
+
+/// Identifies a node of a [`Fabric`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub usize);
+
+/// Identifies a connection of a [`Fabric`] (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub usize);
+
+/// A deliberate bug, to prove that a checker notices one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Flip one bit of the first payload byte landed in memory.
+    FlipPayloadBit,
+    /// Deliver the first notification twice.
+    DuplicateNotification,
+}
+
+/// How the fabric draws delays and sizes.
+#[derive(Clone, Debug)]
+pub struct FabricConfig {
+    /// Largest delivery delay of one write.
+    pub max_delay: Duration,
+    /// Pipe capacities are drawn from this range (bytes, inclusive).
+    pub pipe_capacity: (usize, usize),
+    /// Largest piece moved by one read or write.
+    pub max_piece: usize,
+    /// One piece in this many is tiny (1 to 16 bytes).
+    pub tiny_piece_one_in: u64,
+    /// How long a closed link may flush its last frames.
+    pub close_grace: Duration,
+    /// A deliberate bug, for testing checkers; `None` in real runs.
+    pub sabotage: Option<Sabotage>,
+}
+
+impl Default for FabricConfig {
+    fn default() -> FabricConfig {
+        FabricConfig {
+            max_delay: Duration::from_millis(2),
+            pipe_capacity: (512, 64 << 10),
+            max_piece: 16 << 10,
+            tiny_piece_one_in: 6,
+            close_grace: Duration::from_millis(200),
+            sabotage: None,
+        }
+    }
+}
+
+/// Something the fabric saw, in the order it happened.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// A link reported an event (notifications come as [`Report::Notification`]).
+    Event {
+        /// The connection.
+        conn: ConnId,
+        /// The node whose link it is.
+        node: NodeId,
+        /// The event.
+        event: Event,
+    },
+    /// A link received a notification (already taken from it).
+    Notification {
+        /// The connection it arrived on.
+        conn: ConnId,
+        /// The receiving node.
+        node: NodeId,
+        /// The notification.
+        note: Notification,
+    },
+    /// Payload bytes were read from (`landed: false`) or landed in
+    /// (`landed: true`) a node's memory.
+    Access {
+        /// The node.
+        node: NodeId,
+        /// The bytes.
+        span: Span,
+        /// Written into memory (else read from it).
+        landed: bool,
+    },
+    /// Both ends of a connection are closed; nothing more moves on it.
+    Gone {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// A contract broken under the fabric's eyes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time.
+    pub at: Instant,
+    /// What happened.
+    pub what: String,
+}
+
+/// Faults that touched a connection while it lived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnFaults {
+    /// Reset by [`Fabric::cut`] or [`Fabric::restart`].
+    pub cut: bool,
+    /// One of its nodes was frozen while it lived.
+    pub frozen: bool,
+}
+
+/// One simulated process.
+pub struct Node {
+    /// Its memory.
+    pub arena: Arena,
+    /// Its registration table.
+    pub reg: SimRegistry,
+    frozen_until: Option<Instant>,
+}
+
+impl Node {
+    /// Whether the node is frozen now.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen_until.is_some()
+    }
+}
+
+/// One side of a connection: its link and what its shell holds.
+struct EndState {
+    node: usize,
+    link: Link,
+    /// Frame bytes from the last transmit not yet in the pipe.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// The payload after `wbuf`, and how much of it is in the pipe.
+    payload: Option<(Span, u64)>,
+    /// The end is closed: it reads and writes nothing more.
+    gone: bool,
+    /// A closed link flushes its last frames until then.
+    close_by: Option<Instant>,
+}
+
+struct Conn {
+    ends: [EndState; 2],
+    /// `pipes[i]` carries bytes from end `i` to end `1 - i`.
+    pipes: [Pipe; 2],
+    faults: ConnFaults,
+    gone_reported: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Write(usize, usize),
+    Read(usize, usize),
+    Timer(usize, usize),
+}
+
+/// The simulated fabric. See the [module docs](self).
+pub struct Fabric {
+    cfg: FabricConfig,
+    now: Instant,
+    rng: SimRng,
+    nodes: Vec<Node>,
+    conns: Vec<Conn>,
+    live: Vec<usize>,
+    violations: Vec<Violation>,
+    sabotaged: bool,
+    scratch: Vec<u8>,
+    actions: Vec<Action>,
+}
+
+impl Fabric {
+    /// An empty fabric at virtual time zero whose randomness is fixed by `seed`.
+    pub fn new(seed: u64, cfg: FabricConfig) -> Fabric {
+        Fabric {
+            cfg,
+            now: Instant::ZERO,
+            rng: SimRng::with_seed(seed),
+            nodes: Vec::new(),
+            conns: Vec::new(),
+            live: Vec::new(),
+            violations: Vec::new(),
+            sabotaged: false,
+            scratch: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The fabric's generator: workloads draw from it too, so one seed
+    /// fixes everything.
+    pub fn rng(&mut self) -> &mut SimRng {
+        &mut self.rng
+    }
+
+    /// Contracts broken so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Records a broken contract found outside the fabric (by a model).
+    pub fn violation(&mut self, what: String) {
+        self.violations.push(Violation { at: self.now, what });
+    }
+
+    /// Adds a node with `arena_len` bytes of memory at `base` and a
+    /// registry of `regions` entries.
+    pub fn add_node(&mut self, base: u64, arena_len: usize, regions: usize) -> NodeId {
+        self.nodes.push(Node {
+            arena: Arena::new(base, arena_len),
+            reg: Registry::new(vec![Entry::EMPTY; regions].into_boxed_slice()),
+            frozen_until: None,
+        });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    /// The node `n`.
+    pub fn node(&self, n: NodeId) -> &Node {
+        &self.nodes[n.0]
+    }
+
+    /// The node `n`, to change its memory or registry.
+    pub fn node_mut(&mut self, n: NodeId) -> &mut Node {
+        &mut self.nodes[n.0]
+    }
+
+    /// Opens a connection: `from` connects with `from_cfg`, `to` accepts
+    /// with `to_cfg`. `Invalid` for a configuration te-proto refuses.
+    pub fn connect(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        from_cfg: LinkConfig,
+        to_cfg: LinkConfig,
+    ) -> te_proto::Result<ConnId> {
+        let mut nonce = [[0u8; 32]; 2];
+        self.rng.fill(&mut nonce[0]);
+        self.rng.fill(&mut nonce[1]);
+        let a = Link::connect(from_cfg, self.now, nonce[0])?;
+        let b = Link::accept(to_cfg, self.now, nonce[1])?;
+        let caps = [
+            self.rng
+                .range(self.cfg.pipe_capacity.0 as u64, self.cfg.pipe_capacity.1 as u64) as usize,
+            self.rng
+                .range(self.cfg.pipe_capacity.0 as u64, self.cfg.pipe_capacity.1 as u64) as usize,
+        ];
+        let end = |node: usize, link: Link| EndState {
+            node,
+            link,
+            wbuf: Vec::new(),
+            wpos: 0,
+            payload: None,
+            gone: false,
+            close_by: None,
+        };
+        let frozen = self.nodes[from.0].is_frozen() || self.nodes[to.0].is_frozen();
+        self.conns.push(Conn {
+            ends: [end(from.0, a), end(to.0, b)],
+            pipes: [Pipe::new(caps[0].max(1)), Pipe::new(caps[1].max(1))],
+            faults: ConnFaults { cut: false, frozen },
+            gone_reported: false,
+        });
+        self.live.push(self.conns.len() - 1);
+        Ok(ConnId(self.conns.len() - 1))
+    }
+
+    /// The link of `node` on connection `c` with that node's registry, for
+    /// submitting, canceling and notifying; `None` once that end is closed.
+    pub fn link_mut(&mut self, c: ConnId, node: NodeId) -> Option<(&mut Link, &mut SimRegistry)> {
+        let conn = self.conns.get_mut(c.0)?;
+        let end = conn.ends.iter_mut().find(|e| e.node == node.0 && !e.gone)?;
+        Some((&mut end.link, &mut self.nodes[node.0].reg))
+    }
+
+    /// The link of `node` on connection `c`, also after the end closed.
+    pub fn link(&self, c: ConnId, node: NodeId) -> Option<&Link> {
+        let conn = self.conns.get(c.0)?;
+        conn.ends.iter().find(|e| e.node == node.0).map(|e| &e.link)
+    }
+
+    /// Whether `node`'s end of connection `c` is still open.
+    pub fn is_open(&self, c: ConnId, node: NodeId) -> bool {
+        self.conns
+            .get(c.0)
+            .is_some_and(|conn| conn.ends.iter().any(|e| e.node == node.0 && !e.gone))
+    }
+
+    /// The faults that touched connection `c`.
+    pub fn faults(&self, c: ConnId) -> ConnFaults {
+        self.conns
+            .get(c.0)
+            .map_or_else(ConnFaults::default, |conn| conn.faults)
+    }
+
+    /// The two nodes of connection `c`: connector, acceptor.
+    pub fn nodes_of(&self, c: ConnId) -> (NodeId, NodeId) {
+        let conn = &self.conns[c.0];
+        (NodeId(conn.ends[0].node), NodeId(conn.ends[1].node))
+    }
+
+    /// Connections with at least one open end.
+    pub fn live_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.live.iter().map(|&c| ConnId(c))
+    }
+
+    /// Bytes queued in the pipes of connection `c`, each direction.
+    pub fn queued(&self, c: ConnId) -> [usize; 2] {
+        let p = &self.conns[c.0].pipes;
+        [p[0].queued(), p[1].queued()]
+    }
+
+    /// A one-line description of connection `c`, for traces.
+    pub fn describe(&self, c: ConnId) -> String {
+        let conn = &self.conns[c.0];
+        let mut out = format!("conn {} {:?}:", c.0, conn.faults);
+        for (i, e) in conn.ends.iter().enumerate() {
+            out += &format!(
+                " [node {} {:?} gone {} unsent {} payload {:?} pipe {}/{} next {:?} eof {} timeout {:?} reqs {} tasks {}]",
+                e.node,
+                e.link.state(),
+                e.gone,
+                e.wbuf.len() - e.wpos,
+                e.payload,
+                conn.pipes[i].queued(),
+                conn.pipes[i].capacity(),
+                conn.pipes[i].next_ready().map(Instant::as_nanos),
+                conn.pipes[i].eof,
+                e.link.poll_timeout().map(Instant::as_nanos),
+                e.link.requests_in_flight(),
+                e.link.tasks_in_flight(),
+            );
+        }
+        out
+    }
+
+    // ---- faults ----
+
+    /// Resets connection `c`: unread bytes are lost and both links see the
+    /// disconnect.
+    pub fn cut(&mut self, c: ConnId, reports: &mut Vec<Report>) {
+        let Some(conn) = self.conns.get_mut(c.0) else {
+            return;
+        };
+        conn.faults.cut = true;
+        for i in 0..2 {
+            self.drop_end(c.0, i, true, reports);
+        }
+        self.reap(reports);
+    }
+
+    /// Freezes node `n` for `d`: it reads, writes and handles timeouts no
+    /// more until then (a peer that stops answering).
+    pub fn freeze(&mut self, n: NodeId, d: Duration) {
+        let until = self.now + d;
+        let node = &mut self.nodes[n.0];
+        node.frozen_until = Some(node.frozen_until.map_or(until, |t| t.max(until)));
+        for &c in &self.live {
+            let conn = &mut self.conns[c];
+            if conn.ends.iter().any(|e| e.node == n.0) {
+                conn.faults.frozen = true;
+            }
+        }
+    }
+
+    /// Thaws every frozen node now.
+    pub fn thaw_all(&mut self) {
+        for node in &mut self.nodes {
+            node.frozen_until = None;
+        }
+    }
+
+    /// Restarts node `n`: every connection it has is reset (its peers see
+    /// the disconnect) and it thaws. With `reset_registry` it comes back
+    /// with an empty registry of the same capacity; call that only once
+    /// nothing holds pins on the old one (see [`Fabric::reset_registry`]).
+    pub fn restart(&mut self, n: NodeId, reports: &mut Vec<Report>) {
+        let mine: Vec<usize> = self
+            .live
+            .iter()
+            .copied()
+            .filter(|&c| self.conns[c].ends.iter().any(|e| e.node == n.0))
+            .collect();
+        for c in mine {
+            self.cut(ConnId(c), reports);
+        }
+        self.nodes[n.0].frozen_until = None;
+    }
+
+    /// Gives node `n` an empty registry of the same capacity (a restarted
+    /// process registers anew). Its memory keeps its bytes.
+    pub fn reset_registry(&mut self, n: NodeId) {
+        let cap = self.nodes[n.0].reg.capacity();
+        self.nodes[n.0].reg = Registry::new(vec![Entry::EMPTY; cap].into_boxed_slice());
+    }
+
+    // ---- time ----
+
+    /// When something next becomes possible without a new call: a delivery,
+    /// a link timer, a thaw, a closing link's grace running out.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |y| y.min(x)));
+            }
+        };
+        for node in &self.nodes {
+            at(node.frozen_until);
+        }
+        for &c in &self.live {
+            let conn = &self.conns[c];
+            for (i, e) in conn.ends.iter().enumerate() {
+                if e.gone || self.nodes[e.node].is_frozen() {
+                    continue;
+                }
+                at(conn.pipes[1 - i].next_ready());
+                at(e.link.poll_timeout());
+                at(e.close_by);
+            }
+        }
+        t
+    }
+
+    /// Moves the virtual clock to `t` (never backwards) and thaws the nodes
+    /// whose freeze has ended.
+    pub fn advance_to(&mut self, t: Instant) {
+        self.now = self.now.max(t);
+        for node in &mut self.nodes {
+            if node.frozen_until.is_some_and(|u| u <= self.now) {
+                node.frozen_until = None;
+            }
+        }
+    }
+
+    // ---- stepping ----
+
+    /// Performs one action chosen at random among those possible now and
+    /// appends what happened to `reports`. Returns false when nothing is
+    /// possible until the clock moves.
+    pub fn step(&mut self, reports: &mut Vec<Report>) -> bool {
+        self.collect_actions();
+        let Some(k) = self.rng.index(self.actions.len()) else {
+            return false;
+        };
+        match self.actions[k] {
+            Action::Write(c, i) => self.write(c, i, reports),
+            Action::Read(c, i) => self.read(c, i, reports),
+            Action::Timer(c, i) => {
+                let now = self.now;
+                let conn = &mut self.conns[c];
+                let e = &mut conn.ends[i];
+                if e.close_by.is_some_and(|t| t <= now) {
+                    self.drop_end(c, i, false, reports);
+                } else {
+                    e.link.handle_timeout(now, &mut self.nodes[e.node].reg);
+                }
+            }
+        }
+        let (c, i) = match self.actions[k] {
+            Action::Write(c, i) | Action::Read(c, i) | Action::Timer(c, i) => (c, i),
+        };
+        self.after_action(c, i, reports);
+        self.reap(reports);
+        true
+    }
+
+    fn collect_actions(&mut self) {
+        self.actions.clear();
+        let now = self.now;
+        for &c in &self.live {
+            let conn = &mut self.conns[c];
+            for i in 0..2 {
+                let e = &mut conn.ends[i];
+                if e.gone || self.nodes[e.node].is_frozen() {
+                    continue;
+                }
+                if e.wpos == e.wbuf.len() && e.payload.is_none() {
+                    e.wbuf.resize(MAX_CONTROL_LEN, 0);
+                    e.wpos = 0;
+                    match e.link.poll_transmit(now, &mut e.wbuf, &self.nodes[e.node].reg) {
+                        Some(t) => {
+                            e.wbuf.truncate(t.len);
+                            e.payload = t.payload.map(|s| (s, 0));
+                        }
+                        None => e.wbuf.clear(),
+                    }
+                }
+                let has_out = e.wpos < e.wbuf.len() || e.payload.is_some();
+                if has_out && conn.pipes[i].room() > 0 {
+                    self.actions.push(Action::Write(c, i));
+                }
+                let incoming = &conn.pipes[1 - i];
+                if incoming.ready_len(now) > 0 || incoming.at_end() {
+                    self.actions.push(Action::Read(c, i));
+                }
+                let e = &conn.ends[i];
+                if e.link.poll_timeout().is_some_and(|t| t <= now) || e.close_by.is_some_and(|t| t <= now) {
+                    self.actions.push(Action::Timer(c, i));
+                }
+            }
+        }
+    }
+
+    /// A random piece size: sometimes tiny, else up to `max_piece`.
+    fn piece(&mut self) -> usize {
+        if self.rng.chance(1, self.cfg.tiny_piece_one_in) {
+            self.rng.range(1, 16) as usize
+        } else {
+            self.rng.range(1, self.cfg.max_piece as u64) as usize
+        }
+    }
+
+    fn write(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        let mut budget = self.piece().min(self.conns[c].pipes[i].room());
+        let delay = self.rng.below(self.cfg.max_delay.as_nanos() as u64 + 1);
+        let ready = self.now + Duration::from_nanos(delay);
+        let conn = &mut self.conns[c];
+        let e = &mut conn.ends[i];
+        let mut out = Vec::with_capacity(budget);
+        let frames = (e.wbuf.len() - e.wpos).min(budget);
+        out.extend_from_slice(&e.wbuf[e.wpos..e.wpos + frames]);
+        e.wpos += frames;
+        budget -= frames;
+        if e.wpos == e.wbuf.len() && budget > 0 {
+            if let Some((span, sent)) = e.payload.as_mut() {
+                let n = (span.len - *sent).min(budget as u64);
+                let part = Span {
+                    addr: span.addr + *sent,
+                    len: n,
+                    location: span.location,
+                };
+                let node = &self.nodes[e.node];
+                match checked(node, part) {
+                    Ok(()) => {
+                        let bytes = node.arena.get(part).unwrap_or_default();
+                        out.extend_from_slice(bytes);
+                    }
+                    Err(what) => {
+                        self.violations.push(Violation {
+                            at: self.now,
+                            what: format!("node {} sends payload {what}", e.node),
+                        });
+                        out.resize(out.len() + n as usize, 0);
+                    }
+                }
+                reports.push(Report::Access {
+                    node: NodeId(e.node),
+                    span: part,
+                    landed: false,
+                });
+                *sent += n;
+                if *sent == span.len {
+                    e.payload = None;
+                    e.link.payload_sent(&mut self.nodes[e.node].reg);
+                }
+            }
+        }
+        conn.pipes[i].push(ready, out);
+        if conn.pipes[i].queued() > conn.pipes[i].capacity() {
+            let (q, cap) = (conn.pipes[i].queued(), conn.pipes[i].capacity());
+            self.violation(format!("pipe holds {q} bytes, capacity {cap}"));
+        }
+    }
+
+    fn read(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        let now = self.now;
+        if self.conns[c].pipes[1 - i].at_end() {
+            self.drop_end(c, i, false, reports);
+            return;
+        }
+        let budget = self.piece();
+        let conn = &mut self.conns[c];
+        let e = &mut conn.ends[i];
+        let node = &mut self.nodes[e.node];
+        let pipe = &mut conn.pipes[1 - i];
+        match e.link.poll_payload() {
+            Some(PayloadDest::Memory(span)) => {
+                let n = (span.len as usize).min(budget).min(pipe.ready_len(now));
+                let part = Span {
+                    len: n as u64,
+                    ..span
+                };
+                pipe.peek(now, n, &mut self.scratch);
+                if self.cfg.sabotage == Some(Sabotage::FlipPayloadBit) && !self.sabotaged {
+                    self.sabotaged = true;
+                    self.scratch[0] ^= 1;
+                }
+                match checked(node, part) {
+                    Ok(()) => {
+                        if let Some(dst) = node.arena.get_mut(part) {
+                            dst.copy_from_slice(&self.scratch);
+                        }
+                    }
+                    Err(what) => self.violations.push(Violation {
+                        at: now,
+                        what: format!("node {} lands payload {what}", e.node),
+                    }),
+                }
+                reports.push(Report::Access {
+                    node: NodeId(e.node),
+                    span: part,
+                    landed: true,
+                });
+                pipe.consume(n);
+                e.link.payload_landed(now, n as u64, &mut node.reg);
+            }
+            Some(PayloadDest::Discard(len)) => {
+                let n = (len as usize).min(budget).min(pipe.ready_len(now));
+                pipe.consume(n);
+                e.link.payload_landed(now, n as u64, &mut node.reg);
+            }
+            None => {
+                pipe.peek(now, budget, &mut self.scratch);
+                let used = e.link.handle_input(now, &self.scratch, &mut node.reg);
+                pipe.consume(used);
+            }
+        }
+    }
+
+    /// Drains the events of end `i` and closes the end once its link is
+    /// closed and flushed (at once after a timeout: a silent peer reads
+    /// nothing, as in te-runtime).
+    fn after_action(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        self.drain_events(c, i, reports);
+        let now = self.now;
+        let grace = self.cfg.close_grace;
+        let e = &mut self.conns[c].ends[i];
+        if e.gone || e.link.state() != LinkState::Closed {
+            return;
+        }
+        let silent = e
+            .link
+            .close_reason()
+            .is_some_and(|r| r.code() == ErrorCode::Timeout);
+        let flushed = e.wpos == e.wbuf.len() && e.payload.is_none() && !e.link.wants_transmit();
+        if silent || flushed {
+            self.drop_end(c, i, false, reports);
+        } else if e.close_by.is_none() {
+            e.close_by = Some(now + grace);
+        }
+    }
+
+    fn drain_events(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        let conn = &mut self.conns[c];
+        let e = &mut conn.ends[i];
+        let node = NodeId(e.node);
+        while let Some(event) = e.link.poll_event() {
+            match event {
+                Event::Notification => {
+                    let Some(note) = e.link.take_notification() else {
+                        continue;
+                    };
+                    if self.cfg.sabotage == Some(Sabotage::DuplicateNotification) && !self.sabotaged {
+                        self.sabotaged = true;
+                        reports.push(Report::Notification {
+                            conn: ConnId(c),
+                            node,
+                            note: note.clone(),
+                        });
+                    }
+                    reports.push(Report::Notification {
+                        conn: ConnId(c),
+                        node,
+                        note,
+                    });
+                }
+                Event::SegmentInfo => {
+                    let _ = e.link.take_segment_info();
+                    reports.push(Report::Event {
+                        conn: ConnId(c),
+                        node,
+                        event: Event::SegmentInfo,
+                    });
+                }
+                event => reports.push(Report::Event {
+                    conn: ConnId(c),
+                    node,
+                    event,
+                }),
+            }
+        }
+    }
+
+    /// Closes end `i`: what it had not written is forgotten, its link sees
+    /// the disconnect, and its peer sees the end of the stream after the
+    /// bytes already in the pipe (or at once with `reset`).
+    fn drop_end(&mut self, c: usize, i: usize, reset: bool, reports: &mut Vec<Report>) {
+        let conn = &mut self.conns[c];
+        if conn.ends[i].gone {
+            return;
+        }
+        let e = &mut conn.ends[i];
+        let reg = &mut self.nodes[e.node].reg;
+        e.wbuf.clear();
+        e.wpos = 0;
+        if e.payload.take().is_some() {
+            e.link.payload_sent(reg);
+        }
+        e.link.handle_disconnect(reg);
+        e.gone = true;
+        e.close_by = None;
+        conn.pipes[i].eof = true;
+        if reset {
+            conn.pipes[i].clear();
+        }
+        conn.pipes[1 - i].clear();
+        self.drain_events(c, i, reports);
+    }
+
+    /// Reports the events of `node`'s link on `c` and closes that end if
+    /// its link closed: call it after acting on the link directly
+    /// (submit, cancel, notify) so what that caused is seen at once.
+    pub fn drain(&mut self, c: ConnId, node: NodeId, reports: &mut Vec<Report>) {
+        let Some(conn) = self.conns.get(c.0) else { return };
+        if let Some(i) = conn.ends.iter().position(|e| e.node == node.0 && !e.gone) {
+            self.after_action(c.0, i, reports);
+            self.reap(reports);
+        }
+    }
+
+    /// Forgets connections whose both ends are closed.
+    fn reap(&mut self, reports: &mut Vec<Report>) {
+        let conns = &mut self.conns;
+        self.live.retain(|&c| {
+            let conn = &mut conns[c];
+            let gone = conn.ends.iter().all(|e| e.gone);
+            if gone && !conn.gone_reported {
+                conn.gone_reported = true;
+                reports.push(Report::Gone { conn: ConnId(c) });
+            }
+            !gone
+        });
+    }
+}
+
+/// Checks that `span` lies in `node`'s arena and inside one region its
+/// registry holds (draining regions included); the error says what is wrong.
+fn checked(node: &Node, span: Span) -> Result<(), String> {
+    if node.arena.get(span).is_none() {
+        return Err(format!("outside its memory: {span:?}"));
+    }
+    let end = span.addr + span.len;
+    let inside = node.reg.regions().any(|r| {
+        r.span.location == span.location && r.span.addr <= span.addr && end <= r.span.addr + r.span.len
+    });
+    if inside {
+        Ok(())
+    } else {
+        Err(format!("outside registered memory: {span:?}"))
+    }
+}

@@ -1,0 +1,587 @@
+//! The random workload of one seed: nodes, registrations, batches,
+//! notifications, cancels, frees and faults, then a drain in which
+//! everything must end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use te_driver_sim::fabric::{Fabric, FabricConfig, NodeId, Sabotage};
+use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TransferRequest};
+use te_proto::link::LinkConfig;
+use te_proto::{ErrorCode, Location, Perm, Region, Span, TaskId, Unregister};
+
+use super::model::{ModelRegion, NodeModel, Owner, TaskKey};
+use super::world::{key_of, NoteRec, NoteState, Shell, TaskRec, World, NOTE_QUEUE};
+
+const ARENA: usize = 96 << 10;
+const REGIONS: usize = 16;
+const MAX_TASK: u64 = 12 << 10;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+impl World {
+    /// A world of 2 to 4 nodes for `seed`, each with a few regions.
+    pub fn new(seed: u64, sabotage: Option<Sabotage>, trace: bool) -> World {
+        let cfg = FabricConfig {
+            sabotage,
+            ..FabricConfig::default()
+        };
+        let mut fab = Fabric::new(seed, cfg);
+        let n = fab.rng().range(2, 4) as usize;
+        let secret = fab.rng().chance(1, 4);
+        let mut shells = Vec::new();
+        let mut models = Vec::new();
+        for i in 0..n {
+            let base = 0x10_0000 * (i as u64 + 1);
+            let node = fab.add_node(base, ARENA, REGIONS);
+            let mut bytes = vec![0u8; ARENA];
+            fab.rng().fill(&mut bytes);
+            if let Some(m) = fab.node_mut(node).arena.get_mut(Span::cpu(base, ARENA as u64)) {
+                m.copy_from_slice(&bytes);
+            }
+            models.push(NodeModel::new(base, &bytes));
+            let mut cfg = LinkConfig::new(&format!("node{i}")).expect("valid name");
+            cfg.max_payload = 4096;
+            cfg.max_outstanding = fab.rng().range(1, 8) as u32;
+            cfg.heartbeat_interval = ms(100);
+            cfg.idle_timeout = ms(700);
+            cfg.handshake_timeout = ms(500);
+            if secret {
+                cfg = cfg.with_secret(b"simulated secret").expect("valid secret");
+            }
+            shells.push(Shell {
+                batches: BatchTable::new(
+                    vec![BatchSlot::EMPTY; 8].into_boxed_slice(),
+                    vec![Task::EMPTY; 32].into_boxed_slice(),
+                ),
+                cfg,
+                out: vec![None; n],
+                queued: vec![VecDeque::new(); n],
+                notes: vec![VecDeque::new(); n],
+                pins: BTreeMap::new(),
+            });
+        }
+        let mut w = World {
+            fab,
+            shells,
+            models,
+            tasks: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            notes: Vec::new(),
+            reports: Vec::new(),
+            trace,
+            steps: 0,
+        };
+        for node in 0..n {
+            for _ in 0..w.rng().range(1, 3) {
+                w.register(node);
+            }
+        }
+        w
+    }
+
+    /// Runs the whole seed: random operations, then the drain and the
+    /// final checks.
+    pub fn run(&mut self) {
+        let faults = self.rng().below(3) > 0;
+        let ops = self.rng().range(10, 40);
+        for _ in 0..ops {
+            if self.failed() {
+                return;
+            }
+            let gap = if self.rng().chance(1, 5) {
+                self.rng().range(0, 300)
+            } else {
+                self.rng().range(0, 4)
+            };
+            self.settle(ms(gap));
+            self.op(faults);
+            self.handle_reports();
+            self.check_batch_table();
+        }
+        self.drain();
+    }
+
+    fn op(&mut self, faults: bool) {
+        let nodes = self.shells.len() as u64;
+        let n = self.rng().below(nodes) as usize;
+        let frozen = self.fab.node(NodeId(n)).is_frozen();
+        let r = self.rng().below(100);
+        match r {
+            _ if frozen && r < 85 => {}
+            0..=34 => self.batch(n),
+            35..=44 => self.register(n),
+            45..=52 => self.unregister(n),
+            53..=60 => self.notify(n),
+            61..=66 => self.cancel(n),
+            67..=76 => self.free_batches(n),
+            77..=84 => self.fill(n),
+            85..=89 if faults => self.cut(),
+            90..=93 if faults => {
+                let d = ms(self.rng().range(20, 1500));
+                self.log(format_args!("freeze node {n} for {d:?}"));
+                self.fab.freeze(NodeId(n), d);
+            }
+            94..=95 if faults => self.restart(n),
+            _ => {}
+        }
+    }
+
+    /// A random range of node `n`: mostly inside one of its regions,
+    /// sometimes anywhere in (or just outside) its memory.
+    fn pick_range(&mut self, n: usize) -> (u64, u64) {
+        let base = self.models[n].base;
+        let len = if self.rng().chance(1, 4) {
+            self.rng().range(1, 64)
+        } else {
+            self.rng().range(1, MAX_TASK)
+        };
+        let count = self.models[n].regions.len();
+        match self.rng().index(count) {
+            Some(i) if !self.rng().chance(1, 12) => {
+                let r = self.models[n].regions[i];
+                let len = len.min(r.len);
+                let off = self.rng().below(r.len - len + 1);
+                (r.base + off, len)
+            }
+            _ => {
+                let start = self.rng().range(base.saturating_sub(64), base + ARENA as u64 - 1);
+                let end = (start + len).min(base + ARENA as u64 + 64);
+                (start, end - start)
+            }
+        }
+    }
+
+    /// Claims `[addr, addr + len)` of node `n` for task `k` if nothing
+    /// conflicts; ranges outside memory need no claim.
+    fn claim(&mut self, n: usize, addr: u64, len: u64, exclusive: bool, k: TaskKey) -> bool {
+        let m = &mut self.models[n];
+        if m.offsets(addr, len).is_none() {
+            return !m.overlaps_region(addr, addr + len) && m.offsets(addr.max(m.base), 1).is_none();
+        }
+        if !m.free_for(addr, addr + len, exclusive) {
+            return false;
+        }
+        m.hold(addr, addr + len, exclusive, Owner::Task(k));
+        true
+    }
+
+    fn batch(&mut self, a: usize) {
+        let cap = self.rng().range(1, 4) as u32;
+        let id = match self.shells[a].batches.alloc(cap) {
+            Ok(id) => id,
+            Err(e) => {
+                let live = self.shells[a].batches.batches_in_use();
+                if e.code() != ErrorCode::NotReady || live == 0 {
+                    self.violation(format!("node {a}: alloc({cap}) with {live} batches live: {e}"));
+                }
+                return;
+            }
+        };
+        let bkey = (a, id.to_u64());
+        let mut reqs = Vec::new();
+        for index in 0..cap {
+            let k = key_of(a, TaskId { batch: id, index });
+            let nodes = self.shells.len() as u64;
+            let p = loop {
+                let p = self.rng().below(nodes) as usize;
+                if p != a {
+                    break p;
+                }
+            };
+            let op = if self.rng().chance(1, 2) {
+                Op::Read
+            } else {
+                Op::Write
+            };
+            let mut placed = None;
+            for _ in 0..4 {
+                let (local, len) = self.pick_range(a);
+                let (remote, rlen) = self.pick_range(p);
+                let len = len.min(rlen);
+                let local_excl = op == Op::Read;
+                if !self.claim(a, local, len, local_excl, k) {
+                    continue;
+                }
+                if !self.claim(p, remote, len, !local_excl, k) {
+                    self.models[a].release(Owner::Task(k));
+                    continue;
+                }
+                placed = Some((local, remote, len));
+                break;
+            }
+            let Some((local, remote, len)) = placed else { break };
+            reqs.push((
+                k,
+                p,
+                TransferRequest {
+                    op,
+                    local: Span::cpu(local, len),
+                    target: p as u32,
+                    remote_addr: remote,
+                    remote_location: None,
+                },
+            ));
+        }
+        let release = |w: &mut World, reqs: &[(TaskKey, usize, TransferRequest)]| {
+            for (k, p, _) in reqs {
+                w.models[a].release(Owner::Task(*k));
+                w.models[*p].release(Owner::Task(*k));
+            }
+        };
+        // Pin every local span, or none (as te-runtime does).
+        let want_ok = reqs.iter().all(|(_, _, r)| {
+            let end = r.local.addr + r.local.len;
+            self.models[a].local_ok(r.local.addr, end)
+        });
+        let mut pins = Vec::new();
+        let mut failure = None;
+        for (_, _, r) in &reqs {
+            match self.fab.node_mut(NodeId(a)).reg.pin_local(r.local) {
+                Ok(pin) => pins.push(pin),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if reqs.is_empty() || failure.is_some() {
+            for pin in pins {
+                self.fab.node_mut(NodeId(a)).reg.unpin(pin);
+            }
+            if let Some(e) = &failure {
+                if want_ok || e.code() != ErrorCode::NotFound {
+                    self.violation(format!("node {a}: pin_local failed, model says fine: {e}"));
+                }
+            }
+            release(self, &reqs);
+            if let Err(e) = self.shells[a].batches.free(id) {
+                self.violation(format!("node {a}: free of an empty batch: {e}"));
+            }
+            return;
+        }
+        if !want_ok {
+            return self.violation(format!(
+                "node {a}: pin_local accepted a span the model says is not registered"
+            ));
+        }
+        let treqs: Vec<TransferRequest> = reqs.iter().map(|(_, _, r)| *r).collect();
+        if let Err(e) = self.shells[a].batches.submit(id, &treqs) {
+            return self.violation(format!("node {a}: batch submit refused: {e}"));
+        }
+        let note = if self.rng().chance(1, 3) {
+            let to = reqs[0].1;
+            self.notes.push(NoteRec {
+                from: a,
+                to,
+                batch: Some(bkey),
+                state: NoteState::Waiting,
+                writes: Vec::new(),
+            });
+            Some(self.notes.len() as u64 - 1)
+        } else {
+            None
+        };
+        self.batches.insert(
+            bkey,
+            super::world::BatchRec {
+                id,
+                capacity: cap,
+                tasks: reqs.iter().map(|(k, _, _)| *k).collect(),
+                note,
+            },
+        );
+        let now = self.now();
+        for ((k, p, req), pin) in reqs.into_iter().zip(pins) {
+            let need = if req.op == Op::Read {
+                Perm::REMOTE_READ
+            } else {
+                Perm::REMOTE_WRITE
+            };
+            let deadline = if self.rng().chance(3, 4) {
+                Some(now + ms(self.rng().range(20, 3000)))
+            } else {
+                None
+            };
+            let t = &self.models[p];
+            let rec = TaskRec {
+                id: TaskId {
+                    batch: id,
+                    index: k.2,
+                },
+                peer: p,
+                req,
+                deadline,
+                canceled: false,
+                conn: None,
+                done: None,
+                transferred: 0,
+                remote_valid: t.remote_ok(req.remote_addr, req.remote_addr + req.local.len, need),
+                target_registers: t.registers,
+                target_unregisters: t.unregisters,
+            };
+            self.log(format_args!(
+                "node {a} submits {k:?}: {:?} {:#x}+{} <-> node {p} {:#x} (valid {})",
+                req.op, req.local.addr, req.local.len, req.remote_addr, rec.remote_valid
+            ));
+            self.tasks.insert(k, rec);
+            self.shells[a].pins.insert(k, pin);
+            self.shells[a].queued[p].push_back(k);
+        }
+        self.pump(a);
+    }
+
+    pub fn register(&mut self, n: usize) {
+        if self.models[n].regions.len() >= REGIONS - 2 {
+            return;
+        }
+        let base = self.models[n].base;
+        let len = self.rng().range(256, 16 << 10);
+        let start = base + (self.rng().below(ARENA as u64 - len) & !63).max(64);
+        let perm = match self.rng().below(10) {
+            0 => Perm::REMOTE_READ,
+            1 => Perm::REMOTE_WRITE,
+            2 => Perm::LOCAL_ONLY,
+            _ => Perm::REMOTE_READ_WRITE,
+        };
+        let overlap = self.models[n].overlaps_region(start, start + len);
+        let got = self
+            .fab
+            .node_mut(NodeId(n))
+            .reg
+            .register(Region::new(start, len, Location::Cpu, perm));
+        self.log(format_args!(
+            "node {n} registers {start:#x}+{len} {perm:?}: {got:?}"
+        ));
+        match (got, overlap) {
+            (Ok(()), false) => {
+                let m = &mut self.models[n];
+                m.regions.push(ModelRegion {
+                    base: start,
+                    len,
+                    perm,
+                    draining: false,
+                });
+                m.registers += 1;
+            }
+            (Err(e), true) if e.code() == ErrorCode::Invalid => {}
+            (got, _) => self.violation(format!(
+                "node {n}: register {start:#x}+{len} answered {got:?}, model overlap {overlap}"
+            )),
+        }
+    }
+
+    fn unregister(&mut self, n: usize) {
+        let live: Vec<ModelRegion> = self.models[n]
+            .regions
+            .iter()
+            .copied()
+            .filter(|r| !r.draining)
+            .collect();
+        let Some(i) = self.rng().index(live.len()) else {
+            return;
+        };
+        let r = live[i];
+        let held = self.models[n].held(r.base, r.base + r.len);
+        let got = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, r.base);
+        self.log(format_args!(
+            "node {n} unregisters {:#x}: {got:?} (held {held})",
+            r.base
+        ));
+        let m = &mut self.models[n];
+        m.unregisters += 1;
+        match got {
+            Ok(Unregister::Removed(_)) => m.regions.retain(|x| x.base != r.base),
+            Ok(Unregister::Draining { .. }) if held => {
+                if let Some(x) = m.regions.iter_mut().find(|x| x.base == r.base) {
+                    x.draining = true;
+                }
+            }
+            other => self.violation(format!(
+                "node {n}: unregister {:#x} answered {other:?} with nothing holding it: a pin leaked",
+                r.base
+            )),
+        }
+    }
+
+    fn notify(&mut self, a: usize) {
+        let nodes = self.shells.len();
+        let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
+        if self.shells[a].notes[p].len() >= NOTE_QUEUE {
+            return;
+        }
+        self.notes.push(NoteRec {
+            from: a,
+            to: p,
+            batch: None,
+            state: NoteState::Queued,
+            writes: Vec::new(),
+        });
+        let id = self.notes.len() as u64 - 1;
+        self.shells[a].notes[p].push_back(id);
+        self.pump(a);
+    }
+
+    fn cancel(&mut self, a: usize) {
+        let pending: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(k, r)| k.0 == a && r.done.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let Some(i) = self.rng().index(pending.len()) else {
+            return;
+        };
+        let k = pending[i];
+        self.log(format_args!("node {a} cancels {k:?}"));
+        let rec = self.tasks.get_mut(&k).expect("pending task");
+        rec.canceled = true;
+        let (id, peer, conn) = (rec.id, rec.peer, rec.conn);
+        if let Some(pos) = self.shells[a].queued[peer].iter().position(|q| *q == k) {
+            self.shells[a].queued[peer].remove(pos);
+            return self.finish_task(k, ErrorCode::Canceled);
+        }
+        if let Some(c) = conn {
+            if let Some((link, _)) = self.fab.link_mut(c, NodeId(a)) {
+                link.cancel(id);
+                let mut reports = std::mem::take(&mut self.reports);
+                self.fab.drain(c, NodeId(a), &mut reports);
+                self.reports = reports;
+            }
+        }
+    }
+
+    fn free_batches(&mut self, a: usize) {
+        let mine: Vec<(usize, u64)> = self.batches.keys().filter(|b| b.0 == a).copied().collect();
+        for b in mine {
+            let pending = self.batches[&b]
+                .tasks
+                .iter()
+                .any(|k| self.tasks[k].done.is_none());
+            if pending && !self.rng().chance(1, 5) {
+                continue;
+            }
+            let id = self.batches[&b].id;
+            let got = self.shells[a].batches.free(id);
+            match (&got, pending) {
+                (Ok(()), false) => {
+                    self.batches.remove(&b);
+                }
+                (Err(e), true) if e.code() == ErrorCode::NotReady => {}
+                _ => self.violation(format!(
+                    "node {a}: free of batch {b:?} (pending {pending}): {got:?}"
+                )),
+            }
+        }
+    }
+
+    /// The application writes fresh bytes into memory nothing holds.
+    fn fill(&mut self, n: usize) {
+        let base = self.models[n].base;
+        let len = self.rng().range(1, 512);
+        let start = base + self.rng().below(ARENA as u64 - len);
+        if self.models[n].held(start, start + len) {
+            return;
+        }
+        let mut bytes = vec![0u8; len as usize];
+        self.rng().fill(&mut bytes);
+        if let Some(m) = self.fab.node_mut(NodeId(n)).arena.get_mut(Span::cpu(start, len)) {
+            m.copy_from_slice(&bytes);
+        }
+        let vals: Vec<Option<u8>> = bytes.into_iter().map(Some).collect();
+        self.models[n].set(start, &vals);
+    }
+
+    fn cut(&mut self) {
+        let live: Vec<_> = self.fab.live_conns().collect();
+        let Some(i) = self.rng().index(live.len()) else {
+            return;
+        };
+        self.log(format_args!("cut conn {}", live[i].0));
+        let mut reports = std::mem::take(&mut self.reports);
+        self.fab.cut(live[i], &mut reports);
+        self.reports = reports;
+        self.handle_reports();
+    }
+
+    /// Node `n` restarts: its connections reset, its queued work fails,
+    /// and half the time it comes back with an empty registry.
+    fn restart(&mut self, n: usize) {
+        let reset = self.rng().chance(1, 2);
+        self.log(format_args!("restart node {n} (reset registry {reset})"));
+        for p in 0..self.shells.len() {
+            while let Some(k) = self.shells[n].queued[p].pop_front() {
+                self.finish_task(k, ErrorCode::Disconnected);
+            }
+            while let Some(id) = self.shells[n].notes[p].pop_front() {
+                self.notes[id as usize].state = NoteState::Lost;
+                let to = self.notes[id as usize].to;
+                self.models[to].release(Owner::Note(id));
+            }
+        }
+        let mut reports = std::mem::take(&mut self.reports);
+        self.fab.restart(NodeId(n), &mut reports);
+        self.reports = reports;
+        self.handle_reports();
+        if reset {
+            if !self.shells[n].pins.is_empty() {
+                return self.violation(format!("node {n}: tasks still pinned after restart"));
+            }
+            self.fab.reset_registry(NodeId(n));
+            let m = &mut self.models[n];
+            m.regions.clear();
+            m.unregisters += 1;
+        }
+    }
+
+    /// No new work: thaw everything and run until every task and
+    /// notification ended; then free every batch, unregister every region
+    /// and check that nothing is left behind.
+    fn drain(&mut self) {
+        self.fab.thaw_all();
+        let limit = self.now() + Duration::from_secs(30);
+        while !self.failed() && self.now() < limit && !self.unfinished().is_empty() {
+            self.settle(ms(50));
+        }
+        if self.failed() {
+            return;
+        }
+        let left = self.unfinished();
+        if !left.is_empty() {
+            return self.violation(format!("still running 30 s after the workload: {left:?}"));
+        }
+        for (b, rec) in std::mem::take(&mut self.batches) {
+            if let Err(e) = self.shells[b.0].batches.free(rec.id) {
+                self.violation(format!("node {}: free of finished batch: {e}", b.0));
+            }
+            let st = self.shells[b.0].batches.status(rec.id);
+            if st.is_ok() {
+                self.violation(format!("node {}: freed batch still answers {st:?}", b.0));
+            }
+        }
+        self.check_batch_table();
+        self.settle(ms(50));
+        for n in 0..self.shells.len() {
+            for r in std::mem::take(&mut self.models[n].regions) {
+                if !r.draining {
+                    let _ = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, r.base);
+                }
+            }
+        }
+        self.settle(ms(50));
+        for n in 0..self.shells.len() {
+            let reg = &self.fab.node(NodeId(n)).reg;
+            if !reg.is_empty() {
+                let left: Vec<_> = reg
+                    .regions()
+                    .map(|r| (r.span.addr, reg.pins(Location::Cpu, r.span.addr)))
+                    .collect();
+                self.violation(format!(
+                    "node {n}: regions left after unregistering all (pins leaked): {left:x?}"
+                ));
+            }
+        }
+    }
+}
