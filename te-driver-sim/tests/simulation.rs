@@ -54,12 +54,19 @@ fn random_seeds_keep_every_invariant() {
 
 #[test]
 fn a_seed_replays_bit_for_bit() {
+    let mut digests = Vec::new();
     for seed in [3, 77] {
         let a = run_seed(seed, None, false);
         let b = run_seed(seed, None, false);
-        assert_eq!((a.steps, a.tasks), (b.steps, b.tasks), "seed {seed}");
+        assert_eq!(
+            (a.steps, a.tasks, a.digest),
+            (b.steps, b.tasks, b.digest),
+            "seed {seed}"
+        );
         assert!(a.steps > 0 && a.tasks > 0, "seed {seed} did something");
+        digests.push(a.digest);
     }
+    assert_ne!(digests[0], digests[1], "different seeds, different runs");
 }
 
 /// The checker is honest: a fabric that flips one payload bit or delivers

@@ -28,6 +28,51 @@
 //! ([`Fabric::violations`]), never a panic, and the access is skipped.
 //! Each access is also reported ([`Report::Access`]) so a model can check
 //! more (for example that a read lands only in its own task's span).
+//!
+//! # Example
+//!
+//! ```
+//! use te_driver_sim::fabric::{Fabric, FabricConfig, Report};
+//! use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
+//! use te_proto::link::{Event, LinkConfig};
+//! use te_proto::{Location, Perm, Region, Span};
+//!
+//! let mut fab = Fabric::new(7, FabricConfig::default());
+//! let a = fab.add_node(0x1_0000, 4096, 4);
+//! let b = fab.add_node(0x2_0000, 4096, 4);
+//! fab.node_mut(a).reg.register(Region::new(0x1_0000, 4096, Location::Cpu, Perm::LOCAL_ONLY))?;
+//! fab.node_mut(b).reg.register(Region::new(0x2_0000, 4096, Location::Cpu, Perm::REMOTE_READ))?;
+//! fab.node_mut(b).arena.get_mut(Span::cpu(0x2_0100, 5)).unwrap().copy_from_slice(b"hello");
+//!
+//! let c = fab.connect(a, b, LinkConfig::new("a")?, LinkConfig::new("b")?)?;
+//! let task = TaskId { batch: BatchId::from_u64(1), index: 0 };
+//! let read = TransferRequest {
+//!     op: Op::Read,
+//!     local: Span::cpu(0x1_0000, 5),
+//!     target: 0,
+//!     remote_addr: 0x2_0100,
+//!     remote_location: None,
+//! };
+//! fab.link_mut(c, a).unwrap().0.submit(task, &read, None)?;
+//!
+//! let mut reports = Vec::new();
+//! let mut done = None;
+//! while done.is_none() {
+//!     if !fab.step(&mut reports) {
+//!         let t = fab.next_wakeup().expect("something is due");
+//!         fab.advance_to(t);
+//!     }
+//!     for r in reports.drain(..) {
+//!         if let Report::Event { event: Event::TaskDone { result, .. }, .. } = r {
+//!             done = Some(result);
+//!         }
+//!     }
+//! }
+//! assert_eq!(done, Some(Ok(())));
+//! assert_eq!(fab.node(a).arena.get(Span::cpu(0x1_0000, 5)), Some(&b"hello"[..]));
+//! assert!(fab.violations().is_empty());
+//! # Ok::<(), te_proto::Status>(())
+//! ```
 
 mod memory;
 mod pipe;
@@ -111,8 +156,8 @@ pub enum Report {
         conn: ConnId,
         /// The receiving node.
         node: NodeId,
-        /// The notification.
-        note: Notification,
+        /// The notification (boxed: it holds up to 2 KiB).
+        note: Box<Notification>,
     },
     /// Payload bytes were read from (`landed: false`) or landed in
     /// (`landed: true`) a node's memory.
@@ -699,13 +744,13 @@ impl Fabric {
                         reports.push(Report::Notification {
                             conn: ConnId(c),
                             node,
-                            note: note.clone(),
+                            note: Box::new(note.clone()),
                         });
                     }
                     reports.push(Report::Notification {
                         conn: ConnId(c),
                         node,
-                        note,
+                        note: Box::new(note),
                     });
                 }
                 Event::SegmentInfo => {
@@ -777,6 +822,28 @@ impl Fabric {
     }
 }
 
+impl Fabric {
+    /// FNV-1a over the virtual clock and every node's memory: two runs of
+    /// the same seed with the same calls end with the same digest.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        self.now.as_nanos().to_le_bytes().into_iter().for_each(&mut eat);
+        for node in &self.nodes {
+            let all = Span::cpu(node.arena.base(), node.arena.len() as u64);
+            node.arena
+                .get(all)
+                .unwrap_or_default()
+                .iter()
+                .for_each(|&b| eat(b));
+        }
+        h
+    }
+}
+
 /// Checks that `span` lies in `node`'s arena and inside one region its
 /// registry holds (draining regions included); the error says what is wrong.
 fn checked(node: &Node, span: Span) -> Result<(), String> {
@@ -793,3 +860,6 @@ fn checked(node: &Node, span: Span) -> Result<(), String> {
         Err(format!("outside registered memory: {span:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,8 @@ pub struct Outcome {
     pub seed: u64,
     pub steps: u64,
     pub tasks: usize,
+    /// The fabric's digest at the end: clock and all memory.
+    pub digest: u64,
     pub violations: Vec<Violation>,
 }
 
@@ -27,6 +29,7 @@ pub fn run_seed(seed: u64, sabotage: Option<Sabotage>, trace: bool) -> Outcome {
         seed,
         steps: w.steps,
         tasks: w.tasks.len(),
+        digest: w.fab.digest(),
         violations: w.fab.violations().to_vec(),
     }
 }

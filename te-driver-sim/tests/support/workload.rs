@@ -54,7 +54,7 @@ impl World {
             shells.push(Shell {
                 batches: BatchTable::new(
                     vec![BatchSlot::EMPTY; 8].into_boxed_slice(),
-                    vec![Task::EMPTY; 32].into_boxed_slice(),
+                    vec![Task::EMPTY; 48].into_boxed_slice(),
                 ),
                 cfg,
                 out: vec![None; n],
@@ -86,7 +86,7 @@ impl World {
     /// final checks.
     pub fn run(&mut self) {
         let faults = self.rng().below(3) > 0;
-        let ops = self.rng().range(10, 40);
+        let ops = self.rng().range(20, 90);
         for _ in 0..ops {
             if self.failed() {
                 return;
@@ -169,7 +169,7 @@ impl World {
     }
 
     fn batch(&mut self, a: usize) {
-        let cap = self.rng().range(1, 4) as u32;
+        let cap = self.rng().range(1, 6) as u32;
         let id = match self.shells[a].batches.alloc(cap) {
             Ok(id) => id,
             Err(e) => {
