@@ -214,9 +214,15 @@ impl Node {
 struct EndState {
     node: usize,
     link: Link,
-    /// Frame bytes from the last transmit not yet in the pipe.
-    wbuf: Vec<u8>,
+    /// Frame bytes from the last transmit: `wbuf[wpos..wlen]` is not yet
+    /// in the pipe.
+    wbuf: Box<[u8]>,
     wpos: usize,
+    wlen: usize,
+    /// Nothing touched the link since `timeout` was read and it was asked
+    /// for a transmit: both answers still hold.
+    fresh: bool,
+    timeout: Option<Instant>,
     /// The payload after `wbuf`, and how much of it is in the pipe.
     payload: Option<(Span, u64)>,
     /// The end is closed: it reads and writes nothing more.
@@ -246,7 +252,9 @@ pub struct Fabric {
     now: Instant,
     rng: SimRng,
     nodes: Vec<Node>,
-    conns: Vec<Conn>,
+    /// Boxed: a connection holds two links of some KiB each, which a
+    /// growing vector would otherwise move.
+    conns: Vec<Box<Conn>>,
     live: Vec<usize>,
     violations: Vec<Violation>,
     sabotaged: bool,
@@ -336,19 +344,22 @@ impl Fabric {
         let end = |node: usize, link: Link| EndState {
             node,
             link,
-            wbuf: Vec::new(),
+            wbuf: vec![0; MAX_CONTROL_LEN].into_boxed_slice(),
             wpos: 0,
+            wlen: 0,
+            fresh: false,
+            timeout: None,
             payload: None,
             gone: false,
             close_by: None,
         };
         let frozen = self.nodes[from.0].is_frozen() || self.nodes[to.0].is_frozen();
-        self.conns.push(Conn {
+        self.conns.push(Box::new(Conn {
             ends: [end(from.0, a), end(to.0, b)],
             pipes: [Pipe::new(caps[0].max(1)), Pipe::new(caps[1].max(1))],
             faults: ConnFaults { cut: false, frozen },
             gone_reported: false,
-        });
+        }));
         self.live.push(self.conns.len() - 1);
         Ok(ConnId(self.conns.len() - 1))
     }
@@ -358,6 +369,7 @@ impl Fabric {
     pub fn link_mut(&mut self, c: ConnId, node: NodeId) -> Option<(&mut Link, &mut SimRegistry)> {
         let conn = self.conns.get_mut(c.0)?;
         let end = conn.ends.iter_mut().find(|e| e.node == node.0 && !e.gone)?;
+        end.fresh = false;
         Some((&mut end.link, &mut self.nodes[node.0].reg))
     }
 
@@ -408,7 +420,7 @@ impl Fabric {
                 e.node,
                 e.link.state(),
                 e.gone,
-                e.wbuf.len() - e.wpos,
+                e.wlen - e.wpos,
                 e.payload,
                 conn.pipes[i].queued(),
                 conn.pipes[i].capacity(),
@@ -503,7 +515,7 @@ impl Fabric {
                     continue;
                 }
                 at(conn.pipes[1 - i].next_ready());
-                at(e.link.poll_timeout());
+                at(if e.fresh { e.timeout } else { e.link.poll_timeout() });
                 at(e.close_by);
             }
         }
@@ -563,18 +575,21 @@ impl Fabric {
                 if e.gone || self.nodes[e.node].is_frozen() {
                     continue;
                 }
-                if e.wpos == e.wbuf.len() && e.payload.is_none() {
-                    e.wbuf.resize(MAX_CONTROL_LEN, 0);
-                    e.wpos = 0;
-                    match e.link.poll_transmit(now, &mut e.wbuf, &self.nodes[e.node].reg) {
-                        Some(t) => {
-                            e.wbuf.truncate(t.len);
+                if !e.fresh {
+                    // Only calls on the link change what it would send and
+                    // when it wants the time: ask again only after one.
+                    if e.wpos == e.wlen && e.payload.is_none() {
+                        e.wpos = 0;
+                        e.wlen = 0;
+                        if let Some(t) = e.link.poll_transmit(now, &mut e.wbuf, &self.nodes[e.node].reg) {
+                            e.wlen = t.len;
                             e.payload = t.payload.map(|s| (s, 0));
                         }
-                        None => e.wbuf.clear(),
                     }
+                    e.timeout = e.link.poll_timeout();
+                    e.fresh = true;
                 }
-                let has_out = e.wpos < e.wbuf.len() || e.payload.is_some();
+                let has_out = e.wpos < e.wlen || e.payload.is_some();
                 if has_out && conn.pipes[i].room() > 0 {
                     self.actions.push(Action::Write(c, i));
                 }
@@ -582,8 +597,7 @@ impl Fabric {
                 if incoming.ready_len(now) > 0 || incoming.at_end() {
                     self.actions.push(Action::Read(c, i));
                 }
-                let e = &conn.ends[i];
-                if e.link.poll_timeout().is_some_and(|t| t <= now) || e.close_by.is_some_and(|t| t <= now) {
+                if e.timeout.is_some_and(|t| t <= now) || e.close_by.is_some_and(|t| t <= now) {
                     self.actions.push(Action::Timer(c, i));
                 }
             }
@@ -606,11 +620,11 @@ impl Fabric {
         let conn = &mut self.conns[c];
         let e = &mut conn.ends[i];
         let mut out = Vec::with_capacity(budget);
-        let frames = (e.wbuf.len() - e.wpos).min(budget);
+        let frames = (e.wlen - e.wpos).min(budget);
         out.extend_from_slice(&e.wbuf[e.wpos..e.wpos + frames]);
         e.wpos += frames;
         budget -= frames;
-        if e.wpos == e.wbuf.len() && budget > 0 {
+        if e.wpos == e.wlen && budget > 0 {
             if let Some((span, sent)) = e.payload.as_mut() {
                 let n = (span.len - *sent).min(budget as u64);
                 let part = Span {
@@ -710,6 +724,7 @@ impl Fabric {
     /// closed and flushed (at once after a timeout: a silent peer reads
     /// nothing, as in te-runtime).
     fn after_action(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        self.conns[c].ends[i].fresh = false;
         self.drain_events(c, i, reports);
         let now = self.now;
         let grace = self.cfg.close_grace;
@@ -721,7 +736,7 @@ impl Fabric {
             .link
             .close_reason()
             .is_some_and(|r| r.code() == ErrorCode::Timeout);
-        let flushed = e.wpos == e.wbuf.len() && e.payload.is_none() && !e.link.wants_transmit();
+        let flushed = e.wpos == e.wlen && e.payload.is_none() && !e.link.wants_transmit();
         if silent || flushed {
             self.drop_end(c, i, false, reports);
         } else if e.close_by.is_none() {
@@ -780,8 +795,8 @@ impl Fabric {
         }
         let e = &mut conn.ends[i];
         let reg = &mut self.nodes[e.node].reg;
-        e.wbuf.clear();
         e.wpos = 0;
+        e.wlen = 0;
         if e.payload.take().is_some() {
             e.link.payload_sent(reg);
         }
@@ -823,22 +838,22 @@ impl Fabric {
 }
 
 impl Fabric {
-    /// FNV-1a over the virtual clock and every node's memory: two runs of
+    /// FNV-1a (over 64-bit words) of the virtual clock and every node's memory: two runs of
     /// the same seed with the same calls end with the same digest.
     pub fn digest(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |b: u8| {
-            h ^= u64::from(b);
+        let mut eat = |w: u64| {
+            h ^= w;
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         };
-        self.now.as_nanos().to_le_bytes().into_iter().for_each(&mut eat);
+        eat(self.now.as_nanos());
         for node in &self.nodes {
             let all = Span::cpu(node.arena.base(), node.arena.len() as u64);
-            node.arena
-                .get(all)
-                .unwrap_or_default()
-                .iter()
-                .for_each(|&b| eat(b));
+            for chunk in node.arena.get(all).unwrap_or_default().chunks(8) {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                eat(u64::from_le_bytes(w));
+            }
         }
         h
     }
