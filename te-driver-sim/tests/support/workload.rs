@@ -15,7 +15,7 @@ use super::world::{key_of, NoteRec, NoteState, Shell, TaskRec, World, NOTE_QUEUE
 
 const ARENA: usize = 96 << 10;
 const REGIONS: usize = 16;
-const MAX_TASK: u64 = 12 << 10;
+const MAX_TASK: u64 = 24 << 10;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -43,7 +43,7 @@ impl World {
             }
             models.push(NodeModel::new(base, &bytes));
             let mut cfg = LinkConfig::new(&format!("node{i}")).expect("valid name");
-            cfg.max_payload = 4096;
+            cfg.max_payload = 4096 << fab.rng().below(3);
             cfg.max_outstanding = fab.rng().range(1, 8) as u32;
             cfg.heartbeat_interval = ms(100);
             cfg.idle_timeout = ms(700);
@@ -86,7 +86,7 @@ impl World {
     /// final checks.
     pub fn run(&mut self) {
         let faults = self.rng().below(3) > 0;
-        let ops = self.rng().range(20, 90);
+        let ops = self.rng().range(20, 150);
         for _ in 0..ops {
             if self.failed() {
                 return;
@@ -300,10 +300,10 @@ impl World {
             } else {
                 Perm::REMOTE_WRITE
             };
-            let deadline = if self.rng().chance(3, 4) {
-                Some(now + ms(self.rng().range(20, 3000)))
-            } else {
-                None
+            let deadline = match self.rng().below(8) {
+                0..=1 => None,
+                2..=3 => Some(now + Duration::from_micros(self.rng().range(500, 15_000))),
+                _ => Some(now + ms(self.rng().range(20, 3000))),
             };
             let t = &self.models[p];
             let rec = TaskRec {
@@ -331,6 +331,13 @@ impl World {
             self.shells[a].queued[p].push_back(k);
         }
         self.pump(a);
+        // Sometimes cancel one of them while its requests are in flight.
+        if self.rng().chance(1, 4) {
+            let d = Duration::from_micros(self.rng().range(0, 3000));
+            self.settle(d);
+            let index = self.rng().below(cap as u64) as u32;
+            self.cancel_task(key_of(a, TaskId { batch: id, index }));
+        }
     }
 
     pub fn register(&mut self, n: usize) {
@@ -431,12 +438,19 @@ impl World {
             .filter(|(k, r)| k.0 == a && r.done.is_none())
             .map(|(k, _)| *k)
             .collect();
-        let Some(i) = self.rng().index(pending.len()) else {
+        if let Some(i) = self.rng().index(pending.len()) {
+            self.cancel_task(pending[i]);
+        }
+    }
+
+    /// Cancels task `k` if it is still running.
+    fn cancel_task(&mut self, k: TaskKey) {
+        let a = k.0;
+        if self.tasks.get(&k).is_none_or(|r| r.done.is_some()) {
             return;
-        };
-        let k = pending[i];
+        }
         self.log(format_args!("node {a} cancels {k:?}"));
-        let rec = self.tasks.get_mut(&k).expect("pending task");
+        let rec = self.tasks.get_mut(&k).expect("running task");
         rec.canceled = true;
         let (id, peer, conn) = (rec.id, rec.peer, rec.conn);
         if let Some(pos) = self.shells[a].queued[peer].iter().position(|q| *q == k) {
