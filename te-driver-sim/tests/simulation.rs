@@ -48,6 +48,9 @@ fn random_seeds_keep_every_invariant() {
         }
         steps += out.steps;
         tasks += out.tasks;
+        if count >= 100_000 && (seed + 1 - start).is_multiple_of(100_000) {
+            eprintln!("{} of {count} seeds done, no violation", seed + 1 - start);
+        }
     }
     eprintln!("{count} seeds from {start}: {steps} steps, {tasks} tasks, no violation");
 }

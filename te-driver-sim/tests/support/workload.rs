@@ -427,6 +427,7 @@ impl World {
             writes: Vec::new(),
         });
         let id = self.notes.len() as u64 - 1;
+        self.log(format_args!("node {a} notifies node {p}: note {id}"));
         self.shells[a].notes[p].push_back(id);
         self.pump(a);
     }
@@ -481,6 +482,7 @@ impl World {
             let got = self.shells[a].batches.free(id);
             match (&got, pending) {
                 (Ok(()), false) => {
+                    self.log(format_args!("node {a} frees batch {:#x}", b.1));
                     self.batches.remove(&b);
                 }
                 (Err(e), true) if e.code() == ErrorCode::NotReady => {}
@@ -504,6 +506,7 @@ impl World {
         if let Some(m) = self.fab.node_mut(NodeId(n)).arena.get_mut(Span::cpu(start, len)) {
             m.copy_from_slice(&bytes);
         }
+        self.log(format_args!("node {n} writes {len} bytes at {start:#x}"));
         let vals: Vec<Option<u8>> = bytes.into_iter().map(Some).collect();
         self.models[n].set(start, &vals);
     }
