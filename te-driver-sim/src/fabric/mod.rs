@@ -192,6 +192,8 @@ pub struct ConnFaults {
     pub cut: bool,
     /// One of its nodes was frozen while it lived.
     pub frozen: bool,
+    /// Closed on purpose by [`Fabric::close`] (a goodbye, not a fault).
+    pub closed: bool,
 }
 
 /// One simulated process.
@@ -357,7 +359,10 @@ impl Fabric {
         self.conns.push(Box::new(Conn {
             ends: [end(from.0, a), end(to.0, b)],
             pipes: [Pipe::new(caps[0].max(1)), Pipe::new(caps[1].max(1))],
-            faults: ConnFaults { cut: false, frozen },
+            faults: ConnFaults {
+                frozen,
+                ..ConnFaults::default()
+            },
             gone_reported: false,
         }));
         self.live.push(self.conns.len() - 1);
@@ -447,6 +452,21 @@ impl Fabric {
             self.drop_end(c.0, i, true, reports);
         }
         self.reap(reports);
+    }
+
+    /// Closes `node`'s link on `c` on purpose ([`Link::close`]): its tasks
+    /// end `Canceled`, the peer gets a `Goodbye` and ends its own with
+    /// `Disconnected`.
+    pub fn close(&mut self, c: ConnId, node: NodeId, reports: &mut Vec<Report>) {
+        let Some(conn) = self.conns.get_mut(c.0) else {
+            return;
+        };
+        let Some(e) = conn.ends.iter_mut().find(|e| e.node == node.0 && !e.gone) else {
+            return;
+        };
+        conn.faults.closed = true;
+        e.link.close(&mut self.nodes[node.0].reg);
+        self.drain(c, node, reports);
     }
 
     /// Freezes node `n` for `d`: it reads, writes and handles timeouts no

@@ -125,6 +125,7 @@ impl World {
                 self.fab.freeze(NodeId(n), d);
             }
             94..=95 if faults => self.restart(n),
+            96..=97 => self.close(),
             _ => {}
         }
     }
@@ -509,6 +510,24 @@ impl World {
         self.log(format_args!("node {n} writes {len} bytes at {start:#x}"));
         let vals: Vec<Option<u8>> = bytes.into_iter().map(Some).collect();
         self.models[n].set(start, &vals);
+    }
+
+    /// One side of a random connection says goodbye.
+    fn close(&mut self) {
+        let live: Vec<_> = self.fab.live_conns().collect();
+        let Some(i) = self.rng().index(live.len()) else {
+            return;
+        };
+        let (a, b) = self.fab.nodes_of(live[i]);
+        let n = if self.rng().chance(1, 2) { a } else { b };
+        if self.fab.node(n).is_frozen() {
+            return;
+        }
+        self.log(format_args!("node {} closes conn {}", n.0, live[i].0));
+        let mut reports = std::mem::take(&mut self.reports);
+        self.fab.close(live[i], n, &mut reports);
+        self.reports = reports;
+        self.handle_reports();
     }
 
     fn cut(&mut self) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use te_driver_sim::fabric::{ConnId, Fabric, NodeId, Report, SimRng};
 use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TaskState, TransferRequest};
-use te_proto::link::{Event, LinkConfig, Notification, MAX_LINK_TASKS, MAX_OUTSTANDING};
+use te_proto::link::{Event, LinkConfig, LinkState, Notification, MAX_LINK_TASKS, MAX_OUTSTANDING};
 use te_proto::{BatchId, ErrorCode, Instant, Location, PinKey, Span, TaskId};
 
 use super::model::{NodeModel, Owner, TaskKey};
@@ -233,7 +233,7 @@ impl World {
             Event::Closed(why) => {
                 let f = self.fab.faults(conn);
                 self.log(format_args!("conn {} node {node} closed: {why}", conn.0));
-                if !(f.cut || f.frozen) {
+                if !(f.cut || f.frozen || f.closed) {
                     self.violation(format!(
                         "link of node {node} on conn {} closed with no fault injected: {why}",
                         conn.0
@@ -267,9 +267,9 @@ impl World {
             ErrorCode::NotAuthorized if !rec.remote_valid || target.unregisters != rec.target_unregisters => {
                 None
             }
-            ErrorCode::Disconnected if f.cut || f.frozen => None,
+            ErrorCode::Disconnected if f.cut || f.frozen || f.closed => None,
             ErrorCode::Timeout if f.frozen || rec.deadline.is_some_and(|d| self.now() >= d) => None,
-            ErrorCode::Canceled if rec.canceled => None,
+            ErrorCode::Canceled if rec.canceled || f.closed => None,
             _ => Some("no fault, deadline, cancel or bad range explains it"),
         };
         if let Some(why) = why {
@@ -453,7 +453,7 @@ impl World {
         let f = self.fab.faults(conn);
         for id in 0..self.notes.len() {
             if self.notes[id].state == NoteState::OnLink(conn) {
-                if !(f.cut || f.frozen) {
+                if !(f.cut || f.frozen || f.closed) {
                     self.violation(format!(
                         "notification {id} lost on conn {} without a fault",
                         conn.0
@@ -494,7 +494,14 @@ impl World {
             if self.shells[n].queued[p].is_empty() && self.shells[n].notes[p].is_empty() {
                 continue;
             }
-            let c = match self.shells[n].out[p].filter(|&c| self.fab.is_open(c, NodeId(n))) {
+            let usable = |c: &ConnId| {
+                self.fab.is_open(*c, NodeId(n))
+                    && self
+                        .fab
+                        .link(*c, NodeId(n))
+                        .is_some_and(|l| l.state() != LinkState::Closed)
+            };
+            let c = match self.shells[n].out[p].filter(usable) {
                 Some(c) => c,
                 None => {
                     let (a, b) = (self.shells[n].cfg.clone(), self.shells[p].cfg.clone());
