@@ -121,6 +121,9 @@ pub struct FabricConfig {
     pub tiny_piece_one_in: u64,
     /// How long a closed link may flush its last frames.
     pub close_grace: Duration,
+    /// Of every `.1` notifications, `.0` are taken from the link later, by
+    /// an action of their own, instead of as soon as they are announced.
+    pub late_notes: (u64, u64),
     /// A deliberate bug, for testing checkers; `None` in real runs.
     pub sabotage: Option<Sabotage>,
 }
@@ -133,6 +136,7 @@ impl Default for FabricConfig {
             max_piece: 16 << 10,
             tiny_piece_one_in: 6,
             close_grace: Duration::from_millis(200),
+            late_notes: (1, 2),
             sabotage: None,
         }
     }
@@ -231,6 +235,8 @@ struct EndState {
     gone: bool,
     /// A closed link flushes its last frames until then.
     close_by: Option<Instant>,
+    /// Notifications announced by the link and not yet taken.
+    notes_due: usize,
 }
 
 struct Conn {
@@ -246,6 +252,7 @@ enum Action {
     Write(usize, usize),
     Read(usize, usize),
     Timer(usize, usize),
+    TakeNote(usize, usize),
 }
 
 /// The simulated fabric. See the [module docs](self).
@@ -354,6 +361,7 @@ impl Fabric {
             payload: None,
             gone: false,
             close_by: None,
+            notes_due: 0,
         };
         let frozen = self.nodes[from.0].is_frozen() || self.nodes[to.0].is_frozen();
         self.conns.push(Box::new(Conn {
@@ -566,6 +574,7 @@ impl Fabric {
         match self.actions[k] {
             Action::Write(c, i) => self.write(c, i, reports),
             Action::Read(c, i) => self.read(c, i, reports),
+            Action::TakeNote(c, i) => self.take_note(c, i, reports),
             Action::Timer(c, i) => {
                 let now = self.now;
                 let conn = &mut self.conns[c];
@@ -578,7 +587,7 @@ impl Fabric {
             }
         }
         let (c, i) = match self.actions[k] {
-            Action::Write(c, i) | Action::Read(c, i) | Action::Timer(c, i) => (c, i),
+            Action::Write(c, i) | Action::Read(c, i) | Action::Timer(c, i) | Action::TakeNote(c, i) => (c, i),
         };
         self.after_action(c, i, reports);
         self.reap(reports);
@@ -619,6 +628,9 @@ impl Fabric {
                 }
                 if e.timeout.is_some_and(|t| t <= now) || e.close_by.is_some_and(|t| t <= now) {
                     self.actions.push(Action::Timer(c, i));
+                }
+                if e.notes_due > 0 {
+                    self.actions.push(Action::TakeNote(c, i));
                 }
             }
         }
@@ -771,22 +783,14 @@ impl Fabric {
         while let Some(event) = e.link.poll_event() {
             match event {
                 Event::Notification => {
-                    let Some(note) = e.link.take_notification() else {
+                    // A shell that takes notifications late lets the
+                    // link's inbox fill and its input stall behind it.
+                    e.notes_due += 1;
+                    if !e.gone && self.rng.chance(self.cfg.late_notes.0, self.cfg.late_notes.1) {
                         continue;
-                    };
-                    if self.cfg.sabotage == Some(Sabotage::DuplicateNotification) && !self.sabotaged {
-                        self.sabotaged = true;
-                        reports.push(Report::Notification {
-                            conn: ConnId(c),
-                            node,
-                            note: Box::new(note.clone()),
-                        });
                     }
-                    reports.push(Report::Notification {
-                        conn: ConnId(c),
-                        node,
-                        note: Box::new(note),
-                    });
+                    self.take_note(c, i, reports);
+                    return self.drain_events(c, i, reports);
                 }
                 Event::SegmentInfo => {
                     let _ = e.link.take_segment_info();
@@ -803,6 +807,32 @@ impl Fabric {
                 }),
             }
         }
+    }
+
+    /// Takes one notification the link of end `i` announced and reports it.
+    fn take_note(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
+        let e = &mut self.conns[c].ends[i];
+        if e.notes_due == 0 {
+            return;
+        }
+        e.notes_due -= 1;
+        let node = NodeId(e.node);
+        let Some(note) = e.link.take_notification() else {
+            return;
+        };
+        if self.cfg.sabotage == Some(Sabotage::DuplicateNotification) && !self.sabotaged {
+            self.sabotaged = true;
+            reports.push(Report::Notification {
+                conn: ConnId(c),
+                node,
+                note: Box::new(note.clone()),
+            });
+        }
+        reports.push(Report::Notification {
+            conn: ConnId(c),
+            node,
+            note: Box::new(note),
+        });
     }
 
     /// Closes end `i`: what it had not written is forgotten, its link sees
@@ -829,6 +859,10 @@ impl Fabric {
         }
         conn.pipes[1 - i].clear();
         self.drain_events(c, i, reports);
+        // A closing shell takes what already arrived.
+        while self.conns[c].ends[i].notes_due > 0 {
+            self.take_note(c, i, reports);
+        }
     }
 
     /// Reports the events of `node`'s link on `c` and closes that end if

@@ -414,23 +414,27 @@ impl World {
         }
     }
 
+    /// A burst of 1 to 8 notifications to one peer (bursts fill the
+    /// receiving link's inbox when its shell takes them late).
     fn notify(&mut self, a: usize) {
         let nodes = self.shells.len();
         let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
-        if self.shells[a].notes[p].len() >= NOTE_QUEUE {
-            return;
+        for _ in 0..self.rng().range(1, 8) {
+            if self.shells[a].notes[p].len() >= NOTE_QUEUE {
+                break;
+            }
+            self.notes.push(NoteRec {
+                from: a,
+                to: p,
+                batch: None,
+                state: NoteState::Queued,
+                writes: Vec::new(),
+            });
+            let id = self.notes.len() as u64 - 1;
+            self.log(format_args!("node {a} notifies node {p}: note {id}"));
+            self.shells[a].notes[p].push_back(id);
+            self.pump(a);
         }
-        self.notes.push(NoteRec {
-            from: a,
-            to: p,
-            batch: None,
-            state: NoteState::Queued,
-            writes: Vec::new(),
-        });
-        let id = self.notes.len() as u64 - 1;
-        self.log(format_args!("node {a} notifies node {p}: note {id}"));
-        self.shells[a].notes[p].push_back(id);
-        self.pump(a);
     }
 
     fn cancel(&mut self, a: usize) {

@@ -163,15 +163,18 @@ impl World {
                 }
                 continue;
             }
-            match self.fab.next_wakeup() {
-                Some(w) if w <= t => self.fab.advance_to(w),
-                _ => {
-                    self.fab.advance_to(t);
-                    self.expire_queued();
-                    return;
-                }
-            }
+            let (w, last) = match self.fab.next_wakeup() {
+                Some(w) if w <= t => (w, false),
+                _ => (t, true),
+            };
+            self.fab.advance_to(w);
+            // Time passing may thaw a node with work queued, or pass a
+            // queued task's deadline.
             self.expire_queued();
+            self.handle_reports();
+            if last {
+                return;
+            }
         }
     }
 
