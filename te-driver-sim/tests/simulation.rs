@@ -5,8 +5,13 @@
 //! - `cargo test -p te-driver-sim --test simulation`: seeds 0..10_000.
 //! - `TE_SIM_SEEDS=N`: run N seeds; `TE_SIM_START=S`: start at seed S.
 //! - `TE_SIM_SEED=S`: run exactly seed S with a trace of what happens.
+//! - `TE_SIM_THREADS=T`: run seeds on T threads (default: one per core);
+//!   every seed is deterministic whatever thread runs it.
 
 mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use support::{run_seed, Sabotage};
 
@@ -25,7 +30,7 @@ fn random_seeds_keep_every_invariant() {
         let out = run_seed(seed, None, true);
         assert!(
             out.violations.is_empty(),
-            "seed {seed}: {:?}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation",
+            "seed {seed}: {:?}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation -- --nocapture",
             out.violations
         );
         eprintln!(
@@ -36,23 +41,67 @@ fn random_seeds_keep_every_invariant() {
     }
     let start = env_u64("TE_SIM_START").unwrap_or(0);
     let count = env_u64("TE_SIM_SEEDS").unwrap_or(10_000);
-    let (mut steps, mut tasks) = (0u64, 0usize);
-    for seed in start..start + count {
-        let out = run_seed(seed, None, false);
-        if let Some(v) = out.violations.first() {
-            panic!(
-                "seed {seed} broke an invariant at {} ns: {}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation",
-                v.at.as_nanos(),
-                v.what
-            );
-        }
-        steps += out.steps;
-        tasks += out.tasks;
-        if count >= 100_000 && (seed + 1 - start).is_multiple_of(100_000) {
-            eprintln!("{} of {count} seeds done, no violation", seed + 1 - start);
-        }
+    let threads = env_u64("TE_SIM_THREADS")
+        .map(|t| t.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let totals = run_seeds(start, count, threads);
+    if let Some((seed, v)) = totals.first_failure {
+        panic!(
+            "seed {seed} broke an invariant at {} ns: {}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation -- --nocapture",
+            v.at.as_nanos(),
+            v.what
+        );
     }
-    eprintln!("{count} seeds from {start}: {steps} steps, {tasks} tasks, no violation");
+    eprintln!(
+        "{count} seeds from {start} on {threads} threads: {} steps, {} tasks, no violation",
+        totals.steps, totals.tasks
+    );
+}
+
+/// What a range of seeds did.
+struct Totals {
+    steps: u64,
+    tasks: u64,
+    /// The smallest seed that broke an invariant, with its first violation.
+    first_failure: Option<(u64, te_driver_sim::fabric::Violation)>,
+}
+
+/// Runs seeds `start..start + count` on `threads` threads, each taking the
+/// next seed in order; after a failure no new seed starts, so every seed
+/// below the reported one ran and passed.
+fn run_seeds(start: u64, count: u64, threads: usize) -> Totals {
+    let next = AtomicU64::new(start);
+    let stop = AtomicBool::new(false);
+    let totals = Mutex::new(Totals {
+        steps: 0,
+        tasks: 0,
+        first_failure: None,
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= start + count || stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let out = run_seed(seed, None, false);
+                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+                t.steps += out.steps;
+                t.tasks += out.tasks as u64;
+                if let Some(v) = out.violations.into_iter().next() {
+                    stop.store(true, Ordering::Relaxed);
+                    if t.first_failure.as_ref().is_none_or(|(s, _)| seed < *s) {
+                        t.first_failure = Some((seed, v));
+                    }
+                }
+                let done = seed + 1 - start;
+                if count >= 100_000 && done.is_multiple_of(100_000) {
+                    eprintln!("seed {seed} of {start}..{}: no violation so far", start + count);
+                }
+            });
+        }
+    });
+    totals.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 #[test]
