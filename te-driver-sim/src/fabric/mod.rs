@@ -18,9 +18,12 @@
 //! calls: [`Fabric::cut`] resets a connection (both links see the
 //! disconnect), [`Fabric::freeze`] stops a node from reading, writing and
 //! acting on time for a while (its peers see silence),
-//! [`Fabric::restart`] resets every connection of a node, optionally with
-//! a fresh registry. All randomness comes from one [`SimRng`]: the same
-//! seed and the same calls give the same run, bit for bit.
+//! [`Fabric::restart`] resets every connection of a node, and
+//! [`Fabric::reset_registry`] gives it a fresh registry; [`Fabric::close`]
+//! closes a link politely. Notifications are taken from the links at once
+//! or, as configured, later (so inboxes fill and input stalls). All
+//! randomness comes from one [`SimRng`]: the same seed and the same calls
+//! give the same run, bit for bit ([`Fabric::digest`]).
 //!
 //! Every payload access is checked: the span must lie inside the node's
 //! arena and inside a region its registry still holds (draining regions
