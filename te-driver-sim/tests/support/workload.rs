@@ -160,7 +160,9 @@ impl World {
     fn claim(&mut self, n: usize, addr: u64, len: u64, exclusive: bool, k: TaskKey) -> bool {
         let m = &mut self.models[n];
         if m.offsets(addr, len).is_none() {
-            return !m.overlaps_region(addr, addr + len) && m.offsets(addr.max(m.base), 1).is_none();
+            // Not all in memory: usable only when none of it is.
+            let end = m.base + m.mem.len() as u64;
+            return addr + len <= m.base || end <= addr;
         }
         if !m.free_for(addr, addr + len, exclusive) {
             return false;
