@@ -625,5 +625,22 @@ impl World {
                 ));
             }
         }
+        // Answers to requests of tasks that ended early have come in by now.
+        let live: Vec<_> = self.fab.live_conns().collect();
+        for c in live {
+            let (a, b) = self.fab.nodes_of(c);
+            for n in [a, b] {
+                let busy = self
+                    .fab
+                    .link(c, n)
+                    .map_or((0, 0), |l| (l.tasks_in_flight(), l.requests_in_flight()));
+                if busy != (0, 0) {
+                    self.violation(format!(
+                        "conn {} node {}: (tasks, requests) {busy:?} left on the link 100 ms after every task ended",
+                        c.0, n.0
+                    ));
+                }
+            }
+        }
     }
 }
