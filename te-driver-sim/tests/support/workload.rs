@@ -606,9 +606,23 @@ impl World {
         self.check_batch_table();
         self.settle(ms(50));
         for n in 0..self.shells.len() {
-            for r in std::mem::take(&mut self.models[n].regions) {
-                if !r.draining {
-                    let _ = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, r.base);
+            let bases: Vec<u64> = self.models[n]
+                .regions
+                .iter()
+                .filter(|r| !r.draining)
+                .map(|r| r.base)
+                .collect();
+            for base in bases {
+                let got = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, base);
+                let m = &mut self.models[n];
+                match got {
+                    Ok(Unregister::Removed(_)) => m.regions.retain(|r| r.base != base),
+                    Ok(Unregister::Draining { .. }) => m
+                        .regions
+                        .iter_mut()
+                        .filter(|r| r.base == base)
+                        .for_each(|r| r.draining = true),
+                    Err(e) => self.violation(format!("node {n}: unregister {base:#x} at the end: {e}")),
                 }
             }
         }
