@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -53,15 +54,31 @@ fn random_seeds_keep_every_invariant() {
         );
     }
     eprintln!(
-        "{count} seeds from {start} on {threads} threads: {} steps, {} tasks, no violation",
-        totals.steps, totals.tasks
+        "{count} seeds from {start} on {threads} threads: {} steps, {} tasks, no violation\n{:?}",
+        totals.steps, totals.tasks, totals.endings
     );
+    if count >= 1000 {
+        // The workload reaches every way a task or a notification can end.
+        for want in [
+            "task Ok",
+            "task NotAuthorized",
+            "task Disconnected",
+            "task Timeout",
+            "task Canceled",
+            "notification Delivered",
+            "notification Lost",
+            "notification Dropped",
+        ] {
+            assert!(totals.endings.contains_key(want), "no {want:?} in {count} seeds");
+        }
+    }
 }
 
 /// What a range of seeds did.
 struct Totals {
     steps: u64,
     tasks: u64,
+    endings: BTreeMap<String, u64>,
     /// The smallest seed that broke an invariant, with its first violation.
     first_failure: Option<(u64, te_driver_sim::fabric::Violation)>,
 }
@@ -75,6 +92,7 @@ fn run_seeds(start: u64, count: u64, threads: usize) -> Totals {
     let totals = Mutex::new(Totals {
         steps: 0,
         tasks: 0,
+        endings: BTreeMap::new(),
         first_failure: None,
     });
     std::thread::scope(|scope| {
@@ -88,6 +106,9 @@ fn run_seeds(start: u64, count: u64, threads: usize) -> Totals {
                 let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
                 t.steps += out.steps;
                 t.tasks += out.tasks as u64;
+                for (k, n) in out.endings {
+                    *t.endings.entry(k).or_insert(0) += n;
+                }
                 if let Some(v) = out.violations.into_iter().next() {
                     stop.store(true, Ordering::Relaxed);
                     if t.first_failure.as_ref().is_none_or(|(s, _)| seed < *s) {

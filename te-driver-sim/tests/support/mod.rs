@@ -6,7 +6,9 @@ mod model;
 mod workload;
 mod world;
 
+use std::collections::BTreeMap;
 pub use te_driver_sim::fabric::Sabotage;
+
 use te_driver_sim::fabric::Violation;
 
 pub use self::world::World;
@@ -18,6 +20,8 @@ pub struct Outcome {
     pub tasks: usize,
     /// The fabric's digest at the end: clock and all memory.
     pub digest: u64,
+    /// How tasks ended (by code) and notifications ended (by state).
+    pub endings: BTreeMap<String, u64>,
     pub violations: Vec<Violation>,
 }
 
@@ -25,7 +29,18 @@ pub struct Outcome {
 pub fn run_seed(seed: u64, sabotage: Option<Sabotage>, trace: bool) -> Outcome {
     let mut w = World::new(seed, sabotage, trace);
     w.run();
+    let mut endings = BTreeMap::new();
+    for t in w.tasks.values() {
+        let k = t
+            .done
+            .map_or_else(|| "task running".to_string(), |c| format!("task {c:?}"));
+        *endings.entry(k).or_insert(0) += 1;
+    }
+    for n in &w.notes {
+        *endings.entry(format!("notification {:?}", n.state)).or_insert(0) += 1;
+    }
     Outcome {
+        endings,
         seed,
         steps: w.steps,
         tasks: w.tasks.len(),

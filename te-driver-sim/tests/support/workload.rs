@@ -350,7 +350,7 @@ impl World {
         let base = self.models[n].base;
         let len = self.rng().range(256, 16 << 10);
         let start = base + (self.rng().below(ARENA as u64 - len) & !63).max(64);
-        let perm = match self.rng().below(10) {
+        let perm = match self.rng().below(16) {
             0 => Perm::REMOTE_READ,
             1 => Perm::REMOTE_WRITE,
             2 => Perm::LOCAL_ONLY,
