@@ -420,12 +420,6 @@ impl Fabric {
         self.live.iter().map(|&c| ConnId(c))
     }
 
-    /// Bytes queued in the pipes of connection `c`, each direction.
-    pub fn queued(&self, c: ConnId) -> [usize; 2] {
-        let p = &self.conns[c.0].pipes;
-        [p[0].queued(), p[1].queued()]
-    }
-
     /// A one-line description of connection `c`, for traces.
     pub fn describe(&self, c: ConnId) -> String {
         let conn = &self.conns[c.0];
