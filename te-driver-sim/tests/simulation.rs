@@ -68,8 +68,11 @@ fn random_seeds_keep_every_invariant() {
             "notification Delivered",
             "notification Lost",
             "notification Dropped",
+            "segment info failed",
+            "segment info matched the model",
         ] {
-            assert!(totals.endings.contains_key(want), "no {want:?} in {count} seeds");
+            let n = totals.endings.get(want).copied().unwrap_or(0);
+            assert!(n > 0, "no {want:?} in {count} seeds");
         }
     }
 }

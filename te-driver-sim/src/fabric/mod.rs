@@ -83,7 +83,7 @@ mod rng;
 
 use std::time::Duration;
 
-use te_proto::link::{Event, Link, LinkConfig, LinkState, Notification, PayloadDest};
+use te_proto::link::{Event, Link, LinkConfig, LinkState, Notification, PayloadDest, SegmentPage};
 use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, ErrorCode, Instant, Registry, Span};
 
@@ -148,7 +148,8 @@ impl Default for FabricConfig {
 /// Something the fabric saw, in the order it happened.
 #[derive(Clone, Debug)]
 pub enum Report {
-    /// A link reported an event (notifications come as [`Report::Notification`]).
+    /// A link reported an event (notifications and segment info come as
+    /// [`Report::Notification`] and [`Report::SegmentInfo`]).
     Event {
         /// The connection.
         conn: ConnId,
@@ -165,6 +166,15 @@ pub enum Report {
         node: NodeId,
         /// The notification (boxed: it holds up to 2 KiB).
         note: Box<Notification>,
+    },
+    /// The answer to a segment info query arrived (already taken).
+    SegmentInfo {
+        /// The connection.
+        conn: ConnId,
+        /// The node that asked.
+        node: NodeId,
+        /// The answer (boxed: a page holds up to 128 regions).
+        page: Box<te_proto::Result<SegmentPage>>,
     },
     /// Payload bytes were read from (`landed: false`) or landed in
     /// (`landed: true`) a node's memory.
@@ -790,12 +800,13 @@ impl Fabric {
                     return self.drain_events(c, i, reports);
                 }
                 Event::SegmentInfo => {
-                    let _ = e.link.take_segment_info();
-                    reports.push(Report::Event {
-                        conn: ConnId(c),
-                        node,
-                        event: Event::SegmentInfo,
-                    });
+                    if let Some(page) = e.link.take_segment_info() {
+                        reports.push(Report::SegmentInfo {
+                            conn: ConnId(c),
+                            node,
+                            page: Box::new(page),
+                        });
+                    }
                 }
                 event => reports.push(Report::Event {
                     conn: ConnId(c),

@@ -39,6 +39,9 @@ pub fn run_seed(seed: u64, sabotage: Option<Sabotage>, trace: bool) -> Outcome {
     for n in &w.notes {
         *endings.entry(format!("notification {:?}", n.state)).or_insert(0) += 1;
     }
+    for (what, n) in ["failed", "arrived", "matched the model"].iter().zip(w.infos) {
+        *endings.entry(format!("segment info {what}")).or_insert(0) += n;
+    }
     Outcome {
         endings,
         seed,

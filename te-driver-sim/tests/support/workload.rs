@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use te_driver_sim::fabric::{Fabric, FabricConfig, NodeId, Sabotage, SimRng};
 use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TransferRequest};
-use te_proto::link::LinkConfig;
+use te_proto::link::{LinkConfig, LinkState};
 use te_proto::{ErrorCode, Location, Perm, Region, Span, TaskId, Unregister};
 
 use super::model::{ModelRegion, NodeModel, Owner, TaskKey};
-use super::world::{key_of, NoteRec, NoteState, Shell, TaskRec, World, NOTE_QUEUE};
+use super::world::{key_of, InfoQuery, NoteRec, NoteState, Shell, TaskRec, World, NOTE_QUEUE};
 
 const ARENA: usize = 96 << 10;
 const REGIONS: usize = 16;
@@ -77,6 +77,8 @@ impl World {
             });
         }
         let mut w = World {
+            queries: BTreeMap::new(),
+            infos: [0; 3],
             fab,
             shells,
             models,
@@ -150,6 +152,7 @@ impl World {
             }
             94..=95 if faults => self.restart(n),
             96..=97 => self.close(),
+            98..=99 => self.query(n),
             _ => {}
         }
     }
@@ -540,6 +543,43 @@ impl World {
         self.log(format_args!("node {n} writes {len} bytes at {start:#x}"));
         let vals: Vec<Option<u8>> = bytes.into_iter().map(Some).collect();
         self.models[n].set(start, &vals);
+    }
+
+    /// Asks a peer, over this node's connection to it, for its regions.
+    fn query(&mut self, a: usize) {
+        let nodes = self.shells.len();
+        let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
+        let Some(c) = self.shells[a].out[p] else {
+            return;
+        };
+        let Some((link, _)) = self.fab.link_mut(c, NodeId(a)) else {
+            return;
+        };
+        if link.state() == LinkState::Closed {
+            return;
+        }
+        let got = link.query_segment_info(None);
+        self.log(format_args!(
+            "node {a} asks node {p} for its regions on conn {}: {got:?}",
+            c.0
+        ));
+        match got {
+            Ok(()) => {
+                let m = &self.models[p];
+                let q = InfoQuery {
+                    node: a,
+                    peer: p,
+                    registers: m.registers,
+                    unregisters: m.unregisters,
+                };
+                self.queries.insert(c, q);
+            }
+            Err(e) if e.code() == ErrorCode::NotReady && self.queries.contains_key(&c) => {}
+            Err(e) => self.violation(format!("node {a}: segment info query refused: {e}")),
+        }
+        let mut reports = std::mem::take(&mut self.reports);
+        self.fab.drain(c, NodeId(a), &mut reports);
+        self.reports = reports;
     }
 
     /// One side of a random connection says goodbye.

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use te_driver_sim::fabric::{ConnId, Fabric, NodeId, Report, SimRng};
 use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TaskState, TransferRequest};
-use te_proto::link::{Event, LinkConfig, LinkState, Notification, MAX_LINK_TASKS, MAX_OUTSTANDING};
-use te_proto::{BatchId, ErrorCode, Instant, Location, PinKey, Span, TaskId};
+use te_proto::link::{
+    Event, LinkConfig, LinkState, Notification, SegmentPage, MAX_LINK_TASKS, MAX_OUTSTANDING,
+};
+use te_proto::{BatchId, ErrorCode, Instant, Location, Perm, PinKey, Span, TaskId};
 
 use super::model::{NodeModel, Owner, TaskKey};
 
@@ -75,7 +77,20 @@ pub struct BatchRec {
     pub note: Option<u64>,
 }
 
+/// A segment info query waiting for its answer.
+pub struct InfoQuery {
+    pub node: usize,
+    pub peer: usize,
+    /// The peer's registration counters when it was asked.
+    pub registers: u64,
+    pub unregisters: u64,
+}
+
 pub struct World {
+    /// Segment info queries by connection (a link has one at a time).
+    pub queries: BTreeMap<ConnId, InfoQuery>,
+    /// Segment info answers: failed, arrived, compared with the model.
+    pub infos: [u64; 3],
     pub fab: Fabric,
     pub shells: Vec<Shell>,
     pub models: Vec<NodeModel>,
@@ -204,6 +219,7 @@ impl World {
                 Report::Notification { conn, node, note } => self.on_note(conn, node.0, &note),
                 Report::Access { node, span, landed } => self.on_access(node.0, span, landed),
                 Report::Gone { conn } => self.on_gone(conn),
+                Report::SegmentInfo { conn, node, page } => self.on_info(conn, node.0, &page),
             }
         }
         self.reports = reports;
@@ -448,7 +464,57 @@ impl World {
         }
     }
 
+    /// A segment info answer: one per query; when the peer's regions did
+    /// not change meanwhile, exactly its remotely visible regions, in order.
+    fn on_info(&mut self, conn: ConnId, node: usize, page: &te_proto::Result<SegmentPage>) {
+        let Some(q) = self.queries.remove(&conn).filter(|q| q.node == node) else {
+            return self.violation(format!(
+                "node {node} got segment info on conn {} it did not ask",
+                conn.0
+            ));
+        };
+        let f = self.fab.faults(conn);
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if f.cut || f.frozen || f.closed => {
+                self.infos[0] += 1;
+                return self.log(format_args!("segment info: {e}"));
+            }
+            Err(e) => return self.violation(format!("segment info query failed with no fault: {e}")),
+        };
+        let got: Vec<(u64, u64, Perm)> = page
+            .regions
+            .iter()
+            .map(|r| (r.span.addr, r.span.len, r.perm))
+            .collect();
+        let sorted = got.windows(2).all(|w| w[0].0 < w[1].0);
+        if !sorted || page.more || got.iter().any(|r| r.2.is_empty()) {
+            return self.violation(format!("segment info of node {} malformed: {got:x?}", q.peer));
+        }
+        self.infos[1] += 1;
+        let m = &self.models[q.peer];
+        if m.registers == q.registers && m.unregisters == q.unregisters {
+            self.infos[2] += 1;
+            let mut want: Vec<(u64, u64, Perm)> = m
+                .regions
+                .iter()
+                .filter(|r| !r.draining && !r.perm.is_empty())
+                .map(|r| (r.base, r.len, r.perm))
+                .collect();
+            want.sort_by_key(|r| r.0);
+            if got != want {
+                self.violation(format!(
+                    "segment info of node {}: {got:x?}, model {want:x?}",
+                    q.peer
+                ));
+            }
+        }
+    }
+
     fn on_gone(&mut self, conn: ConnId) {
+        if self.queries.contains_key(&conn) {
+            self.violation(format!("segment info query on conn {} never answered", conn.0));
+        }
         self.log(format_args!("conn {} gone", conn.0));
         for m in &mut self.models {
             m.release(Owner::Quarantine(conn));
@@ -625,6 +691,9 @@ impl World {
             .filter(|(_, r)| r.done.is_none())
             .map(|(k, r)| format!("task {k:?} on conn {:?}", r.conn.map(|c| c.0)))
             .collect();
+        for c in self.queries.keys() {
+            out.push(format!("segment info query on conn {}", c.0));
+        }
         for (id, n) in self.notes.iter().enumerate() {
             if matches!(
                 n.state,
