@@ -449,7 +449,7 @@ impl World {
         let nodes = self.shells.len();
         let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
         for _ in 0..self.rng().range(1, 8) {
-            if self.shells[a].notes[p].len() >= NOTE_QUEUE {
+            if self.standalone(&self.shells[a].notes[p]) >= NOTE_QUEUE {
                 break;
             }
             self.notes.push(NoteRec {

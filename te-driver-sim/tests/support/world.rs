@@ -14,7 +14,9 @@ use te_proto::{BatchId, ErrorCode, Instant, Location, Perm, PinKey, Span, TaskId
 
 use super::model::{NodeModel, Owner, TaskKey};
 
-/// Notifications a shell queues per peer before refusing more.
+/// Standalone notifications a shell queues per peer before refusing more.
+/// Batch notifications queue regardless, as in te-runtime: each needs a
+/// batch that completed.
 pub const NOTE_QUEUE: usize = 8;
 
 /// The engine-like shell of one node.
@@ -645,12 +647,24 @@ impl World {
                 }
             }
         }
-        for (n, s) in self.shells.iter().enumerate() {
-            if s.notes.iter().any(|q| q.len() > NOTE_QUEUE) {
-                let what = format!("node {n}: notification queue beyond {NOTE_QUEUE}");
+        for n in 0..self.shells.len() {
+            if self.shells[n]
+                .notes
+                .iter()
+                .any(|q| self.standalone(q) > NOTE_QUEUE)
+            {
+                let what = format!("node {n}: more than {NOTE_QUEUE} notifications queued for a peer");
                 self.fab.violation(what);
             }
         }
+    }
+
+    /// Standalone notifications in a shell queue.
+    pub fn standalone(&self, queue: &VecDeque<u64>) -> usize {
+        queue
+            .iter()
+            .filter(|&&id| self.notes[id as usize].batch.is_none())
+            .count()
     }
 
     /// The batch table holds exactly the batches the model has, and no
