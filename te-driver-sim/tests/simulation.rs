@@ -145,19 +145,21 @@ fn a_seed_replays_bit_for_bit() {
     assert_ne!(digests[0], digests[1], "different seeds, different runs");
 }
 
-/// The checker is honest: a fabric that flips one payload bit or delivers
-/// a notification twice is caught, and the report names the seed.
+/// The checker is honest: a fabric that flips one payload bit, delivers a
+/// notification twice or hides a reset from a link is caught.
 #[test]
 fn deliberate_bugs_are_caught() {
     for (sabotage, expect) in [
         (Sabotage::FlipPayloadBit, "expected"),
         (Sabotage::DuplicateNotification, "notification"),
+        (Sabotage::ForgetDisconnect, "still running"),
     ] {
         let caught = (0..200u64)
             .map(|seed| run_seed(seed, Some(sabotage), false))
             .find(|o| !o.violations.is_empty())
             .unwrap_or_else(|| panic!("{sabotage:?} went unnoticed in 200 seeds"));
         let what = &caught.violations[0].what;
+        eprintln!("{sabotage:?}: seed {}: {what}", caught.seed);
         assert!(what.contains(expect), "{sabotage:?} seed {}: {what}", caught.seed);
     }
 }

@@ -109,6 +109,8 @@ pub enum Sabotage {
     FlipPayloadBit,
     /// Deliver the first notification twice.
     DuplicateNotification,
+    /// At the first reset, do not tell one of the two links.
+    ForgetDisconnect,
 }
 
 /// How the fabric draws delays and sizes.
@@ -855,10 +857,17 @@ impl Fabric {
         let reg = &mut self.nodes[e.node].reg;
         e.wpos = 0;
         e.wlen = 0;
-        if e.payload.take().is_some() {
-            e.link.payload_sent(reg);
+        let forget = reset && self.cfg.sabotage == Some(Sabotage::ForgetDisconnect) && !self.sabotaged;
+        if forget {
+            // The deliberate bug: this link never learns its connection is gone.
+            self.sabotaged = true;
+            e.payload = None;
+        } else {
+            if e.payload.take().is_some() {
+                e.link.payload_sent(reg);
+            }
+            e.link.handle_disconnect(reg);
         }
-        e.link.handle_disconnect(reg);
         e.gone = true;
         e.close_by = None;
         conn.pipes[i].eof = true;
