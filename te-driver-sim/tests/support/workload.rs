@@ -156,7 +156,7 @@ impl World {
             }
             94..=95 if faults => self.restart(n),
             96..=97 => self.close(),
-            98..=99 => self.query(n),
+            98..=99 if !frozen => self.query(n),
             _ => {}
         }
     }
