@@ -1,8 +1,20 @@
 //! Deterministic simulation of te-proto links on the te-driver-sim
 //! fabric: a random workload per seed, a reference model and invariants
 //! checked after every step.
+//!
+//! | module | holds |
+//! |---|---|
+//! | `world` | the world's state and the step loop |
+//! | `run` | one seed: setup, operations, drain, final checks |
+//! | `workload` | the random operations |
+//! | `shell` | each node's engine-like shell (queues, pins, batch table) |
+//! | `model` | expected memory, regions and holds of each node |
+//! | `checks` | the invariants checked on every report and step |
 
+mod checks;
 mod model;
+mod run;
+mod shell;
 mod workload;
 mod world;
 
