@@ -32,23 +32,31 @@ pub(super) struct EndState {
     pub(super) notes_due: usize,
 }
 
+/// A connection: two ends and a pipe each way.
 pub(super) struct Conn {
     pub(super) ends: [EndState; 2],
     /// `pipes[i]` carries bytes from end `i` to end `1 - i`.
     pub(super) pipes: [Pipe; 2],
     pub(super) faults: ConnFaults,
+    /// [`Report::Gone`] was sent.
     pub(super) gone_reported: bool,
 }
 
+/// What one step may do, to end `.1` of connection `.0`.
 #[derive(Clone, Copy)]
 pub(super) enum Action {
+    /// Put some of its frames and payload into its outgoing pipe.
     Write(usize, usize),
+    /// Take some delivered bytes from its incoming pipe (or see its end).
     Read(usize, usize),
+    /// Fire its link's timer, or drop it when its close grace ran out.
     Timer(usize, usize),
+    /// Take a notification its link announced.
     TakeNote(usize, usize),
 }
 
 impl Fabric {
+    /// Lists every action possible now into `self.actions`.
     pub(super) fn collect_actions(&mut self) {
         self.actions.clear();
         let now = self.now;
@@ -100,6 +108,8 @@ impl Fabric {
         }
     }
 
+    /// Moves a random piece of end `i`'s frames, then its payload (read
+    /// from memory now), into its pipe with a random delivery delay.
     pub(super) fn write(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
         let mut budget = self.piece().min(self.conns[c].pipes[i].room());
         let delay = self.rng.below(self.cfg.max_delay.as_nanos() as u64 + 1);
@@ -152,6 +162,8 @@ impl Fabric {
         }
     }
 
+    /// Moves a random piece of delivered bytes to end `i`: into its link,
+    /// or straight into memory where the link says.
     pub(super) fn read(&mut self, c: usize, i: usize, reports: &mut Vec<Report>) {
         let now = self.now;
         if self.conns[c].pipes[1 - i].at_end() {
