@@ -11,6 +11,9 @@
 #   UCX         ucx_perftest -t tag_bw, UCX_TLS=tcp UCX_NET_DEVICES=lo, same blocks, 1 thread
 #   libfabric   fi_pingpong -p tcp -e msg, FI_TCP_IFACE=lo: 4K (latency), 64K, 1M, 16M
 #   iperf3      -l 4K/64K/1M (iperf3 caps -l at 1 MiB), and -l 1M -P 2
+#   same host   te bench --path shm (1 thread, cold and --hot) beside te memcpy (one thread copying
+#               the same blocks, cold and hot) and UCX shared memory (ucx_perftest ucp_put_bw and
+#               ucp_get, UCX_TLS=sm, hot)
 # All traffic goes to 127.0.0.1. Before each run the script waits until the machine is idle
 # (< --idle-busy % busy over 1 s, at most --idle-cap s), records the CPU that other processes used
 # during the run (machine busy time from /proc/stat minus the CPU of the processes this script
@@ -21,7 +24,7 @@
 #
 # Usage: bash bench/compare.sh [--reps N] [--duration S] [--idle-cap S] [--idle-busy PCT]
 #                              [--no-install] [--no-build] [--no-doc]
-#                              [--only te,mooncake,ucx,libfabric,iperf3]
+#                              [--only te,mooncake,ucx,libfabric,iperf3,shm]
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +36,7 @@ IDLE_BUSY=10        # percent busy (whole machine, over 1 s) that counts as idle
 INSTALL=1
 BUILD=1
 WRITE_DOC=1
-ONLY="te,mooncake,ucx,libfabric,iperf3"
+ONLY="te,mooncake,ucx,libfabric,iperf3,shm"
 VENV=${TE_COMPARE_VENV:-$HOME/.cache/te-compare/venv}
 BLOCKS=(4096 65536 1048576 16777216)
 THREADS=(1 2)
@@ -366,8 +369,61 @@ iperf_measure() { # len parallel rep
     record iperf3 any "$1" "$2" hot "$3" "$gbps"
 }
 
+# ---------------------------------------------------------------- same host
+shm_measure() { # regime rep: te over the same-host path
+    local hot=()
+    [ "$1" = hot ] && hot=(--hot)
+    log "te bench --path shm regime=$1 (rep $2)"
+    measured "$TE" bench --json --path shm "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
+        --block-size 4K,64K,1M,16M --op read,write
+    if [ "$RC" != 0 ]; then fail shm "te bench --path shm ($1) exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
+    python3 - "$WORK/out" <<'EOF2' | while IFS=$'\t' read -r op blk reg gbps; do record te-shm "$op" "$blk" 1 "$reg" "$2" "$gbps"; done
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f'{r["op"]}\t{r["block_bytes"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
+EOF2
+}
+memcpy_measure() { # regime rep
+    local hot=()
+    [ "$1" = hot ] && hot=(--hot)
+    log "te memcpy regime=$1 (rep $2)"
+    measured "$TE" memcpy --json "${hot[@]}" --duration "$DURATION" --block-size 4K,64K,1M,16M
+    if [ "$RC" != 0 ]; then fail shm "te memcpy ($1) exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
+    python3 - "$WORK/out" <<'EOF2' | while IFS=$'\t' read -r blk reg gbps; do record memcpy any "$blk" 1 "$reg" "$2" "$gbps"; done
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f'{r["block_bytes"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
+EOF2
+}
+ucxsm_run() { # test block iters
+    local spid rc
+    UCX_TLS=sm ucx_perftest -p "$PORT" > "$WORK/ucxsm_server.log" 2>&1 &
+    spid=$!
+    sleep 0.5
+    UCX_TLS=sm timeout 120 ucx_perftest 127.0.0.1 -p "$PORT" -t "$1" -s "$2" -n "$3" -w $(($3 / 10)) -f 2>&1
+    rc=$?
+    kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+    return $rc
+}
+ucxsm_measure() { # block rep
+    local t op n gbps
+    for t in ucp_put_bw ucp_get; do
+        op="write"; [ "$t" = ucp_get ] && op="read"
+        n=$(( $(ucx_iters "$1") * 4 ))
+        log "UCX sm $t block=$1 n=$n (rep $2)"
+        next_port
+        measured ucxsm_run "$t" "$1" "$n"
+        gbps=$(awk 'NF >= 8 && $1 ~ /^[0-9]+$/ { v = $6 } END { if (v != "") printf "%.4f", v * 1048576 / 1e9 }' "$WORK/out")
+        if [ "$RC" != 0 ] || [ -z "$gbps" ]; then
+            fail shm "UCX sm $t $1 exited $RC: $(tail -c 400 "$WORK/out")"
+            continue
+        fi
+        record ucx-sm "$op" "$1" 1 hot "$2" "$gbps"
+    done
+}
+
 # ---------------------------------------------------------------- availability
-have_te=0 have_mc=0 have_ucx=0 have_fi=0 have_iperf=0
+have_te=0 have_mc=0 have_ucx=0 have_fi=0 have_iperf=0 have_shm=0
 if wants te; then
     if [ -x "$TE" ]; then have_te=1; else fail te "no binary at $TE (cargo build failed?)"; fi
 fi
@@ -380,6 +436,9 @@ if wants ucx; then
 fi
 if wants libfabric; then
     if command -v fi_pingpong >/dev/null; then have_fi=1; else fail libfabric "fi_pingpong not installed (libfabric-bin)"; fi
+fi
+if wants shm; then
+    if [ -x "$TE" ]; then have_shm=1; else fail shm "no binary at $TE (cargo build failed?)"; fi
 fi
 if wants iperf3; then
     if command -v iperf3 >/dev/null; then have_iperf=1; else fail iperf3 "iperf3 not installed"; fi
@@ -402,6 +461,10 @@ done
 [ "$have_fi" = 1 ] && steps+=("fi")
 [ "$have_iperf" = 1 ] && steps+=("iperf")
 [ "$have_te" = 1 ] && steps+=("telat")
+if [ "$have_shm" = 1 ]; then
+    steps+=("shm x cold" "shm x hot" "memcpy x cold" "memcpy x hot")
+    command -v ucx_perftest >/dev/null && steps+=("ucxsm")
+fi
 
 run_step() { # step rep
     local kind thr arg op blk
@@ -409,6 +472,9 @@ run_step() { # step rep
     case "$kind" in
         te) te_measure "$thr" "$arg" "$2" ;;
         telat) te_latency_measure "$2" ;;
+        shm) shm_measure "$arg" "$2" ;;
+        memcpy) memcpy_measure "$arg" "$2" ;;
+        ucxsm) for blk in "${BLOCKS[@]}"; do ucxsm_measure "$blk" "$2"; done ;;
         mc)
             for blk in "${BLOCKS[@]}"; do
                 for op in read write; do mc_measure "$op" "$blk" "$thr" "$2"; done
@@ -516,6 +582,7 @@ p("")
 p("| op | block | thr | te cold | te hot | Mooncake | UCX tag_bw | fi_pingpong | iperf3 | te/Mooncake | te/UCX | te/fi | te/iperf3 | te/best TCP |")
 p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 checks = []
+checks_shm = []
 for op in ("read", "write"):
     for thr in (1, 2):
         for blk in (4096, 65536, 1048576, 16777216):
@@ -566,6 +633,39 @@ for name, a, b, want in checks:
 for line in lat_checks:
     p(line)
 p("")
+shm_rows = [k for k in rows if k[0] == "te-shm"]
+if shm_rows or get("memcpy", "any", 1048576, 1, "cold"):
+    p("### Same host")
+    p("")
+    p("te over the same-host path (`te bench --path shm [--hot]`, 1 thread, batch 128, target in a child "
+      "process) beside te over TCP (the table above), one thread copying the same blocks in memory "
+      "(`te memcpy [--hot]`, engine-owned memory) and UCX shared memory (`ucx_perftest -t ucp_put_bw` / "
+      "`ucp_get`, UCX_TLS=sm: one reused buffer, hot). Cold cycles through 512 MiB, hot reuses one block.")
+    p("")
+    p("| op | block | regime | te shm | te TCP | memcpy | UCX sm put/get | shm/memcpy | shm/UCX sm | shm/TCP |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    for op in ("read", "write"):
+        for reg in ("cold", "hot"):
+            for blk in (4096, 65536, 1048576, 16777216):
+                sh, tc = get("te-shm", op, blk, 1, reg), get("te", op, blk, 1, reg)
+                mc = get("memcpy", "any", blk, 1, reg)
+                us = get("ucx-sm", op, blk, 1, "hot") if reg == "hot" else []
+                p(f"| {op} | {size(blk)} | {reg} | {cell(sh)} | {cell(tc)} | {cell(mc)} | {cell(us)} | "
+                  f"{ratio(med(sh), med(mc))} | {ratio(med(sh), med(us))} | {ratio(med(sh), med(tc))} |")
+                if blk >= 1048576:
+                    checks_shm.append((f"{op} {size(blk)} {reg}: te shm / memcpy", med(sh), med(mc), 0.8))
+                    if reg == "hot":
+                        checks_shm.append((f"{op} {size(blk)} hot: te shm / UCX sm", med(sh), med(us), 1.0))
+    p("")
+    p("Targets of issue 6 (medians of this run):")
+    p("")
+    for name, a, b, want in checks_shm:
+        if a and b:
+            r = a / b
+            p(f"- {name} = {r:.2f}× (target ≥ {want:.1f}×): {'met' if r >= want else 'missed'}")
+        else:
+            p(f"- {name}: not measured")
+    p("")
 p("CPU used by other processes during the runs (% of the whole machine, median / max) and runs "
   f"whose wait for an idle machine (< {E['IDLE_BUSY']} % busy over 1 s) hit the {E['IDLE_CAP']} s cap:")
 p("")
