@@ -126,6 +126,12 @@ pub const K_PING: u8 = 11;
 pub const K_PONG: u8 = 12;
 /// `K_GOODBYE code`: the peer closes.
 pub const K_GOODBYE: u8 = 13;
+/// `K_LOCAL region off:u16 len:u16 locmode req`: a same-host `LocalRead`
+/// (req bit 0 clear) or `LocalWrite`; the harness's link does not offer the
+/// path, so it must refuse each one with an `Error`.
+pub const K_LOCAL: u8 = 14;
+/// `K_PID_CHALLENGE len`: a `PidChallenge` with a socket name of `1 + len % 100` bytes.
+pub const K_PID_CHALLENGE: u8 = 15;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
 
@@ -289,6 +295,11 @@ enum Seen {
         token: u64,
     },
     Goodbye,
+    /// A same-host request (`LocalRead`/`LocalWrite`).
+    LocalReq {
+        req_id: u64,
+    },
+    PidChallenge,
 }
 
 impl Seen {
@@ -331,6 +342,8 @@ impl Seen {
             Frame::Ping { token } => Seen::Ping { token },
             Frame::Pong { token } => Seen::Pong { token },
             Frame::Goodbye { .. } => Seen::Goodbye,
+            Frame::LocalRead { req_id, .. } | Frame::LocalWrite { req_id, .. } => Seen::LocalReq { req_id },
+            Frame::PidChallenge { .. } => Seen::PidChallenge,
         }
     }
 }
@@ -563,7 +576,7 @@ impl Harness {
     fn peer_frame(&mut self, input: &mut Input<'_>) {
         let kind = input.u8();
         let start = self.inbound.len();
-        match (kind & 0x7f) % 14 {
+        match (kind & 0x7f) % 16 {
             K_HELLO => self.peer_frame_bytes(K_HELLO, input.u8()),
             K_HELLO_ACK => self.peer_frame_bytes(K_HELLO_ACK, input.u8()),
             K_AUTH => self.peer_frame_bytes(K_AUTH, input.u8()),
@@ -662,6 +675,40 @@ impl Harness {
                 let mut buf = vec![0u8; MAX_CONTROL_LEN];
                 let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("buffer fits a page");
                 self.inbound.extend_from_slice(&buf[..n]);
+            }
+            K_LOCAL => {
+                let region = input.u8();
+                let off = u64::from(input.u16());
+                let len = u32::from(input.u16()).max(1);
+                let locmode = input.u8();
+                let req_id = u64::from(input.u8());
+                let (base, location) = target(region, locmode);
+                let (addr, peer_addr) = (base + off, 0x7000_0000);
+                let frame = if req_id & 1 == 0 {
+                    Frame::LocalRead {
+                        req_id,
+                        addr,
+                        location,
+                        len,
+                        peer_addr,
+                    }
+                } else {
+                    Frame::LocalWrite {
+                        req_id,
+                        addr,
+                        location,
+                        len,
+                        peer_addr,
+                    }
+                };
+                self.push_frame(&frame);
+            }
+            K_PID_CHALLENGE => {
+                let socket = vec![b's'; 1 + usize::from(input.u8()) % 100];
+                self.push_frame(&Frame::PidChallenge {
+                    token: [7; 32],
+                    socket: &socket,
+                });
             }
             K_PING => {
                 let token = u64::from(input.u8());
@@ -908,6 +955,19 @@ impl Harness {
                 };
                 self.in_cur = Some(Incoming::Write { req, landed: 0 });
             }
+            Seen::LocalReq { req_id } => {
+                // The link does not offer the same-host path: every such
+                // request is refused.
+                self.in_reads.push(PeerRequest {
+                    req_id,
+                    addr: 0,
+                    len: 0,
+                    location: None,
+                    allowed: false,
+                });
+                assert!(self.link.poll_copy().is_none(), "a copy for a link without the path");
+            }
+            Seen::PidChallenge => {}
             Seen::ReadData { req_id, .. } => self.in_cur = Some(Incoming::Read { req_id, landed: 0 }),
             Seen::InfoReq { req_id } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
@@ -1253,6 +1313,9 @@ impl Harness {
                 assert!(closed_before, "Goodbye from an open link");
                 assert!(!self.sent_goodbye, "a second Goodbye");
                 self.sent_goodbye = true;
+            }
+            Seen::LocalReq { .. } | Seen::PidChallenge => {
+                panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
         }
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
 use te_proto::{status, Location, Result};
 
+use crate::shm::Path;
+
 /// How an engine is set up. Every field has a sensible default
 /// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad
 /// field and value.
@@ -45,6 +47,10 @@ pub struct EngineConfig {
     /// Notifications kept until taken; beyond this the sending peers are
     /// slowed down, never dropped (default 4096).
     pub max_notifications: usize,
+    /// The path to peers (default [`Path::Auto`]: the same-host path where
+    /// the peer offers it, else TCP); [`Path::Tcp`] also stops offering the
+    /// same-host path to peers.
+    pub path: Path,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +71,7 @@ impl Default for EngineConfig {
             max_tasks: 65536,
             max_connections: 1024,
             max_notifications: 4096,
+            path: Path::Auto,
         }
     }
 }

@@ -48,10 +48,12 @@ mod conn;
 mod core;
 mod engine;
 mod mem;
+mod shm;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+pub use crate::shm::Path;
 pub use te_proto::batch::{Op, TaskState, TaskStatus};
 pub use te_proto::{BatchId, BatchStatus, ErrorCode, Location, Perm, Region, Status, TaskId};

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use te_runtime::{
-    BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Perm, Request, SegmentId, Status, TaskId,
+    BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, Status, TaskId,
     TaskState,
 };
 use te_tests::{bytes, engine, fast_pattern_matches, fill_fast, spin_until, SilentPeer};
@@ -480,12 +480,15 @@ fn unregister_of_a_region_peers_are_reading_waits_then_memory_is_not_read() {
     // SAFETY: our vector.
     unsafe { fill_fast(old.as_mut_ptr() as u64, LEN, 11) };
     // 256 reads of the whole region (2 GiB), all into the same local span:
-    // far more than can be answered before the unregister below.
+    // far more than TCP can answer before the unregister below (the
+    // same-host path can; tests/same_host.rs has its own version).
     let reqs: Vec<Request> = (0..TASKS)
         .map(|_| request(Op::Read, fx.local, fx.seg, b, LEN))
         .collect();
     let batch = fx.initiator.allocate_batch(TASKS as u32).expect("allocate");
-    fx.initiator.submit(batch, &reqs).expect("submit");
+    fx.initiator
+        .submit_via(batch, &reqs, Path::Tcp)
+        .expect("submit");
     assert!(
         spin_until(WAIT, || fx.initiator.batch_status(batch).unwrap().transferred > 0),
         "no read answered"
@@ -1391,8 +1394,10 @@ fn timed_out_reads_leave_local_memory_untouched_afterwards() {
         v
     };
     let target = engine();
+    // Over TCP: the same-host path moves 4 GiB within 500 ms.
     let cfg = EngineConfig {
         transfer_timeout: Duration::from_millis(500),
+        path: Path::Tcp,
         ..EngineConfig::default()
     };
     let initiator = Engine::start(cfg).expect("start");

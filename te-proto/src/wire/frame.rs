@@ -6,7 +6,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::error::WireError;
 use super::header::{Header, Opcode, FLAG_MORE, HEADER_LEN};
 use super::{
-    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, SEGMENT_NAME_MAX,
+    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX,
+    SEGMENT_NAME_MAX,
 };
 use crate::error::ErrorCode;
 use crate::location::Location;
@@ -44,6 +45,16 @@ struct AccessBody {
     addr: U64,
     location: U32,
     len: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct LocalBody {
+    req_id: U64,
+    addr: U64,
+    location: U32,
+    len: U32,
+    peer_addr: U64,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -100,6 +111,7 @@ struct CodeBody {
 const _: () = assert!(HELLO_FIXED == 116);
 const _: () = assert!(core::mem::size_of::<AccessBody>() == 24);
 const _: () = assert!(core::mem::size_of::<InfoReqBody>() == 24);
+const _: () = assert!(core::mem::size_of::<LocalBody>() == 32);
 const _: () = assert!(core::mem::size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
 /// The handshake fields of `Hello` and `HelloAck`.
@@ -279,6 +291,42 @@ pub enum Frame<'a> {
         /// Why.
         code: ErrorCode,
     },
+    /// Same-host path: prove your process id by sending `token` over the
+    /// Unix socket named `socket` (docs/PROTOCOL.md, "Same-host path").
+    PidChallenge {
+        /// Random bytes, valid for this link only.
+        token: [u8; 32],
+        /// Abstract Unix socket name, 1 to [`PID_SOCKET_MAX`] bytes.
+        socket: &'a [u8],
+    },
+    /// Same-host path: copy `len` bytes at `addr` of the receiver's memory
+    /// to `peer_addr` in the sender's memory, then answer `WriteAck`.
+    LocalRead {
+        /// Request id, echoed by the answer.
+        req_id: u64,
+        /// First byte of the receiver's memory.
+        addr: u64,
+        /// Location, or `None` to resolve by address.
+        location: Option<Location>,
+        /// Bytes to copy (non-zero).
+        len: u32,
+        /// First byte of the sender's memory.
+        peer_addr: u64,
+    },
+    /// Same-host path: copy `len` bytes at `peer_addr` of the sender's
+    /// memory to `addr` in the receiver's memory, then answer `WriteAck`.
+    LocalWrite {
+        /// Request id, echoed by the answer.
+        req_id: u64,
+        /// First byte of the receiver's memory.
+        addr: u64,
+        /// Location, or `None` to resolve by address.
+        location: Option<Location>,
+        /// Bytes to copy (non-zero).
+        len: u32,
+        /// First byte of the sender's memory.
+        peer_addr: u64,
+    },
 }
 
 fn location_to_wire(l: Option<Location>) -> u32 {
@@ -341,6 +389,9 @@ impl<'a> Frame<'a> {
             Frame::Ping { .. } => Opcode::Ping,
             Frame::Pong { .. } => Opcode::Pong,
             Frame::Goodbye { .. } => Opcode::Goodbye,
+            Frame::PidChallenge { .. } => Opcode::PidChallenge,
+            Frame::LocalRead { .. } => Opcode::LocalRead,
+            Frame::LocalWrite { .. } => Opcode::LocalWrite,
         }
     }
 
@@ -450,6 +501,49 @@ impl<'a> Frame<'a> {
                         addr,
                         location,
                         len: payload,
+                    }
+                }
+            }
+            Opcode::PidChallenge => {
+                let (token, socket) = read::<[u8; 32]>(op, body)?;
+                if socket.is_empty() || socket.len() > PID_SOCKET_MAX {
+                    return Err(field_len(op, "socket name length", socket.len()));
+                }
+                Frame::PidChallenge { token, socket }
+            }
+            Opcode::LocalRead | Opcode::LocalWrite => {
+                let (b, _) = read::<LocalBody>(op, body)?;
+                let location = location_from_wire(op, b.location.get())?;
+                let (req_id, addr, len, peer_addr) = (b.req_id.get(), b.addr.get(), b.len.get(), b.peer_addr.get());
+                if len == 0 {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "length",
+                        value: 0,
+                    });
+                }
+                if peer_addr == 0 || peer_addr.checked_add(len as u64).is_none() {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "peer address",
+                        value: peer_addr,
+                    });
+                }
+                if op == Opcode::LocalRead {
+                    Frame::LocalRead {
+                        req_id,
+                        addr,
+                        location,
+                        len,
+                        peer_addr,
+                    }
+                } else {
+                    Frame::LocalWrite {
+                        req_id,
+                        addr,
+                        location,
+                        len,
+                        peer_addr,
                     }
                 }
             }
@@ -646,6 +740,33 @@ impl<'a> Frame<'a> {
                 w.put(&U64::new(req_id))?
             }
             Frame::WriteAck { req_id } => w.put(&U64::new(req_id))?,
+            Frame::PidChallenge { ref token, socket } => {
+                if socket.is_empty() || socket.len() > PID_SOCKET_MAX {
+                    return Err(field_len(op, "socket name length", socket.len()));
+                }
+                w.bytes(token)?;
+                w.bytes(socket)?;
+            }
+            Frame::LocalRead {
+                req_id,
+                addr,
+                location,
+                len,
+                peer_addr,
+            }
+            | Frame::LocalWrite {
+                req_id,
+                addr,
+                location,
+                len,
+                peer_addr,
+            } => w.put(&LocalBody {
+                req_id: U64::new(req_id),
+                addr: U64::new(addr),
+                location: U32::new(location_to_wire(location)),
+                len: U32::new(len),
+                peer_addr: U64::new(peer_addr),
+            })?,
             Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
             Frame::Goodbye { code } => w.put(&CodeBody {
                 code: U32::new(code.as_u32()),

@@ -38,6 +38,10 @@ pub const NOTIFY_MSG_MAX: usize = 2048;
 /// Longest error message carried by an `Error` frame, in bytes of UTF-8.
 pub const ERROR_MSG_MAX: usize = crate::error::STATUS_MSG_CAP;
 
+/// Longest socket name in a `PidChallenge`, in bytes (an abstract Unix
+/// socket name fits in 107).
+pub const PID_SOCKET_MAX: usize = 100;
+
 /// Most regions in one segment-info reply page.
 pub const INFO_PAGE_MAX: usize = 128;
 

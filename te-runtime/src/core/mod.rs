@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::config::EngineConfig;
 use crate::conn::{Conn, Flow, Reg};
 use crate::mem::HostBuffer;
+use crate::shm::{Path, SameHost};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -60,6 +61,11 @@ pub struct EngineCore {
     /// Engine-owned buffers being freed: unmapped once their region is gone.
     freeing: Vec<u64>,
     phase: Phase,
+    same_host: SameHost,
+    /// Tasks submitted with a path other than the engine's.
+    task_paths: HashMap<TaskId, Path>,
+    /// The path of the submission under way, when not the engine's.
+    submit_path: Option<Path>,
 }
 
 /// Vectors reused by every submission.
@@ -74,7 +80,8 @@ fn io_status(what: &str, e: &io::Error) -> Status {
     status!(RuntimeError, "{what}: {e}")
 }
 
-fn random_nonce() -> [u8; 32] {
+/// 32 random bytes from the kernel.
+pub(crate) fn random_nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
     let mut filled = 0;
     while filled < n.len() {
@@ -124,7 +131,8 @@ impl EngineCore {
         poll.register(&mut listener, base, Interest::READABLE)
             .map_err(|e| io_status("register listener", &e))?;
         let segment_name = cfg.segment_name.clone().unwrap_or_else(|| local_addr.to_string());
-        let link_cfg = cfg.link_config(&segment_name)?;
+        let mut link_cfg = cfg.link_config(&segment_name)?;
+        let same_host = SameHost::new(cfg.path, &mut link_cfg);
         info!(segment = %segment_name, "engine listening on {local_addr}");
         Ok(EngineCore {
             reg: Registry::new(vec![Entry::EMPTY; cfg.max_regions].into_boxed_slice()),
@@ -150,6 +158,9 @@ impl EngineCore {
             owned: HashMap::new(),
             freeing: Vec::new(),
             phase: Phase::Running,
+            same_host,
+            task_paths: HashMap::new(),
+            submit_path: None,
             cfg,
         })
     }
@@ -287,6 +298,7 @@ impl EngineCore {
                 if let Some(why) = failure {
                     return self.fail_conn(c, why);
                 }
+                self.same_host.after_read(conn, &mut self.reg);
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);
@@ -349,6 +361,7 @@ impl EngineCore {
         conn.discard_writes(&mut self.reg);
         conn.link.handle_disconnect(&mut self.reg);
         let _ = self.poll.deregister(&mut conn.stream);
+        self.same_host.forget(&conn.shm);
         let mut events = Vec::new();
         while let Some(e) = conn.link.poll_event() {
             events.push(e);
@@ -397,7 +410,8 @@ impl EngineCore {
     fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
         match e {
             Event::Connected => {
-                if let Some(conn) = self.conns.get(c).and_then(|c| c.as_ref()) {
+                if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+                    self.same_host.on_connected(conn, &self.link_cfg);
                     let peer = conn
                         .link
                         .peer()
@@ -498,7 +512,11 @@ impl EngineCore {
             let Ok(req) = self.batches.request(task) else {
                 continue;
             };
-            if let Err(e) = conn.link.submit(task, &req, Some(deadline)) {
+            let path = self.task_paths.remove(&task).unwrap_or(self.cfg.path);
+            if let Err(e) = SameHost::submit(conn, path, task, &req, Some(deadline)) {
+                self.batch_errors
+                    .entry(task.batch)
+                    .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
                 let state = TaskState::Failed(e.code());
                 let _ = self.batches.finish(task, state);
                 if let Some(pin) = self.local_pins.remove(&task) {
@@ -524,6 +542,7 @@ impl EngineCore {
 
     fn finish_task(&mut self, task: TaskId, state: TaskState) {
         let _ = self.batches.finish(task, state);
+        self.task_paths.remove(&task);
         if let Some(pin) = self.local_pins.remove(&task) {
             self.reg.unpin(pin);
             if !self.freeing.is_empty() {

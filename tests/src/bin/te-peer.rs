@@ -3,18 +3,25 @@
 //! known pattern, prints `READY <segment> <addr> <len>` and serves until
 //! its standard input closes (or it is killed).
 //!
-//! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]`
+//! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]
+//! [--path tcp|shm|auto] [--user]`
 //!
 //! - `--secret <text>`: the engine's shared secret (default: none).
 //! - `--perm`: the permission of the region (default `rw`, remote read-write).
+//! - `--path`: the engine's path to peers (default `auto`).
+//! - `--user`: the region is user memory (a heap buffer registered by
+//!   address) instead of engine-owned memory.
 
 use std::io::{BufRead, Write};
 
-use te_runtime::{Engine, EngineConfig, Perm};
+use te_runtime::{Engine, EngineConfig, Path, Perm};
 
 fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
-    eprintln!("usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]");
+    eprintln!(
+        "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
+         [--path tcp|shm|auto] [--user]"
+    );
     std::process::exit(2);
 }
 
@@ -22,6 +29,8 @@ fn main() {
     let mut positional = Vec::new();
     let mut secret = None;
     let mut perm = Perm::REMOTE_READ_WRITE;
+    let mut path = Path::Auto;
+    let mut user = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -38,6 +47,11 @@ fn main() {
                     other => usage(&format!("bad --perm {other:?}")),
                 }
             }
+            "--path" => match args.next().map(|p| p.parse()) {
+                Some(Ok(p)) => path = p,
+                other => usage(&format!("bad --path {other:?}")),
+            },
+            "--user" => user = true,
             _ => positional.push(a),
         }
     }
@@ -48,6 +62,7 @@ fn main() {
     let cfg = EngineConfig {
         listen,
         secret,
+        path,
         ..EngineConfig::default()
     };
     let engine = match Engine::start(cfg) {
@@ -57,7 +72,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let addr = engine.alloc_memory(len, perm).expect("alloc");
+    // User memory lives as long as the process: the engine is finalized first.
+    let mut heap = Vec::new();
+    let addr = if user {
+        heap = vec![0u8; len as usize];
+        let addr = heap.as_mut_ptr() as u64;
+        // SAFETY: `heap` outlives the engine (finalized below, before it drops).
+        unsafe { engine.register_memory(addr, len, perm) }.expect("register");
+        addr
+    } else {
+        engine.alloc_memory(len, perm).expect("alloc")
+    };
     // SAFETY: freshly allocated engine memory of `len` bytes.
     unsafe { te_tests::fill(addr, len, seed) };
     println!("READY {} {addr} {len}", engine.segment_name());
@@ -65,4 +90,5 @@ fn main() {
     // Serve until the test closes our stdin.
     for _ in std::io::stdin().lock().lines() {}
     engine.finalize();
+    drop(heap);
 }
