@@ -965,7 +965,10 @@ impl Harness {
                     location: None,
                     allowed: false,
                 });
-                assert!(self.link.poll_copy().is_none(), "a copy for a link without the path");
+                assert!(
+                    self.link.poll_copy().is_none(),
+                    "a copy for a link without the path"
+                );
             }
             Seen::PidChallenge => {}
             Seen::ReadData { req_id, .. } => self.in_cur = Some(Incoming::Read { req_id, landed: 0 }),

@@ -306,7 +306,8 @@ impl Engine {
     pub fn cancel_task(&self, task: TaskId) -> Result<()> {
         self.with_core(|c| c.cancel_task(task))?;
         self.wait(self.drain_timeout(), "cancel", |c| {
-            c.task_status(task).map_or(Some(()), |t| t.state.is_terminal().then_some(()))
+            c.task_status(task)
+                .map_or(Some(()), |t| t.state.is_terminal().then_some(()))
         })
     }
 
@@ -314,7 +315,8 @@ impl Engine {
     pub fn cancel_batch(&self, batch: BatchId) -> Result<()> {
         self.with_core(|c| c.cancel_batch(batch))?;
         self.wait(self.drain_timeout(), "cancel", |c| {
-            c.batch_status(batch).map_or(Some(()), |b| (b.state != TaskState::Pending).then_some(()))
+            c.batch_status(batch)
+                .map_or(Some(()), |b| (b.state != TaskState::Pending).then_some(()))
         })
     }
 

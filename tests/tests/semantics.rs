@@ -486,9 +486,7 @@ fn unregister_of_a_region_peers_are_reading_waits_then_memory_is_not_read() {
         .map(|_| request(Op::Read, fx.local, fx.seg, b, LEN))
         .collect();
     let batch = fx.initiator.allocate_batch(TASKS as u32).expect("allocate");
-    fx.initiator
-        .submit_via(batch, &reqs, Path::Tcp)
-        .expect("submit");
+    fx.initiator.submit_via(batch, &reqs, Path::Tcp).expect("submit");
     assert!(
         spin_until(WAIT, || fx.initiator.batch_status(batch).unwrap().transferred > 0),
         "no read answered"

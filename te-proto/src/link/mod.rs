@@ -254,7 +254,12 @@ impl Link {
     ///
     /// Errors as `submit`, and `NotSupported` until
     /// [`set_local_copy`](Self::set_local_copy) enabled the path.
-    pub fn submit_local(&mut self, task: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
+    pub fn submit_local(
+        &mut self,
+        task: TaskId,
+        req: &TransferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         if let Some(why) = &self.s.closed {
             return Err(status!(Disconnected, "link closed: {}", why.message()));
         }

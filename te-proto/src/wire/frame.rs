@@ -514,7 +514,8 @@ impl<'a> Frame<'a> {
             Opcode::LocalRead | Opcode::LocalWrite => {
                 let (b, _) = read::<LocalBody>(op, body)?;
                 let location = location_from_wire(op, b.location.get())?;
-                let (req_id, addr, len, peer_addr) = (b.req_id.get(), b.addr.get(), b.len.get(), b.peer_addr.get());
+                let (req_id, addr, len, peer_addr) =
+                    (b.req_id.get(), b.addr.get(), b.len.get(), b.peer_addr.get());
                 if len == 0 {
                     return Err(WireError::BadValue {
                         opcode: op,

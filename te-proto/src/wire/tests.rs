@@ -324,7 +324,10 @@ fn same_host_frames_round_trip() {
 fn same_host_copy_length_and_peer_range_are_checked() {
     for op in [Opcode::LocalRead, Opcode::LocalWrite] {
         let zero = encode(&local(op, 0, 0x7f00_0000));
-        assert!(matches!(decode(&zero), Err(WireError::BadValue { field: "length", .. })));
+        assert!(matches!(
+            decode(&zero),
+            Err(WireError::BadValue { field: "length", .. })
+        ));
         for peer in [0, u64::MAX - 8] {
             let b = encode(&local(op, 64, peer));
             assert!(matches!(
@@ -346,7 +349,10 @@ fn pid_challenge_socket_name_length_is_checked() {
     let long = [b's'; PID_SOCKET_MAX + 1];
     let mut buf = vec![0u8; MAX_CONTROL_LEN];
     for socket in [&b""[..], &long[..]] {
-        let f = Frame::PidChallenge { token: [1; 32], socket };
+        let f = Frame::PidChallenge {
+            token: [1; 32],
+            socket,
+        };
         assert!(matches!(f.encode(&mut buf), Err(WireError::FieldLength { .. })));
     }
     // Forge the frames the encoder refuses: the decoder refuses them too.

@@ -43,7 +43,11 @@ impl Pid {
 /// The pid of the process at the other end of a Unix socket, as the kernel
 /// recorded it at connect time.
 pub(crate) fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given.
     let r = unsafe {
@@ -80,8 +84,14 @@ pub(crate) fn pidfd(pid: i32) -> io::Result<OwnedFd> {
 pub(crate) fn probe() -> std::result::Result<(), String> {
     let src = [0x5au8; 8];
     let mut dst = [0u8; 8];
-    vm_copy(std::process::id() as i32, dst.as_mut_ptr() as u64, src.as_ptr() as u64, 8, false)
-        .map_err(|e| format!("process_vm_readv not allowed: {e}"))?;
+    vm_copy(
+        std::process::id() as i32,
+        dst.as_mut_ptr() as u64,
+        src.as_ptr() as u64,
+        8,
+        false,
+    )
+    .map_err(|e| format!("process_vm_readv not allowed: {e}"))?;
     if dst != src {
         return Err("process_vm_readv copied wrong bytes".into());
     }

@@ -69,7 +69,8 @@ impl Verifier {
         let r = super::host::random_bytes();
         let name: Vec<u8> = format!("te-pid-{}-{}", std::process::id(), hex(&r[..8])).into_bytes();
         let addr = UnixAddr::from_abstract_name(&name).map_err(|e| format!("abstract socket name: {e}"))?;
-        let listener = UnixListener::bind_addr(&addr).map_err(|e| format!("cannot bind abstract socket: {e}"))?;
+        let listener =
+            UnixListener::bind_addr(&addr).map_err(|e| format!("cannot bind abstract socket: {e}"))?;
         let table = Arc::new(Mutex::new(Table::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (table.clone(), stop.clone());
@@ -158,7 +159,8 @@ fn serve(listener: UnixListener, table: &Mutex<Table>, stop: &AtomicBool) {
 
 /// Reads one claim and records the claimant's pid when it holds.
 fn check_claim(s: &UnixStream, table: &Mutex<Table>) -> Result<(), String> {
-    s.set_read_timeout(Some(CLAIM_TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let pid = super::copy::peer_pid(s.as_fd()).map_err(|e| format!("peer credentials: {e}"))?;
     let line = read_line(s).map_err(|e| format!("reading the claim: {e}"))?;
     let (token, ends) = parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
@@ -227,13 +229,18 @@ fn hex(b: &[u8]) -> String {
 /// Answers a peer's challenge: proves this process to the peer's verifier.
 pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
     let addr = UnixAddr::from_abstract_name(&ch.socket).map_err(|e| format!("socket name: {e}"))?;
-    let mut s = UnixStream::connect_addr(&addr).map_err(|e| format!("cannot reach the peer's verifier: {e}"))?;
-    s.set_read_timeout(Some(CLAIM_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(CLAIM_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut s =
+        UnixStream::connect_addr(&addr).map_err(|e| format!("cannot reach the peer's verifier: {e}"))?;
+    s.set_read_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let line = format!("{} {} {}\n", hex(&ch.token), ends.local, ends.peer);
-    s.write_all(line.as_bytes()).map_err(|e| format!("sending the claim: {e}"))?;
+    s.write_all(line.as_bytes())
+        .map_err(|e| format!("sending the claim: {e}"))?;
     let mut answer = [0u8; 1];
-    s.read_exact(&mut answer).map_err(|e| format!("no answer from the peer's verifier: {e}"))?;
+    s.read_exact(&mut answer)
+        .map_err(|e| format!("no answer from the peer's verifier: {e}"))?;
     match &answer {
         b"1" => Ok(()),
         _ => Err("the peer's verifier refused our claim".into()),

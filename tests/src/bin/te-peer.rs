@@ -11,6 +11,9 @@
 //! - `--path`: the engine's path to peers (default `auto`).
 //! - `--user`: the region is user memory (a heap buffer registered by
 //!   address) instead of engine-owned memory.
+//! - `--probe <segment> <addr>`: instead of serving, open `segment`, read
+//!   `len` bytes at `addr` of it (filled by a peer with the same seed),
+//!   print `PROBE <path> ok` (or the error) and exit.
 
 use std::io::{BufRead, Write};
 
@@ -20,7 +23,7 @@ fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
     eprintln!(
         "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
-         [--path tcp|shm|auto] [--user]"
+         [--path tcp|shm|auto] [--user] [--probe <segment> <addr>]"
     );
     std::process::exit(2);
 }
@@ -31,6 +34,7 @@ fn main() {
     let mut perm = Perm::REMOTE_READ_WRITE;
     let mut path = Path::Auto;
     let mut user = false;
+    let mut probe = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -52,6 +56,10 @@ fn main() {
                 other => usage(&format!("bad --path {other:?}")),
             },
             "--user" => user = true,
+            "--probe" => match (args.next(), args.next().and_then(|a| a.parse::<u64>().ok())) {
+                (Some(seg), Some(addr)) => probe = Some((seg, addr)),
+                _ => usage("--probe needs a segment and an address"),
+            },
             _ => positional.push(a),
         }
     }
@@ -83,6 +91,9 @@ fn main() {
     } else {
         engine.alloc_memory(len, perm).expect("alloc")
     };
+    if let Some((seg, remote)) = probe {
+        return run_probe(&engine, &seg, addr, remote, len, seed);
+    }
     // SAFETY: freshly allocated engine memory of `len` bytes.
     unsafe { te_tests::fill(addr, len, seed) };
     println!("READY {} {addr} {len}", engine.segment_name());
@@ -91,4 +102,26 @@ fn main() {
     for _ in std::io::stdin().lock().lines() {}
     engine.finalize();
     drop(heap);
+}
+
+/// Reads `len` bytes at `remote` of segment `seg` into `local`, checks them
+/// against `pattern(seed, i)` and prints `PROBE <path> ok` or the error.
+fn run_probe(engine: &Engine, seg: &str, local: u64, remote: u64, len: u64, seed: u64) {
+    let result = engine.open_segment(seg).and_then(|id| {
+        let path = engine.segment_path(id)?;
+        engine.transfer_sync_read(seg, local, remote, len)?;
+        Ok(path)
+    });
+    match result {
+        Ok(path) => {
+            // SAFETY: the read ended; `local` is engine memory of `len` bytes.
+            let ok = unsafe { te_tests::proc::check_pattern(local, len, seed, 0) };
+            match ok {
+                Ok(()) => println!("PROBE {path} ok"),
+                Err(e) => println!("PROBE {path} {e}"),
+            }
+        }
+        Err(e) => println!("PROBE error {e}"),
+    }
+    engine.finalize();
 }
