@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Perm, Request, SegmentId, Status, TaskState};
+use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState};
 
 use crate::report::{self, Row};
 use crate::serve::fill;
@@ -64,6 +64,14 @@ pub struct BenchArgs {
     /// Shared secret of the target.
     #[arg(long)]
     pub secret: Option<String>,
+    /// Path to the target: tcp, shm (same-host; an error when the target
+    /// is not on this host) or auto (shm where possible).
+    #[arg(long, default_value = "auto", value_parser = parse_path)]
+    pub path: Path,
+}
+
+fn parse_path(s: &str) -> Result<Path, String> {
+    s.parse().map_err(|e: Status| e.message().to_string())
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -137,6 +145,8 @@ struct Config {
 struct Run {
     engine: Engine,
     segment: SegmentId,
+    /// The path every batch is submitted on.
+    path: Path,
     remote: u64,
     local: u64,
     /// Bytes of the buffer each thread owns (on both sides).
@@ -162,10 +172,21 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     };
     let cfg = EngineConfig {
         secret: args.secret.clone().map(String::into_bytes),
+        path: args.path,
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg)?;
     let segment = engine.open_segment(&target)?;
+    let auto = engine.segment_path(segment)?;
+    let path = match args.path {
+        Path::Auto => auto,
+        Path::Shm if auto != Path::Shm => {
+            return Err(err(format!(
+                "--path shm: the same-host path to {target} is not available (see the log)"
+            )))
+        }
+        forced => forced,
+    };
     let regions = engine.segment_info(segment)?;
     let region = regions
         .iter()
@@ -178,6 +199,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let run = Arc::new(Run {
         engine,
         segment,
+        path,
         remote: region.span.addr,
         local,
         share,
@@ -202,7 +224,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
-            "te bench: target {target}, {} buffer ({}), {} thread(s), {} s per configuration{}",
+            "te bench: target {target}, path {path}, {} buffer ({}), {} thread(s), {} s per configuration{}",
             size::show(buffer),
             if args.hot {
                 "hot: one block reused"
@@ -245,7 +267,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
         }
     }
     if args.json {
-        println!("{}", report::json(&rows, &target));
+        println!("{}", report::json(&rows, &target, path));
     }
     Ok(())
 }
@@ -344,7 +366,7 @@ fn worker(run: &Run, c: Config, t: u32, start: Instant) -> WorkerResult {
 fn transfer(run: &Run, reqs: &[Request]) -> Result<(), Status> {
     let e = &run.engine;
     let batch = e.allocate_batch(reqs.len() as u32)?;
-    e.submit(batch, reqs)?;
+    e.submit_via(batch, reqs, run.path)?;
     let st = e.wait_batch(batch, Duration::from_secs(120))?;
     e.free_batch(batch)?;
     match st.state {

@@ -1,5 +1,7 @@
 //! Results of one benchmark configuration, as a table row or JSON.
 
+use te_runtime::Path;
+
 use crate::size;
 
 /// What one configuration measured.
@@ -62,7 +64,7 @@ pub fn line(r: &Row) -> String {
     )
 }
 
-pub fn json(rows: &[Row], target: &str) -> serde_json::Value {
+pub fn json(rows: &[Row], target: &str, path: Path) -> serde_json::Value {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -82,5 +84,5 @@ pub fn json(rows: &[Row], target: &str) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "target": target, "results": rows })
+    serde_json::json!({ "target": target, "path": path.to_string(), "results": rows })
 }
