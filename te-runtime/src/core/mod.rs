@@ -298,7 +298,7 @@ impl EngineCore {
                 if let Some(why) = failure {
                     return self.fail_conn(c, why);
                 }
-                self.same_host.after_read(conn, &mut self.reg);
+                self.same_host.after_read(conn, &self.link_cfg, &mut self.reg);
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);

@@ -28,9 +28,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use te_proto::batch::TransferRequest;
-use te_proto::link::{caps, LinkConfig};
+use te_proto::link::{caps, Link, LinkConfig, PidChallenge};
 use te_proto::{status, Instant, Location, Result, Status, TaskId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::conn::{Conn, Reg};
 
@@ -158,22 +158,26 @@ impl SameHost {
 
     /// After input: answers the peer's challenge (enabling our requests on
     /// the path), then does the copies the peer asked for.
-    pub fn after_read(&self, conn: &mut Conn, reg: &mut Reg) {
+    pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg) {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
         if let Some(ch) = link.take_pid_challenge() {
-            st.answered = true;
-            let claimed = ends
-                .ok_or_else(|| "connection addresses unknown".to_string())
-                .and_then(|ends| pidproof::claim(&ch, ends));
+            // Only the first challenge is answered: each answer may block
+            // this thread for up to the claim timeout.
+            let first = !std::mem::replace(&mut st.answered, true);
+            let claimed = match ends {
+                _ if !first => Err("the peer challenged twice; ignored".to_string()),
+                None => Err("connection addresses unknown".to_string()),
+                Some(ends) => self.answer(link, cfg, &ch, ends),
+            };
             match claimed {
-                Ok(()) if self.enabled() => {
+                Ok(()) => {
                     link.set_local_copy(true);
                     st.refused = None;
                     info!(peer = %peer_addr, "same-host path enabled");
                 }
-                Ok(()) => {}
+                Err(why) if !first => debug!(peer = %peer_addr, "{why}"),
                 Err(why) => {
                     warn!(peer = %peer_addr, "same-host path refused, using TCP: {why}");
                     st.refused = Some(why);
@@ -188,6 +192,31 @@ impl SameHost {
             let result = pid.and_then(|pid| copy::run(&pid, &c));
             link.copy_done(result, reg);
         }
+    }
+
+    /// Answers a challenge when this engine offers the path, the peer is on
+    /// this host and network namespace and names a te verifier socket (so a
+    /// peer cannot make us talk to some other local service).
+    fn answer(
+        &self,
+        link: &Link,
+        cfg: &LinkConfig,
+        ch: &PidChallenge,
+        ends: Ends,
+    ) -> std::result::Result<(), String> {
+        if !self.enabled() {
+            return Err("this engine does not offer the same-host path".into());
+        }
+        if !link.peer().is_some_and(|p| p.same_host(cfg)) {
+            return Err("challenge from a peer on another host or network namespace".into());
+        }
+        if !ch.socket.starts_with(pidproof::SOCKET_PREFIX) {
+            return Err(format!(
+                "challenge names socket {:?}, not a te verifier",
+                String::from_utf8_lossy(&ch.socket)
+            ));
+        }
+        pidproof::claim(ch, ends)
     }
 
     /// Hands a task to the link on the path `path` chooses. `NotSupported`

@@ -34,7 +34,10 @@ use super::Ends;
 
 /// How long a claimant waits for the verifier's answer, and the verifier
 /// for a claim.
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
+/// Every verifier socket name starts with this; a claimant connects to
+/// nothing else.
+pub(crate) const SOCKET_PREFIX: &[u8] = b"te-pid-";
 /// Longest claim line.
 const CLAIM_MAX: usize = 256;
 /// Most challenges waiting for their claim; the oldest is dropped beyond.
@@ -67,7 +70,8 @@ impl Verifier {
     /// Binds a fresh abstract socket and starts its thread.
     pub fn start() -> Result<Verifier, String> {
         let r = super::host::random_bytes();
-        let name: Vec<u8> = format!("te-pid-{}-{}", std::process::id(), hex(&r[..8])).into_bytes();
+        let mut name = SOCKET_PREFIX.to_vec();
+        name.extend(format!("{}-{}", std::process::id(), hex(&r[..8])).bytes());
         let addr = UnixAddr::from_abstract_name(&name).map_err(|e| format!("abstract socket name: {e}"))?;
         let listener =
             UnixListener::bind_addr(&addr).map_err(|e| format!("cannot bind abstract socket: {e}"))?;
