@@ -41,8 +41,8 @@ use te_proto::link::{
     Event, Link, LinkConfig, LinkState, PayloadDest, Transmit, MAX_LINK_TASKS, MAX_OUTSTANDING,
 };
 use te_proto::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, INFO_PAGE_MAX,
-    MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE,
+    INFO_PAGE_MAX, MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
 };
 use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, Span};
 
@@ -342,7 +342,7 @@ impl Seen {
             Frame::Ping { token } => Seen::Ping { token },
             Frame::Pong { token } => Seen::Pong { token },
             Frame::Goodbye { .. } => Seen::Goodbye,
-            Frame::LocalRead { req_id, .. } | Frame::LocalWrite { req_id, .. } => Seen::LocalReq { req_id },
+            Frame::LocalRead(a) | Frame::LocalWrite(a) => Seen::LocalReq { req_id: a.req_id },
             Frame::PidChallenge { .. } => Seen::PidChallenge,
         }
     }
@@ -683,25 +683,14 @@ impl Harness {
                 let locmode = input.u8();
                 let req_id = u64::from(input.u8());
                 let (base, location) = target(region, locmode);
-                let (addr, peer_addr) = (base + off, 0x7000_0000);
-                let frame = if req_id & 1 == 0 {
-                    Frame::LocalRead {
-                        req_id,
-                        addr,
-                        location,
-                        len,
-                        peer_addr,
-                    }
-                } else {
-                    Frame::LocalWrite {
-                        req_id,
-                        addr,
-                        location,
-                        len,
-                        peer_addr,
-                    }
+                let a = LocalAccess {
+                    req_id,
+                    addr: base + off,
+                    location,
+                    len,
+                    peer_addr: 0x7000_0000,
                 };
-                self.push_frame(&frame);
+                self.push_frame(&Frame::local(req_id & 1 == 0, a));
             }
             K_PID_CHALLENGE => {
                 let socket = vec![b's'; 1 + usize::from(input.u8()) % 100];

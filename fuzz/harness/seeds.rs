@@ -10,7 +10,8 @@
 //! from what this file generates (after a wire change, say).
 
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY,
+    MAX_CONTROL_LEN,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -161,28 +162,28 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
             "pid-challenge",
             enc(&Frame::PidChallenge {
                 token: [5; 32],
-                socket: b"te-shm-1234",
+                socket: b"te-pid-1234",
             }),
         ),
         (
             "local-read",
-            enc(&Frame::LocalRead {
+            enc(&Frame::LocalRead(LocalAccess {
                 req_id: 0x606,
                 addr: 0x1_0000,
                 location: Some(Location::Cpu),
                 len: 64,
                 peer_addr: 0x7000_0000,
-            }),
+            })),
         ),
         (
             "local-write",
-            enc(&Frame::LocalWrite {
+            enc(&Frame::LocalWrite(LocalAccess {
                 req_id: 0x707,
                 addr: 0x2_0000,
                 location: None,
                 len: 64,
                 peer_addr: 0x7000_0000,
-            }),
+            })),
         ),
     ]
 }

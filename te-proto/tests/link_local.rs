@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{config, task, Pair, Rng};
+use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
 use te_proto::link::{caps, LinkConfig, PidChallenge};
 use te_proto::wire::PID_SOCKET_MAX;
@@ -43,37 +43,25 @@ fn local_reads_and_writes_are_byte_exact_and_carry_no_payload() {
     p.a.region(SRC, total, Perm::LOCAL_ONLY, &mut rng);
     p.a.region(DST, total, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, total, Perm::REMOTE_READ_WRITE, &mut rng);
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        p.a.submit_local(
-            task(1, i as u32),
-            Op::Write,
-            Span::cpu(SRC + off, len),
-            REMOTE + off,
-        )
-        .unwrap();
-        off += len + 3;
-    }
-    p.run();
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        assert_eq!(code(p.a.done.get(&task(1, i as u32))), Some(ErrorCode::Ok));
-        assert!(p.a.mem.read(Span::cpu(SRC + off, len)) == p.b.mem.read(Span::cpu(REMOTE + off, len)));
-        p.a.submit_local(
-            task(2, i as u32),
-            Op::Read,
-            Span::cpu(DST + off, len),
-            REMOTE + off,
-        )
-        .unwrap();
-        off += len + 3;
-    }
-    p.run();
-    let mut off = 1;
-    for (i, &len) in sizes.iter().enumerate() {
-        assert_eq!(code(p.a.done.get(&task(2, i as u32))), Some(ErrorCode::Ok));
-        assert!(p.a.mem.read(Span::cpu(DST + off, len)) == p.a.mem.read(Span::cpu(SRC + off, len)));
-        off += len + 3;
+    let placed = placed(&sizes);
+    for (batch, op, buf) in [(1, Op::Write, SRC), (2, Op::Read, DST)] {
+        for &(i, len, off) in &placed {
+            p.a.submit_local(task(batch, i), op, Span::cpu(buf + off, len), REMOTE + off)
+                .unwrap();
+        }
+        p.run();
+        for &(i, len, off) in &placed {
+            assert_eq!(
+                code(p.a.done.get(&task(batch, i))),
+                Some(ErrorCode::Ok),
+                "{op:?} of {len}"
+            );
+            let theirs = p.b.mem.read(Span::cpu(REMOTE + off, len));
+            assert!(
+                p.a.mem.read(Span::cpu(buf + off, len)) == theirs,
+                "{op:?} of {len} not byte-exact"
+            );
+        }
     }
     // Only control frames crossed the link: well under 1 % of the bytes moved.
     let moved = 2 * sizes.iter().sum::<u64>();
@@ -138,16 +126,23 @@ fn bad_ranges_and_permissions_are_not_authorized() {
     assert_eq!(p.b.copies_done, 0, "a refused request was copied");
 }
 
-#[test]
-fn a_canceled_local_task_ends_only_after_the_peers_copies() {
-    let mut p = local_pair(offering("b:2"));
-    let mut rng = Rng(9);
+/// a reads 1 MiB of b over the same-host path while b's shell holds its
+/// copies back; returns once the requests wait in b.
+fn stalled_read(b: LinkConfig, seed: u64) -> Pair {
+    let mut p = local_pair(b);
+    let mut rng = Rng(seed);
     p.a.region(DST, 1 << 20, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, 1 << 20, Perm::REMOTE_READ, &mut rng);
     p.b.copies_paused = true;
     p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 1 << 20), REMOTE)
         .unwrap();
     p.run();
+    p
+}
+
+#[test]
+fn a_canceled_local_task_ends_only_after_the_peers_copies() {
+    let mut p = stalled_read(offering("b:2"), 9);
     assert!(p.a.link.cancel(task(1, 0)));
     p.run();
     // b may still copy into a's memory: the end is held back.
@@ -165,15 +160,7 @@ fn a_canceled_local_task_ends_only_after_the_peers_copies() {
 fn unregister_while_copies_wait_drains_then_refuses() {
     let mut b = offering("b:2");
     b.max_outstanding = 4;
-    let mut p = local_pair(b);
-    let mut rng = Rng(10);
-    let len = 1u64 << 20;
-    p.a.region(DST, len, Perm::LOCAL_ONLY, &mut rng);
-    p.b.region(REMOTE, len, Perm::REMOTE_READ, &mut rng);
-    p.b.copies_paused = true;
-    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, len), REMOTE)
-        .unwrap();
-    p.run();
+    let mut p = stalled_read(b, 10);
     assert_eq!(
         p.b.reg.pins(Location::Cpu, REMOTE),
         Some(4),
@@ -195,14 +182,7 @@ fn unregister_while_copies_wait_drains_then_refuses() {
 
 #[test]
 fn closing_the_link_releases_the_pins_of_waiting_copies() {
-    let mut p = local_pair(offering("b:2"));
-    let mut rng = Rng(11);
-    p.a.region(DST, 1 << 20, Perm::LOCAL_ONLY, &mut rng);
-    p.b.region(REMOTE, 1 << 20, Perm::REMOTE_READ, &mut rng);
-    p.b.copies_paused = true;
-    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 1 << 20), REMOTE)
-        .unwrap();
-    p.run();
+    let mut p = stalled_read(offering("b:2"), 11);
     assert!(p.b.reg.pins(Location::Cpu, REMOTE).is_some());
     p.b.link.close(&mut p.b.reg);
     assert!(p.b.link.poll_copy().is_none());

@@ -45,7 +45,12 @@ fn copy(kernel: bool, dst: usize, src: usize, len: usize) {
         };
         // SAFETY: both ranges lie inside our own mappings (`buffer`).
         let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-        assert_eq!(n, len as isize, "process_vm_readv: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            n,
+            len as isize,
+            "process_vm_readv: {}",
+            std::io::Error::last_os_error()
+        );
     } else {
         // SAFETY: two distinct mappings of at least `len` bytes past these offsets.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len) };

@@ -1,12 +1,26 @@
 //! Shared helpers of te's integration tests.
 
-use te_runtime::{Engine, EngineConfig};
+use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, TaskState};
 
 pub mod proc;
 
 /// An engine with default settings on a free loopback port.
 pub fn engine() -> Engine {
     Engine::start(EngineConfig::default()).expect("engine starts")
+}
+
+/// Asserts that every task of `batch` completed or was refused with
+/// `NotAuthorized` (its region was unregistered meanwhile).
+pub fn assert_completed_or_refused(e: &Engine, batch: BatchId) {
+    for (i, t) in e.tasks_status(batch).expect("tasks").iter().enumerate() {
+        assert!(
+            matches!(
+                t.state,
+                TaskState::Completed | TaskState::Failed(ErrorCode::NotAuthorized)
+            ),
+            "task {i}: {t:?}"
+        );
+    }
 }
 
 /// A deterministic byte pattern: byte `i` of a buffer seeded with `seed`.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
-use te_tests::{fill_fast, spin_until};
+use te_tests::{assert_completed_or_refused, fill_fast, spin_until};
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
 const MIB: u64 = 1 << 20;
@@ -247,15 +247,7 @@ fn unregister_during_same_host_writes_waits_then_refuses() {
         st.failed > 0,
         "every write landed before the unregister: proved nothing"
     );
-    for t in e.tasks_status(batch).expect("tasks") {
-        assert!(
-            matches!(
-                t.state,
-                TaskState::Completed | TaskState::Failed(ErrorCode::NotAuthorized)
-            ),
-            "{t:?}"
-        );
-    }
+    assert_completed_or_refused(&e, batch);
     assert!(
         region.iter().all(|&b| b == 0xee),
         "region written after unregister returned"

@@ -41,7 +41,7 @@ use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::{earliest, Instant};
 use crate::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
     MAX_CONTROL_LEN,
 };
 
@@ -851,27 +851,15 @@ impl Inner {
 
     fn encode_request(&mut self, out: &mut [u8], next: &NextChunk) -> Option<(usize, Option<Span>)> {
         let req_id = (self.seq + 1) << 8 | next.chunk as u64;
+        let access = LocalAccess {
+            req_id,
+            addr: next.remote_addr,
+            location: next.remote_location,
+            len: next.len,
+            peer_addr: next.local.addr,
+        };
         let (frame, payload) = match next.op {
-            Op::Read if next.by_copy => (
-                Frame::LocalRead {
-                    req_id,
-                    addr: next.remote_addr,
-                    location: next.remote_location,
-                    len: next.len,
-                    peer_addr: next.local.addr,
-                },
-                None,
-            ),
-            Op::Write if next.by_copy => (
-                Frame::LocalWrite {
-                    req_id,
-                    addr: next.remote_addr,
-                    location: next.remote_location,
-                    len: next.len,
-                    peer_addr: next.local.addr,
-                },
-                None,
-            ),
+            op if next.by_copy => (Frame::local(op == Op::Read, access), None),
             Op::Read => (
                 Frame::ReadReq {
                     req_id,
@@ -1221,20 +1209,8 @@ impl Inner {
                 // Unreachable: the decoder enforces the same limits.
                 Err(e) => self.shut(e, true, reg),
             },
-            Frame::LocalRead {
-                req_id,
-                addr,
-                location,
-                len,
-                peer_addr,
-            } => self.on_local(req_id, Op::Read, addr, location, len, peer_addr, reg),
-            Frame::LocalWrite {
-                req_id,
-                addr,
-                location,
-                len,
-                peer_addr,
-            } => self.on_local(req_id, Op::Write, addr, location, len, peer_addr, reg),
+            Frame::LocalRead(a) => self.on_local(Op::Read, a, reg),
+            Frame::LocalWrite(a) => self.on_local(Op::Write, a, reg),
             Frame::Ping { token } => self.pong_due = Some(token),
             Frame::Pong { token } => {
                 if self.ping_outstanding == Some(token) {
@@ -1251,19 +1227,17 @@ impl Inner {
 
     /// The peer's same-host request: checked and pinned exactly as its TCP
     /// twin, then queued for the shell's copy; a refusal is answered at once.
-    #[allow(clippy::too_many_arguments)]
-    fn on_local<S>(
-        &mut self,
-        req_id: u64,
-        op: Op,
-        addr: u64,
-        location: Option<Location>,
-        len: u32,
-        peer_addr: u64,
-        reg: &mut Reg<S>,
-    ) where
+    fn on_local<S>(&mut self, op: Op, a: LocalAccess, reg: &mut Reg<S>)
+    where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
+        let LocalAccess {
+            req_id,
+            addr,
+            location,
+            len,
+            peer_addr,
+        } = a;
         if !self.request_room(req_id, reg) {
             return;
         }

@@ -299,34 +299,27 @@ pub enum Frame<'a> {
         /// Abstract Unix socket name, 1 to [`PID_SOCKET_MAX`] bytes.
         socket: &'a [u8],
     },
-    /// Same-host path: copy `len` bytes at `addr` of the receiver's memory
-    /// to `peer_addr` in the sender's memory, then answer `WriteAck`.
-    LocalRead {
-        /// Request id, echoed by the answer.
-        req_id: u64,
-        /// First byte of the receiver's memory.
-        addr: u64,
-        /// Location, or `None` to resolve by address.
-        location: Option<Location>,
-        /// Bytes to copy (non-zero).
-        len: u32,
-        /// First byte of the sender's memory.
-        peer_addr: u64,
-    },
+    /// Same-host path: copy the access's span of the receiver's memory to
+    /// `peer_addr` in the sender's memory, then answer `WriteAck`.
+    LocalRead(LocalAccess),
     /// Same-host path: copy `len` bytes at `peer_addr` of the sender's
-    /// memory to `addr` in the receiver's memory, then answer `WriteAck`.
-    LocalWrite {
-        /// Request id, echoed by the answer.
-        req_id: u64,
-        /// First byte of the receiver's memory.
-        addr: u64,
-        /// Location, or `None` to resolve by address.
-        location: Option<Location>,
-        /// Bytes to copy (non-zero).
-        len: u32,
-        /// First byte of the sender's memory.
-        peer_addr: u64,
-    },
+    /// memory into the access's span of the receiver, then answer `WriteAck`.
+    LocalWrite(LocalAccess),
+}
+
+/// The fields of `LocalRead` and `LocalWrite`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAccess {
+    /// Request id, echoed by the answer.
+    pub req_id: u64,
+    /// First byte of the receiver's memory.
+    pub addr: u64,
+    /// Location, or `None` to resolve by address.
+    pub location: Option<Location>,
+    /// Bytes to copy (non-zero).
+    pub len: u32,
+    /// First byte of the sender's memory.
+    pub peer_addr: u64,
 }
 
 fn location_to_wire(l: Option<Location>) -> u32 {
@@ -390,8 +383,17 @@ impl<'a> Frame<'a> {
             Frame::Pong { .. } => Opcode::Pong,
             Frame::Goodbye { .. } => Opcode::Goodbye,
             Frame::PidChallenge { .. } => Opcode::PidChallenge,
-            Frame::LocalRead { .. } => Opcode::LocalRead,
-            Frame::LocalWrite { .. } => Opcode::LocalWrite,
+            Frame::LocalRead(_) => Opcode::LocalRead,
+            Frame::LocalWrite(_) => Opcode::LocalWrite,
+        }
+    }
+
+    /// `LocalRead(a)` when `read`, else `LocalWrite(a)`.
+    pub fn local(read: bool, a: LocalAccess) -> Frame<'static> {
+        if read {
+            Frame::LocalRead(a)
+        } else {
+            Frame::LocalWrite(a)
         }
     }
 
@@ -513,40 +515,28 @@ impl<'a> Frame<'a> {
             }
             Opcode::LocalRead | Opcode::LocalWrite => {
                 let (b, _) = read::<LocalBody>(op, body)?;
-                let location = location_from_wire(op, b.location.get())?;
-                let (req_id, addr, len, peer_addr) =
-                    (b.req_id.get(), b.addr.get(), b.len.get(), b.peer_addr.get());
-                if len == 0 {
+                let a = LocalAccess {
+                    req_id: b.req_id.get(),
+                    addr: b.addr.get(),
+                    location: location_from_wire(op, b.location.get())?,
+                    len: b.len.get(),
+                    peer_addr: b.peer_addr.get(),
+                };
+                if a.len == 0 {
                     return Err(WireError::BadValue {
                         opcode: op,
                         field: "length",
                         value: 0,
                     });
                 }
-                if peer_addr == 0 || peer_addr.checked_add(len as u64).is_none() {
+                if a.peer_addr == 0 || a.peer_addr.checked_add(a.len as u64).is_none() {
                     return Err(WireError::BadValue {
                         opcode: op,
                         field: "peer address",
-                        value: peer_addr,
+                        value: a.peer_addr,
                     });
                 }
-                if op == Opcode::LocalRead {
-                    Frame::LocalRead {
-                        req_id,
-                        addr,
-                        location,
-                        len,
-                        peer_addr,
-                    }
-                } else {
-                    Frame::LocalWrite {
-                        req_id,
-                        addr,
-                        location,
-                        len,
-                        peer_addr,
-                    }
-                }
+                Frame::local(op == Opcode::LocalRead, a)
             }
             Opcode::ReadData => Frame::ReadData {
                 req_id: read::<U64>(op, body)?.0.get(),
@@ -748,25 +738,12 @@ impl<'a> Frame<'a> {
                 w.bytes(token)?;
                 w.bytes(socket)?;
             }
-            Frame::LocalRead {
-                req_id,
-                addr,
-                location,
-                len,
-                peer_addr,
-            }
-            | Frame::LocalWrite {
-                req_id,
-                addr,
-                location,
-                len,
-                peer_addr,
-            } => w.put(&LocalBody {
-                req_id: U64::new(req_id),
-                addr: U64::new(addr),
-                location: U32::new(location_to_wire(location)),
-                len: U32::new(len),
-                peer_addr: U64::new(peer_addr),
+            Frame::LocalRead(a) | Frame::LocalWrite(a) => w.put(&LocalBody {
+                req_id: U64::new(a.req_id),
+                addr: U64::new(a.addr),
+                location: U32::new(location_to_wire(a.location)),
+                len: U32::new(a.len),
+                peer_addr: U64::new(a.peer_addr),
             })?,
             Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
             Frame::Goodbye { code } => w.put(&CodeBody {

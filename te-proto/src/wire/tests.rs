@@ -278,24 +278,14 @@ fn zero_length_read_is_rejected() {
 }
 
 fn local(op: Opcode, len: u32, peer_addr: u64) -> Frame<'static> {
-    let (req_id, addr, location) = (7, 0x1000, Some(Location::Cpu));
-    if op == Opcode::LocalRead {
-        Frame::LocalRead {
-            req_id,
-            addr,
-            location,
-            len,
-            peer_addr,
-        }
-    } else {
-        Frame::LocalWrite {
-            req_id,
-            addr,
-            location,
-            len,
-            peer_addr,
-        }
-    }
+    let a = LocalAccess {
+        req_id: 7,
+        addr: 0x1000,
+        location: Some(Location::Cpu),
+        len,
+        peer_addr,
+    };
+    Frame::local(op == Opcode::LocalRead, a)
 }
 
 /// Decodes one frame and hands it to `check`.

@@ -158,6 +158,21 @@ fn request(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
     }
 }
 
+/// Places each size at its own odd offset, 3 bytes apart from the last:
+/// `(index, length, offset)`.
+pub fn placed(sizes: &[u64]) -> Vec<(u32, u64, u64)> {
+    sizes
+        .iter()
+        .scan(1u64, |off, &len| {
+            let at = *off;
+            *off += len + 3;
+            Some((len, at))
+        })
+        .enumerate()
+        .map(|(i, (len, off))| (i as u32, len, off))
+        .collect()
+}
+
 pub fn task(batch: u64, index: u32) -> TaskId {
     TaskId {
         batch: BatchId::from_u64(batch),
