@@ -166,6 +166,12 @@ fn unregister_while_copies_wait_drains_then_refuses() {
         Some(4),
         "b pinned the accepted copies"
     );
+    let waiting: Vec<_> = p.b.link.pending_copies().collect();
+    assert_eq!(waiting.len(), 4);
+    assert_eq!(waiting[0], p.b.link.poll_copy().unwrap(), "oldest first");
+    assert!(waiting
+        .windows(2)
+        .all(|w| w[1].span.addr == w[0].span.addr + w[0].span.len));
     match p.b.reg.unregister(Location::Cpu, REMOTE).unwrap() {
         Unregister::Draining { pins } => assert_eq!(pins, 4),
         other => panic!("expected draining, got {other:?}"),

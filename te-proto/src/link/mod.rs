@@ -308,6 +308,13 @@ impl Link {
         self.s.copies.front().map(|c| c.1)
     }
 
+    /// Every copy waiting, oldest first ([`poll_copy`](Self::poll_copy) is
+    /// the first), so that the shell can do several in one call; it still
+    /// reports each with [`copy_done`](Self::copy_done), in this order.
+    pub fn pending_copies(&self) -> impl Iterator<Item = LocalCopy> + '_ {
+        self.s.copies.iter().map(|c| c.1)
+    }
+
     /// Reports the copy of [`poll_copy`](Self::poll_copy) done (or failed,
     /// with the status the peer's task gets): its pin is released and the
     /// answer queued.

@@ -98,6 +98,57 @@ pub(crate) fn probe() -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Most copies done in one system call (a full window of requests).
+pub(crate) const BATCH: usize = te_proto::link::MAX_OUTSTANDING;
+
+/// Does several copies of one direction in one system call; any failure
+/// (the caller then does each alone, to answer each with its own error).
+pub(crate) fn run_all(pid: &Pid, copies: &[LocalCopy]) -> Result<()> {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let (mut ours, mut theirs) = ([empty; BATCH], [empty; BATCH]);
+    let (mut n, mut total, mut to_peer) = (0, 0u64, None);
+    for c in copies.iter().take(BATCH) {
+        if c.span.location != Location::Cpu || to_peer.is_some_and(|d| d != c.to_peer) {
+            return Err(status!(NotSupported, "copies of mixed kinds"));
+        }
+        to_peer = Some(c.to_peer);
+        ours[n] = iovec(c.span.addr, c.span.len);
+        theirs[n] = iovec(c.peer_addr, c.span.len);
+        total += c.span.len;
+        n += 1;
+    }
+    if pid.exited() {
+        return Err(status!(Disconnected, "peer process {} exited", pid.pid()));
+    }
+    // SAFETY: every local range is registered memory of this process,
+    // pinned by the link until its copy is reported; the kernel checks the
+    // peer's ranges against its mappings. No Rust reference to them lives.
+    let done = unsafe {
+        if to_peer == Some(true) {
+            libc::process_vm_writev(pid.pid(), ours.as_ptr(), n as _, theirs.as_ptr(), n as _, 0)
+        } else {
+            libc::process_vm_readv(pid.pid(), ours.as_ptr(), n as _, theirs.as_ptr(), n as _, 0)
+        }
+    };
+    if done < 0 || done as u64 != total {
+        return Err(status!(
+            RuntimeError,
+            "batched copy moved {done} of {total} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn iovec(addr: u64, len: u64) -> libc::iovec {
+    libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: len as usize,
+    }
+}
+
 /// Does the peer's copy `c` between our span and process `pid`.
 pub(crate) fn run(pid: &Pid, c: &LocalCopy) -> Result<()> {
     if c.span.location != Location::Cpu {
@@ -129,14 +180,8 @@ pub(crate) fn run(pid: &Pid, c: &LocalCopy) -> Result<()> {
 fn vm_copy(pid: i32, ours: u64, theirs: u64, len: u64, to_peer: bool) -> io::Result<()> {
     let mut done = 0u64;
     while done < len {
-        let local = libc::iovec {
-            iov_base: (ours + done) as usize as *mut libc::c_void,
-            iov_len: (len - done) as usize,
-        };
-        let remote = libc::iovec {
-            iov_base: (theirs + done) as usize as *mut libc::c_void,
-            iov_len: (len - done) as usize,
-        };
+        let local = iovec(ours + done, len - done);
+        let remote = iovec(theirs + done, len - done);
         // SAFETY: `local` is registered memory of this process, pinned for
         // this copy by the link (or the probe's own arrays); the kernel
         // checks `remote` against the peer's mappings and fails with EFAULT
@@ -160,4 +205,62 @@ fn vm_copy(pid: i32, ours: u64, theirs: u64, len: u64, to_peer: bool) -> io::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use te_proto::{ErrorCode, Span};
+
+    use super::*;
+
+    fn me() -> Pid {
+        let pid = std::process::id() as i32;
+        Pid::new(pid, pidfd(pid).expect("pidfd of this process"))
+    }
+
+    fn copy(span: &[u8], peer: u64, to_peer: bool) -> LocalCopy {
+        LocalCopy {
+            span: Span::cpu(span.as_ptr() as u64, span.len() as u64),
+            peer_addr: peer,
+            to_peer,
+        }
+    }
+
+    #[test]
+    fn batched_copies_move_every_span_in_one_call() {
+        let src: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
+        let mut dst = vec![0u8; 8192];
+        let (a, b) = (dst.as_mut_ptr() as u64, dst.as_mut_ptr() as u64 + 4096);
+        // Two reads from "the peer" (this process): src halves into dst halves, swapped.
+        let copies = [copy(&src[..4096], b, true), copy(&src[4096..], a, true)];
+        run_all(&me(), &copies).expect("batched copy");
+        assert_eq!(&dst[4096..], &src[..4096]);
+        assert_eq!(&dst[..4096], &src[4096..]);
+    }
+
+    #[test]
+    fn a_bad_peer_range_fails_the_batch_and_names_itself_alone() {
+        let src = vec![7u8; 64];
+        let mut dst = vec![0u8; 64];
+        let good = copy(&src, dst.as_mut_ptr() as u64, true);
+        // Page zero is never mapped.
+        let bad = copy(&src, 0x10, true);
+        assert!(run_all(&me(), &[good, bad]).is_err());
+        run(&me(), &good).expect("the good copy alone");
+        assert_eq!(dst, src);
+        let e = run(&me(), &bad).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Invalid);
+        assert!(e.message().contains("0x10"), "{e}");
+        let mixed = [
+            good,
+            LocalCopy {
+                to_peer: false,
+                ..good
+            },
+        ];
+        assert_eq!(
+            run_all(&me(), &mixed).unwrap_err().code(),
+            ErrorCode::NotSupported
+        );
+    }
 }

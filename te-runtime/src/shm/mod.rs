@@ -184,13 +184,38 @@ impl SameHost {
                 }
             }
         }
-        while let Some(c) = link.poll_copy() {
-            let pid = st
-                .token
-                .and_then(|t| self.verifier.as_ref()?.verified(&t))
-                .ok_or_else(|| status!(NotAuthorized, "peer's process id is not verified"));
-            let result = pid.and_then(|pid| copy::run(&pid, &c));
-            link.copy_done(result, reg);
+        if link.poll_copy().is_none() {
+            return;
+        }
+        let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t));
+        let Some(pid) = pid else {
+            while link.poll_copy().is_some() {
+                let why = status!(NotAuthorized, "peer's process id is not verified");
+                link.copy_done(Err(why), reg);
+            }
+            return;
+        };
+        // Copies in one direction go in one system call, up to a window's
+        // worth; should that call fail, each is done alone for its own answer.
+        while let Some(first) = link.poll_copy() {
+            let mut run = [first; copy::BATCH];
+            let mut n = 0;
+            for c in link
+                .pending_copies()
+                .take(copy::BATCH)
+                .take_while(|c| c.to_peer == first.to_peer)
+            {
+                run[n] = c;
+                n += 1;
+            }
+            let together = copy::run_all(&pid, &run[..n]);
+            for c in &run[..n] {
+                let result = match together {
+                    Ok(()) => Ok(()),
+                    Err(_) => copy::run(&pid, c),
+                };
+                link.copy_done(result, reg);
+            }
         }
     }
 
