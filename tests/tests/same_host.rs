@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
-use te_tests::{assert_completed_or_refused, fill_fast, spin_until};
+use te_tests::{assert_completed_or_refused, fill_fast, spin_until, SilentPeer};
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
 const MIB: u64 = 1 << 20;
@@ -159,7 +159,7 @@ fn user_memory_moves_byte_exact_over_both_paths() {
 }
 
 #[test]
-fn a_peer_forced_to_tcp_gets_tcp_and_forcing_shm_names_why() {
+fn a_peer_forced_to_tcp_gets_tcp_and_forcing_shm_is_not_supported() {
     let p = peer(MIB, 9, &["--path", "tcp"]);
     let e = Engine::start(EngineConfig::default()).expect("engine");
     let seg = open(&e, &p);
@@ -180,6 +180,21 @@ fn a_peer_forced_to_tcp_gets_tcp_and_forcing_shm_names_why() {
     .expect("engine");
     let seg2 = open(&tcp, &p2);
     assert_eq!(tcp.segment_path(seg2).expect("path"), Path::Tcp);
+}
+
+#[test]
+fn a_same_host_peer_that_never_challenges_gets_tcp_after_a_short_wait() {
+    let fake = SilentPeer::start_same_host();
+    let e = Engine::start(EngineConfig::default()).expect("engine");
+    // The open waits for the challenge a while (2 s), then settles on TCP;
+    // without that wait ending it would fail after the connect timeout.
+    let seg = e
+        .open_segment(&fake.name())
+        .expect("open settles without a challenge");
+    assert_eq!(e.segment_path(seg).expect("path"), Path::Tcp);
+    let buf = local(&e, 4096, false);
+    let err = transfer(&e, seg, Op::Read, buf.addr, 0x1000, 4096, Path::Shm).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotSupported, "{err}");
 }
 
 #[test]

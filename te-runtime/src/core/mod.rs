@@ -410,8 +410,9 @@ impl EngineCore {
     fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
         match e {
             Event::Connected => {
+                let now = self.now();
                 if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
-                    self.same_host.on_connected(conn, &self.link_cfg);
+                    self.same_host.on_connected(conn, &self.link_cfg, now);
                     let peer = conn
                         .link
                         .peer()
@@ -581,7 +582,8 @@ impl EngineCore {
             .conns
             .iter()
             .flatten()
-            .filter_map(|c| c.link.poll_timeout().or(c.closed_at));
+            .flat_map(|c| [c.link.poll_timeout().or(c.closed_at), c.shm.deadline()])
+            .flatten();
         let pending = self
             .segments
             .iter()

@@ -60,7 +60,7 @@ impl EngineCore {
     pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) => Ok(c.link.state() == LinkState::Established && c.shm.settled()),
+            Some(c) => Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now())),
             None => Err(seg
                 .last_error
                 .clone()

@@ -34,6 +34,10 @@ use tracing::{debug, info, warn};
 
 use crate::conn::{Conn, Reg};
 
+/// How long an engine waits for a same-host peer's challenge before it
+/// reports the segment open anyway (its tasks then take TCP).
+pub(crate) const CHALLENGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Which path transfers take to a peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Path {
@@ -84,8 +88,9 @@ pub(crate) struct SameHost {
 pub(crate) struct ConnShm {
     /// The token of our challenge to the peer, once sent.
     token: Option<[u8; 32]>,
-    /// The peer offers the path and is on this host: it challenges us too.
-    expect: bool,
+    /// The peer offers the path and is on this host: it challenges us too,
+    /// and we wait for that until this moment.
+    expect: Option<Instant>,
     /// We answered the peer's challenge (it may come before our own
     /// `Connected` is handled).
     answered: bool,
@@ -95,9 +100,15 @@ pub(crate) struct ConnShm {
 
 impl ConnShm {
     /// Whether the path choice for this connection is settled (nothing to
-    /// wait for before transfers start).
-    pub fn settled(&self) -> bool {
-        !self.expect || self.answered
+    /// wait for before transfers start). A peer that offers the path but
+    /// does not challenge within [`CHALLENGE_WAIT`] gets TCP.
+    pub fn settled(&self, now: Instant) -> bool {
+        self.answered || self.expect.is_none_or(|until| now >= until)
+    }
+
+    /// When the wait for the peer's challenge ends, while it lasts.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.expect.filter(|_| !self.answered)
     }
 }
 
@@ -134,7 +145,7 @@ impl SameHost {
 
     /// The handshake finished: challenge a same-host peer that offers the
     /// path to prove its process, and expect its challenge in turn.
-    pub fn on_connected(&self, conn: &mut Conn, cfg: &LinkConfig) {
+    pub fn on_connected(&self, conn: &mut Conn, cfg: &LinkConfig, now: Instant) {
         let Some(v) = &self.verifier else { return };
         let Some(ends) = ends(conn) else { return };
         let (link, st) = (&mut conn.link, &mut conn.shm);
@@ -152,7 +163,7 @@ impl SameHost {
         let token = v.expect(ends);
         if link.send_pid_challenge(token, v.socket_name()).is_ok() {
             st.token = Some(token);
-            st.expect = true;
+            st.expect = Some(now + CHALLENGE_WAIT);
         }
     }
 
