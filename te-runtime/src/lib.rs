@@ -5,7 +5,7 @@
 //!
 //! - [`Engine`]: the engine on an event-loop thread of its own; `Send + Sync`,
 //!   blocking helpers mirroring `yr.datasystem.TransferEngine`.
-//! - [`EngineCore`]: the same engine with no thread, driven from the caller's
+//! - [`EngineCore`]: the same engine with no event-loop thread, driven from the caller's
 //!   `mio::Poll` (see `examples/embedded.rs`).
 //!
 //! # Quick start
