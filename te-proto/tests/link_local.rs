@@ -8,7 +8,7 @@ mod support;
 use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
 use te_proto::link::{caps, LinkConfig, PidChallenge};
-use te_proto::wire::PID_SOCKET_MAX;
+use te_proto::wire::{Frame, LocalAccess, MAX_CONTROL_LEN, PID_SOCKET_MAX};
 use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
 
 const SRC: u64 = 0x1000_0000_0000;
@@ -86,17 +86,46 @@ fn local_submission_needs_the_path_enabled() {
 }
 
 #[test]
-fn a_peer_without_the_path_refuses_local_requests() {
+fn same_host_frames_go_only_to_a_peer_that_offers_the_path() {
     let mut p = local_pair(config("b:2", 64 << 10));
     let mut rng = Rng(7);
     p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
-    p.b.region(REMOTE, 4096, Perm::REMOTE_READ_WRITE, &mut rng);
-    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
-        .unwrap();
+    let e =
+        p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    let e = p.a.link.send_pid_challenge([1; 32], b"te-pid-x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+}
+
+#[test]
+fn a_peer_without_the_path_refuses_local_requests() {
+    // b offers nothing yet a claims it did (a broken or hostile peer).
+    let mut p = Pair::new(offering("a:1"), config("b:2", 64 << 10), 7);
     p.run();
-    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::NotSupported));
+    let mut rng = Rng(7);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ_WRITE, &mut rng);
+    let req = LocalAccess {
+        req_id: 0x101,
+        addr: REMOTE,
+        location: None,
+        len: 16,
+        peer_addr: DST,
+    };
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::LocalRead(req).encode(&mut buf).unwrap();
+    p.inject_to_b(&buf[..n]);
+    p.run();
     assert_eq!(p.b.copies_done, 0);
     assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    // b answered with an Error (a refusal, not a violation), which a, who
+    // never sent the request, takes for a stray answer.
+    let why = p.a.closed.as_ref().map(|s| s.message().to_string());
+    assert!(
+        why.as_deref()
+            .is_some_and(|m| m.contains("Error answers no request 0x101")),
+        "{why:?}"
+    );
 }
 
 #[test]

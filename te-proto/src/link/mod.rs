@@ -263,6 +263,7 @@ impl Link {
         if let Some(why) = &self.s.closed {
             return Err(status!(Disconnected, "link closed: {}", why.message()));
         }
+        self.s.peer_offers_local()?;
         if !self.s.local_copy {
             return Err(status!(
                 NotSupported,
@@ -286,11 +287,13 @@ impl Link {
     /// Queues a `PidChallenge` for the peer: it is to send `token` over the
     /// abstract Unix socket `socket` (see docs/PROTOCOL.md). `Invalid` for
     /// a socket name of 0 or more than [`PID_SOCKET_MAX`](crate::wire::PID_SOCKET_MAX) bytes,
-    /// `Disconnected` when closed.
+    /// `NotSupported` when the peer did not offer the same-host path (or
+    /// the handshake has not finished), `Disconnected` when closed.
     pub fn send_pid_challenge(&mut self, token: [u8; 32], socket: &[u8]) -> Result<()> {
         if let Some(why) = &self.s.closed {
             return Err(status!(Disconnected, "link closed: {}", why.message()));
         }
+        self.s.peer_offers_local()?;
         self.s.challenge_out = Some(PidChallenge::new(token, socket)?);
         Ok(())
     }
@@ -672,6 +675,20 @@ impl Inner {
     fn next_req_id(&mut self, low: u64) -> u64 {
         self.seq += 1;
         (self.seq << 8) | low
+    }
+
+    /// `NotSupported` unless the peer's handshake set `PROCESS_VM`: the
+    /// same-host frames go only to a peer that offers the path.
+    fn peer_offers_local(&self) -> Result<()> {
+        match &self.peer {
+            Some(p) if p.caps & caps::PROCESS_VM != 0 => Ok(()),
+            Some(p) => Err(status!(
+                NotSupported,
+                "peer {:?} does not offer the same-host path",
+                p.segment_name.as_str()
+            )),
+            None => Err(status!(NotSupported, "handshake not finished")),
+        }
     }
 
     /// Requests the peer accepts in flight from us.
