@@ -70,7 +70,8 @@ pub struct BenchArgs {
     pub path: Path,
 }
 
-fn parse_path(s: &str) -> Result<Path, String> {
+/// Parses `tcp`, `shm` or `auto`.
+pub fn parse_path(s: &str) -> Result<Path, String> {
     s.parse().map_err(|e: Status| e.message().to_string())
 }
 
@@ -182,7 +183,8 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
         Path::Auto => auto,
         Path::Shm if auto != Path::Shm => {
             return Err(err(format!(
-                "--path shm: the same-host path to {target} is not available (see the log)"
+                "--path shm: no same-host path to {target}: it offers only TCP, runs on another host or \
+                 network namespace, or refused this process (TE_LOG=info tells which)"
             )))
         }
         forced => forced,
