@@ -428,9 +428,10 @@ fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
     let fx = Fixture::new(LEN, TASKS as u64 * LEN);
     let b = fx.base();
     fx.register(0, LEN, Perm::REMOTE_READ_WRITE);
-    // 256 writes of the whole region (512 MiB, far more than can land
-    // before the unregister below), each from its own source bytes: any
-    // frame landing later changes the region.
+    // 256 writes of the whole region (512 MiB, far more than TCP can land
+    // before the unregister below; the same-host path can, so
+    // tests/same_host.rs has its own version), each from its own source
+    // bytes: any frame landing later changes the region.
     for i in 0..TASKS as u64 {
         // SAFETY: engine memory; no transfer runs yet.
         unsafe { fill_fast(fx.local + i * LEN, LEN, 1000 + i) };
@@ -439,7 +440,7 @@ fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
         .map(|i| request(Op::Write, fx.local + i * LEN, fx.seg, b, LEN))
         .collect();
     let batch = fx.initiator.allocate_batch(TASKS).expect("allocate");
-    fx.initiator.submit(batch, &reqs).expect("submit");
+    fx.initiator.submit_via(batch, &reqs, Path::Tcp).expect("submit");
     assert!(
         spin_until(WAIT, || fx.initiator.batch_status(batch).unwrap().transferred > 0),
         "no write landed"
