@@ -399,6 +399,26 @@ pub fn link_seeds() -> Vec<Seed> {
         ),
     ));
     out.push((
+        "peer-local-served",
+        drain(drain(
+            drain(Script::new(HS | F_OFFER_LOCAL))
+                .access(K_LOCAL, 0, 0x100, 0x200, 1, 2)
+                .access(K_LOCAL, 0, 0x300, 0x200, 1, 3)
+                .access(K_LOCAL, 1, 0, 16, 0, 5)
+                .access(K_LOCAL, 0, 0x2f00, 0x200, 0, 6),
+        )),
+    ));
+    out.push((
+        "peer-local-unregister",
+        drain(
+            drain(Script::new(HS | F_OFFER_LOCAL))
+                .access(K_LOCAL, 0, 0, 0x800, 1, 9)
+                .pump(0)
+                .toggle(0),
+        )
+        .toggle(0),
+    ));
+    out.push((
         "peer-read-too-big",
         drain(est().access(K_READ_REQ, 0, 0, 0x2000, 0, 1)),
     ));
