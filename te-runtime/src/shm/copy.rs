@@ -84,18 +84,17 @@ pub(crate) fn pidfd(pid: i32) -> io::Result<OwnedFd> {
 pub(crate) fn probe() -> std::result::Result<(), String> {
     let src = [0x5au8; 8];
     let mut dst = [0u8; 8];
-    vm_copy(
-        std::process::id() as i32,
-        dst.as_mut_ptr() as u64,
-        src.as_ptr() as u64,
-        8,
-        false,
-    )
-    .map_err(|e| format!("process_vm_readv not allowed: {e}"))?;
+    peek(std::process::id() as i32, src.as_ptr() as u64, &mut dst)
+        .map_err(|e| format!("process_vm_readv not allowed: {e}"))?;
     if dst != src {
         return Err("process_vm_readv copied wrong bytes".into());
     }
     Ok(())
+}
+
+/// Reads `out.len()` bytes at `addr` of process `pid`.
+pub(crate) fn peek(pid: i32, addr: u64, out: &mut [u8]) -> io::Result<()> {
+    vm_copy(pid, out.as_mut_ptr() as u64, addr, out.len() as u64, false)
 }
 
 /// Most copies done in one system call (a full window of requests).

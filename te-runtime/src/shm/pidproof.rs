@@ -3,10 +3,15 @@
 //!
 //! The verifier sends a random token over the TCP link (`PidChallenge`),
 //! naming its abstract Unix socket. The claimant connects to that socket
-//! and sends the token plus both ends of its TCP connection as it sees
-//! them; the kernel tells the verifier the claimant's pid (`SO_PEERCRED`).
-//! The verifier accepts when the token is one it sent and the connection
-//! ends match its own, reversed.
+//! and sends the token, both ends of its TCP connection as it sees them,
+//! and the address of a copy of the token in its own memory; the kernel
+//! tells the verifier the claimant's pid (`SO_PEERCRED`). The verifier
+//! accepts when the token is one it sent, the connection ends match its
+//! own, reversed, and it can read the token back from the claimant with
+//! `process_vm_readv`, which also proves that the copies the path needs
+//! are allowed between the two (ptrace restrictions such as Yama's
+//! `ptrace_scope` forbid them between unrelated processes; the claimant
+//! then stays on TCP and logs the verifier's reason).
 //!
 //! Why both: the token proves the claimant read our link (a third process
 //! cannot claim it); the connection ends stop a relay, where a peer passes
@@ -146,15 +151,15 @@ fn serve(listener: UnixListener, table: &Mutex<Table>, stop: &AtomicBool) {
         }
         match conn {
             Ok(s) => {
-                let ok = match check_claim(&s, table) {
-                    Ok(()) => true,
+                let answer = match check_claim(&s, table) {
+                    Ok(()) => "1\n".to_string(),
                     Err(why) => {
                         warn!("refused a same-host claim: {why}");
-                        false
+                        format!("0 {why}\n")
                     }
                 };
                 let mut s = s;
-                let _ = s.write_all(if ok { b"1" } else { b"0" });
+                let _ = s.write_all(answer.as_bytes());
             }
             Err(e) => debug!("verifier accept: {e}"),
         }
@@ -167,8 +172,16 @@ fn check_claim(s: &UnixStream, table: &Mutex<Table>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let pid = super::copy::peer_pid(s.as_fd()).map_err(|e| format!("peer credentials: {e}"))?;
     let line = read_line(s).map_err(|e| format!("reading the claim: {e}"))?;
-    let (token, ends) = parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
+    let Claim { token, ends, probe } =
+        parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
     let pidfd = super::copy::pidfd(pid).map_err(|e| format!("pidfd of {pid}: {e}"))?;
+    let mut back = [0u8; 32];
+    super::copy::peek(pid, probe, &mut back).map_err(|e| {
+        format!("cannot read process {pid} ({e}): cross-process copies are not allowed (ptrace_scope?)")
+    })?;
+    if back != token {
+        return Err(format!("process {pid} does not hold the token at {probe:#x}"));
+    }
     let mut t = lock(table);
     let p = t.pending.get_mut(&token).ok_or("unknown token")?;
     let reversed = Ends {
@@ -202,12 +215,22 @@ fn read_line(mut s: &UnixStream) -> io::Result<String> {
     String::from_utf8(buf).map_err(|_| io::ErrorKind::InvalidData.into())
 }
 
-/// `hex(token) local peer`
-fn parse_claim(line: &str) -> Option<([u8; 32], Ends)> {
+/// What a claimant says: `hex(token) local peer probe`.
+#[derive(Debug, PartialEq, Eq)]
+struct Claim {
+    token: [u8; 32],
+    /// The claimant's view of the TCP connection.
+    ends: Ends,
+    /// Where the claimant holds a copy of the token.
+    probe: u64,
+}
+
+fn parse_claim(line: &str) -> Option<Claim> {
     let mut it = line.split(' ');
     let hex_token = it.next()?;
     let local = it.next()?.parse().ok()?;
     let peer = it.next()?.parse().ok()?;
+    let probe = it.next()?.parse().ok()?;
     if it.next().is_some() || hex_token.len() != 64 {
         return None;
     }
@@ -215,7 +238,11 @@ fn parse_claim(line: &str) -> Option<([u8; 32], Ends)> {
     for (i, b) in token.iter_mut().enumerate() {
         *b = u8::from_str_radix(hex_token.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some((token, Ends { local, peer }))
+    Some(Claim {
+        token,
+        ends: Ends { local, peer },
+        probe,
+    })
 }
 
 fn canonical(e: Ends) -> Ends {
@@ -239,15 +266,18 @@ pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(CLAIM_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let line = format!("{} {} {}\n", hex(&ch.token), ends.local, ends.peer);
+    // The verifier reads the token back from here while we wait.
+    let held = Box::new(ch.token);
+    let probe = held.as_ptr() as u64;
+    let line = format!("{} {} {} {probe}\n", hex(&ch.token), ends.local, ends.peer);
     s.write_all(line.as_bytes())
         .map_err(|e| format!("sending the claim: {e}"))?;
-    let mut answer = [0u8; 1];
-    s.read_exact(&mut answer)
-        .map_err(|e| format!("no answer from the peer's verifier: {e}"))?;
-    match &answer {
-        b"1" => Ok(()),
-        _ => Err("the peer's verifier refused our claim".into()),
+    let answer = read_line(&s).map_err(|e| format!("no answer from the peer's verifier: {e}"))?;
+    drop(held);
+    match answer.split_once(' ') {
+        _ if answer == "1" => Ok(()),
+        Some(("0", why)) => Err(format!("the peer's verifier refused our claim: {why}")),
+        _ => Err(format!("the peer's verifier answered {answer:?}")),
     }
 }
 
@@ -266,9 +296,15 @@ mod tests {
     fn claim_line_round_trips_and_rejects_junk() {
         let t = [0xabu8; 32];
         let e = ends("127.0.0.1:1000", "127.0.0.1:2000");
-        let line = format!("{} {} {}", hex(&t), e.local, e.peer);
-        assert_eq!(parse_claim(&line), Some((t, e)));
-        assert_eq!(parse_claim("zz 127.0.0.1:1 127.0.0.1:2"), None);
+        let line = format!("{} {} {} 4096", hex(&t), e.local, e.peer);
+        let want = Claim {
+            token: t,
+            ends: e,
+            probe: 4096,
+        };
+        assert_eq!(parse_claim(&line), Some(want));
+        assert_eq!(parse_claim("zz 127.0.0.1:1 127.0.0.1:2 4096"), None);
+        assert_eq!(parse_claim(&format!("{} {} {}", hex(&t), e.local, e.peer)), None);
         assert_eq!(parse_claim(&format!("{line} extra")), None);
         assert_eq!(parse_claim(&line.replace("2000", "x")), None);
     }
@@ -298,6 +334,28 @@ mod tests {
         assert!(v.verified(&token).is_none());
         // A token we never sent: refused.
         let forged = PidChallenge::new([1; 32], v.socket_name()).unwrap();
-        assert!(claim(&forged, ends("127.0.0.1:6000", "127.0.0.1:5000")).is_err());
+        let why = claim(&forged, ends("127.0.0.1:6000", "127.0.0.1:5000")).unwrap_err();
+        assert!(why.contains("unknown token"), "{why}");
+    }
+
+    #[test]
+    fn a_claimant_must_hold_the_token_where_it_says() {
+        let v = Verifier::start().unwrap();
+        let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
+        let elsewhere = [0u8; 32];
+        let addr = UnixAddr::from_abstract_name(v.socket_name()).unwrap();
+        let mut s = UnixStream::connect_addr(&addr).unwrap();
+        let line = format!(
+            "{} 127.0.0.1:6000 127.0.0.1:5000 {}\n",
+            hex(&token),
+            elsewhere.as_ptr() as u64
+        );
+        s.write_all(line.as_bytes()).unwrap();
+        let answer = read_line(&s).unwrap();
+        assert!(
+            answer.starts_with("0 ") && answer.contains("does not hold the token"),
+            "{answer}"
+        );
+        assert!(v.verified(&token).is_none());
     }
 }
