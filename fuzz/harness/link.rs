@@ -42,11 +42,11 @@ use sha2::Sha256;
 
 use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
 use te_proto::link::{
-    Event, Link, LinkConfig, LinkState, PayloadDest, Transmit, MAX_LINK_TASKS, MAX_OUTSTANDING,
+    caps, Event, Link, LinkConfig, LinkState, PayloadDest, Transmit, MAX_LINK_TASKS, MAX_OUTSTANDING,
 };
 use te_proto::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN,
-    INFO_PAGE_MAX, MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE,
+    HEADER_LEN, INFO_PAGE_MAX, MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
 };
 use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, Span, Status};
 
@@ -65,6 +65,10 @@ pub const F_TIGHT: u8 = 0x08;
 pub const F_BIG_PEER: u8 = 0x10;
 /// Flag: the run ends with a disconnect (else with a local close).
 pub const F_DISCONNECT_END: u8 = 0x20;
+/// Flag: the link offers the same-host path (`PROCESS_VM`): it serves the
+/// peer's `LocalRead`/`LocalWrite`, whose copies the harness does at
+/// [`OP_EVENTS`], checking that each lies in a region allowing it.
+pub const F_OFFER_LOCAL: u8 = 0x40;
 
 /// `OP_RAW len:u16 bytes[len]`: raw bytes from the peer.
 pub const OP_RAW: u8 = 0;
@@ -81,7 +85,7 @@ pub const OP_TRANSMIT: u8 = 4;
 /// `OP_SENT`: the pending payload is sent.
 pub const OP_SENT: u8 = 5;
 /// `OP_EVENTS flags:u8`: drain events; bit 0 takes notifications, bit 1
-/// segment info.
+/// segment info; then do the same-host copies waiting.
 pub const OP_EVENTS: u8 = 6;
 /// `OP_SUBMIT flags area off:u16 len:u16 region roff:u16 locmode deadline`:
 /// flags bit 0 write (else read), bit 1 reuse a live task id, bit 2 set a
@@ -136,6 +140,12 @@ pub const K_PING: u8 = 11;
 pub const K_PONG: u8 = 12;
 /// `K_GOODBYE code`: the peer closes.
 pub const K_GOODBYE: u8 = 13;
+/// `K_LOCAL region off:u16 len:u16 locmode req`: a same-host `LocalRead`
+/// (req bit 0 clear) or `LocalWrite`; refused with an `Error` unless the
+/// link offers the path ([`F_OFFER_LOCAL`]) and the registry allows it.
+pub const K_LOCAL: u8 = 14;
+/// `K_PID_CHALLENGE len`: a `PidChallenge` with a socket name of `1 + len % 100` bytes.
+pub const K_PID_CHALLENGE: u8 = 15;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
 
@@ -299,6 +309,15 @@ enum Seen {
         token: u64,
     },
     Goodbye,
+    /// A same-host request (`LocalRead`/`LocalWrite`).
+    LocalReq {
+        req_id: u64,
+        read: bool,
+        addr: u64,
+        location: Option<Location>,
+        len: u32,
+    },
+    PidChallenge,
 }
 
 impl Seen {
@@ -341,6 +360,14 @@ impl Seen {
             Frame::Ping { token } => Seen::Ping { token },
             Frame::Pong { token } => Seen::Pong { token },
             Frame::Goodbye { .. } => Seen::Goodbye,
+            Frame::LocalRead(a) | Frame::LocalWrite(a) => Seen::LocalReq {
+                req_id: a.req_id,
+                read: matches!(frame, Frame::LocalRead(_)),
+                addr: a.addr,
+                location: a.location,
+                len: a.len,
+            },
+            Frame::PidChallenge { .. } => Seen::PidChallenge,
         }
     }
 }
@@ -402,6 +429,9 @@ impl Harness {
         cfg.max_payload = LINK_MAX_PAYLOAD;
         cfg.max_outstanding = if flags & F_TIGHT != 0 { 2 } else { 8 };
         cfg.host_id = [7; 32];
+        if flags & F_OFFER_LOCAL != 0 {
+            cfg.caps = caps::PROCESS_VM;
+        }
         if flags & F_SECRET != 0 {
             cfg = cfg.with_secret(SECRET).expect("valid secret");
         }
@@ -517,6 +547,7 @@ impl Harness {
             OP_EVENTS | 24..=26 => {
                 let flags = input.u8();
                 self.events(flags & 1 != 0, flags & 2 != 0);
+                self.copies();
             }
             OP_SUBMIT => self.submit(input),
             OP_CANCEL => self.cancel(input.u8()),
@@ -579,7 +610,7 @@ impl Harness {
     fn peer_frame(&mut self, input: &mut Input<'_>) {
         let kind = input.u8();
         let start = self.inbound.len();
-        match (kind & 0x7f) % 14 {
+        match (kind & 0x7f) % 16 {
             K_HELLO => self.peer_frame_bytes(K_HELLO, input.u8()),
             K_HELLO_ACK => self.peer_frame_bytes(K_HELLO_ACK, input.u8()),
             K_AUTH => self.peer_frame_bytes(K_AUTH, input.u8()),
@@ -678,6 +709,29 @@ impl Harness {
                 let mut buf = vec![0u8; MAX_CONTROL_LEN];
                 let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("buffer fits a page");
                 self.inbound.extend_from_slice(&buf[..n]);
+            }
+            K_LOCAL => {
+                let region = input.u8();
+                let off = u64::from(input.u16());
+                let len = u32::from(input.u16()).max(1);
+                let locmode = input.u8();
+                let req_id = u64::from(input.u8());
+                let (base, location) = target(region, locmode);
+                let a = LocalAccess {
+                    req_id,
+                    addr: base + off,
+                    location,
+                    len,
+                    peer_addr: 0x7000_0000,
+                };
+                self.push_frame(&Frame::local(req_id & 1 == 0, a));
+            }
+            K_PID_CHALLENGE => {
+                let socket = vec![b's'; 1 + usize::from(input.u8()) % 100];
+                self.push_frame(&Frame::PidChallenge {
+                    token: [7; 32],
+                    socket: &socket,
+                });
             }
             K_PING => {
                 let token = u64::from(input.u8());
@@ -924,6 +978,34 @@ impl Harness {
                 };
                 self.in_cur = Some(Incoming::Write { req, landed: 0 });
             }
+            Seen::LocalReq {
+                req_id,
+                read,
+                addr,
+                location,
+                len,
+            } => {
+                // Answered like a write: WriteAck once copied when the link
+                // offers the path and the registry allows it, else Error.
+                let perm = if read {
+                    Perm::REMOTE_READ
+                } else {
+                    Perm::REMOTE_WRITE
+                };
+                let allowed = self.flags & F_OFFER_LOCAL != 0
+                    && self
+                        .reg
+                        .check_remote(addr, u64::from(len), location, perm)
+                        .is_ok();
+                self.in_writes.push(PeerRequest {
+                    req_id,
+                    addr,
+                    len: u64::from(len),
+                    location,
+                    allowed,
+                });
+            }
+            Seen::PidChallenge => {}
             Seen::ReadData { req_id, .. } => self.in_cur = Some(Incoming::Read { req_id, landed: 0 }),
             Seen::InfoReq { req_id } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
@@ -1017,6 +1099,27 @@ impl Harness {
     }
 
     /// `span` lies in one registered region (draining ones included) with `need`.
+    /// Does the same-host copies waiting, as a shell would: each must lie
+    /// in a region (perhaps draining, but pinned) allowing its direction.
+    fn copies(&mut self) {
+        while let Some(c) = self.link.poll_copy() {
+            assert!(
+                self.flags & F_OFFER_LOCAL != 0,
+                "a copy on a link that does not offer the path: {c:?}"
+            );
+            let need = if c.to_peer {
+                Perm::REMOTE_READ
+            } else {
+                Perm::REMOTE_WRITE
+            };
+            assert!(
+                self.region_allows(c.span, need),
+                "copy {c:?} outside a region allowing it"
+            );
+            self.link.copy_done(Ok(()), &mut self.reg);
+        }
+    }
+
     fn region_allows(&self, span: Span, need: Perm) -> bool {
         self.reg.regions().any(|r| {
             r.span.location == span.location
@@ -1326,6 +1429,9 @@ impl Harness {
                 assert!(closed_before, "Goodbye from an open link");
                 assert!(!self.sent_goodbye, "a second Goodbye");
                 self.sent_goodbye = true;
+            }
+            Seen::LocalReq { .. } | Seen::PidChallenge => {
+                panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
         }
     }

@@ -10,7 +10,8 @@
 //! from what this file generates (after a wire change, say).
 
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY,
+    MAX_CONTROL_LEN,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -157,6 +158,33 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("ping", enc(&Frame::Ping { token: 9 })),
         ("pong", enc(&Frame::Pong { token: 9 })),
         ("goodbye", enc(&Frame::Goodbye { code: ErrorCode::Ok })),
+        (
+            "pid-challenge",
+            enc(&Frame::PidChallenge {
+                token: [5; 32],
+                socket: b"te-pid-1234",
+            }),
+        ),
+        (
+            "local-read",
+            enc(&Frame::LocalRead(LocalAccess {
+                req_id: 0x606,
+                addr: 0x1_0000,
+                location: Some(Location::Cpu),
+                len: 64,
+                peer_addr: 0x7000_0000,
+            })),
+        ),
+        (
+            "local-write",
+            enc(&Frame::LocalWrite(LocalAccess {
+                req_id: 0x707,
+                addr: 0x2_0000,
+                location: None,
+                len: 64,
+                peer_addr: 0x7000_0000,
+            })),
+        ),
     ]
 }
 
@@ -194,7 +222,7 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
         ("bad-magic", patch(ping.clone(), 0, b"XE")),
         ("bad-version", patch(ping.clone(), 2, &[2])),
         ("unknown-opcode-0", patch(ping.clone(), 3, &[0])),
-        ("unknown-opcode-15", patch(ping.clone(), 3, &[15])),
+        ("unknown-opcode-18", patch(ping.clone(), 3, &[18])),
         ("flags-set", patch(ping.clone(), 4, &[0, 1])),
         ("header-reserved-set", patch(ping.clone(), 6, &[0x80, 0])),
         ("body-too-long", patch(ping.clone(), 8, &body_len(MAX_BODY + 1))),
@@ -360,6 +388,35 @@ pub fn link_seeds() -> Vec<Seed> {
                 .access(K_READ_REQ, 0, 16, 16, 0, 2)
                 .access(K_READ_REQ, 0, 32, 16, 0, 3),
         ),
+    ));
+    out.push((
+        "peer-local-refused",
+        drain(
+            est()
+                .access(K_LOCAL, 0, 0x100, 0x200, 1, 2)
+                .access(K_LOCAL, 0, 0x100, 0x200, 0, 3)
+                .frame(K_PID_CHALLENGE, &[10]),
+        ),
+    ));
+    out.push((
+        "peer-local-served",
+        drain(drain(
+            drain(Script::new(HS | F_OFFER_LOCAL))
+                .access(K_LOCAL, 0, 0x100, 0x200, 1, 2)
+                .access(K_LOCAL, 0, 0x300, 0x200, 1, 3)
+                .access(K_LOCAL, 1, 0, 16, 0, 5)
+                .access(K_LOCAL, 0, 0x2f00, 0x200, 0, 6),
+        )),
+    ));
+    out.push((
+        "peer-local-unregister",
+        drain(
+            drain(Script::new(HS | F_OFFER_LOCAL))
+                .access(K_LOCAL, 0, 0, 0x800, 1, 9)
+                .pump(0)
+                .toggle(0),
+        )
+        .toggle(0),
     ));
     out.push((
         "peer-read-too-big",

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{config, task, Pair, Rng};
+use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
 use te_proto::link::LinkState;
 use te_proto::wire::{Frame, Header, Opcode, HEADER_LEN};
@@ -39,17 +39,7 @@ fn round_trip(p: &mut Pair, sizes: &[u64]) {
     p.a.region(SRC, total, Perm::LOCAL_ONLY, &mut rng);
     p.a.region(DST, total, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, total + 1, Perm::REMOTE_READ_WRITE, &mut rng);
-    // Each size at its own odd offset, 3 bytes apart: (index, length, offset).
-    let placed: Vec<(u32, u64, u64)> = sizes
-        .iter()
-        .scan(1u64, |off, &len| {
-            let at = *off;
-            *off += len + 3;
-            Some((len, at))
-        })
-        .enumerate()
-        .map(|(i, (len, off))| (i as u32, len, off))
-        .collect();
+    let placed = placed(sizes);
     for &(i, len, off) in &placed {
         p.a.submit(task(1, i), Op::Write, Span::cpu(SRC + off, len), REMOTE + off + 1)
             .unwrap();

@@ -5,6 +5,8 @@ use std::time::Duration;
 use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
 use te_proto::{status, Location, Result};
 
+use crate::shm::Path;
+
 /// How an engine is set up. Every field has a sensible default
 /// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad
 /// field and value.
@@ -55,6 +57,10 @@ pub struct EngineConfig {
     /// to `sim:7`, of 4 GiB each).
     #[cfg(feature = "sim")]
     pub sim: te_driver_sim::SimConfig,
+    /// The path to peers (default [`Path::Auto`]: the same-host path where
+    /// the peer offers it, else TCP); [`Path::Tcp`] also stops offering the
+    /// same-host path to peers.
+    pub path: Path,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +84,7 @@ impl Default for EngineConfig {
             busy_poll: false,
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimConfig::default(),
+            path: Path::Auto,
         }
     }
 }

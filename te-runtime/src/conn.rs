@@ -20,6 +20,7 @@ use te_proto::{Entry, Instant, Registry, Span};
 
 use crate::devices::Devices;
 use crate::mem::{host_bytes, host_bytes_mut};
+use crate::shm::ConnShm;
 
 /// Read buffer: control frames and small payloads arrive through it.
 const READ_BUF: usize = 256 << 10;
@@ -62,6 +63,8 @@ pub(crate) struct Conn {
     pub connecting: bool,
     /// When a closed link's last frames stop waiting to be written.
     pub closed_at: Option<Instant>,
+    /// The same-host path's state.
+    pub shm: ConnShm,
     rbuf: Box<[u8]>,
     rpos: usize,
     rend: usize,
@@ -88,6 +91,7 @@ impl Conn {
             segment,
             connecting: segment.is_some(),
             closed_at: None,
+            shm: ConnShm::default(),
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             rpos: 0,
             rend: 0,

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::config::EngineConfig;
 use crate::core::{EngineCore, Notification, Request, SegmentId};
+use crate::shm::Path;
 use crate::sync::Monitor;
 
 const WAKER: Token = Token(0);
@@ -365,6 +366,20 @@ impl Engine {
         self.with_core(|c| c.submit(batch, reqs))
     }
 
+    /// Submits requests over `path` instead of the engine's
+    /// [`EngineConfig::path`]: `Tcp` forces TCP, `Shm` the same-host path
+    /// (tasks to a peer without it fail `NotSupported`, naming why).
+    pub fn submit_via(&self, batch: BatchId, reqs: &[Request], path: Path) -> Result<()> {
+        self.with_core(|c| c.submit_via(batch, reqs, path))
+    }
+
+    /// The path [`Path::Auto`] takes to an open segment: `Shm` when the
+    /// peer is on this host and network namespace, offers the same-host
+    /// path and verified this process; else `Tcp`.
+    pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
+        self.shared.core.lock().segment_path(id)
+    }
+
     /// Submits requests and sends `{name, msg}` to the peer once every task
     /// of the batch has completed, after the data is in place. Make it the
     /// batch's last submission: the notification goes as soon as no task
@@ -408,13 +423,24 @@ impl Engine {
     }
 
     /// Cancels a task; it ends `Canceled` and its memory is not touched afterwards.
+    /// A task on the same-host path ends once the peer's copies already
+    /// under way are done (they write or read the task's memory directly);
+    /// this call waits for that.
     pub fn cancel_task(&self, task: TaskId) -> Result<()> {
-        self.with_core(|c| c.cancel_task(task))
+        self.with_core(|c| c.cancel_task(task))?;
+        self.wait(self.drain_timeout(), "cancel", |c| {
+            c.task_status(task)
+                .map_or(Some(()), |t| t.state.is_terminal().then_some(()))
+        })
     }
 
-    /// Cancels every pending task of a batch.
+    /// Cancels every pending task of a batch (waiting as [`cancel_task`](Self::cancel_task)).
     pub fn cancel_batch(&self, batch: BatchId) -> Result<()> {
-        self.with_core(|c| c.cancel_batch(batch))
+        self.with_core(|c| c.cancel_batch(batch))?;
+        self.wait(self.drain_timeout(), "cancel", |c| {
+            c.batch_status(batch)
+                .map_or(Some(()), |b| (b.state != TaskState::Pending).then_some(()))
+        })
     }
 
     // ---- synchronous helpers (yr.datasystem.TransferEngine) ----

@@ -5,7 +5,7 @@
 //!
 //! - [`Engine`]: the engine on an event-loop thread of its own; `Send + Sync`,
 //!   blocking helpers mirroring `yr.datasystem.TransferEngine`.
-//! - [`EngineCore`]: the same engine with no thread, driven from the caller's
+//! - [`EngineCore`]: the same engine with no event-loop thread, driven from the caller's
 //!   `mio::Poll` (see `examples/embedded.rs`).
 //!
 //! An engine's memory lives in its [`EngineConfig::location`]: host memory
@@ -56,11 +56,13 @@ mod core;
 mod devices;
 mod engine;
 mod mem;
+mod shm;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+pub use crate::shm::Path;
 /// The simulated devices behind `sim:N` locations (te-driver-sim), for
 /// fault injection and statistics through [`Engine::with_sim_driver`].
 #[cfg(feature = "sim")]

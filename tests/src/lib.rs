@@ -1,12 +1,26 @@
 //! Shared helpers of te's integration tests.
 
-use te_runtime::{Engine, EngineConfig};
+use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, TaskState};
 
 pub mod proc;
 
 /// An engine with default settings on a free loopback port.
 pub fn engine() -> Engine {
     Engine::start(EngineConfig::default()).expect("engine starts")
+}
+
+/// Asserts that every task of `batch` completed or was refused with
+/// `NotAuthorized` (its region was unregistered meanwhile).
+pub fn assert_completed_or_refused(e: &Engine, batch: BatchId) {
+    for (i, t) in e.tasks_status(batch).expect("tasks").iter().enumerate() {
+        assert!(
+            matches!(
+                t.state,
+                TaskState::Completed | TaskState::Failed(ErrorCode::NotAuthorized)
+            ),
+            "task {i}: {t:?}"
+        );
+    }
 }
 
 /// A deterministic byte pattern: byte `i` of a buffer seeded with `seed`.
@@ -92,8 +106,20 @@ pub struct SilentPeer {
 impl SilentPeer {
     /// Starts listening; the handshake is answered on a thread of its own.
     pub fn start() -> SilentPeer {
+        SilentPeer::spawn(false)
+    }
+
+    /// As [`start`](Self::start), but the peer reads the engine's `Hello`
+    /// first and claims to be on the same host (its host id) and to offer
+    /// the same-host path, which it then never takes up (no challenge).
+    pub fn start_same_host() -> SilentPeer {
+        SilentPeer::spawn(true)
+    }
+
+    fn spawn(same_host: bool) -> SilentPeer {
         use std::io::Write;
         use std::sync::atomic::Ordering;
+        use te_proto::link::caps;
         use te_proto::wire::{Frame, Hello, AUTH_NONE, MAX_CONTROL_LEN};
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind silent peer");
@@ -104,22 +130,29 @@ impl SilentPeer {
         let (c, s) = (conns.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; MAX_CONTROL_LEN];
-            let ack = Frame::HelloAck(Hello {
-                caps: 0,
-                max_payload: 1 << 20,
-                max_outstanding: 32,
-                auth: AUTH_NONE,
-                host_id: [0; 32],
-                nonce: [7; 32],
-                mac: [0; 32],
-                name: &name,
-            });
-            let n = ack.encode(&mut buf).expect("encode HelloAck");
             for stream in listener.incoming() {
                 if s.load(Ordering::Acquire) {
                     return;
                 }
                 let Ok(mut stream) = stream else { continue };
+                let host_id = match same_host {
+                    true => match read_hello_host_id(&mut stream) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                    false => [0; 32],
+                };
+                let ack = Frame::HelloAck(Hello {
+                    caps: if same_host { caps::PROCESS_VM } else { 0 },
+                    max_payload: 1 << 20,
+                    max_outstanding: 32,
+                    auth: AUTH_NONE,
+                    host_id,
+                    nonce: [7; 32],
+                    mac: [0; 32],
+                    name: &name,
+                });
+                let n = ack.encode(&mut buf).expect("encode HelloAck");
                 // Counted before the engine can see the handshake end, so
                 // that `connections()` never lags behind `open_segment`.
                 let mut conns = c.lock().unwrap_or_else(|p| p.into_inner());
@@ -180,6 +213,23 @@ impl Drop for SilentPeer {
         for s in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+/// Reads a connector's `Hello` and returns its host id (`None` when the
+/// connection ends or sends something else first).
+fn read_hello_host_id(stream: &mut std::net::TcpStream) -> Option<[u8; 32]> {
+    use std::io::Read;
+    use te_proto::wire::{Decoder, Frame, Progress};
+    let mut d = Decoder::new(1 << 20);
+    let mut byte = [0u8; 1];
+    while d.progress() == Progress::NeedMore {
+        stream.read_exact(&mut byte).ok()?;
+        d.feed(&byte).ok()?;
+    }
+    match d.frame()? {
+        Ok(Frame::Hello(h)) => Some(h.host_id),
+        _ => None,
     }
 }
 

@@ -46,11 +46,34 @@ impl PeerProcess {
         seed: u64,
         extra: &[&str],
     ) -> Result<PeerProcess, String> {
-        let mut child = Command::new(exe)
-            .arg(listen)
+        let mut cmd = Command::new(exe);
+        cmd.arg(listen)
             .arg(len.to_string())
             .arg(seed.to_string())
-            .args(extra)
+            .args(extra);
+        PeerProcess::start(cmd, exe, seed)
+    }
+
+    /// As [`spawn`](Self::spawn), inside network namespace `netns` (through
+    /// `ip netns exec`, which executes the peer in its place).
+    pub fn spawn_in_netns(
+        netns: &str,
+        exe: &str,
+        listen: &str,
+        len: u64,
+        seed: u64,
+        extra: &[&str],
+    ) -> PeerProcess {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, exe, listen])
+            .arg(len.to_string())
+            .arg(seed.to_string())
+            .args(extra);
+        PeerProcess::start(cmd, exe, seed).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn start(mut cmd: Command, exe: &str, seed: u64) -> Result<PeerProcess, String> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use te_proto::driver::DeviceDriver;
 use te_runtime::sim::{Faults, SimConfig};
 use te_runtime::{
-    BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Perm, Request, SegmentId, TaskState,
+    BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, TaskState,
 };
 use te_tests::fill_fast;
 
@@ -87,6 +87,9 @@ fn round_trip(local: Location, remote: Location, sizes: &[u64]) {
         .alloc_memory(2 * total, Perm::REMOTE_READ_WRITE)
         .expect("target memory");
     let seg = initiator.open_segment(&target.segment_name()).expect("open");
+    // Same host, but the same-host path copies host memory only: device
+    // memory on either side keeps the pair on TCP, through the staging.
+    assert_eq!(initiator.segment_path(seg).expect("path"), Path::Tcp);
     initiator.write_memory(src, &data(total, 1)).expect("fill source");
     target
         .write_memory(mem + total, &data(total, 2))

@@ -3,7 +3,7 @@
 use crate::batch::TaskId;
 use crate::error::{Result, Status};
 use crate::region::{Region, Span};
-use crate::wire::{INFO_PAGE_MAX, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX};
+use crate::wire::{INFO_PAGE_MAX, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX};
 
 /// A notification `{name, msg}` from the peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,45 @@ impl Notification {
         }
         Ok(n)
     }
+}
+
+/// A peer's challenge to prove this process's id (same-host path): send
+/// `token` over the abstract Unix socket `socket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PidChallenge {
+    /// Random bytes the peer sent over this link only.
+    pub token: [u8; 32],
+    /// Abstract Unix socket name (without the leading NUL).
+    pub socket: heapless::Vec<u8, PID_SOCKET_MAX>,
+}
+
+impl PidChallenge {
+    /// A challenge within the wire's limits; `Invalid` names a socket name
+    /// of 0 or more than [`PID_SOCKET_MAX`] bytes.
+    pub fn new(token: [u8; 32], socket: &[u8]) -> Result<PidChallenge> {
+        match heapless::Vec::from_slice(socket) {
+            Ok(socket) if !socket.is_empty() => Ok(PidChallenge { token, socket }),
+            _ => Err(crate::status!(
+                Invalid,
+                "socket name of {} bytes: must be 1 to {PID_SOCKET_MAX}",
+                socket.len()
+            )),
+        }
+    }
+}
+
+/// A copy the shell does for the peer over the same-host path, from
+/// [`Link::poll_copy`](super::Link::poll_copy). `span` is this side's
+/// memory, validated and pinned; `peer_addr` is the peer's own memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalCopy {
+    /// This side's registered memory.
+    pub span: Span,
+    /// The first byte in the peer process (`span.len` bytes).
+    pub peer_addr: u64,
+    /// True: copy `span` to the peer (its read); false: copy from the peer
+    /// into `span` (its write).
+    pub to_peer: bool,
 }
 
 /// One page of the peer's remotely visible regions.

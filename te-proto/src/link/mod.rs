@@ -26,7 +26,7 @@ mod serve;
 mod tasks;
 
 pub use config::{caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
-pub use event::{Event, Notification, PayloadDest, SegmentPage, Transmit};
+pub use event::{Event, LocalCopy, Notification, PayloadDest, PidChallenge, SegmentPage, Transmit};
 
 use heapless::Deque;
 
@@ -37,11 +37,11 @@ use crate::batch::{Op, TaskId, TransferRequest};
 use crate::error::{ErrorCode, Result, Status};
 use crate::location::Location;
 use crate::region::{Perm, Span};
-use crate::registry::{Entry, Registry};
+use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::{earliest, Instant};
 use crate::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
     MAX_CONTROL_LEN,
 };
 
@@ -117,6 +117,14 @@ struct Inner {
     landing: Option<Landing>,
     sending: Option<Sending>,
     prefer_requests: bool,
+    // Same-host path.
+    /// The peer verified our process id: tasks may go as copies.
+    local_copy: bool,
+    challenge_out: Option<PidChallenge>,
+    challenge_in: Option<PidChallenge>,
+    /// The peer's `LocalRead`/`LocalWrite`, validated and pinned, for the
+    /// shell to copy.
+    copies: Deque<(u64, LocalCopy, PinKey), MAX_OUTSTANDING>,
 }
 
 type Reg<S> = Registry<S>;
@@ -176,6 +184,10 @@ impl Link {
                 landing: None,
                 sending: None,
                 prefer_requests: false,
+                local_copy: false,
+                challenge_out: None,
+                challenge_in: None,
+                copies: Deque::new(),
                 cfg,
             },
         })
@@ -232,7 +244,97 @@ impl Link {
         if let Some(why) = &self.s.closed {
             return Err(status!(Disconnected, "link closed: {}", why.message()));
         }
-        self.s.tasks.submit(task, req, deadline)
+        self.s.tasks.submit(task, req, deadline, false)
+    }
+
+    /// As [`submit`](Self::submit), but the task goes over the same-host
+    /// path: `LocalRead`/`LocalWrite` requests that the peer answers by
+    /// copying between its memory and `req.local` itself. The task's end is
+    /// reported only once no copy of the peer can touch its memory.
+    ///
+    /// Errors as `submit`, and `NotSupported` until
+    /// [`set_local_copy`](Self::set_local_copy) enabled the path.
+    pub fn submit_local(
+        &mut self,
+        task: TaskId,
+        req: &TransferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        self.s.peer_offers_local()?;
+        if !self.s.local_copy {
+            return Err(status!(
+                NotSupported,
+                "same-host path not enabled on this link (peer has not verified our process)"
+            ));
+        }
+        self.s.tasks.submit(task, req, deadline, true)
+    }
+
+    /// Enables (or disables) [`submit_local`](Self::submit_local): the shell
+    /// calls it once the peer has verified this process's id.
+    pub fn set_local_copy(&mut self, on: bool) {
+        self.s.local_copy = on;
+    }
+
+    /// Whether [`submit_local`](Self::submit_local) is enabled.
+    pub fn local_copy(&self) -> bool {
+        self.s.local_copy
+    }
+
+    /// Queues a `PidChallenge` for the peer: it is to send `token` over the
+    /// abstract Unix socket `socket` (see docs/PROTOCOL.md). `Invalid` for
+    /// a socket name of 0 or more than [`PID_SOCKET_MAX`](crate::wire::PID_SOCKET_MAX) bytes,
+    /// `NotSupported` when the peer did not offer the same-host path (or
+    /// the handshake has not finished), `Disconnected` when closed.
+    pub fn send_pid_challenge(&mut self, token: [u8; 32], socket: &[u8]) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        self.s.peer_offers_local()?;
+        self.s.challenge_out = Some(PidChallenge::new(token, socket)?);
+        Ok(())
+    }
+
+    /// The peer's latest `PidChallenge`, once. The shell answers it out of
+    /// band (over the named Unix socket).
+    pub fn take_pid_challenge(&mut self) -> Option<PidChallenge> {
+        self.s.challenge_in.take()
+    }
+
+    /// The oldest of the peer's same-host copies not yet done: validated
+    /// and pinned like a `ReadReq`/`WriteData`. The shell copies, then
+    /// calls [`copy_done`](Self::copy_done).
+    pub fn poll_copy(&self) -> Option<LocalCopy> {
+        self.s.copies.front().map(|c| c.1)
+    }
+
+    /// Every copy waiting, oldest first ([`poll_copy`](Self::poll_copy) is
+    /// the first), so that the shell can do several in one call; it still
+    /// reports each with [`copy_done`](Self::copy_done), in this order.
+    pub fn pending_copies(&self) -> impl Iterator<Item = LocalCopy> + '_ {
+        self.s.copies.iter().map(|c| c.1)
+    }
+
+    /// Reports the copy of [`poll_copy`](Self::poll_copy) done (or failed,
+    /// with the status the peer's task gets): its pin is released and the
+    /// answer queued.
+    pub fn copy_done<S>(&mut self, result: Result<()>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let Some((req_id, _, pin)) = self.s.copies.pop_front() else {
+            return;
+        };
+        reg.unpin(pin);
+        let r = match result {
+            Ok(()) => Response::Ack { req_id },
+            Err(status) => Response::Fail { req_id, status },
+        };
+        // request_room() counted this copy when it arrived.
+        let _ = self.s.responses.push_back(r);
     }
 
     /// Cancels a task: it ends `Canceled` (reported by [`poll_event`](Self::poll_event))
@@ -636,6 +738,20 @@ impl Inner {
         (self.seq << 8) | low
     }
 
+    /// `NotSupported` unless the peer's handshake set `PROCESS_VM`: the
+    /// same-host frames go only to a peer that offers the path.
+    fn peer_offers_local(&self) -> Result<()> {
+        match &self.peer {
+            Some(p) if p.caps & caps::PROCESS_VM != 0 => Ok(()),
+            Some(p) => Err(status!(
+                NotSupported,
+                "peer {:?} does not offer the same-host path",
+                p.segment_name.as_str()
+            )),
+            None => Err(status!(NotSupported, "handshake not finished")),
+        }
+    }
+
     /// Requests the peer accepts in flight from us.
     fn window(&self) -> usize {
         let peer = self.peer.as_ref().map_or(1, |p| p.max_outstanding as usize);
@@ -671,6 +787,7 @@ impl Inner {
                 || self.ping_due
                 || (self.info_due.is_some() && self.window_has_room())
                 || !self.notify_out.is_empty()
+                || self.challenge_out.is_some()
                 || !self.responses.is_empty()
                 || self
                     .tasks
@@ -757,6 +874,16 @@ impl Inner {
             self.info_due = None;
             return Some((n, None));
         }
+        if let Some(c) = &self.challenge_out {
+            let n = Frame::PidChallenge {
+                token: c.token,
+                socket: &c.socket,
+            }
+            .encode(out)
+            .ok()?;
+            self.challenge_out = None;
+            return Some((n, None));
+        }
         if let Some(note) = self.notify_out.front() {
             let name = note.name.as_str();
             let n = Frame::Notify { name, msg: &note.msg }.encode(out).ok()?;
@@ -813,7 +940,15 @@ impl Inner {
 
     fn encode_request(&mut self, out: &mut [u8], next: &NextChunk) -> Option<(usize, Option<Span>)> {
         let req_id = (self.seq + 1) << 8 | next.chunk as u64;
+        let access = LocalAccess {
+            req_id,
+            addr: next.remote_addr,
+            location: next.remote_location,
+            len: next.len,
+            peer_addr: next.local.addr,
+        };
         let (frame, payload) = match next.op {
+            op if next.by_copy => (Frame::local(op == Op::Read, access), None),
             Op::Read => (
                 Frame::ReadReq {
                     req_id,
@@ -878,6 +1013,12 @@ impl Inner {
         if let Some(Landing::Write { pin: Some(pin), .. }) = self.landing.take() {
             reg.unpin(pin);
         }
+        while let Some((_, _, pin)) = self.copies.pop_front() {
+            reg.unpin(pin);
+        }
+        self.challenge_out = None;
+        self.challenge_in = None;
+        self.local_copy = false;
         if self.info_req.take().is_some() {
             self.info_page = Some(Err(why.clone()));
         }
@@ -1018,7 +1159,9 @@ impl Inner {
             self.violation(reg, format_args!("request id 0 is reserved for the link"));
             return false;
         }
-        let busy = self.responses.len() + usize::from(matches!(self.landing, Some(Landing::Write { .. })));
+        let busy = self.responses.len()
+            + self.copies.len()
+            + usize::from(matches!(self.landing, Some(Landing::Write { .. })));
         if busy >= self.cfg.max_outstanding as usize {
             let limit = self.cfg.max_outstanding;
             self.violation(
@@ -1096,7 +1239,7 @@ impl Inner {
                 });
             }
             Frame::ReadData { req_id, len } => match self.tasks.chunk(req_id) {
-                Some((idx, c)) if c.op == Op::Read && c.len == len => {
+                Some((idx, c)) if c.op == Op::Read && !c.by_copy && c.len == len => {
                     self.landing = Some(Landing::Read {
                         chunk: idx,
                         landed: 0,
@@ -1108,7 +1251,7 @@ impl Inner {
                 ),
             },
             Frame::WriteAck { req_id } => match self.tasks.chunk(req_id) {
-                Some((idx, c)) if c.op == Op::Write => self.tasks.complete(idx),
+                Some((idx, c)) if c.op == Op::Write || c.by_copy => self.tasks.complete(idx),
                 _ => self.violation(reg, format_args!("WriteAck answers no write {req_id:#x}")),
             },
             Frame::Error { req_id, code, msg } => {
@@ -1154,6 +1297,13 @@ impl Inner {
                 }
                 self.info_page = Some(Ok(page));
             }
+            Frame::PidChallenge { token, socket } => match PidChallenge::new(token, socket) {
+                Ok(c) => self.challenge_in = Some(c),
+                // Unreachable: the decoder enforces the same limits.
+                Err(e) => self.shut(e, true, reg),
+            },
+            Frame::LocalRead(a) => self.on_local(Op::Read, a, reg),
+            Frame::LocalWrite(a) => self.on_local(Op::Write, a, reg),
             Frame::Ping { token } => self.pong_due = Some(token),
             Frame::Pong { token } => {
                 if self.ping_outstanding == Some(token) {
@@ -1166,6 +1316,56 @@ impl Inner {
                     format_args!("unexpected {:?} frame after the handshake", f.opcode()),
                 ),
         }
+    }
+
+    /// The peer's same-host request: checked and pinned exactly as its TCP
+    /// twin, then queued for the shell's copy; a refusal is answered at once.
+    fn on_local<S>(&mut self, op: Op, a: LocalAccess, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let LocalAccess {
+            req_id,
+            addr,
+            location,
+            len,
+            peer_addr,
+        } = a;
+        if !self.request_room(req_id, reg) {
+            return;
+        }
+        if len > self.cfg.max_payload {
+            let max = self.cfg.max_payload;
+            return self.violation(reg, format_args!("copy of {len} bytes exceeds max payload {max}"));
+        }
+        let refuse = |status| Response::Fail { req_id, status };
+        let r = if self.cfg.caps & caps::PROCESS_VM == 0 {
+            refuse(status!(NotSupported, "same-host path not offered by this peer"))
+        } else {
+            let perm = match op {
+                Op::Read => Perm::REMOTE_READ,
+                Op::Write => Perm::REMOTE_WRITE,
+            };
+            match reg.pin_remote(addr, len as u64, location, perm) {
+                Ok(pin) => {
+                    let copy = LocalCopy {
+                        span: Span {
+                            addr,
+                            len: len as u64,
+                            location: pin.location,
+                        },
+                        peer_addr,
+                        to_peer: op == Op::Read,
+                    };
+                    // request_room() proved there is room.
+                    let _ = self.copies.push_back((req_id, copy, pin));
+                    return;
+                }
+                Err(status) => refuse(status),
+            }
+        };
+        // request_room() proved there is room.
+        let _ = self.responses.push_back(r);
     }
 
     fn finish_landing<S>(&mut self, reg: &mut Reg<S>)

@@ -23,6 +23,8 @@ struct TaskSlot {
     /// Bytes whose requests completed.
     done: u64,
     deadline: Option<Instant>,
+    /// Moved by the peer's copies (same-host path) instead of payloads.
+    by_copy: bool,
     /// `None` while running.
     outcome: Option<Result<()>>,
 }
@@ -35,6 +37,9 @@ pub(super) struct Chunk {
     pub offset: u64,
     pub len: u32,
     pub op: Op,
+    /// A `LocalRead`/`LocalWrite`: the peer copies into or out of the
+    /// task's memory itself, so the task's end waits for the answer.
+    pub by_copy: bool,
     /// The task ended while this request was in flight: its answer is
     /// consumed without touching the task's memory.
     pub orphan: bool,
@@ -52,6 +57,8 @@ pub(super) struct NextChunk {
     pub len: u32,
     /// The local memory the request reads from (writes) or lands in (reads).
     pub local: Span,
+    /// Send as `LocalRead`/`LocalWrite` (the peer copies).
+    pub by_copy: bool,
 }
 
 pub(super) struct Tasks {
@@ -82,7 +89,13 @@ impl Tasks {
         self.in_flight
     }
 
-    pub fn submit(&mut self, id: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
+    pub fn submit(
+        &mut self,
+        id: TaskId,
+        req: &TransferRequest,
+        deadline: Option<Instant>,
+        by_copy: bool,
+    ) -> Result<()> {
         let len = req.local.len;
         if len == 0 {
             return Err(status!(
@@ -133,6 +146,7 @@ impl Tasks {
             issued: 0,
             done: 0,
             deadline,
+            by_copy,
             outcome: None,
         });
         Ok(())
@@ -165,6 +179,7 @@ impl Tasks {
                 offset: t.issued,
                 len,
                 local: t.local.slice(t.issued, len as u64),
+                by_copy: t.by_copy,
             });
         }
         None
@@ -181,6 +196,7 @@ impl Tasks {
             offset: next.offset,
             len: next.len,
             op: next.op,
+            by_copy: next.by_copy,
             orphan: false,
         });
         self.in_flight += 1;
@@ -336,11 +352,28 @@ impl Tasks {
         self.report != 0
     }
 
+    /// Slots whose end must wait: the peer may still be copying into or
+    /// out of their memory (same-host requests in flight).
+    fn copying(&self) -> u128 {
+        self.chunks
+            .iter()
+            .flatten()
+            .filter(|c| c.by_copy)
+            .fold(0, |bits, c| bits | 1u128 << c.slot)
+    }
+
     /// The next report; `hold` names a slot whose end must not be reported
     /// yet (its payload is still being sent).
     pub fn poll_report(&mut self, hold: Option<usize>) -> Option<Event> {
         let mut bits = self.report;
+        let mut held = self.copying();
         if let Some(h) = hold {
+            held |= 1u128 << h;
+        }
+        held &= bits;
+        while held != 0 {
+            let h = held.trailing_zeros() as usize;
+            held &= held - 1;
             if self.slots[h].as_ref().is_some_and(|t| t.outcome.is_some()) {
                 bits &= !(1u128 << h);
             }

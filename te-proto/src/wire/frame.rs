@@ -6,7 +6,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::error::WireError;
 use super::header::{Header, Opcode, FLAG_MORE, HEADER_LEN};
 use super::{
-    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, SEGMENT_NAME_MAX,
+    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX,
+    SEGMENT_NAME_MAX,
 };
 use crate::error::ErrorCode;
 use crate::location::Location;
@@ -44,6 +45,16 @@ struct AccessBody {
     addr: U64,
     location: U32,
     len: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct LocalBody {
+    req_id: U64,
+    addr: U64,
+    location: U32,
+    len: U32,
+    peer_addr: U64,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -100,6 +111,7 @@ struct CodeBody {
 const _: () = assert!(HELLO_FIXED == 116);
 const _: () = assert!(core::mem::size_of::<AccessBody>() == 24);
 const _: () = assert!(core::mem::size_of::<InfoReqBody>() == 24);
+const _: () = assert!(core::mem::size_of::<LocalBody>() == 32);
 const _: () = assert!(core::mem::size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
 /// The handshake fields of `Hello` and `HelloAck`.
@@ -279,6 +291,35 @@ pub enum Frame<'a> {
         /// Why.
         code: ErrorCode,
     },
+    /// Same-host path: prove your process id by sending `token` over the
+    /// Unix socket named `socket` (docs/PROTOCOL.md, "Same-host path").
+    PidChallenge {
+        /// Random bytes, valid for this link only.
+        token: [u8; 32],
+        /// Abstract Unix socket name, 1 to [`PID_SOCKET_MAX`] bytes.
+        socket: &'a [u8],
+    },
+    /// Same-host path: copy the access's span of the receiver's memory to
+    /// `peer_addr` in the sender's memory, then answer `WriteAck`.
+    LocalRead(LocalAccess),
+    /// Same-host path: copy `len` bytes at `peer_addr` of the sender's
+    /// memory into the access's span of the receiver, then answer `WriteAck`.
+    LocalWrite(LocalAccess),
+}
+
+/// The fields of `LocalRead` and `LocalWrite`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAccess {
+    /// Request id, echoed by the answer.
+    pub req_id: u64,
+    /// First byte of the receiver's memory.
+    pub addr: u64,
+    /// Location, or `None` to resolve by address.
+    pub location: Option<Location>,
+    /// Bytes to copy (non-zero).
+    pub len: u32,
+    /// First byte of the sender's memory.
+    pub peer_addr: u64,
 }
 
 fn location_to_wire(l: Option<Location>) -> u32 {
@@ -341,6 +382,18 @@ impl<'a> Frame<'a> {
             Frame::Ping { .. } => Opcode::Ping,
             Frame::Pong { .. } => Opcode::Pong,
             Frame::Goodbye { .. } => Opcode::Goodbye,
+            Frame::PidChallenge { .. } => Opcode::PidChallenge,
+            Frame::LocalRead(_) => Opcode::LocalRead,
+            Frame::LocalWrite(_) => Opcode::LocalWrite,
+        }
+    }
+
+    /// `LocalRead(a)` when `read`, else `LocalWrite(a)`.
+    pub fn local(read: bool, a: LocalAccess) -> Frame<'static> {
+        if read {
+            Frame::LocalRead(a)
+        } else {
+            Frame::LocalWrite(a)
         }
     }
 
@@ -452,6 +505,38 @@ impl<'a> Frame<'a> {
                         len: payload,
                     }
                 }
+            }
+            Opcode::PidChallenge => {
+                let (token, socket) = read::<[u8; 32]>(op, body)?;
+                if socket.is_empty() || socket.len() > PID_SOCKET_MAX {
+                    return Err(field_len(op, "socket name length", socket.len()));
+                }
+                Frame::PidChallenge { token, socket }
+            }
+            Opcode::LocalRead | Opcode::LocalWrite => {
+                let (b, _) = read::<LocalBody>(op, body)?;
+                let a = LocalAccess {
+                    req_id: b.req_id.get(),
+                    addr: b.addr.get(),
+                    location: location_from_wire(op, b.location.get())?,
+                    len: b.len.get(),
+                    peer_addr: b.peer_addr.get(),
+                };
+                if a.len == 0 {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "length",
+                        value: 0,
+                    });
+                }
+                if a.peer_addr == 0 || a.peer_addr.checked_add(a.len as u64).is_none() {
+                    return Err(WireError::BadValue {
+                        opcode: op,
+                        field: "peer address",
+                        value: a.peer_addr,
+                    });
+                }
+                Frame::local(op == Opcode::LocalRead, a)
             }
             Opcode::ReadData => Frame::ReadData {
                 req_id: read::<U64>(op, body)?.0.get(),
@@ -646,6 +731,20 @@ impl<'a> Frame<'a> {
                 w.put(&U64::new(req_id))?
             }
             Frame::WriteAck { req_id } => w.put(&U64::new(req_id))?,
+            Frame::PidChallenge { ref token, socket } => {
+                if socket.is_empty() || socket.len() > PID_SOCKET_MAX {
+                    return Err(field_len(op, "socket name length", socket.len()));
+                }
+                w.bytes(token)?;
+                w.bytes(socket)?;
+            }
+            Frame::LocalRead(a) | Frame::LocalWrite(a) => w.put(&LocalBody {
+                req_id: U64::new(a.req_id),
+                addr: U64::new(a.addr),
+                location: U32::new(location_to_wire(a.location)),
+                len: U32::new(a.len),
+                peer_addr: U64::new(a.peer_addr),
+            })?,
             Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
             Frame::Goodbye { code } => w.put(&CodeBody {
                 code: U32::new(code.as_u32()),

@@ -90,6 +90,14 @@ opcodes! {
     Pong = 13,
     /// Orderly close.
     Goodbye = 14,
+    /// Same-host path: a challenge to prove the receiver's process id.
+    PidChallenge = 15,
+    /// Same-host path: copy a span of the receiver's memory into the
+    /// sender's memory (the receiver does the copy).
+    LocalRead = 16,
+    /// Same-host path: copy a span of the sender's memory into the
+    /// receiver's memory (the receiver does the copy).
+    LocalWrite = 17,
 }
 
 impl Opcode {
@@ -102,6 +110,8 @@ impl Opcode {
             Opcode::ReadData | Opcode::WriteAck | Opcode::Ping | Opcode::Pong | Opcode::Goodbye => (8, false),
             Opcode::Error | Opcode::InfoReply => (16, true),
             Opcode::Notify => (8, true),
+            Opcode::PidChallenge => (32, true),
+            Opcode::LocalRead | Opcode::LocalWrite => (32, false),
         }
     }
 

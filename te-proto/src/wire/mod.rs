@@ -11,7 +11,8 @@ mod header;
 pub use decoder::{Decoder, Progress};
 pub use error::WireError;
 pub use frame::{
-    encode_info_reply, Frame, Hello, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY, REGION_ENTRY_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY,
+    REGION_ENTRY_LEN,
 };
 pub use header::{Header, Opcode, FLAG_MORE, HEADER_LEN, MAGIC, VERSION};
 
@@ -37,6 +38,10 @@ pub const NOTIFY_MSG_MAX: usize = 2048;
 
 /// Longest error message carried by an `Error` frame, in bytes of UTF-8.
 pub const ERROR_MSG_MAX: usize = crate::error::STATUS_MSG_CAP;
+
+/// Longest socket name in a `PidChallenge`, in bytes (an abstract Unix
+/// socket name fits in 107).
+pub const PID_SOCKET_MAX: usize = 100;
 
 /// Most regions in one segment-info reply page.
 pub const INFO_PAGE_MAX: usize = 128;

@@ -86,6 +86,10 @@ pub struct Side {
     pub unreadable: Option<Span>,
     /// Memory whose bytes cannot be written: landings into it fail.
     pub unwritable: Option<Span>,
+    /// The shell does not do the peer's same-host copies for now.
+    pub copies_paused: bool,
+    /// Same-host copies done for the peer.
+    pub copies_done: u64,
 }
 
 /// Whether two spans share a byte.
@@ -109,6 +113,8 @@ impl Side {
             bytes_out: 0,
             unreadable: None,
             unwritable: None,
+            copies_paused: false,
+            copies_done: 0,
         }
     }
 
@@ -123,14 +129,13 @@ impl Side {
     }
 
     pub fn submit(&mut self, task: TaskId, op: Op, local: Span, remote_addr: u64) -> Result<()> {
-        let req = TransferRequest {
-            op,
-            local,
-            target: 0,
-            remote_addr,
-            remote_location: None,
-        };
-        self.link.submit(task, &req, None)
+        self.link.submit(task, &request(op, local, remote_addr), None)
+    }
+
+    /// As [`submit`](Self::submit), over the same-host path.
+    pub fn submit_local(&mut self, task: TaskId, op: Op, local: Span, remote_addr: u64) -> Result<()> {
+        self.link
+            .submit_local(task, &request(op, local, remote_addr), None)
     }
 
     fn drain_events(&mut self) {
@@ -153,6 +158,31 @@ impl Side {
             }
         }
     }
+}
+
+fn request(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
+    TransferRequest {
+        op,
+        local,
+        target: 0,
+        remote_addr,
+        remote_location: None,
+    }
+}
+
+/// Places each size at its own odd offset, 3 bytes apart from the last:
+/// `(index, length, offset)`.
+pub fn placed(sizes: &[u64]) -> Vec<(u32, u64, u64)> {
+    sizes
+        .iter()
+        .scan(1u64, |off, &len| {
+            let at = *off;
+            *off += len + 3;
+            Some((len, at))
+        })
+        .enumerate()
+        .map(|(i, (len, off))| (i as u32, len, off))
+        .collect()
 }
 
 pub fn task(batch: u64, index: u32) -> TaskId {
@@ -230,6 +260,8 @@ impl Pair {
             self.max_piece,
             &mut self.rng,
         );
+        moved |= copies(&mut self.b, &mut self.a);
+        moved |= copies(&mut self.a, &mut self.b);
         self.a.drain_events();
         self.b.drain_events();
         moved
@@ -255,6 +287,29 @@ impl Pair {
     pub fn inject_to_b(&mut self, bytes: &[u8]) {
         self.a_to_b.extend(bytes);
     }
+}
+
+/// Does the same-host copies `owner`'s peer asked for, between the two
+/// fake memories, as a shell with `process_vm_*` would.
+fn copies(owner: &mut Side, peer: &mut Side) -> bool {
+    let mut moved = false;
+    while !owner.copies_paused {
+        // The span is pinned in owner's registry (perhaps draining): the
+        // link checked it when the request arrived.
+        let Some(c) = owner.link.poll_copy() else { break };
+        let theirs = Span::cpu(c.peer_addr, c.span.len);
+        if c.to_peer {
+            let data = owner.mem.read(c.span).to_vec();
+            peer.mem.write(theirs, &data);
+        } else {
+            let data = peer.mem.read(theirs).to_vec();
+            owner.mem.write(c.span, &data);
+        }
+        owner.link.copy_done(Ok(()), &mut owner.reg);
+        owner.copies_done += 1;
+        moved = true;
+    }
+    moved
 }
 
 fn transmit(side: &mut Side, pipe: &mut VecDeque<u8>, now: Instant) -> bool {

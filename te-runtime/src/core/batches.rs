@@ -106,6 +106,9 @@ impl EngineCore {
         for (index, pin) in range.zip(pins.drain(..)) {
             let task = TaskId { batch, index };
             self.local_pins.insert(task, pin);
+            if let Some(p) = self.submit_path {
+                self.task_paths.insert(task, p);
+            }
             let req = self.batches.request(task)?;
             let s = req.target as usize;
             self.segments[s].pending.push_back((task, deadline));
@@ -124,6 +127,15 @@ impl EngineCore {
         }
         self.scratch.segments = touched;
         Ok(())
+    }
+
+    /// As [`submit`](Self::submit), over `path` instead of the engine's
+    /// [`EngineConfig::path`](crate::EngineConfig::path).
+    pub fn submit_via(&mut self, batch: BatchId, reqs: &[Request], path: Path) -> Result<()> {
+        self.submit_path = Some(path);
+        let r = self.submit(batch, reqs);
+        self.submit_path = None;
+        r
     }
 
     /// As [`submit`](Self::submit), and sends `{name, msg}` to the peer of

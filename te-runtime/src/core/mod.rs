@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::config::EngineConfig;
 use crate::conn::{Conn, Flow, Reg};
 use crate::devices::Devices;
+use crate::shm::{Path, SameHost};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -62,6 +63,11 @@ pub struct EngineCore {
     /// Engine-owned buffers being freed: unmapped once their region is gone.
     freeing: Vec<u64>,
     phase: Phase,
+    same_host: SameHost,
+    /// Tasks submitted with a path other than the engine's.
+    task_paths: HashMap<TaskId, Path>,
+    /// The path of the submission under way, when not the engine's.
+    submit_path: Option<Path>,
 }
 
 /// Vectors reused by every submission.
@@ -76,7 +82,8 @@ fn io_status(what: &str, e: &io::Error) -> Status {
     status!(RuntimeError, "{what}: {e}")
 }
 
-fn random_nonce() -> [u8; 32] {
+/// 32 random bytes from the kernel.
+pub(crate) fn random_nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
     let mut filled = 0;
     while filled < n.len() {
@@ -127,7 +134,21 @@ impl EngineCore {
         poll.register(&mut listener, base, Interest::READABLE)
             .map_err(|e| io_status("register listener", &e))?;
         let segment_name = cfg.segment_name.clone().unwrap_or_else(|| local_addr.to_string());
-        let link_cfg = cfg.link_config(&segment_name)?;
+        let mut link_cfg = cfg.link_config(&segment_name)?;
+        // The same-host path copies host memory between processes; device
+        // memory goes through the driver's staging, which only TCP does.
+        let path = if cfg.location.is_host() {
+            cfg.path
+        } else {
+            if cfg.path == Path::Shm {
+                warn!(
+                    "same-host path off for {}: it copies host memory only",
+                    cfg.location
+                );
+            }
+            Path::Tcp
+        };
+        let same_host = SameHost::new(path, &mut link_cfg);
         info!(segment = %segment_name, "engine listening on {local_addr}");
         Ok(EngineCore {
             reg: Registry::new(vec![Entry::EMPTY; cfg.max_regions].into_boxed_slice()),
@@ -154,6 +175,9 @@ impl EngineCore {
             devices: Devices::new(&cfg)?,
             freeing: Vec::new(),
             phase: Phase::Running,
+            same_host,
+            task_paths: HashMap::new(),
+            submit_path: None,
             cfg,
         })
     }
@@ -291,6 +315,7 @@ impl EngineCore {
                 if let Some(why) = failure {
                     return self.fail_conn(c, why);
                 }
+                self.same_host.after_read(conn, &self.link_cfg, &mut self.reg);
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);
@@ -353,6 +378,7 @@ impl EngineCore {
         conn.discard_writes(&mut self.reg);
         conn.link.handle_disconnect(&mut self.reg);
         let _ = self.poll.deregister(&mut conn.stream);
+        self.same_host.forget(&conn.shm);
         let mut events = Vec::new();
         while let Some(e) = conn.link.poll_event() {
             events.push(e);
@@ -401,7 +427,9 @@ impl EngineCore {
     fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
         match e {
             Event::Connected => {
-                if let Some(conn) = self.conns.get(c).and_then(|c| c.as_ref()) {
+                let now = self.now();
+                if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+                    self.same_host.on_connected(conn, &self.link_cfg, now);
                     let peer = conn
                         .link
                         .peer()
@@ -502,7 +530,11 @@ impl EngineCore {
             let Ok(req) = self.batches.request(task) else {
                 continue;
             };
-            if let Err(e) = conn.link.submit(task, &req, Some(deadline)) {
+            let path = self.task_paths.remove(&task).unwrap_or(self.cfg.path);
+            if let Err(e) = SameHost::submit(conn, path, task, &req, Some(deadline)) {
+                self.batch_errors
+                    .entry(task.batch)
+                    .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
                 let state = TaskState::Failed(e.code());
                 let _ = self.batches.finish(task, state);
                 if let Some(pin) = self.local_pins.remove(&task) {
@@ -528,6 +560,7 @@ impl EngineCore {
 
     fn finish_task(&mut self, task: TaskId, state: TaskState) {
         let _ = self.batches.finish(task, state);
+        self.task_paths.remove(&task);
         if let Some(pin) = self.local_pins.remove(&task) {
             self.reg.unpin(pin);
             if !self.freeing.is_empty() {
@@ -566,7 +599,8 @@ impl EngineCore {
             .conns
             .iter()
             .flatten()
-            .filter_map(|c| c.link.poll_timeout().or(c.closed_at));
+            .flat_map(|c| [c.link.poll_timeout().or(c.closed_at), c.shm.deadline()])
+            .flatten();
         let pending = self
             .segments
             .iter()

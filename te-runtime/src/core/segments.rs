@@ -60,11 +60,23 @@ impl EngineCore {
     pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) => Ok(c.link.state() == LinkState::Established),
+            Some(c) => Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now())),
             None => Err(seg
                 .last_error
                 .clone()
                 .unwrap_or_else(|| status!(Disconnected, "segment {} is closed", seg.name))),
+        }
+    }
+
+    /// The path tasks to this segment take under [`Path::Auto`]: `Shm` once
+    /// the peer offered the same-host path and verified this process, else
+    /// `Tcp`. `Disconnected` when the segment has no connection.
+    pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
+        let seg = self.segment(id)?;
+        match seg.conn.and_then(|c| self.conns[c].as_ref()) {
+            Some(c) if c.link.local_copy() => Ok(Path::Shm),
+            Some(_) => Ok(Path::Tcp),
+            None => Err(status!(Disconnected, "segment {} is closed", seg.name)),
         }
     }
 

@@ -3,18 +3,28 @@
 //! known pattern, prints `READY <segment> <addr> <len>` and serves until
 //! its standard input closes (or it is killed).
 //!
-//! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]`
+//! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]
+//! [--path tcp|shm|auto] [--user]`
 //!
 //! - `--secret <text>`: the engine's shared secret (default: none).
 //! - `--perm`: the permission of the region (default `rw`, remote read-write).
+//! - `--path`: the engine's path to peers (default `auto`).
+//! - `--user`: the region is user memory (a heap buffer registered by
+//!   address) instead of engine-owned memory.
+//! - `--probe <segment> <addr>`: instead of serving, open `segment`, read
+//!   `len` bytes at `addr` of it (filled by a peer with the same seed),
+//!   print `PROBE <path> ok` (or the error) and exit.
 
 use std::io::{BufRead, Write};
 
-use te_runtime::{Engine, EngineConfig, Perm};
+use te_runtime::{Engine, EngineConfig, Path, Perm};
 
 fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
-    eprintln!("usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]");
+    eprintln!(
+        "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
+         [--path tcp|shm|auto] [--user] [--probe <segment> <addr>]"
+    );
     std::process::exit(2);
 }
 
@@ -22,6 +32,9 @@ fn main() {
     let mut positional = Vec::new();
     let mut secret = None;
     let mut perm = Perm::REMOTE_READ_WRITE;
+    let mut path = Path::Auto;
+    let mut user = false;
+    let mut probe = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -38,6 +51,15 @@ fn main() {
                     other => usage(&format!("bad --perm {other:?}")),
                 }
             }
+            "--path" => match args.next().map(|p| p.parse()) {
+                Some(Ok(p)) => path = p,
+                other => usage(&format!("bad --path {other:?}")),
+            },
+            "--user" => user = true,
+            "--probe" => match (args.next(), args.next().and_then(|a| a.parse::<u64>().ok())) {
+                (Some(seg), Some(addr)) => probe = Some((seg, addr)),
+                _ => usage("--probe needs a segment and an address"),
+            },
             _ => positional.push(a),
         }
     }
@@ -48,6 +70,7 @@ fn main() {
     let cfg = EngineConfig {
         listen,
         secret,
+        path,
         ..EngineConfig::default()
     };
     let engine = match Engine::start(cfg) {
@@ -57,12 +80,48 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let addr = engine.alloc_memory(len, perm).expect("alloc");
+    // User memory lives as long as the process: the engine is finalized first.
+    let mut heap = Vec::new();
+    let addr = if user {
+        heap = vec![0u8; len as usize];
+        let addr = heap.as_mut_ptr() as u64;
+        // SAFETY: `heap` outlives the engine (finalized below, before it drops).
+        unsafe { engine.register_memory(addr, len, perm) }.expect("register");
+        addr
+    } else {
+        engine.alloc_memory(len, perm).expect("alloc")
+    };
+    if let Some((seg, remote)) = probe {
+        return run_probe(&engine, &seg, addr, remote, len, seed);
+    }
     // SAFETY: freshly allocated engine memory of `len` bytes.
     unsafe { te_tests::fill(addr, len, seed) };
     println!("READY {} {addr} {len}", engine.segment_name());
     std::io::stdout().flush().expect("stdout");
     // Serve until the test closes our stdin.
     for _ in std::io::stdin().lock().lines() {}
+    engine.finalize();
+    drop(heap);
+}
+
+/// Reads `len` bytes at `remote` of segment `seg` into `local`, checks them
+/// against `pattern(seed, i)` and prints `PROBE <path> ok` or the error.
+fn run_probe(engine: &Engine, seg: &str, local: u64, remote: u64, len: u64, seed: u64) {
+    let result = engine.open_segment(seg).and_then(|id| {
+        let path = engine.segment_path(id)?;
+        engine.transfer_sync_read(seg, local, remote, len)?;
+        Ok(path)
+    });
+    match result {
+        Ok(path) => {
+            // SAFETY: the read ended; `local` is engine memory of `len` bytes.
+            let ok = unsafe { te_tests::proc::check_pattern(local, len, seed, 0) };
+            match ok {
+                Ok(()) => println!("PROBE {path} ok"),
+                Err(e) => println!("PROBE {path} {e}"),
+            }
+        }
+        Err(e) => println!("PROBE error {e}"),
+    }
     engine.finalize();
 }

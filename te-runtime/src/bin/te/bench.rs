@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Perm, Request, SegmentId, Status, TaskState};
+use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState};
 
 use crate::child::ChildTe;
 use crate::report::{self, Row};
@@ -68,6 +68,15 @@ pub struct BenchArgs {
     /// sleep, for the lowest latency at the price of a busy core each.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Path to the target: tcp, shm (same-host; an error when the target
+    /// is not on this host) or auto (shm where possible).
+    #[arg(long, default_value = "auto", value_parser = parse_path)]
+    pub path: Path,
+}
+
+/// Parses `tcp`, `shm` or `auto`.
+pub fn parse_path(s: &str) -> Result<Path, String> {
+    s.parse().map_err(|e: Status| e.message().to_string())
 }
 
 /// Parses a positive number of seconds (at most a day).
@@ -116,6 +125,8 @@ struct Config {
 struct Run {
     engine: Engine,
     segment: SegmentId,
+    /// The path every batch is submitted on.
+    path: Path,
     remote: u64,
     local: u64,
     /// Bytes of the buffer each thread owns (on both sides).
@@ -142,10 +153,22 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let cfg = EngineConfig {
         secret: args.secret.clone().map(String::into_bytes),
         busy_poll: args.busy_poll,
+        path: args.path,
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg)?;
     let segment = engine.open_segment(&target)?;
+    let auto = engine.segment_path(segment)?;
+    let path = match args.path {
+        Path::Auto => auto,
+        Path::Shm if auto != Path::Shm => {
+            return Err(err(format!(
+                "--path shm: no same-host path to {target}: it offers only TCP, runs on another host or \
+                 network namespace, or refused this process (TE_LOG=info tells which)"
+            )))
+        }
+        forced => forced,
+    };
     let regions = engine.segment_info(segment)?;
     let region = regions
         .iter()
@@ -158,6 +181,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let run = Arc::new(Run {
         engine,
         segment,
+        path,
         remote: region.span.addr,
         local,
         share,
@@ -182,7 +206,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
-            "te bench: target {target}, {} buffer ({}), {} thread(s), {} s per configuration{}{}",
+            "te bench: target {target}, path {path}, {} buffer ({}), {} thread(s), {} s per configuration{}{}",
             size::show(buffer),
             if args.hot {
                 "hot: one block reused"
@@ -226,7 +250,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
         }
     }
     if args.json {
-        println!("{}", report::json(&rows, &target));
+        println!("{}", report::json(&rows, &target, &path.to_string()));
     }
     Ok(())
 }
@@ -325,7 +349,7 @@ fn worker(run: &Run, c: Config, t: u32, start: Instant) -> WorkerResult {
 fn transfer(run: &Run, reqs: &[Request]) -> Result<(), Status> {
     let e = &run.engine;
     let batch = e.allocate_batch(reqs.len() as u32)?;
-    e.submit(batch, reqs)?;
+    e.submit_via(batch, reqs, run.path)?;
     let st = e.wait_batch(batch, Duration::from_secs(120))?;
     e.free_batch(batch)?;
     match st.state {

@@ -97,7 +97,7 @@ pub fn run(args: MemcpyArgs) -> Result<(), Status> {
         rows.push(row);
     }
     if args.json {
-        println!("{}", report::json(&rows, "memcpy"));
+        println!("{}", report::json(&rows, "memcpy", "memory"));
     }
     drop(engine);
     Ok(())

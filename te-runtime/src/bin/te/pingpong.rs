@@ -95,7 +95,7 @@ pub fn run(args: PingPongArgs) -> Result<(), Status> {
         batch_us: rtt_us,
     };
     if args.json {
-        println!("{}", report::json(&[row], &child.address));
+        println!("{}", report::json(&[row], &child.address, "raw-tcp"));
     } else {
         println!(
             "te tcp-pingpong: raw TCP, one {} reply in flight, {}",

@@ -62,7 +62,9 @@ pub fn line(r: &Row) -> String {
     )
 }
 
-pub fn json(rows: &[Row], target: &str) -> serde_json::Value {
+/// The rows as JSON, with the target and the path the bytes took
+/// (`tcp`/`shm` for te, `raw-tcp` or `memory` for the yardsticks).
+pub fn json(rows: &[Row], target: &str, path: &str) -> serde_json::Value {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -82,5 +84,5 @@ pub fn json(rows: &[Row], target: &str) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "target": target, "results": rows })
+    serde_json::json!({ "target": target, "path": path, "results": rows })
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, Location, Perm, Status};
+use te_runtime::{Engine, EngineConfig, Location, Path, Perm, Status};
 
 /// Arguments of `te serve`.
 #[derive(clap::Args, Debug)]
@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Busy-poll: the event loop never sleeps (lowest latency, one busy core).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Path offered to peers: auto (the same-host path where a peer can
+    /// take it), tcp (TCP only) or shm (as auto).
+    #[arg(long, default_value = "auto", value_parser = crate::bench::parse_path)]
+    pub path: Path,
 }
 
 fn parse_location(s: &str) -> Result<Location, String> {
@@ -56,6 +60,7 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
         location: args.location,
         secret: args.secret.map(String::into_bytes),
         busy_poll: args.busy_poll,
+        path: args.path,
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg)?;

@@ -1,0 +1,242 @@
+//! The same-host path of two te-proto links wired back to back: requests
+//! travel as `LocalRead`/`LocalWrite`, the owner of the memory checks and
+//! pins them like TCP requests and its shell copies (here between two fake
+//! memories); no payload crosses the link.
+
+mod support;
+
+use support::{config, placed, task, Pair, Rng};
+use te_proto::batch::Op;
+use te_proto::link::{caps, LinkConfig, PidChallenge};
+use te_proto::wire::{Frame, LocalAccess, MAX_CONTROL_LEN, PID_SOCKET_MAX};
+use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
+
+const SRC: u64 = 0x1000_0000_0000;
+const DST: u64 = 0x2000_0000_0000;
+const REMOTE: u64 = 0x9000_0000_0000;
+
+fn offering(name: &str) -> LinkConfig {
+    let mut c = config(name, 64 << 10);
+    c.caps = caps::PROCESS_VM;
+    c
+}
+
+/// a may send local requests to b (b offers the path).
+fn local_pair(b: LinkConfig) -> Pair {
+    let mut p = Pair::new(offering("a:1"), b, 5);
+    p.run();
+    assert!(p.a.connected && p.b.connected);
+    p.a.link.set_local_copy(true);
+    p
+}
+
+fn code(r: Option<&te_proto::Result<()>>) -> Option<ErrorCode> {
+    r.map(|r| r.as_ref().map_or_else(|e| e.code(), |()| ErrorCode::Ok))
+}
+
+#[test]
+fn local_reads_and_writes_are_byte_exact_and_carry_no_payload() {
+    let mut p = local_pair(offering("b:2"));
+    let sizes = [1u64, 7, 4096, 65_537, 1 << 20, (3 << 20) + 5];
+    let total: u64 = sizes.iter().sum::<u64>() + 64;
+    let mut rng = Rng(1);
+    p.a.region(SRC, total, Perm::LOCAL_ONLY, &mut rng);
+    p.a.region(DST, total, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, total, Perm::REMOTE_READ_WRITE, &mut rng);
+    let placed = placed(&sizes);
+    for (batch, op, buf) in [(1, Op::Write, SRC), (2, Op::Read, DST)] {
+        for &(i, len, off) in &placed {
+            p.a.submit_local(task(batch, i), op, Span::cpu(buf + off, len), REMOTE + off)
+                .unwrap();
+        }
+        p.run();
+        for &(i, len, off) in &placed {
+            assert_eq!(
+                code(p.a.done.get(&task(batch, i))),
+                Some(ErrorCode::Ok),
+                "{op:?} of {len}"
+            );
+            let theirs = p.b.mem.read(Span::cpu(REMOTE + off, len));
+            assert!(
+                p.a.mem.read(Span::cpu(buf + off, len)) == theirs,
+                "{op:?} of {len} not byte-exact"
+            );
+        }
+    }
+    // Only control frames crossed the link: well under 1 % of the bytes moved.
+    let moved = 2 * sizes.iter().sum::<u64>();
+    assert!(
+        p.a.bytes_out + p.b.bytes_out < moved / 100,
+        "payload crossed the link"
+    );
+    assert!(p.b.copies_done >= 2 * sizes.len() as u64);
+}
+
+#[test]
+fn local_submission_needs_the_path_enabled() {
+    let mut p = Pair::new(offering("a:1"), offering("b:2"), 6);
+    p.run();
+    let mut rng = Rng(6);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    let e =
+        p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    assert!(!p.a.link.local_copy());
+}
+
+#[test]
+fn same_host_frames_go_only_to_a_peer_that_offers_the_path() {
+    let mut p = local_pair(config("b:2", 64 << 10));
+    let mut rng = Rng(7);
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    let e =
+        p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    let e = p.a.link.send_pid_challenge([1; 32], b"te-pid-x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+}
+
+#[test]
+fn a_peer_without_the_path_refuses_local_requests() {
+    // b offers nothing yet a claims it did (a broken or hostile peer).
+    let mut p = Pair::new(offering("a:1"), config("b:2", 64 << 10), 7);
+    p.run();
+    let mut rng = Rng(7);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ_WRITE, &mut rng);
+    let req = LocalAccess {
+        req_id: 0x101,
+        addr: REMOTE,
+        location: None,
+        len: 16,
+        peer_addr: DST,
+    };
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::LocalRead(req).encode(&mut buf).unwrap();
+    p.inject_to_b(&buf[..n]);
+    p.run();
+    assert_eq!(p.b.copies_done, 0);
+    assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    // b answered with an Error (a refusal, not a violation), which a, who
+    // never sent the request, takes for a stray answer.
+    let why = p.a.closed.as_ref().map(|s| s.message().to_string());
+    assert!(
+        why.as_deref()
+            .is_some_and(|m| m.contains("Error answers no request 0x101")),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn bad_ranges_and_permissions_are_not_authorized() {
+    let mut p = local_pair(offering("b:2"));
+    let mut rng = Rng(8);
+    p.a.region(DST, 1 << 16, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ, &mut rng);
+    let cases = [
+        (Op::Write, REMOTE, 16),
+        (Op::Read, REMOTE + 4090, 16),
+        (Op::Read, REMOTE - 1, 2),
+        (Op::Read, REMOTE + 8192, 16),
+    ];
+    for (i, &(op, remote, len)) in cases.iter().enumerate() {
+        p.a.submit_local(task(1, i as u32), op, Span::cpu(DST, len), remote)
+            .unwrap();
+    }
+    p.run();
+    for i in 0..cases.len() {
+        assert_eq!(
+            code(p.a.done.get(&task(1, i as u32))),
+            Some(ErrorCode::NotAuthorized),
+            "case {i}"
+        );
+    }
+    assert_eq!(p.b.copies_done, 0, "a refused request was copied");
+}
+
+/// a reads 1 MiB of b over the same-host path while b's shell holds its
+/// copies back; returns once the requests wait in b.
+fn stalled_read(b: LinkConfig, seed: u64) -> Pair {
+    let mut p = local_pair(b);
+    let mut rng = Rng(seed);
+    p.a.region(DST, 1 << 20, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 1 << 20, Perm::REMOTE_READ, &mut rng);
+    p.b.copies_paused = true;
+    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 1 << 20), REMOTE)
+        .unwrap();
+    p.run();
+    p
+}
+
+#[test]
+fn a_canceled_local_task_ends_only_after_the_peers_copies() {
+    let mut p = stalled_read(offering("b:2"), 9);
+    assert!(p.a.link.cancel(task(1, 0)));
+    p.run();
+    // b may still copy into a's memory: the end is held back.
+    assert!(
+        p.a.done.is_empty(),
+        "a task ended while the peer may still copy into it"
+    );
+    p.b.copies_paused = false;
+    p.run();
+    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::Canceled));
+    assert_eq!(p.a.link.requests_in_flight(), 0);
+}
+
+#[test]
+fn unregister_while_copies_wait_drains_then_refuses() {
+    let mut b = offering("b:2");
+    b.max_outstanding = 4;
+    let mut p = stalled_read(b, 10);
+    assert_eq!(
+        p.b.reg.pins(Location::Cpu, REMOTE),
+        Some(4),
+        "b pinned the accepted copies"
+    );
+    let waiting: Vec<_> = p.b.link.pending_copies().collect();
+    assert_eq!(waiting.len(), 4);
+    assert_eq!(waiting[0], p.b.link.poll_copy().unwrap(), "oldest first");
+    assert!(waiting
+        .windows(2)
+        .all(|w| w[1].span.addr == w[0].span.addr + w[0].span.len));
+    match p.b.reg.unregister(Location::Cpu, REMOTE).unwrap() {
+        Unregister::Draining { pins } => assert_eq!(pins, 4),
+        other => panic!("expected draining, got {other:?}"),
+    }
+    p.b.copies_paused = false;
+    p.run();
+    assert_eq!(
+        p.b.copies_done, 4,
+        "only the copies accepted before unregister ran"
+    );
+    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::NotAuthorized));
+    assert!(p.b.reg.is_empty(), "the last copy's unpin removed the region");
+}
+
+#[test]
+fn closing_the_link_releases_the_pins_of_waiting_copies() {
+    let mut p = stalled_read(offering("b:2"), 11);
+    assert!(p.b.reg.pins(Location::Cpu, REMOTE).is_some());
+    p.b.link.close(&mut p.b.reg);
+    assert!(p.b.link.poll_copy().is_none());
+    assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
+    p.run();
+    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::Disconnected));
+}
+
+#[test]
+fn pid_challenges_reach_the_peer_once() {
+    let mut p = Pair::new(offering("a:1"), offering("b:2"), 12);
+    p.run();
+    p.a.link.send_pid_challenge([3; 32], b"te-pid-test").unwrap();
+    p.run();
+    let want = PidChallenge::new([3; 32], b"te-pid-test").unwrap();
+    assert_eq!(p.b.link.take_pid_challenge(), Some(want));
+    assert_eq!(p.b.link.take_pid_challenge(), None);
+    for bad in [&b""[..], &[b's'; PID_SOCKET_MAX + 1][..]] {
+        let e = p.a.link.send_pid_challenge([3; 32], bad).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Invalid);
+    }
+}

@@ -1,0 +1,361 @@
+//! Proof of a peer's process id, so that the same-host path copies only
+//! into the process at the other end of the connection.
+//!
+//! The verifier sends a random token over the TCP link (`PidChallenge`),
+//! naming its abstract Unix socket. The claimant connects to that socket
+//! and sends the token, both ends of its TCP connection as it sees them,
+//! and the address of a copy of the token in its own memory; the kernel
+//! tells the verifier the claimant's pid (`SO_PEERCRED`). The verifier
+//! accepts when the token is one it sent, the connection ends match its
+//! own, reversed, and it can read the token back from the claimant with
+//! `process_vm_readv`, which also proves that the copies the path needs
+//! are allowed between the two (ptrace restrictions such as Yama's
+//! `ptrace_scope` forbid them between unrelated processes; the claimant
+//! then stays on TCP and logs the verifier's reason).
+//!
+//! Why both: the token proves the claimant read our link (a third process
+//! cannot claim it); the connection ends stop a relay, where a peer passes
+//! our token on to an honest third process as its own challenge: that
+//! process truthfully names its own connection, which is not ours. An
+//! abstract socket lives in one network namespace, so a peer in another
+//! cannot even reach it.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use te_proto::link::PidChallenge;
+use tracing::{debug, warn};
+
+use super::copy::Pid;
+use super::Ends;
+
+/// How long a claimant waits for the verifier's answer, and the verifier
+/// for a claim.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(1);
+/// Every verifier socket name starts with this; a claimant connects to
+/// nothing else.
+pub(crate) const SOCKET_PREFIX: &[u8] = b"te-pid-";
+/// Longest claim line.
+const CLAIM_MAX: usize = 256;
+/// Most challenges waiting for their claim; the oldest is dropped beyond.
+const PENDING_MAX: usize = 4096;
+
+/// What the verifier knows of one challenge.
+struct Pending {
+    ends: Ends,
+    /// Set once the claim was accepted.
+    pid: Option<Arc<Pid>>,
+    /// Insertion order, for dropping the oldest.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    pending: HashMap<[u8; 32], Pending>,
+    seq: u64,
+}
+
+/// The engine's verifier: an abstract Unix socket served by a thread.
+pub(crate) struct Verifier {
+    name: Vec<u8>,
+    table: Arc<Mutex<Table>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Verifier {
+    /// Binds a fresh abstract socket and starts its thread.
+    pub fn start() -> Result<Verifier, String> {
+        let r = super::host::random_bytes();
+        let mut name = SOCKET_PREFIX.to_vec();
+        name.extend(format!("{}-{}", std::process::id(), hex(&r[..8])).bytes());
+        let addr = UnixAddr::from_abstract_name(&name).map_err(|e| format!("abstract socket name: {e}"))?;
+        let listener =
+            UnixListener::bind_addr(&addr).map_err(|e| format!("cannot bind abstract socket: {e}"))?;
+        let table = Arc::new(Mutex::new(Table::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (table.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("te-pid-verifier".into())
+            .spawn(move || serve(listener, &t, &s))
+            .map_err(|e| format!("cannot start the verifier thread: {e}"))?;
+        Ok(Verifier {
+            name,
+            table,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's abstract name.
+    pub fn socket_name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// A fresh token for the connection `ends`, to send as a challenge.
+    pub fn expect(&self, ends: Ends) -> [u8; 32] {
+        let token = super::host::random_bytes();
+        let mut t = lock(&self.table);
+        t.seq += 1;
+        let seq = t.seq;
+        if t.pending.len() >= PENDING_MAX {
+            let oldest = t.pending.iter().min_by_key(|(_, p)| p.seq).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                t.pending.remove(&k);
+            }
+        }
+        t.pending.insert(token, Pending { ends, pid: None, seq });
+        token
+    }
+
+    /// The process proven for `token`, if its claim was accepted.
+    pub fn verified(&self, token: &[u8; 32]) -> Option<Arc<Pid>> {
+        lock(&self.table).pending.get(token)?.pid.clone()
+    }
+
+    /// Forgets a connection's challenge (the connection closed).
+    pub fn forget(&self, token: &[u8; 32]) {
+        lock(&self.table).pending.remove(token);
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept: a connection that says nothing.
+        if let Ok(addr) = UnixAddr::from_abstract_name(&self.name) {
+            let _ = UnixStream::connect_addr(&addr);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn serve(listener: UnixListener, table: &Mutex<Table>, stop: &AtomicBool) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok(s) => {
+                let answer = match check_claim(&s, table) {
+                    Ok(()) => "1\n".to_string(),
+                    Err(why) => {
+                        warn!("refused a same-host claim: {why}");
+                        format!("0 {why}\n")
+                    }
+                };
+                let mut s = s;
+                let _ = s.write_all(answer.as_bytes());
+            }
+            Err(e) => debug!("verifier accept: {e}"),
+        }
+    }
+}
+
+/// Reads one claim and records the claimant's pid when it holds.
+fn check_claim(s: &UnixStream, table: &Mutex<Table>) -> Result<(), String> {
+    s.set_read_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let pid = super::copy::peer_pid(s.as_fd()).map_err(|e| format!("peer credentials: {e}"))?;
+    let line = read_line(s).map_err(|e| format!("reading the claim: {e}"))?;
+    let Claim { token, ends, probe } =
+        parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
+    let pidfd = super::copy::pidfd(pid).map_err(|e| format!("pidfd of {pid}: {e}"))?;
+    let mut back = [0u8; 32];
+    super::copy::peek(pid, probe, &mut back).map_err(|e| {
+        format!("cannot read process {pid} ({e}): cross-process copies are not allowed (ptrace_scope?)")
+    })?;
+    if back != token {
+        return Err(format!("process {pid} does not hold the token at {probe:#x}"));
+    }
+    let mut t = lock(table);
+    let p = t.pending.get_mut(&token).ok_or("unknown token")?;
+    let reversed = Ends {
+        local: ends.peer,
+        peer: ends.local,
+    };
+    if canonical(p.ends) != canonical(reversed) {
+        return Err(format!(
+            "connection {}<->{} is not ours ({}<->{})",
+            ends.local, ends.peer, p.ends.local, p.ends.peer
+        ));
+    }
+    if p.pid.is_some() {
+        return Err("token already claimed".into());
+    }
+    p.pid = Some(Arc::new(Pid::new(pid, pidfd)));
+    debug!("peer process {pid} proven for {}", p.ends.peer);
+    Ok(())
+}
+
+fn read_line(mut s: &UnixStream) -> io::Result<String> {
+    let mut buf = Vec::with_capacity(128);
+    let mut byte = [0u8; 1];
+    while buf.len() < CLAIM_MAX {
+        match s.read(&mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => buf.push(byte[0]),
+        }
+    }
+    String::from_utf8(buf).map_err(|_| io::ErrorKind::InvalidData.into())
+}
+
+/// What a claimant says: `hex(token) local peer probe`.
+#[derive(Debug, PartialEq, Eq)]
+struct Claim {
+    token: [u8; 32],
+    /// The claimant's view of the TCP connection.
+    ends: Ends,
+    /// Where the claimant holds a copy of the token.
+    probe: u64,
+}
+
+fn parse_claim(line: &str) -> Option<Claim> {
+    let mut it = line.split(' ');
+    let hex_token = it.next()?;
+    let local = it.next()?.parse().ok()?;
+    let peer = it.next()?.parse().ok()?;
+    let probe = it.next()?.parse().ok()?;
+    if it.next().is_some() || hex_token.len() != 64 {
+        return None;
+    }
+    let mut token = [0u8; 32];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex_token.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Claim {
+        token,
+        ends: Ends { local, peer },
+        probe,
+    })
+}
+
+fn canonical(e: Ends) -> Ends {
+    let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    Ends {
+        local: c(e.local),
+        peer: c(e.peer),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Answers a peer's challenge: proves this process to the peer's verifier.
+pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
+    let addr = UnixAddr::from_abstract_name(&ch.socket).map_err(|e| format!("socket name: {e}"))?;
+    let mut s =
+        UnixStream::connect_addr(&addr).map_err(|e| format!("cannot reach the peer's verifier: {e}"))?;
+    s.set_read_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(CLAIM_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    // The verifier reads the token back from here while we wait.
+    let held = Box::new(ch.token);
+    let probe = held.as_ptr() as u64;
+    let line = format!("{} {} {} {probe}\n", hex(&ch.token), ends.local, ends.peer);
+    s.write_all(line.as_bytes())
+        .map_err(|e| format!("sending the claim: {e}"))?;
+    let answer = read_line(&s).map_err(|e| format!("no answer from the peer's verifier: {e}"))?;
+    drop(held);
+    match answer.split_once(' ') {
+        _ if answer == "1" => Ok(()),
+        Some(("0", why)) => Err(format!("the peer's verifier refused our claim: {why}")),
+        _ => Err(format!("the peer's verifier answered {answer:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(a: &str, b: &str) -> Ends {
+        Ends {
+            local: a.parse().unwrap(),
+            peer: b.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn claim_line_round_trips_and_rejects_junk() {
+        let t = [0xabu8; 32];
+        let e = ends("127.0.0.1:1000", "127.0.0.1:2000");
+        let line = format!("{} {} {} 4096", hex(&t), e.local, e.peer);
+        let want = Claim {
+            token: t,
+            ends: e,
+            probe: 4096,
+        };
+        assert_eq!(parse_claim(&line), Some(want));
+        assert_eq!(parse_claim("zz 127.0.0.1:1 127.0.0.1:2 4096"), None);
+        assert_eq!(parse_claim(&format!("{} {} {}", hex(&t), e.local, e.peer)), None);
+        assert_eq!(parse_claim(&format!("{line} extra")), None);
+        assert_eq!(parse_claim(&line.replace("2000", "x")), None);
+    }
+
+    #[test]
+    fn a_claim_for_our_connection_is_accepted_once() {
+        let v = Verifier::start().unwrap();
+        let ours = ends("127.0.0.1:5000", "127.0.0.1:6000");
+        let token = v.expect(ours);
+        let ch = PidChallenge::new(token, v.socket_name()).unwrap();
+        // The claimant sees the connection from the other end.
+        let theirs = ends("127.0.0.1:6000", "127.0.0.1:5000");
+        claim(&ch, theirs).unwrap();
+        let pid = v.verified(&token).expect("claim recorded");
+        assert_eq!(pid.pid(), std::process::id() as i32);
+        assert!(claim(&ch, theirs).is_err(), "a token is claimed once");
+    }
+
+    #[test]
+    fn a_relayed_or_forged_claim_is_refused() {
+        let v = Verifier::start().unwrap();
+        let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
+        // An honest third process, handed our token as its own challenge,
+        // names its own connection: refused.
+        let ch = PidChallenge::new(token, v.socket_name()).unwrap();
+        assert!(claim(&ch, ends("127.0.0.1:7000", "127.0.0.1:8000")).is_err());
+        assert!(v.verified(&token).is_none());
+        // A token we never sent: refused.
+        let forged = PidChallenge::new([1; 32], v.socket_name()).unwrap();
+        let why = claim(&forged, ends("127.0.0.1:6000", "127.0.0.1:5000")).unwrap_err();
+        assert!(why.contains("unknown token"), "{why}");
+    }
+
+    #[test]
+    fn a_claimant_must_hold_the_token_where_it_says() {
+        let v = Verifier::start().unwrap();
+        let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
+        let elsewhere = [0u8; 32];
+        let addr = UnixAddr::from_abstract_name(v.socket_name()).unwrap();
+        let mut s = UnixStream::connect_addr(&addr).unwrap();
+        let line = format!(
+            "{} 127.0.0.1:6000 127.0.0.1:5000 {}\n",
+            hex(&token),
+            elsewhere.as_ptr() as u64
+        );
+        s.write_all(line.as_bytes()).unwrap();
+        let answer = read_line(&s).unwrap();
+        assert!(
+            answer.starts_with("0 ") && answer.contains("does not hold the token"),
+            "{answer}"
+        );
+        assert!(v.verified(&token).is_none());
+    }
+}
