@@ -624,12 +624,14 @@ lat_check("4K round trip: te busy-polling / fi_pingpong", med(lat.get("te-lat-bu
 lat_check("4K round trip: te sleeping / raw blocking TCP ping-pong", med(lat.get("te-lat", [])), med(lat.get("tcp-pp", [])), 2.0)
 p("Targets of issue 5 (1 thread, medians of this run, ratios as in the table):")
 p("")
-for name, a, b, want in checks:
-    if a and b:
-        r = a / b
-        p(f"- {name} = {r:.2f}× (target ≥ {want:.1f}×): {'met' if r >= want else 'missed'}")
-    else:
-        p(f"- {name}: not measured")
+def print_checks(checks):
+    for name, a, b, want in checks:
+        if a and b:
+            r = a / b
+            p(f"- {name} = {r:.2f}× (target ≥ {want:.1f}×): {'met' if r >= want else 'missed'}")
+        else:
+            p(f"- {name}: not measured")
+print_checks(checks)
 for line in lat_checks:
     p(line)
 p("")
@@ -659,12 +661,7 @@ if shm_rows or get("memcpy", "any", 1048576, 1, "cold"):
     p("")
     p("Targets of issue 6 (medians of this run):")
     p("")
-    for name, a, b, want in checks_shm:
-        if a and b:
-            r = a / b
-            p(f"- {name} = {r:.2f}× (target ≥ {want:.1f}×): {'met' if r >= want else 'missed'}")
-        else:
-            p(f"- {name}: not measured")
+    print_checks(checks_shm)
     p("")
 p("CPU used by other processes during the runs (% of the whole machine, median / max) and runs "
   f"whose wait for an idle machine (< {E['IDLE_BUSY']} % busy over 1 s) hit the {E['IDLE_CAP']} s cap:")
