@@ -2,7 +2,7 @@
 # bench/compare.sh - te side by side with Mooncake TE, UCX, libfabric and iperf3 on loopback TCP.
 #
 # One run measures, alternating the contenders inside every repetition:
-#   te          target/release/te bench --json (target in a child process), read and write,
+#   te          target/release/te bench --json --path tcp (target in a child process), read and write,
 #               4K/64K/1M/16M, batch 128, threads 1 and 2, cold (cycling 512 MiB) and --hot;
 #               plus a 4 KiB read with batch 1 (round-trip latency), sleeping and --busy-poll, and
 #               te tcp-pingpong (raw-TCP 4 KiB ping-pong, blocking and busy-polling) as its floor
@@ -203,7 +203,7 @@ next_port() { PORT=$((PORT + 1)); }
 te_run() { # threads regime(cold|hot)
     local hot=()
     [ "$2" = hot ] && hot=(--hot)
-    "$TE" bench --json --threads "$1" "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
+    "$TE" bench --json --path tcp --threads "$1" "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
         --block-size 4K,64K,1M,16M --op read,write
 }
 te_measure() { # threads regime rep
@@ -222,8 +222,8 @@ te_latency_measure() { # rep
     local name args lat
     for name in te-lat te-lat-busy tcp-pp tcp-pp-busy; do
         case "$name" in
-            te-lat) args=(bench --op read --block-size 4K --batch 1) ;;
-            te-lat-busy) args=(bench --op read --block-size 4K --batch 1 --busy-poll) ;;
+            te-lat) args=(bench --path tcp --op read --block-size 4K --batch 1) ;;
+            te-lat-busy) args=(bench --path tcp --op read --block-size 4K --batch 1 --busy-poll) ;;
             tcp-pp) args=(tcp-pingpong --block-size 4K) ;;
             tcp-pp-busy) args=(tcp-pingpong --block-size 4K --busy-poll) ;;
         esac
@@ -564,7 +564,7 @@ p(f"Machine: {E['MODEL']}, {E['NCPU']} cores, L3 {E['L3'] or '?'}, {E['MEM']} RA
   f"te at {E['TE_REV']}; {E['VERSIONS']}. All traffic on 127.0.0.1.")
 p("")
 p("GB/s = 1e9 bytes/s, median of the repetitions (min–max). te runs "
-  f"`te bench --json --threads T [--hot] --duration {E['DURATION']}` (target in a child process, "
+  f"`te bench --json --path tcp --threads T [--hot] --duration {E['DURATION']}` (target in a child process, "
   "batch 128 capped to fit the 512 MiB buffer: 32 blocks at 16M with 1 thread, 16 with 2); "
   "*te cold* cycles through 512 MiB, *te hot* reuses one block per thread. "
   "Mooncake: `transfer_engine_bench --protocol=tcp --metadata_server=P2PHANDSHAKE`, same block, "
@@ -608,7 +608,7 @@ p("Latency at 4 KiB, p50 round trip with one exchange in flight (µs, median of 
 p("")
 p("| | sleeps in the kernel | busy-polls |")
 p("|---|---|---|")
-p(f"| te read, batch 1 (`te bench --op read --block-size 4K --batch 1 [--busy-poll]`) | {lat_cell('te-lat')} | {lat_cell('te-lat-busy')} |")
+p(f"| te read over TCP, batch 1 (`te bench --path tcp --op read --block-size 4K --batch 1 [--busy-poll]`) | {lat_cell('te-lat')} | {lat_cell('te-lat-busy')} |")
 p(f"| raw TCP ping-pong, 40-byte request, 4 KiB + 16-byte reply (`te tcp-pingpong [--busy-poll]`) | {lat_cell('tcp-pp')} | {lat_cell('tcp-pp-busy')} |")
 p(f"| fi_pingpong 4K (2 × its one-way usec/xfer) | — | {lat_cell('libfabric', 2.0)} |")
 p("")

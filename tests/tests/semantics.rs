@@ -1513,3 +1513,37 @@ fn task_status_follows_tent_states_per_task_all_tasks_and_overall() {
     // Canceled and Timeout: see `cancel_ends_tasks_canceled` and
     // `task_past_its_deadline_ends_timeout`.
 }
+
+#[test]
+fn notifications_waiting_for_their_batches_are_bounded() {
+    // The peer never answers, so every batch stays pending and its
+    // notification waits; max_notifications bounds how many may wait.
+    let silent = SilentPeer::start();
+    let initiator = Engine::start(EngineConfig {
+        max_notifications: 2,
+        transfer_timeout: Duration::from_millis(300),
+        ..EngineConfig::default()
+    })
+    .expect("start");
+    let local = initiator.alloc_memory(64 * KIB, Perm::LOCAL_ONLY).expect("alloc");
+    let seg = initiator.open_segment(&silent.name()).expect("open");
+    for i in 0..2 {
+        let batch = initiator.allocate_batch(1).expect("allocate");
+        let req = request(Op::Read, local + i * 4096, seg, 0x10_0000, 4096);
+        initiator
+            .submit_with_notify(batch, &[req], "layer", b"ready")
+            .expect("within the bound");
+    }
+    let batch = initiator.allocate_batch(1).expect("allocate");
+    let req = request(Op::Read, local + 8192, seg, 0x10_0000, 4096);
+    let err = initiator
+        .submit_with_notify(batch, &[req], "layer", b"ready")
+        .expect_err("a third waiting notification is refused");
+    assert_eq!(err.code(), ErrorCode::NotReady, "{err}");
+    assert!(err.message().contains(&silent.name()), "{err}");
+    assert_eq!(
+        initiator.tasks_status(batch).expect("tasks").len(),
+        0,
+        "nothing of the refused batch was submitted"
+    );
+}
