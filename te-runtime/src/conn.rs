@@ -211,7 +211,13 @@ impl Conn {
             }
         }
         let end = if self.large_payloads {
-            self.rbuf.len().min(self.rend + HEADER_READ)
+            // The rest of a payload that came short (less than a direct
+            // read's worth) and the next header, in one read.
+            let rest = match self.link.poll_payload() {
+                Some(PayloadDest::Memory(span)) => span.len as usize,
+                _ => 0,
+            };
+            self.rbuf.len().min(self.rend + rest + HEADER_READ)
         } else {
             self.rbuf.len()
         };

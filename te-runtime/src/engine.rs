@@ -31,10 +31,8 @@ struct Shared {
     drivers: AtomicUsize,
     waker: Waker,
     stop: AtomicBool,
-    /// Clock of `sleep_until`.
-    epoch: std::time::Instant,
-    /// When the sleeping event loop wakes up by itself (nanoseconds after
-    /// `epoch`; `u64::MAX`: never). Written under the core's lock before
+    /// When the sleeping event loop wakes up by itself (nanoseconds on the
+    /// core's clock; `u64::MAX`: never). Written under the core's lock before
     /// the loop sleeps; a call that adds an earlier deadline wakes it.
     sleep_until: AtomicU64,
     /// One segment-info query at a time: the answers of concurrent
@@ -89,7 +87,6 @@ impl Engine {
             drivers: AtomicUsize::new(0),
             waker,
             stop: AtomicBool::new(false),
-            epoch: std::time::Instant::now(),
             sleep_until: AtomicU64::new(u64::MAX),
             info_lock: std::sync::Mutex::new(()),
             by_name: std::sync::Mutex::new(HashMap::new()),
@@ -130,11 +127,14 @@ impl Engine {
         let mut core = self.shared.core.lock();
         let r = f(&mut core);
         if !self.cfg.busy_poll {
-            let due = self.shared.deadline(core.poll_timeout());
+            let due = deadline_nanos(core.next_deadline());
             drop(core);
             if due < self.shared.sleep_until.load(Ordering::Acquire) {
                 let _ = self.shared.waker.wake();
             }
+            // What `f` changed may be what another caller waits for (a
+            // cancel, a closed segment); free when nobody sleeps.
+            self.shared.core.notify();
         }
         r
     }
@@ -167,17 +167,22 @@ impl Engine {
     ) -> Option<R> {
         let deadline = std::time::Instant::now() + timeout;
         let shared = &self.shared;
-        shared.drivers.fetch_add(1, Ordering::AcqRel);
+        let _driving = Driving::new(shared, &self.loop_thread);
         let mut held = None;
-        let got = loop {
+        loop {
             if let Some(r) = check(&mut shared.core.lock()) {
-                break Some(r);
+                return Some(r);
             }
             if std::time::Instant::now() >= deadline {
-                break None;
+                return None;
             }
             if held.is_none() {
-                held = shared.poller.try_lock().ok();
+                // A panic elsewhere while polling does not end the polling.
+                held = match shared.poller.try_lock() {
+                    Ok(p) => Some(p),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                };
             }
             match held.as_mut() {
                 // An empty round gives the core away for a moment: the peer
@@ -189,12 +194,7 @@ impl Engine {
                 }
                 None => std::thread::yield_now(),
             }
-        };
-        drop(held);
-        if shared.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.loop_thread.unpark();
         }
-        got
     }
 
     // ---- memory ----
@@ -593,12 +593,31 @@ impl Drop for Engine {
     }
 }
 
-impl Shared {
-    /// `timeout` from now as nanoseconds after `epoch` (`u64::MAX`: none).
-    fn deadline(&self, timeout: Option<Duration>) -> u64 {
-        timeout.map_or(u64::MAX, |t| {
-            (self.epoch.elapsed() + t).as_nanos().min(u64::MAX as u128 - 1) as u64
-        })
+/// An engine deadline as nanoseconds on the engine's clock (`u64::MAX`: none).
+fn deadline_nanos(deadline: Option<te_proto::Instant>) -> u64 {
+    deadline.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX - 1))
+}
+
+/// A caller driving the poll (busy-poll mode), counted in `drivers` for
+/// as long as it lives, even if its wait panics; the last one to leave
+/// unparks the loop thread.
+struct Driving<'a> {
+    shared: &'a Shared,
+    loop_thread: &'a std::thread::Thread,
+}
+
+impl<'a> Driving<'a> {
+    fn new(shared: &'a Shared, loop_thread: &'a std::thread::Thread) -> Driving<'a> {
+        shared.drivers.fetch_add(1, Ordering::AcqRel);
+        Driving { shared, loop_thread }
+    }
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        if self.shared.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.loop_thread.unpark();
+        }
     }
 }
 
@@ -617,7 +636,7 @@ fn poll_round(shared: &Shared, p: &mut Poller, wait: Option<Duration>) -> std::i
         let timeout = core.poll_timeout();
         shared
             .sleep_until
-            .store(shared.deadline(timeout), Ordering::Release);
+            .store(deadline_nanos(core.next_deadline()), Ordering::Release);
         timeout
     };
     let wait = match (wait, timeout) {
@@ -653,7 +672,19 @@ fn run(shared: &Shared, busy: bool) {
             std::thread::park_timeout(Duration::from_millis(1));
             continue;
         }
-        let mut p = shared.poller.lock().unwrap_or_else(|e| e.into_inner());
+        // A busy loop never blocks on the poll a driver holds: it looks at
+        // `drivers` and `stop` again instead.
+        let mut p = match shared.poller.try_lock() {
+            Ok(p) => p,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if busy => {
+                std::thread::park_timeout(Duration::from_millis(1));
+                continue;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                shared.poller.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        };
         match poll_round(shared, &mut p, if busy { Some(Duration::ZERO) } else { None }) {
             Ok(true) => {}
             Ok(false) if busy => {

@@ -595,6 +595,12 @@ impl EngineCore {
     /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Duration> {
         let now = self.now();
+        self.next_deadline().map(|t| t - now)
+    }
+
+    /// The earliest deadline of the engine, on its own clock (nanoseconds
+    /// since it started): what [`poll_timeout`](Self::poll_timeout) counts down to.
+    pub fn next_deadline(&self) -> Option<Instant> {
         let links = self
             .conns
             .iter()
@@ -605,7 +611,7 @@ impl EngineCore {
             .segments
             .iter()
             .filter_map(|s| s.pending.front().map(|p| p.1));
-        links.chain(pending).min().map(|t| t - now)
+        links.chain(pending).min()
     }
 
     /// Acts on the passing of time: deadlines, heartbeats, silent peers.

@@ -202,10 +202,18 @@ fn check_claim(s: &UnixStream, table: &Mutex<Table>) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads one line of at most `CLAIM_MAX` bytes within `CLAIM_TIMEOUT` in
+/// all, however slowly the other side trickles it.
 fn read_line(mut s: &UnixStream) -> io::Result<String> {
+    let deadline = std::time::Instant::now() + CLAIM_TIMEOUT;
     let mut buf = Vec::with_capacity(128);
     let mut byte = [0u8; 1];
     while buf.len() < CLAIM_MAX {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(io::ErrorKind::TimedOut)?;
+        s.set_read_timeout(Some(left))?;
         match s.read(&mut byte)? {
             0 => break,
             _ if byte[0] == b'\n' => break,
