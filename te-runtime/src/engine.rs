@@ -177,12 +177,7 @@ impl Engine {
                 return None;
             }
             if held.is_none() {
-                // A panic elsewhere while polling does not end the polling.
-                held = match shared.poller.try_lock() {
-                    Ok(p) => Some(p),
-                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                    Err(std::sync::TryLockError::WouldBlock) => None,
-                };
+                held = shared.try_poller();
             }
             match held.as_mut() {
                 // An empty round gives the core away for a moment: the peer
@@ -593,6 +588,18 @@ impl Drop for Engine {
     }
 }
 
+impl Shared {
+    /// The poll, unless another thread holds it. A panic elsewhere while
+    /// polling does not end the polling: a poisoned lock is taken anyway.
+    fn try_poller(&self) -> Option<std::sync::MutexGuard<'_, Poller>> {
+        match self.poller.try_lock() {
+            Ok(p) => Some(p),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 /// An engine deadline as nanoseconds on the engine's clock (`u64::MAX`: none).
 fn deadline_nanos(deadline: Option<te_proto::Instant>) -> u64 {
     deadline.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX - 1))
@@ -633,11 +640,9 @@ struct Poller {
 fn poll_round(shared: &Shared, p: &mut Poller, wait: Option<Duration>) -> std::io::Result<bool> {
     let timeout = {
         let core = shared.core.lock();
-        let timeout = core.poll_timeout();
-        shared
-            .sleep_until
-            .store(deadline_nanos(core.next_deadline()), Ordering::Release);
-        timeout
+        let next = core.next_deadline();
+        shared.sleep_until.store(deadline_nanos(next), Ordering::Release);
+        next.map(|t| t - core.now())
     };
     let wait = match (wait, timeout) {
         (Some(w), Some(t)) => Some(w.min(t)),
@@ -674,16 +679,13 @@ fn run(shared: &Shared, busy: bool) {
         }
         // A busy loop never blocks on the poll a driver holds: it looks at
         // `drivers` and `stop` again instead.
-        let mut p = match shared.poller.try_lock() {
-            Ok(p) => p,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) if busy => {
+        let mut p = match shared.try_poller() {
+            Some(p) => p,
+            None if busy => {
                 std::thread::park_timeout(Duration::from_millis(1));
                 continue;
             }
-            Err(std::sync::TryLockError::WouldBlock) => {
-                shared.poller.lock().unwrap_or_else(|e| e.into_inner())
-            }
+            None => shared.poller.lock().unwrap_or_else(|e| e.into_inner()),
         };
         match poll_round(shared, &mut p, if busy { Some(Duration::ZERO) } else { None }) {
             Ok(true) => {}

@@ -182,7 +182,9 @@ impl EngineCore {
         })
     }
 
-    fn now(&self) -> Instant {
+    /// The core's clock (nanoseconds since it started), on which
+    /// [`next_deadline`](Self::next_deadline) is given.
+    pub fn now(&self) -> Instant {
         Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
     }
 
