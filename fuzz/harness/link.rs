@@ -240,6 +240,9 @@ struct PeerRequest {
     location: Option<Location>,
     /// The registry allowed it when it arrived.
     allowed: bool,
+    /// For an allowed read: the region it resolved to (location, base),
+    /// which the link pins until the answer is sent.
+    region: Option<(Location, u64)>,
 }
 
 /// The payload the link is receiving, as the shadow decoder saw its frame.
@@ -946,16 +949,18 @@ impl Harness {
                 location,
                 len,
             } => {
-                let allowed = self
+                let region = self
                     .reg
                     .check_remote(addr, u64::from(len), location, Perm::REMOTE_READ)
-                    .is_ok();
+                    .ok()
+                    .map(|r| (r.span.location, r.span.addr));
                 let req = PeerRequest {
                     req_id,
                     addr,
                     len: u64::from(len),
                     location,
-                    allowed,
+                    allowed: region.is_some(),
+                    region,
                 };
                 self.in_reads.push(req);
             }
@@ -975,6 +980,7 @@ impl Harness {
                     len: u64::from(len),
                     location,
                     allowed,
+                    region: None,
                 };
                 self.in_cur = Some(Incoming::Write { req, landed: 0 });
             }
@@ -1003,6 +1009,7 @@ impl Harness {
                     len: u64::from(len),
                     location,
                     allowed,
+                    region: None,
                 });
             }
             Seen::PidChallenge => {}
@@ -1192,6 +1199,7 @@ impl Harness {
                     len: u64::from(len),
                     location: Some(span.location),
                     allowed: false,
+                    region: None,
                 });
             }
             Seen::WriteData { req_id, .. } => {
@@ -1628,6 +1636,21 @@ impl Harness {
             self.reg
                 .unregister(r.span.location, r.span.addr)
                 .unwrap_or_else(|e| panic!("unregister of a registered region: {e}"));
+            // As the runtime does: queued answers of a draining region are
+            // refused; the model expects an `Error` for each from now on.
+            let refused = self.link.revoke_draining(&mut self.reg);
+            let mut marked = 0;
+            let key = Some((r.span.location, r.span.addr));
+            for q in self.in_reads.iter_mut().filter(|q| q.allowed && q.region == key) {
+                q.allowed = false;
+                marked += 1;
+            }
+            if !self.closed() {
+                assert_eq!(
+                    refused, marked,
+                    "revoke_draining refused other answers than queued"
+                );
+            }
             self.unregistered[i] = true;
         }
     }

@@ -389,6 +389,13 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
         }
     }
 
+    /// Whether the region `key` pins has started draining.
+    pub fn is_draining(&self, key: PinKey) -> bool {
+        self.exact(key.location, key.base)
+            .and_then(|idx| self.entries().get(idx))
+            .is_some_and(|e| e.draining)
+    }
+
     /// The pin count of the region with base `base` in `location` (draining
     /// regions included), or `None` when there is no such region.
     pub fn pins(&self, location: Location, base: u64) -> Option<u32> {

@@ -16,6 +16,8 @@ use zerocopy::IntoBytes;
 const SRC: u64 = 0x1000_0000_0000;
 const DST: u64 = 0x2000_0000_0000;
 const REMOTE: u64 = 0x9000_0000_0000;
+/// A second region of the serving side, left registered.
+const OTHER: u64 = 0xA000_0000_0000;
 
 fn connected_pair(max_payload: u32, seed: u64) -> Pair {
     let mut p = Pair::new(config("a:1", max_payload), config("b:2", max_payload), seed);
@@ -505,6 +507,51 @@ fn unregister_while_the_peer_reads_drains_then_refuses() {
         "the last unpin removed the region"
     );
     assert!(p.b.reg.is_empty());
+}
+
+#[test]
+fn revoke_draining_refuses_queued_reads_and_releases_the_region() {
+    let mut b = config("b:2", 64 << 10);
+    b.max_outstanding = 4;
+    let mut p = Pair::new(config("a:1", 64 << 10), b, 18);
+    p.run();
+    let mut rng = Rng(18);
+    let len = 1u64 << 20;
+    p.a.region(DST, len, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, len, Perm::REMOTE_READ, &mut rng);
+    p.b.region(OTHER, len, Perm::REMOTE_READ, &mut rng);
+    p.a.submit(task(1, 0), Op::Read, Span::cpu(DST, len), REMOTE)
+        .unwrap();
+    let before = p.a.mem.read(Span::cpu(DST, len)).to_vec();
+    // One round: a's first requests reach b, which queues their answers.
+    p.step();
+    assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(4));
+    assert!(matches!(
+        p.b.reg.unregister(Location::Cpu, REMOTE),
+        Ok(Unregister::Draining { pins: 4 })
+    ));
+    // Nothing to refuse for a region that is not draining.
+    assert_eq!(p.b.reg.pins(Location::Cpu, OTHER), Some(0));
+    let refused = p.b.link.revoke_draining(&mut p.b.reg);
+    assert_eq!(refused, 4, "every queued answer is refused");
+    assert_eq!(
+        p.b.reg.pins(Location::Cpu, REMOTE),
+        None,
+        "the last released pin removed the region"
+    );
+    assert_eq!(p.b.reg.pins(Location::Cpu, OTHER), Some(0));
+    p.run();
+    let r = p.a.done.get(&task(1, 0)).unwrap();
+    assert_eq!(code(r), ErrorCode::NotAuthorized, "{r:?}");
+    assert!(r
+        .as_ref()
+        .unwrap_err()
+        .message()
+        .contains("unregistered before the answer"));
+    assert!(
+        p.a.mem.read(Span::cpu(DST, len)) == before.as_slice(),
+        "no byte of the region was sent"
+    );
 }
 
 fn raw_header(version: u8, opcode: u8, body_len: u32, payload_len: u32) -> Vec<u8> {

@@ -71,15 +71,26 @@ pub(crate) struct Conn {
     wbuf: Box<[u8]>,
     wpos: usize,
     wend: usize,
-    /// The payload following `wbuf[..wend]`, and how much of it is sent.
-    /// Host memory is sent from where it lives, device memory from `bounce`.
-    payload: Option<(Span, usize)>,
+    /// The payload following `wbuf[..wend]`.
+    payload: Option<Payload>,
     /// The last frame read carried a large payload: the next is likely to,
     /// so the read buffer takes only [`HEADER_READ`] bytes at a time.
     large_payloads: bool,
-    /// A device payload copied out for sending; it grows to the largest
-    /// payload sent (at most the negotiated frame payload) and is reused.
+    /// A payload copied out for sending (device memory, or the unsent rest
+    /// of a host payload cut loose by [`detach_payload`](Conn::detach_payload));
+    /// it grows to the largest such payload (at most the negotiated frame
+    /// payload) and is reused.
     bounce: Vec<u8>,
+}
+
+/// A frame payload being sent, and how much of it is sent.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// Sent straight from host memory the link holds (a pinned region or a
+    /// running write task's span) until it reports `payload_sent`.
+    Memory { span: Span, sent: usize },
+    /// Sent from `bounce[..len]`: the link's hold has been released.
+    Bounce { len: usize, sent: usize },
 }
 
 impl Conn {
@@ -109,9 +120,28 @@ impl Conn {
     pub fn discard_writes(&mut self, reg: &mut Reg) {
         self.wpos = 0;
         self.wend = 0;
-        if self.payload.take().is_some() {
+        if let Some(Payload::Memory { .. }) = self.payload.take() {
             self.link.payload_sent(reg);
         }
+    }
+
+    /// Copies the unsent rest of a payload sent from host memory into the
+    /// bounce buffer and releases the link's hold on that memory: a cancel
+    /// or an unregister then ends at once, however slowly the peer reads.
+    /// Costs at most one frame payload of copying.
+    pub fn detach_payload(&mut self, reg: &mut Reg) {
+        let Some(Payload::Memory { span, sent }) = self.payload else {
+            return;
+        };
+        // SAFETY: as in `flush`: the link still holds this memory.
+        let rest = unsafe { &host_bytes(span)[sent..] };
+        self.bounce.clear();
+        self.bounce.extend_from_slice(rest);
+        self.payload = Some(Payload::Bounce {
+            len: rest.len(),
+            sent: 0,
+        });
+        self.link.payload_sent(reg);
     }
 
     /// Bytes of the bounce buffer for device payloads.
@@ -245,9 +275,10 @@ impl Conn {
             let head = &self.wbuf[self.wpos..self.wend];
             let tail: &[u8] = match self.payload {
                 // SAFETY: te-proto names only spans of registered memory pinned
-                // for a peer's read, or a running write task's local span.
-                Some((span, sent)) if span.location.is_host() => unsafe { &host_bytes(span)[sent..] },
-                Some((span, sent)) => &self.bounce[sent..span.len as usize],
+                // for a peer's read, or a running write task's local span,
+                // and holds them until `payload_sent`.
+                Some(Payload::Memory { span, sent }) => unsafe { &host_bytes(span)[sent..] },
+                Some(Payload::Bounce { len, sent }) => &self.bounce[sent..len],
                 None => &[],
             };
             let bufs = [IoSlice::new(head), IoSlice::new(tail)];
@@ -260,12 +291,21 @@ impl Conn {
             };
             let from_head = n.min(head.len());
             self.wpos += from_head;
-            if let Some((span, sent)) = self.payload.as_mut() {
-                *sent += n - from_head;
-                if *sent as u64 == span.len {
-                    self.payload = None;
-                    self.link.payload_sent(reg);
+            match self.payload.as_mut() {
+                Some(Payload::Memory { span, sent }) => {
+                    *sent += n - from_head;
+                    if *sent as u64 == span.len {
+                        self.payload = None;
+                        self.link.payload_sent(reg);
+                    }
                 }
+                Some(Payload::Bounce { len, sent }) => {
+                    *sent += n - from_head;
+                    if sent == len {
+                        self.payload = None;
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -291,7 +331,7 @@ impl Conn {
             let staged = if inline {
                 load(span, &mut self.wbuf[self.wend..self.wend + len], devices)
             } else if span.location.is_host() {
-                self.payload = Some((span, 0));
+                self.payload = Some(Payload::Memory { span, sent: 0 });
                 return;
             } else {
                 if self.bounce.len() < len {
@@ -306,7 +346,9 @@ impl Conn {
                     self.link.payload_sent(reg);
                 }
                 Ok(()) => {
-                    self.payload = Some((span, 0));
+                    // Copied out: the link's hold can go now.
+                    self.link.payload_sent(reg);
+                    self.payload = Some(Payload::Bounce { len, sent: 0 });
                     return;
                 }
             }

@@ -216,9 +216,12 @@ impl Engine {
         self.with_core(|c| unsafe { c.register_batch(regions) })
     }
 
-    /// Unregisters the region with base `addr`. Transfers already using it
-    /// finish (or fail) first; when this returns, no transfer touches the
-    /// memory again. `NotFound` without a region at exactly that base.
+    /// Unregisters the region with base `addr`; when this returns, no
+    /// transfer touches the memory again. Peers' reads not yet answered are
+    /// refused (`NotAuthorized`) and an answer being sent goes on from a
+    /// copy, so a peer slow to read cannot hold the region; peers' writes
+    /// landing in it, same-host copies and local tasks using it finish (or
+    /// fail) first. `NotFound` without a region at exactly that base.
     pub fn unregister_memory(&self, addr: u64) -> Result<()> {
         match self.with_core(|c| c.unregister(addr))? {
             Unregister::Removed(_) => Ok(()),
@@ -418,6 +421,8 @@ impl Engine {
     }
 
     /// Cancels a task; it ends `Canceled` and its memory is not touched afterwards.
+    /// A write frame being sent goes on from a copy (the peer must receive
+    /// whole frames), so this does not wait for the peer to read.
     /// A task on the same-host path ends once the peer's copies already
     /// under way are done (they write or read the task's memory directly);
     /// this call waits for that.

@@ -2,6 +2,7 @@
 
 use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, TaskState};
 
+pub mod gate;
 pub mod proc;
 
 /// An engine with default settings on a free loopback port.

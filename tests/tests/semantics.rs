@@ -15,6 +15,7 @@ use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, Status, TaskId,
     TaskState,
 };
+use te_tests::gate::{Direction, Gate};
 use te_tests::{
     assert_completed_or_refused, bytes, engine, fast_pattern_matches, fill_fast, spin_until, SilentPeer,
 };
@@ -421,17 +422,53 @@ fn snapshot(a: u64, len: u64) -> Vec<u8> {
     unsafe { bytes(a, len).to_vec() }
 }
 
+/// Whether the target behind `observer`'s segment `seg` no longer shows
+/// any region to peers: an unregister has started (draining regions are
+/// hidden) or ended.
+fn no_region_visible(observer: &Engine, seg: SegmentId) -> bool {
+    observer.segment_info(seg).expect("segment info").is_empty()
+}
+
+/// Runs `fx.target.unregister_memory(base)` on a thread while `gate` holds
+/// peers' writes landing in the region, releases the gate once peers can no
+/// longer see the region (the unregister has started: draining regions
+/// are hidden), and returns when the unregister has.
+fn unregister_while_gated(fx: &Fixture, gate: &Gate, base: u64) {
+    let observer = engine();
+    let seg = observer
+        .open_segment(&fx.name)
+        .expect("observer opens the target");
+    assert!(
+        !no_region_visible(&observer, seg),
+        "region hidden before unregister"
+    );
+    std::thread::scope(|s| {
+        let unregister = s.spawn(|| fx.target.unregister_memory(base));
+        assert!(
+            spin_until(WAIT, || no_region_visible(&observer, seg)),
+            "the unregister never started"
+        );
+        gate.release();
+        unregister.join().expect("unregister thread").expect("unregister");
+    });
+}
+
 #[test]
 fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
     const LEN: u64 = 2 * MIB;
-    const TASKS: u32 = 256;
-    let fx = Fixture::new(LEN, TASKS as u64 * LEN);
+    const TASKS: u32 = 16;
+    let mut fx = Fixture::new(LEN, TASKS as u64 * LEN);
     let b = fx.base();
     fx.register(0, LEN, Perm::REMOTE_READ_WRITE);
-    // 256 writes of the whole region (512 MiB, far more than TCP can land
-    // before the unregister below; the same-host path can, so
-    // tests/same_host.rs has its own version), each from its own source
-    // bytes: any frame landing later changes the region.
+    // The writes pass a gate that lets 3 MiB through and then holds, so
+    // that the unregister below meets a write under way (the first landed,
+    // the second in part) whatever the machine's speed. Each write has its
+    // own source bytes: any frame landing later changes the region.
+    let gate = Gate::start(&fx.name, Direction::ToTarget, 3 * MIB);
+    fx.seg = fx
+        .initiator
+        .open_segment(&gate.name())
+        .expect("open through the gate");
     for i in 0..TASKS as u64 {
         // SAFETY: engine memory; no transfer runs yet.
         unsafe { fill_fast(fx.local + i * LEN, LEN, 1000 + i) };
@@ -445,16 +482,14 @@ fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
         spin_until(WAIT, || fx.initiator.batch_status(batch).unwrap().transferred > 0),
         "no write landed"
     );
-    fx.target.unregister_memory(b).expect("unregister");
+    // The target has landed part of a frame and waits for the rest.
+    unregister_while_gated(&fx, &gate, b);
     // From here on, no byte of the region changes.
     let after = snapshot(b, LEN);
     let st = fx.initiator.wait_batch(batch, WAIT).expect("wait");
     assert_eq!(st.failed + st.completed, TASKS);
     assert_completed_or_refused(&fx.initiator, batch);
-    assert!(
-        st.failed > 0,
-        "every write completed before unregister: the test proved nothing"
-    );
+    assert!(st.failed > 0, "every write completed: the gate did not hold");
     assert!(
         snapshot(b, LEN) == after,
         "memory changed after unregister returned"
@@ -463,10 +498,10 @@ fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
 }
 
 #[test]
-fn unregister_of_a_region_peers_are_reading_waits_then_memory_is_not_read() {
+fn unregister_of_a_region_a_stalled_peer_reads_returns_and_memory_is_not_read() {
     const LEN: u64 = 8 * MIB;
-    const TASKS: u64 = 256;
-    let fx = Fixture::new(LEN, LEN);
+    const TASKS: u64 = 16;
+    let mut fx = Fixture::new(LEN, LEN);
     let b = fx.base();
     fx.register(0, LEN, Perm::REMOTE_READ);
     // SAFETY: our vector, registered; no transfer runs yet.
@@ -474,9 +509,15 @@ fn unregister_of_a_region_peers_are_reading_waits_then_memory_is_not_read() {
     let mut old = vec![0u8; LEN as usize];
     // SAFETY: our vector.
     unsafe { fill_fast(old.as_mut_ptr() as u64, LEN, 11) };
-    // 256 reads of the whole region (2 GiB), all into the same local span:
-    // far more than TCP can answer before the unregister below (the
-    // same-host path can; tests/same_host.rs has its own version).
+    // 16 reads of the whole region (128 MiB), all into the same local span,
+    // answered through a gate that lets 3 MiB through and then holds: the
+    // target blocks sending an answer (its socket buffers full, a few MiB)
+    // and the unregister meets a read under way.
+    let gate = Gate::start(&fx.name, Direction::FromTarget, 3 * MIB);
+    fx.seg = fx
+        .initiator
+        .open_segment(&gate.name())
+        .expect("open through the gate");
     let reqs: Vec<Request> = (0..TASKS)
         .map(|_| request(Op::Read, fx.local, fx.seg, b, LEN))
         .collect();
@@ -486,16 +527,20 @@ fn unregister_of_a_region_peers_are_reading_waits_then_memory_is_not_read() {
         spin_until(WAIT, || fx.initiator.batch_status(batch).unwrap().transferred > 0),
         "no read answered"
     );
+    assert!(spin_until(WAIT, || gate.holding()), "the gate never held");
+    // The target is stuck sending an answer the gate holds, more answers
+    // queued behind it. The unregister does not wait for the peer to read
+    // them (it would until the idle timeout closes the link, failing the
+    // reads with `Timeout`): the queued ones are refused and the rest of
+    // the one being sent goes from a copy.
     fx.target.unregister_memory(b).expect("unregister");
     // After unregister returns, the memory is the user's again: its new
     // bytes must never reach a peer.
     // SAFETY: our vector; by the rule under test no transfer reads it.
     unsafe { fill_fast(b, LEN, 12) };
+    gate.release();
     let st = fx.initiator.wait_batch(batch, WAIT).expect("wait");
-    assert!(
-        st.failed > 0,
-        "every read completed before unregister: the test proved nothing"
-    );
+    assert!(st.failed > 0, "every read completed: the gate did not hold");
     assert_completed_or_refused(&fx.initiator, batch);
     // Every 1 MiB frame holds the old bytes (or nothing, had no read of it
     // been answered): answers are sent in order, so one sent after the
@@ -524,19 +569,45 @@ fn unregister_of_local_memory_in_use_waits_for_the_transfers() {
     unsafe { fill_fast(remote, LEN, 6) };
     // SAFETY: `local` is declared before the engines.
     unsafe { initiator.register_memory(l, LEN, Perm::LOCAL_ONLY) }.expect("register");
-    let seg = initiator.open_segment(&target.segment_name()).expect("open");
+    // The answers pass a gate that lets 1 MiB through and then holds: the
+    // reads (256 MiB) are under way, whatever the machine's speed, when the
+    // unregister is called.
+    let gate = Gate::start(&target.segment_name(), Direction::FromTarget, MIB);
+    let seg = initiator
+        .open_segment(&gate.name())
+        .expect("open through the gate");
     let reqs: Vec<Request> = (0..4).map(|_| request(Op::Read, l, seg, remote, LEN)).collect();
     let batch = initiator.allocate_batch(4).expect("allocate");
-    initiator.submit(batch, &reqs).expect("submit");
-    let busy = initiator.batch_status(batch).expect("status").state == TaskState::Pending;
-    initiator.unregister_memory(l).expect("unregister");
+    initiator.submit_via(batch, &reqs, Path::Tcp).expect("submit");
+    // A probe that changes nothing: a read into `l` next to a zero-length
+    // request fails on the first while `l` is draining, else on the second.
+    let probe = initiator.allocate_batch(2).expect("allocate the probe");
+    let draining = || {
+        let r = initiator.submit(
+            probe,
+            &[
+                request(Op::Read, l, seg, remote, 8),
+                request(Op::Read, l, seg, remote, 0),
+            ],
+        );
+        match r.expect_err("the probe never submits") {
+            e if e.code() == ErrorCode::NotFound => true,
+            e if e.code() == ErrorCode::Invalid => false,
+            e => panic!("probe: {e}"),
+        }
+    };
+    assert!(!draining());
+    std::thread::scope(|s| {
+        let unregister = s.spawn(|| initiator.unregister_memory(l));
+        assert!(spin_until(WAIT, draining), "the unregister never started");
+        let st = initiator.batch_status(batch).expect("status");
+        assert_eq!(st.state, TaskState::Pending, "the gate did not hold: {st:?}");
+        gate.release();
+        unregister.join().expect("unregister thread").expect("unregister");
+    });
     // The reads were let finish before unregister returned.
     let st = initiator.batch_status(batch).expect("status");
     assert_eq!((st.state, st.completed), (TaskState::Completed, 4), "{st:?}");
-    assert!(
-        busy,
-        "the reads ended before unregister was called: the test proved nothing"
-    );
     // SAFETY: our vector; no transfer touches it any more.
     unsafe { assert!(fast_pattern_matches(l, LEN, 6)) };
     // It is gone: the local side is now unregistered.
@@ -969,20 +1040,6 @@ fn peer_unreachable_is_runtime_error_naming_the_address() {
     expect_err(r, ErrorCode::RuntimeError, &[&name]);
 }
 
-/// Submits `n` tasks of `len` bytes against `remote` (the same span each
-/// time, so that little memory moves a lot of bytes) and waits for the
-/// first bytes to move.
-fn start_big_batch(e: &Engine, op: Op, local: u64, seg: SegmentId, remote: u64, len: u64, n: u32) -> BatchId {
-    let batch = e.allocate_batch(n).expect("allocate");
-    let reqs: Vec<Request> = (0..n).map(|_| request(op, local, seg, remote, len)).collect();
-    e.submit(batch, &reqs).expect("submit");
-    assert!(
-        spin_until(WAIT, || e.batch_status(batch).unwrap().transferred > 0),
-        "no progress"
-    );
-    batch
-}
-
 #[track_caller]
 fn assert_disconnected(e: &Engine, batch: BatchId) {
     let st = e.wait_batch(batch, WAIT).expect("tasks end");
@@ -1033,9 +1090,21 @@ fn peer_lost_mid_transfer_fails_its_tasks_disconnected() {
         .alloc_memory(LOST_LEN, Perm::REMOTE_READ_WRITE)
         .expect("alloc");
     let name = target.segment_name();
-    let seg = initiator.open_segment(&name).expect("open");
-    let batch = start_big_batch(&initiator, Op::Read, local, seg, remote, LOST_LEN, LOST_TASKS);
+    // The answers pass a gate that holds after 2 MiB: the reads are under
+    // way when the target goes, however fast the machine.
+    let gate = Gate::start(&name, Direction::FromTarget, 2 * MIB);
+    let seg = initiator.open_segment(&gate.name()).expect("open");
+    let batch = initiator.allocate_batch(LOST_TASKS).expect("allocate");
+    let reqs: Vec<Request> = (0..LOST_TASKS)
+        .map(|_| request(Op::Read, local, seg, remote, LOST_LEN))
+        .collect();
+    initiator.submit_via(batch, &reqs, Path::Tcp).expect("submit");
+    assert!(
+        spin_until(WAIT, || initiator.batch_status(batch).unwrap().transferred > 0),
+        "no progress"
+    );
     target.finalize();
+    gate.release();
     assert_disconnected(&initiator, batch);
     drop(target);
     assert_reconnects(&initiator, &name, local);
@@ -1295,17 +1364,23 @@ fn shifted_reads(local: u64, seg: SegmentId, remote: u64, len: u64, n: u64) -> V
 fn canceled_reads_leave_local_memory_untouched_afterwards() {
     const LEN: u64 = 16 * MIB;
     const TASKS: u64 = 64; // 1 GiB in all
-    let fx = Fixture::new(LEN + TASKS * 64 * KIB, LEN + FENCE);
+    let mut fx = Fixture::new(LEN + TASKS * 64 * KIB, LEN + FENCE);
     let b = fx.base();
     fx.register(0, fx.mem.len() as u64, Perm::REMOTE_READ);
+    // The answers pass a gate that lets 2 MiB through and then holds until
+    // the tasks are canceled: the rest arrive after the cancel.
+    let gate = Gate::start(&fx.name, Direction::FromTarget, 2 * MIB);
+    fx.seg = fx
+        .initiator
+        .open_segment(&gate.name())
+        .expect("open through the gate");
     let e = &fx.initiator;
     let batch = e.allocate_batch(TASKS as u32).expect("allocate");
     let reqs = shifted_reads(fx.local, fx.seg, b, LEN, TASKS);
-    e.submit(batch, &reqs).expect("submit");
-    // The submission sent a window of requests at once; their answers are
-    // on the way while the tasks are canceled.
+    e.submit_via(batch, &reqs, Path::Tcp).expect("submit");
     e.cancel_task(TaskId { batch, index: 0 }).expect("cancel one");
     e.cancel_batch(batch).expect("cancel the rest");
+    gate.release();
     let st = e.batch_status(batch).expect("status");
     assert_eq!(
         (st.state, st.failed),
@@ -1343,22 +1418,27 @@ fn canceled_write_no_longer_reads_local_memory() {
     let b = fx.base();
     fx.register(0, LEN, Perm::REMOTE_READ_WRITE);
     let before = fx.mem.clone();
+    // The write passes a gate that lets 2 MiB through and then holds until
+    // the write is canceled: it is under way, the rest not yet sent.
+    let gate = Gate::start(&fx.name, Direction::ToTarget, 2 * MIB);
+    let seg = fx
+        .initiator
+        .open_segment(&gate.name())
+        .expect("open through the gate");
     let e = &fx.initiator;
     // SAFETY: engine memory; no transfer runs yet.
     unsafe { fill_fast(fx.local, LEN, 21) };
     let sent = snapshot(fx.local, LEN);
     let batch = e.allocate_batch(1).expect("allocate");
-    e.submit(batch, &[request(Op::Write, fx.local, fx.seg, b, LEN)])
+    e.submit_via(batch, &[request(Op::Write, fx.local, seg, b, LEN)], Path::Tcp)
         .expect("submit");
     let task = TaskId { batch, index: 0 };
+    // The frame being sent when the gate stopped it goes on from a copy:
+    // the cancel does not wait for the peer to read it.
     e.cancel_task(task).expect("cancel");
-    // A frame being sent right now is finished first; then the task ends.
-    let st = e.wait_batch(batch, WAIT).expect("wait");
+    let st = e.batch_status(batch).expect("status");
     assert_eq!(st.state, TaskState::Canceled);
-    assert!(
-        st.transferred < LEN,
-        "the write ended before the cancel: the test proved nothing"
-    );
+    assert!(st.transferred < LEN, "the write ended: the gate did not hold");
     // The local memory is the user's again: its new bytes must never be
     // sent. Overwritten from the end, where a write still running would
     // read next.
@@ -1368,7 +1448,8 @@ fn canceled_write_no_longer_reads_local_memory() {
     }
     // A read on the same connection is answered after every frame sent
     // before it has landed.
-    e.transfer_sync_read(&fx.name, fx.local + LEN, b, 4096)
+    gate.release();
+    e.transfer_sync_read(&gate.name(), fx.local + LEN, b, 4096)
         .expect("fence read");
     // Every frame of the target holds its old bytes or the bytes sent
     // before the cancel.

@@ -346,6 +346,38 @@ impl Link {
         self.s.tasks.cancel(task)
     }
 
+    /// Refuses the queued answers to the peer's reads of regions that have
+    /// started draining: each becomes an `Error` frame (`NotAuthorized`)
+    /// and releases its pin, so that an unregister does not wait for a peer
+    /// slow to read. An answer already being sent keeps its pin until
+    /// [`payload_sent`](Self::payload_sent). Returns how many were refused.
+    pub fn revoke_draining<S>(&mut self, reg: &mut Reg<S>) -> usize
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let mut n = 0;
+        for r in self.s.responses.iter_mut() {
+            let Response::Read { req_id, span, pin } = *r else {
+                continue;
+            };
+            if !reg.is_draining(pin) {
+                continue;
+            }
+            reg.unpin(pin);
+            let status = status!(
+                NotAuthorized,
+                "read of {:#x}+{:#x} in {}: region {:#x} was unregistered before the answer was sent",
+                span.addr,
+                span.len,
+                span.location,
+                pin.base
+            );
+            *r = Response::Fail { req_id, status };
+            n += 1;
+        }
+        n
+    }
+
     /// Queues a notification for the peer (an empty message is fine).
     /// Errors: `Invalid` for an empty or too long name or a too long
     /// message, `NotReady` when [`NOTIFY_QUEUE`]

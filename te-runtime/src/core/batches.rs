@@ -212,6 +212,9 @@ impl EngineCore {
         if let Some(c) = self.segments[s].conn {
             if let Some(conn) = self.conns[c].as_mut() {
                 conn.link.cancel(task);
+                // A write frame being sent goes on from a copy: the task
+                // ends now, however slowly the peer reads.
+                conn.detach_payload(&mut self.reg);
             }
             self.service(c);
         }

@@ -75,7 +75,23 @@ impl EngineCore {
                 "memory at {addr:#x} was allocated by the engine: free it with free_memory"
             ));
         }
-        self.reg.unregister(self.cfg.location, addr)
+        let r = self.reg.unregister(self.cfg.location, addr)?;
+        self.release_sends(&r);
+        Ok(r)
+    }
+
+    /// When a region starts draining, peers' reads of it that have not
+    /// started are refused and payloads being sent are copied out (one
+    /// frame each at most), so that a peer slow to read cannot hold the
+    /// region: the unregister then waits only for payloads landing in it,
+    /// same-host copies under way and local tasks.
+    fn release_sends(&mut self, r: &Unregister) {
+        if let Unregister::Draining { .. } = r {
+            for conn in self.conns.iter_mut().flatten() {
+                conn.link.revoke_draining(&mut self.reg);
+                conn.detach_payload(&mut self.reg);
+            }
+        }
     }
 
     /// Whether a region with base `addr` is still registered (or draining).
@@ -124,6 +140,7 @@ impl EngineCore {
             return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
         };
         let r = self.reg.unregister(loc, addr)?;
+        self.release_sends(&r);
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)
