@@ -17,7 +17,9 @@ pub const MAX_LINK_TASKS: usize = 128;
 
 /// Capability bits advertised in the handshake.
 pub mod caps {
-    /// The sender can map engine-owned shared memory of a same-host peer.
+    /// The sender maps the buffers its same-host peer announces with
+    /// `LocalMap` (docs/PROTOCOL.md, "Mapped buffers"); a peer may send
+    /// `LocalMap` only to a side that set this bit.
     pub const SHARED_MEMORY: u32 = 1 << 0;
     /// The sender can copy to and from a same-host peer's memory by process id.
     pub const PROCESS_VM: u32 = 1 << 1;

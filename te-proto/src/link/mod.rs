@@ -22,14 +22,17 @@
 
 mod config;
 mod event;
+mod maps;
 mod serve;
 mod tasks;
 
 pub use config::{caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
 pub use event::{Event, LocalCopy, Notification, PayloadDest, PidChallenge, SegmentPage, Transmit};
+pub use maps::MAX_LOCAL_MAPS;
 
 use heapless::Deque;
 
+use self::maps::{InMaps, OutMaps};
 use self::serve::{Landing, Response, Sending};
 use self::tasks::{NextChunk, Tasks};
 use crate::auth::{self, Side};
@@ -41,7 +44,7 @@ use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::{earliest, Instant};
 use crate::wire::{
-    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, LocalMap, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
     MAX_CONTROL_LEN,
 };
 
@@ -125,6 +128,10 @@ struct Inner {
     /// The peer's `LocalRead`/`LocalWrite`, validated and pinned, for the
     /// shell to copy.
     copies: Deque<(u64, LocalCopy, PinKey), MAX_OUTSTANDING>,
+    /// This side's buffers announced to the peer (or about to be).
+    maps_out: OutMaps,
+    /// The peer's announced buffers.
+    maps_in: InMaps,
 }
 
 type Reg<S> = Registry<S>;
@@ -188,6 +195,8 @@ impl Link {
                 challenge_out: None,
                 challenge_in: None,
                 copies: Deque::new(),
+                maps_out: OutMaps::default(),
+                maps_in: InMaps::default(),
                 cfg,
             },
         })
@@ -282,6 +291,68 @@ impl Link {
     /// Whether [`submit_local`](Self::submit_local) is enabled.
     pub fn local_copy(&self) -> bool {
         self.s.local_copy
+    }
+
+    /// Announces buffer `m` of this process's memory to the peer, which may
+    /// then map it (docs/PROTOCOL.md, "Mapped buffers"): `m.fd` must be a
+    /// sealed memfd holding `[m.base, m.base + m.len)`, and stay so until the
+    /// buffer is withdrawn. Its `LocalMap` frame is sent before any request
+    /// submitted after this call.
+    ///
+    /// Errors: `Invalid` for a length of 0, a null or wrapping range, an id
+    /// announced or still being withdrawn, or a range overlapping an
+    /// announced buffer; `NotSupported` when the peer did not set
+    /// [`caps::SHARED_MEMORY`] or the same-host path is not enabled
+    /// ([`local_copy`](Self::local_copy)); `NotReady` when
+    /// [`MAX_LOCAL_MAPS`] buffers are announced or waiting to be withdrawn;
+    /// `Disconnected` when closed.
+    pub fn announce_local_map(&mut self, m: LocalMap) -> Result<()> {
+        if let Some(why) = &self.s.closed {
+            return Err(status!(Disconnected, "link closed: {}", why.message()));
+        }
+        match &self.s.peer {
+            Some(p) if p.caps & caps::SHARED_MEMORY != 0 => {}
+            Some(p) => {
+                return Err(status!(
+                    NotSupported,
+                    "peer {:?} does not map announced buffers",
+                    p.segment_name.as_str()
+                ))
+            }
+            None => return Err(status!(NotSupported, "handshake not finished")),
+        }
+        if !self.s.local_copy {
+            return Err(status!(
+                NotSupported,
+                "same-host path not enabled on this link (peer has not verified our process)"
+            ));
+        }
+        self.s.maps_out.announce(m)
+    }
+
+    /// Withdraws announced buffer `id`: the peer forgets it before any
+    /// request submitted after this call. Never fails for an announced id
+    /// (its slot is kept until the withdrawal is sent; an announcement not
+    /// sent yet is simply dropped); false for an id that is not announced.
+    pub fn withdraw_local_map(&mut self, id: u64) -> bool {
+        self.s.maps_out.withdraw(id)
+    }
+
+    /// Whether buffer `id` is announced (or its announcement is queued) and
+    /// not withdrawn.
+    pub fn local_map_announced(&self, id: u64) -> bool {
+        self.s.maps_out.announced(id)
+    }
+
+    /// The peer's announced buffer that holds all of `[addr, addr + len)`,
+    /// if any (none once the link is closed).
+    pub fn peer_local_map(&self, addr: u64, len: u64) -> Option<LocalMap> {
+        self.s.maps_in.find(addr, len)
+    }
+
+    /// The peer's announced buffers, in no particular order.
+    pub fn peer_local_maps(&self) -> impl Iterator<Item = LocalMap> + '_ {
+        self.s.maps_in.iter()
     }
 
     /// Queues a `PidChallenge` for the peer: it is to send `token` over the
@@ -820,6 +891,7 @@ impl Inner {
                 || (self.info_due.is_some() && self.window_has_room())
                 || !self.notify_out.is_empty()
                 || self.challenge_out.is_some()
+                || self.maps_out.next_due().is_some()
                 || !self.responses.is_empty()
                 || self
                     .tasks
@@ -920,6 +992,13 @@ impl Inner {
             let name = note.name.as_str();
             let n = Frame::Notify { name, msg: &note.msg }.encode(out).ok()?;
             self.notify_out.pop_front();
+            return Some((n, None));
+        }
+        // Before any request: the peer must know a buffer before the first
+        // request using it, and forget it before any later one.
+        if let Some(m) = self.maps_out.next_due() {
+            let n = Frame::LocalMap(m).encode(out).ok()?;
+            self.maps_out.sent(m);
             return Some((n, None));
         }
         let next = self.tasks.peek_next(self.data_window(), self.send_payload_max());
@@ -1051,6 +1130,8 @@ impl Inner {
         self.challenge_out = None;
         self.challenge_in = None;
         self.local_copy = false;
+        self.maps_out.clear();
+        self.maps_in.clear();
         if self.info_req.take().is_some() {
             self.info_page = Some(Err(why.clone()));
         }
@@ -1336,6 +1417,20 @@ impl Inner {
             },
             Frame::LocalRead(a) => self.on_local(Op::Read, a, reg),
             Frame::LocalWrite(a) => self.on_local(Op::Write, a, reg),
+            Frame::LocalMap(m) => {
+                if self.cfg.caps & caps::SHARED_MEMORY == 0 {
+                    return self.violation(
+                        reg,
+                        format_args!(
+                            "peer announced buffer {:#x} with LocalMap; this side does not map buffers",
+                            m.id
+                        ),
+                    );
+                }
+                if let Err(why) = self.maps_in.apply(m) {
+                    self.shut(why, true, reg);
+                }
+            }
             Frame::Ping { token } => self.pong_due = Some(token),
             Frame::Pong { token } => {
                 if self.ping_outstanding == Some(token) {

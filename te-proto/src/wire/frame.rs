@@ -59,6 +59,16 @@ struct LocalBody {
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
+struct MapBody {
+    id: U64,
+    base: U64,
+    len: U64,
+    fd: U32,
+    reserved: U32,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
 struct ErrorBody {
     req_id: U64,
     code: U32,
@@ -112,6 +122,7 @@ const _: () = assert!(HELLO_FIXED == 116);
 const _: () = assert!(core::mem::size_of::<AccessBody>() == 24);
 const _: () = assert!(core::mem::size_of::<InfoReqBody>() == 24);
 const _: () = assert!(core::mem::size_of::<LocalBody>() == 32);
+const _: () = assert!(core::mem::size_of::<MapBody>() == 32);
 const _: () = assert!(core::mem::size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
 /// The handshake fields of `Hello` and `HelloAck`.
@@ -305,6 +316,83 @@ pub enum Frame<'a> {
     /// Same-host path: copy `len` bytes at `peer_addr` of the sender's
     /// memory into the access's span of the receiver, then answer `WriteAck`.
     LocalWrite(LocalAccess),
+    /// Same-host path: with `len > 0` the sender announces that its memory
+    /// `[base, base + len)` is held by its sealed memfd `fd`; with `len == 0`
+    /// it withdraws buffer `id`.
+    LocalMap(LocalMap),
+}
+
+/// The fields of `LocalMap`: one buffer of the sender's memory that the
+/// receiver may map (or, with `len == 0`, the withdrawal of buffer `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalMap {
+    /// Names the buffer on this link.
+    pub id: u64,
+    /// First byte of the buffer in the sender's memory (0 in a withdrawal).
+    pub base: u64,
+    /// Bytes of the buffer; 0 withdraws buffer `id`.
+    pub len: u64,
+    /// The sender's file descriptor holding the buffer, a sealed memfd (0 in
+    /// a withdrawal).
+    pub fd: u32,
+}
+
+impl LocalMap {
+    /// The withdrawal of buffer `id`.
+    pub fn withdraw(id: u64) -> LocalMap {
+        LocalMap {
+            id,
+            base: 0,
+            len: 0,
+            fd: 0,
+        }
+    }
+
+    /// Whether this is a withdrawal (`len == 0`).
+    pub fn is_withdraw(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the buffer's last byte, or `None` when it wraps.
+    pub fn end(&self) -> Option<u64> {
+        self.base.checked_add(self.len)
+    }
+
+    /// Whether the buffer holds all of `[addr, addr + len)`.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        match (self.end(), addr.checked_add(len)) {
+            (Some(end), Some(last)) => addr >= self.base && last <= end,
+            _ => false,
+        }
+    }
+
+    /// Whether the buffer shares a byte with `other` (a wrapping range is
+    /// taken to run to the end of the address space).
+    pub fn overlaps(&self, other: &LocalMap) -> bool {
+        let end = |m: &LocalMap| m.end().unwrap_or(u64::MAX);
+        self.len > 0 && other.len > 0 && self.base < end(other) && other.base < end(self)
+    }
+
+    /// The wire rules of a `LocalMap` body: an announcement has a non-zero
+    /// base and does not wrap; a withdrawal has base and fd 0.
+    fn check(&self, op: Opcode) -> Result<(), WireError> {
+        let bad = |field, value| WireError::BadValue {
+            opcode: op,
+            field,
+            value,
+        };
+        if self.is_withdraw() {
+            if self.base != 0 {
+                return Err(bad("withdrawn base", self.base));
+            }
+            if self.fd != 0 {
+                return Err(bad("withdrawn fd", self.fd as u64));
+            }
+        } else if self.base == 0 || self.end().is_none() {
+            return Err(bad("mapped range", self.base));
+        }
+        Ok(())
+    }
 }
 
 /// The fields of `LocalRead` and `LocalWrite`.
@@ -385,6 +473,7 @@ impl<'a> Frame<'a> {
             Frame::PidChallenge { .. } => Opcode::PidChallenge,
             Frame::LocalRead(_) => Opcode::LocalRead,
             Frame::LocalWrite(_) => Opcode::LocalWrite,
+            Frame::LocalMap(_) => Opcode::LocalMap,
         }
     }
 
@@ -537,6 +626,24 @@ impl<'a> Frame<'a> {
                     });
                 }
                 Frame::local(op == Opcode::LocalRead, a)
+            }
+            Opcode::LocalMap => {
+                let (b, _) = read::<MapBody>(op, body)?;
+                if b.reserved.get() != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field: "map reserved",
+                        value: b.reserved.get() as u64,
+                    });
+                }
+                let m = LocalMap {
+                    id: b.id.get(),
+                    base: b.base.get(),
+                    len: b.len.get(),
+                    fd: b.fd.get(),
+                };
+                m.check(op)?;
+                Frame::LocalMap(m)
             }
             Opcode::ReadData => Frame::ReadData {
                 req_id: read::<U64>(op, body)?.0.get(),
@@ -744,6 +851,13 @@ impl<'a> Frame<'a> {
                 location: U32::new(location_to_wire(a.location)),
                 len: U32::new(a.len),
                 peer_addr: U64::new(a.peer_addr),
+            })?,
+            Frame::LocalMap(m) => w.put(&MapBody {
+                id: U64::new(m.id),
+                base: U64::new(m.base),
+                len: U64::new(m.len),
+                fd: U32::new(m.fd),
+                reserved: U32::new(0),
             })?,
             Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
             Frame::Goodbye { code } => w.put(&CodeBody {

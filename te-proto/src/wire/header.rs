@@ -98,6 +98,9 @@ opcodes! {
     /// Same-host path: copy a span of the sender's memory into the
     /// receiver's memory (the receiver does the copy).
     LocalWrite = 17,
+    /// Same-host path: announce (or withdraw) a buffer of the sender's
+    /// memory held by a sealed memfd, for the receiver to map.
+    LocalMap = 18,
 }
 
 impl Opcode {
@@ -111,7 +114,7 @@ impl Opcode {
             Opcode::Error | Opcode::InfoReply => (16, true),
             Opcode::Notify => (8, true),
             Opcode::PidChallenge => (32, true),
-            Opcode::LocalRead | Opcode::LocalWrite => (32, false),
+            Opcode::LocalRead | Opcode::LocalWrite | Opcode::LocalMap => (32, false),
         }
     }
 
