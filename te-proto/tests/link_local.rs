@@ -7,8 +7,8 @@ mod support;
 
 use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
-use te_proto::link::{caps, LinkConfig, PidChallenge};
-use te_proto::wire::{Frame, LocalAccess, MAX_CONTROL_LEN, PID_SOCKET_MAX};
+use te_proto::link::{caps, LinkConfig, LocalMap, PidChallenge, MAX_LOCAL_MAPS};
+use te_proto::wire::{Decoder, Frame, LocalAccess, Opcode, Progress, MAX_CONTROL_LEN, PID_SOCKET_MAX};
 use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
 
 const SRC: u64 = 0x1000_0000_0000;
@@ -239,4 +239,270 @@ fn pid_challenges_reach_the_peer_once() {
         let e = p.a.link.send_pid_challenge([3; 32], bad).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Invalid);
     }
+}
+
+// ---- Mapped buffers (`LocalMap`) ----
+
+/// Offers the same-host path and maps announced buffers.
+fn mapping(name: &str) -> LinkConfig {
+    let mut c = offering(name);
+    c.caps |= caps::SHARED_MEMORY;
+    c
+}
+
+fn buffer(id: u64, base: u64, len: u64) -> LocalMap {
+    LocalMap {
+        id,
+        base,
+        len,
+        fd: 3 + id as u32,
+    }
+}
+
+/// The frames of a's next transmit, in order.
+fn frames_of_a(p: &mut Pair) -> Vec<Opcode> {
+    let mut buf = vec![0u8; MAX_CONTROL_LEN * 8];
+    let t = p.a.link.poll_transmit(p.now, &mut buf, &p.a.reg).unwrap();
+    let mut d = Decoder::new(1 << 20);
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while at < t.len {
+        at += d.feed(&buf[at..t.len]).unwrap();
+        assert_eq!(d.progress(), Progress::Frame);
+        ops.push(d.frame().unwrap().unwrap().opcode());
+        d.next();
+    }
+    // Hand the bytes on to b, as the pipe would have.
+    p.inject_to_b(&buf[..t.len]);
+    ops
+}
+
+fn inject_map(p: &mut Pair, m: LocalMap) {
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::LocalMap(m).encode(&mut buf).unwrap();
+    p.inject_to_b(&buf[..n]);
+}
+
+/// b's close reason, which must mention `want`.
+fn b_closed_with(p: &Pair, want: &str) {
+    let why = p.b.closed.as_ref().map(|s| s.message().to_string());
+    assert!(
+        why.as_deref().is_some_and(|m| m.contains(want)),
+        "{why:?}, wanted {want:?}"
+    );
+    assert_eq!(
+        p.b.link.peer_local_maps().count(),
+        0,
+        "a closed link keeps no buffers"
+    );
+}
+
+#[test]
+fn announced_buffers_are_found_by_contained_ranges_only() {
+    let mut p = local_pair(mapping("b:2"));
+    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.a.link.announce_local_map(buffer(2, DST + 4096, 100)).unwrap();
+    assert!(p.a.link.local_map_announced(1));
+    assert!(p.b.link.peer_local_map(DST, 1).is_none(), "nothing sent yet");
+    p.run();
+    let b = &p.b.link;
+    assert_eq!(b.peer_local_map(DST, 4096), Some(buffer(1, DST, 4096)));
+    assert_eq!(b.peer_local_map(DST + 100, 1), Some(buffer(1, DST, 4096)));
+    assert_eq!(
+        b.peer_local_map(DST + 4096, 100),
+        Some(buffer(2, DST + 4096, 100))
+    );
+    // Straddling the two buffers, or running past or before them.
+    assert_eq!(b.peer_local_map(DST + 4000, 200), None);
+    assert_eq!(b.peer_local_map(DST + 4096, 101), None);
+    assert_eq!(b.peer_local_map(DST - 1, 2), None);
+    assert_eq!(b.peer_local_map(u64::MAX - 1, 8), None);
+    let mut all: Vec<_> = b.peer_local_maps().map(|m| m.id).collect();
+    all.sort();
+    assert_eq!(all, [1, 2]);
+    // a's side: a buffer b announces would need a to map buffers.
+    assert_eq!(p.a.link.peer_local_maps().count(), 0);
+    assert!(p.b.closed.is_none() && p.a.closed.is_none());
+}
+
+#[test]
+fn an_announcement_reaches_the_peer_before_a_later_request() {
+    let mut p = local_pair(mapping("b:2"));
+    let mut rng = Rng(20);
+    p.a.region(DST, 1 << 16, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 1 << 16, Perm::REMOTE_READ, &mut rng);
+    p.b.copies_paused = true;
+    p.a.link.announce_local_map(buffer(7, DST, 1 << 16)).unwrap();
+    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST + 64, 512), REMOTE)
+        .unwrap();
+    assert_eq!(frames_of_a(&mut p), [Opcode::LocalMap, Opcode::LocalRead]);
+    p.run();
+    let c = p.b.link.poll_copy().expect("b holds a's copy");
+    assert_eq!(c.peer_addr, DST + 64);
+    assert_eq!(
+        p.b.link.peer_local_map(c.peer_addr, c.span.len),
+        Some(buffer(7, DST, 1 << 16))
+    );
+    p.b.copies_paused = false;
+    p.run();
+    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::Ok));
+}
+
+#[test]
+fn a_withdrawal_goes_before_a_new_buffer_at_the_same_address() {
+    let mut p = local_pair(mapping("b:2"));
+    let mut rng = Rng(21);
+    p.a.region(DST, 8192, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 8192, Perm::REMOTE_READ, &mut rng);
+    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.run();
+    assert!(p.a.link.withdraw_local_map(1));
+    assert!(!p.a.link.local_map_announced(1));
+    // The old id stays taken until its withdrawal is sent; the range is free.
+    let e =
+        p.a.link
+            .announce_local_map(buffer(1, DST + 4096, 16))
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Invalid);
+    p.a.link.announce_local_map(buffer(2, DST, 8192)).unwrap();
+    p.b.copies_paused = true;
+    p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST + 4096, 100), REMOTE)
+        .unwrap();
+    assert_eq!(
+        frames_of_a(&mut p),
+        [Opcode::LocalMap, Opcode::LocalMap, Opcode::LocalRead]
+    );
+    p.run();
+    assert!(p.b.closed.is_none(), "{:?}", p.b.closed);
+    let c = p.b.link.poll_copy().expect("b holds a's copy");
+    assert_eq!(
+        p.b.link.peer_local_map(c.peer_addr, c.span.len),
+        Some(buffer(2, DST, 8192))
+    );
+    assert_eq!(p.b.link.peer_local_maps().count(), 1);
+    // Once sent, the id is free again.
+    assert!(p.a.link.withdraw_local_map(2));
+    p.run();
+    assert_eq!(p.b.link.peer_local_maps().count(), 0);
+    p.a.link.announce_local_map(buffer(1, DST, 16)).unwrap();
+    assert!(!p.a.link.withdraw_local_map(99), "unknown id");
+}
+
+#[test]
+fn withdrawing_an_unsent_announcement_sends_nothing() {
+    let mut p = local_pair(mapping("b:2"));
+    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    assert!(p.a.link.withdraw_local_map(1));
+    assert!(
+        !p.a.link.wants_transmit(),
+        "a frame is due for a forgotten buffer"
+    );
+    assert!(!p.a.link.withdraw_local_map(1), "withdrawn twice");
+    // Its slot and id are free at once.
+    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.run();
+    assert_eq!(
+        p.b.link.peer_local_maps().collect::<Vec<_>>(),
+        [buffer(1, DST, 4096)]
+    );
+}
+
+#[test]
+fn announcements_are_checked() {
+    // b does not map buffers: NotSupported.
+    let mut p = local_pair(offering("b:2"));
+    let e = p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    // b maps buffers, but the path is not enabled on a: NotSupported.
+    let mut p = local_pair(mapping("b:2"));
+    p.a.link.set_local_copy(false);
+    let e = p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    p.a.link.set_local_copy(true);
+    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    let invalid = [
+        buffer(2, DST + 8192, 0),
+        buffer(2, 0, 16),
+        buffer(2, u64::MAX - 8, 16),
+        buffer(1, DST + 8192, 16),
+        buffer(2, DST + 4095, 16),
+        buffer(2, DST - 8, 9),
+        buffer(2, DST - 8, 8192),
+    ];
+    for m in invalid {
+        let e = p.a.link.announce_local_map(m).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Invalid, "{m:?}");
+    }
+    // Adjacent is fine; the table holds MAX_LOCAL_MAPS buffers.
+    for id in 2..=MAX_LOCAL_MAPS as u64 {
+        p.a.link
+            .announce_local_map(buffer(id, DST + 4096 * id, 4096))
+            .unwrap();
+    }
+    let e = p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotReady);
+    p.run();
+    assert_eq!(p.b.link.peer_local_maps().count(), MAX_LOCAL_MAPS);
+    // A withdrawal not yet sent still takes its slot.
+    assert!(p.a.link.withdraw_local_map(5));
+    let e = p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotReady);
+    p.run();
+    p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap();
+    p.a.link.close(&mut p.a.reg);
+    let e =
+        p.a.link
+            .announce_local_map(buffer(1000, REMOTE + 8, 1))
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Disconnected);
+}
+
+#[test]
+fn a_peers_bad_announcements_close_the_link() {
+    let cases: [(&[LocalMap], &str); 4] = [
+        (
+            &[buffer(1, DST, 16), buffer(1, DST + 64, 16)],
+            "announced buffer 0x1 twice",
+        ),
+        (
+            &[buffer(1, DST, 16), buffer(2, DST + 15, 16)],
+            "overlaps its buffer 0x1",
+        ),
+        (
+            &[buffer(1, DST, 16), LocalMap::withdraw(3)],
+            "withdrew buffer 0x3",
+        ),
+        (&[LocalMap::withdraw(1)], "withdrew buffer 0x1"),
+    ];
+    for (frames, want) in cases {
+        let mut p = local_pair(mapping("b:2"));
+        for &m in frames {
+            inject_map(&mut p, m);
+        }
+        p.run();
+        b_closed_with(&p, want);
+    }
+}
+
+#[test]
+fn a_peer_may_announce_no_more_than_the_limit() {
+    let mut p = local_pair(mapping("b:2"));
+    for id in 0..MAX_LOCAL_MAPS as u64 {
+        inject_map(&mut p, buffer(id, DST + 16 * id, 16));
+    }
+    p.run();
+    assert!(p.b.closed.is_none());
+    assert_eq!(p.b.link.peer_local_maps().count(), MAX_LOCAL_MAPS);
+    inject_map(&mut p, buffer(100, REMOTE, 16));
+    p.run();
+    b_closed_with(&p, "beyond the limit of 64");
+}
+
+#[test]
+fn a_side_that_maps_nothing_refuses_announcements() {
+    let mut p = local_pair(offering("b:2"));
+    inject_map(&mut p, buffer(1, DST, 16));
+    p.run();
+    b_closed_with(&p, "does not map buffers");
+    assert_eq!(p.b.closed.as_ref().map(|s| s.code()), Some(ErrorCode::Invalid));
 }

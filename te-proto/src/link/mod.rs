@@ -26,6 +26,7 @@ mod maps;
 mod serve;
 mod tasks;
 
+pub use crate::wire::LocalMap;
 pub use config::{caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
 pub use event::{Event, LocalCopy, Notification, PayloadDest, PidChallenge, SegmentPage, Transmit};
 pub use maps::MAX_LOCAL_MAPS;
@@ -44,7 +45,7 @@ use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::{earliest, Instant};
 use crate::wire::{
-    encode_info_reply, Decoder, Frame, Hello, LocalAccess, LocalMap, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
+    encode_info_reply, Decoder, Frame, Hello, LocalAccess, Progress, WireError, AUTH_HMAC_SHA256, AUTH_NONE,
     MAX_CONTROL_LEN,
 };
 

@@ -11,8 +11,8 @@ mod header;
 pub use decoder::{Decoder, Progress};
 pub use error::WireError;
 pub use frame::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY,
-    REGION_ENTRY_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE,
+    LOCATION_ANY, REGION_ENTRY_LEN,
 };
 pub use header::{Header, Opcode, FLAG_MORE, HEADER_LEN, MAGIC, VERSION};
 

@@ -71,7 +71,7 @@ fn unknown_version_is_not_supported() {
 
 #[test]
 fn unknown_opcode_is_rejected() {
-    for op in [0u8, 18, 255] {
+    for op in [0u8, 19, 255] {
         let b = with_header(ping(), |h| h.opcode = op);
         assert_eq!(decode(&b), Err(WireError::UnknownOpcode(op)));
     }
@@ -505,4 +505,58 @@ fn encode_reports_a_small_buffer() {
     ));
     let mut tiny = [0u8; 4];
     assert!(Frame::Ping { token: 1 }.encode(&mut tiny).is_err());
+}
+
+fn map(id: u64, base: u64, len: u64, fd: u32) -> Vec<u8> {
+    encode(&Frame::LocalMap(LocalMap { id, base, len, fd }))
+}
+
+#[test]
+fn local_map_frames_round_trip() {
+    for m in [
+        LocalMap {
+            id: 0x1122_3344_5566_7788,
+            base: 0x7f00_0000_1000,
+            len: 1 << 30,
+            fd: 41,
+        },
+        LocalMap::withdraw(9),
+    ] {
+        let b = encode(&Frame::LocalMap(m));
+        assert_eq!(b.len(), HEADER_LEN + 32);
+        // Big-endian, in field order: id, base, len, fd, reserved.
+        assert_eq!(&b[HEADER_LEN..HEADER_LEN + 8], &m.id.to_be_bytes());
+        assert_eq!(&b[HEADER_LEN + 24..HEADER_LEN + 28], &m.fd.to_be_bytes());
+        decode_with(&b, |g| assert_eq!(g, Frame::LocalMap(m)));
+    }
+}
+
+#[test]
+fn local_map_fields_are_checked() {
+    let bad_value = |b: &[u8], want: &str| {
+        assert!(
+            matches!(decode(b), Err(WireError::BadValue { field, .. }) if field == want),
+            "{:?}, wanted {want}",
+            decode(b)
+        );
+    };
+    bad_value(&map(1, 0, 16, 3), "mapped range");
+    bad_value(&map(1, u64::MAX - 8, 16, 3), "mapped range");
+    bad_value(&map(1, 0x1000, 0, 0), "withdrawn base");
+    bad_value(&map(1, 0, 0, 3), "withdrawn fd");
+    // The largest range that does not wrap is fine.
+    assert_eq!(decode(&map(1, 1, u64::MAX - 1, 0)), Ok(Opcode::LocalMap));
+    let mut b = map(1, 0x1000, 16, 3);
+    b[HEADER_LEN + 31] = 1;
+    assert!(matches!(
+        decode(&b),
+        Err(WireError::ReservedBits {
+            field: "map reserved",
+            ..
+        })
+    ));
+    let b = with_header(map(1, 0x1000, 16, 3), |h| h.body_len.set(24));
+    assert!(matches!(decode(&b), Err(WireError::BodyLength { .. })));
+    let b = with_header(map(1, 0x1000, 16, 3), |h| h.flags.set(FLAG_MORE));
+    assert!(matches!(decode(&b), Err(WireError::ReservedBits { .. })));
 }
