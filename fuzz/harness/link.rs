@@ -32,6 +32,11 @@
 //!   its frame and turns a read answer into an `Error`; a payload it cannot
 //!   place ([`OP_LANDING_FAILED`]) is discarded from then on and a write of
 //!   the peer is answered with an `Error`;
+//! - the peer's buffers announced with `LocalMap` ([`K_LOCAL_MAP`]) are
+//!   exactly those of a model after every command, and a frame breaking a
+//!   rule of them closes the link; the link's own `LocalMap` frames
+//!   ([`OP_MAP`]) follow what the shell announced and withdrew, break no
+//!   rule the peer checks, and all are sent before any later request;
 //! - at the end every pin is released and nothing is due.
 
 use std::collections::{HashMap, HashSet};
@@ -42,7 +47,8 @@ use sha2::Sha256;
 
 use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
 use te_proto::link::{
-    caps, Event, Link, LinkConfig, LinkState, PayloadDest, Transmit, MAX_LINK_TASKS, MAX_OUTSTANDING,
+    caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, Transmit, MAX_LINK_TASKS,
+    MAX_LOCAL_MAPS, MAX_OUTSTANDING,
 };
 use te_proto::wire::{
     encode_info_reply, Decoder, Frame, Hello, LocalAccess, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE,
@@ -69,6 +75,10 @@ pub const F_DISCONNECT_END: u8 = 0x20;
 /// peer's `LocalRead`/`LocalWrite`, whose copies the harness does at
 /// [`OP_EVENTS`], checking that each lies in a region allowing it.
 pub const F_OFFER_LOCAL: u8 = 0x40;
+/// Flag: both sides map announced buffers (`SHARED_MEMORY`; the queued
+/// handshake also offers `PROCESS_VM`) and the shell enables the same-host
+/// path once connected, so that the link may announce buffers.
+pub const F_MAPS: u8 = 0x80;
 
 /// `OP_RAW len:u16 bytes[len]`: raw bytes from the peer.
 pub const OP_RAW: u8 = 0;
@@ -109,6 +119,10 @@ pub const OP_LANDING_FAILED: u8 = 19;
 /// `OP_UNAVAILABLE`: the pending payload cannot be read (a device copy
 /// failed); its frame is taken back unsent.
 pub const OP_UNAVAILABLE: u8 = 23;
+/// `OP_MAP flags id:u8 base:u8 len:u8`: flags bit 0 withdraws buffer
+/// `id % 80`, else announces it at `0x6000_0000 + base × 0x100` (address 0
+/// with bit 1, a wrapping range with bit 2) of `len × 4` bytes.
+pub const OP_MAP: u8 = 31;
 
 /// `K_HELLO p`: the peer's `Hello` (p: bit 0 flips the auth mode, bits 1-2
 /// the payload limit, bits 3-4 the request limit).
@@ -146,6 +160,11 @@ pub const K_GOODBYE: u8 = 13;
 pub const K_LOCAL: u8 = 14;
 /// `K_PID_CHALLENGE len`: a `PidChallenge` with a socket name of `1 + len % 100` bytes.
 pub const K_PID_CHALLENGE: u8 = 15;
+/// `K_LOCAL_MAP flags id:u8 base:u8 len:u8 fd:u8`: a `LocalMap` announcing
+/// buffer `id` at `0x7000_0000 + base × 0x100` of `len × 4` bytes (len 0:
+/// withdrawing it); flags bit 0 puts it at address 0, bit 1 makes it wrap,
+/// bit 2 sets the fd of a withdrawal (all three malformed).
+pub const K_LOCAL_MAP: u8 = 16;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
 
@@ -321,6 +340,7 @@ enum Seen {
         len: u32,
     },
     PidChallenge,
+    LocalMap(LocalMap),
 }
 
 impl Seen {
@@ -371,6 +391,7 @@ impl Seen {
                 len: a.len,
             },
             Frame::PidChallenge { .. } => Seen::PidChallenge,
+            Frame::LocalMap(m) => Seen::LocalMap(m),
         }
     }
 }
@@ -424,6 +445,35 @@ struct Harness {
     connected: bool,
     closed_event: bool,
     notes_taken: usize,
+
+    /// The peer's buffers as the link must hold them; `None` once the peer
+    /// broke a rule of `LocalMap` (the link must then be closed).
+    peer_maps: Option<Vec<LocalMap>>,
+    /// The buffers the shell announced and has not seen withdrawn on the
+    /// wire: `(buffer, sent, withdrawn)`.
+    my_maps: Vec<(LocalMap, bool, bool)>,
+    /// The link's buffers as the peer knows them from the frames sent.
+    peer_view: Vec<LocalMap>,
+}
+
+/// One `LocalMap` applied to `maps` by the receiver's rules; false when it
+/// breaks one (unknown withdrawal, id twice, overlap, table full).
+fn apply_map(maps: &mut Vec<LocalMap>, m: LocalMap) -> bool {
+    if m.len == 0 {
+        let Some(i) = maps.iter().position(|e| e.id == m.id) else {
+            return false;
+        };
+        maps.remove(i);
+        return true;
+    }
+    let clash = maps
+        .iter()
+        .any(|e| e.id == m.id || (m.base < e.base + e.len && e.base < m.base + m.len));
+    if clash || maps.len() == MAX_LOCAL_MAPS {
+        return false;
+    }
+    maps.push(m);
+    true
 }
 
 impl Harness {
@@ -434,6 +484,9 @@ impl Harness {
         cfg.host_id = [7; 32];
         if flags & F_OFFER_LOCAL != 0 {
             cfg.caps = caps::PROCESS_VM;
+        }
+        if flags & F_MAPS != 0 {
+            cfg.caps |= caps::SHARED_MEMORY;
         }
         if flags & F_SECRET != 0 {
             cfg = cfg.with_secret(SECRET).expect("valid secret");
@@ -482,6 +535,9 @@ impl Harness {
             connected: false,
             closed_event: false,
             notes_taken: 0,
+            peer_maps: Some(Vec::new()),
+            my_maps: Vec::new(),
+            peer_view: Vec::new(),
         };
         assert_eq!(h.link.state(), LinkState::Handshaking);
         if flags & F_HANDSHAKE != 0 {
@@ -521,7 +577,8 @@ impl Harness {
                 let bytes = input.bytes(n);
                 self.inbound.extend_from_slice(bytes);
             }
-            OP_FRAME | 29..=31 => self.peer_frame(input),
+            OP_FRAME | 29 | 30 => self.peer_frame(input),
+            OP_MAP => self.map(input),
             OP_PUMP | 14..=18 => {
                 let b = input.u8();
                 let piece = match b {
@@ -604,6 +661,25 @@ impl Harness {
         assert!(self.link.requests_in_flight() <= MAX_OUTSTANDING);
         if self.closed() {
             assert!(!self.link.can_submit());
+            assert_eq!(
+                self.link.peer_local_maps().count(),
+                0,
+                "a closed link keeps buffers"
+            );
+            return;
+        }
+        let want = self
+            .peer_maps
+            .as_ref()
+            .expect("the peer broke a rule of LocalMap and the link is still open");
+        let mut have: Vec<LocalMap> = self.link.peer_local_maps().collect();
+        have.sort_by_key(|m| m.id);
+        let mut want = want.clone();
+        want.sort_by_key(|m| m.id);
+        assert_eq!(have, want, "the peer's buffers");
+        for m in &want {
+            assert_eq!(self.link.peer_local_map(m.base, m.len), Some(*m));
+            assert_eq!(self.link.peer_local_map(m.base + m.len - 1, 2), None);
         }
     }
 
@@ -613,7 +689,7 @@ impl Harness {
     fn peer_frame(&mut self, input: &mut Input<'_>) {
         let kind = input.u8();
         let start = self.inbound.len();
-        match (kind & 0x7f) % 16 {
+        match (kind & 0x7f) % 17 {
             K_HELLO => self.peer_frame_bytes(K_HELLO, input.u8()),
             K_HELLO_ACK => self.peer_frame_bytes(K_HELLO_ACK, input.u8()),
             K_AUTH => self.peer_frame_bytes(K_AUTH, input.u8()),
@@ -736,6 +812,28 @@ impl Harness {
                     socket: &socket,
                 });
             }
+            K_LOCAL_MAP => {
+                let flags = input.u8();
+                let id = u64::from(input.u8());
+                let base = 0x7000_0000 + u64::from(input.u8()) * 0x100;
+                let len = u64::from(input.u8()) * 4;
+                let fd = u32::from(input.u8());
+                let m = match (len, flags & 7) {
+                    (0, f) => LocalMap {
+                        fd: u32::from(f & 4 != 0) * fd.max(1),
+                        ..LocalMap::withdraw(id)
+                    },
+                    (_, f) if f & 1 != 0 => LocalMap { id, base: 0, len, fd },
+                    (_, f) if f & 2 != 0 => LocalMap {
+                        id,
+                        base: u64::MAX - len / 2,
+                        len,
+                        fd,
+                    },
+                    _ => LocalMap { id, base, len, fd },
+                };
+                self.push_frame(&Frame::LocalMap(m));
+            }
             K_PING => {
                 let token = u64::from(input.u8());
                 self.push_frame(&Frame::Ping { token });
@@ -746,6 +844,7 @@ impl Harness {
                 self.push_frame(&Frame::Pong { token });
             }
             _ => {
+                // K_GOODBYE.
                 let code = ErrorCode::ALL[usize::from(input.u8()) % ErrorCode::ALL.len()];
                 self.push_frame(&Frame::Goodbye { code });
             }
@@ -779,7 +878,11 @@ impl Harness {
                     [0; 32]
                 };
                 let hello = Hello {
-                    caps: 0,
+                    caps: if self.flags & F_MAPS != 0 {
+                        caps::SHARED_MEMORY | caps::PROCESS_VM
+                    } else {
+                        0
+                    },
                     max_payload: [4096, 8192, 65536, MAX_PAYLOAD_LIMIT][usize::from(p >> 1) & 3],
                     max_outstanding: [1, 2, 4, 64][usize::from(p >> 3) & 3],
                     auth: if auth_on { AUTH_HMAC_SHA256 } else { AUTH_NONE },
@@ -1013,6 +1116,14 @@ impl Harness {
                 });
             }
             Seen::PidChallenge => {}
+            Seen::LocalMap(m) => {
+                let Some(maps) = self.peer_maps.as_mut() else {
+                    return;
+                };
+                if self.flags & F_MAPS == 0 || !apply_map(maps, m) {
+                    self.peer_maps = None;
+                }
+            }
             Seen::ReadData { req_id, .. } => self.in_cur = Some(Incoming::Read { req_id, landed: 0 }),
             Seen::InfoReq { req_id } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
@@ -1438,14 +1549,50 @@ impl Harness {
                 assert!(!self.sent_goodbye, "a second Goodbye");
                 self.sent_goodbye = true;
             }
+            Seen::LocalMap(m) => self.on_link_map(m),
             Seen::LocalReq { .. } | Seen::PidChallenge => {
                 panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
         }
     }
 
-    /// A request of the link: established, fresh id, within the limits.
+    /// A `LocalMap` of the link: to a peer that maps buffers, for what the
+    /// shell announced or withdrew, by the rules the peer checks.
+    fn on_link_map(&mut self, m: LocalMap) {
+        assert!(
+            self.flags & F_MAPS != 0,
+            "LocalMap to a peer that maps no buffers"
+        );
+        let due = |e: &(LocalMap, bool, bool)| {
+            e.0.id == m.id
+                && if m.len == 0 {
+                    e.1 && e.2
+                } else {
+                    !e.1 && !e.2 && e.0 == m
+                }
+        };
+        let i = self.my_maps.iter().position(due);
+        let i = i.unwrap_or_else(|| panic!("{m:?} was not due: {:?}", self.my_maps));
+        if m.len == 0 {
+            self.my_maps.remove(i);
+        } else {
+            self.my_maps[i].1 = true;
+        }
+        assert!(
+            apply_map(&mut self.peer_view, m),
+            "{m:?} breaks a rule: {:?}",
+            self.peer_view
+        );
+    }
+
+    /// A request of the link: established, fresh id, within the limits,
+    /// and no change of buffers still due before it.
     fn check_request(&mut self, req_id: u64, len: u64) {
+        assert!(
+            self.my_maps.iter().all(|e| e.1 != e.2),
+            "a request went before a due LocalMap: {:?}",
+            self.my_maps
+        );
         assert_eq!(
             self.link.state(),
             LinkState::Established,
@@ -1484,6 +1631,9 @@ impl Harness {
                 Event::Connected => {
                     assert!(!self.connected, "Connected twice");
                     self.connected = true;
+                    if self.flags & F_MAPS != 0 {
+                        self.link.set_local_copy(true);
+                    }
                     assert_eq!(self.link.state(), LinkState::Established);
                     assert!(self.link.peer().is_some());
                 }
@@ -1605,6 +1755,71 @@ impl Harness {
                 canceled: false,
                 progress: 0,
             });
+        }
+    }
+
+    /// Announces or withdraws one of this side's buffers, checking the
+    /// answer against the model.
+    fn map(&mut self, input: &mut Input<'_>) {
+        let flags = input.u8();
+        let id = u64::from(input.u8() % 80);
+        let b = u64::from(input.u8());
+        let len = u64::from(input.u8()) * 4;
+        if self.closed() {
+            self.my_maps.clear();
+        }
+        let live = |e: &&(LocalMap, bool, bool)| !e.2;
+        if flags & 1 != 0 {
+            let known = self.my_maps.iter().filter(live).any(|e| e.0.id == id);
+            assert_eq!(self.link.withdraw_local_map(id), known, "withdraw of {id}");
+            if let Some(i) = self.my_maps.iter().position(|e| e.0.id == id && !e.2) {
+                if self.my_maps[i].1 {
+                    self.my_maps[i].2 = true;
+                } else {
+                    self.my_maps.remove(i);
+                }
+            }
+        } else {
+            let base = match flags & 6 {
+                0 => 0x6000_0000 + b * 0x100,
+                2 => 0,
+                _ => u64::MAX - b,
+            };
+            let m = LocalMap { id, base, len, fd: 5 };
+            let may = self.flags & F_MAPS != 0
+                && self.link.local_copy()
+                && self
+                    .link
+                    .peer()
+                    .is_some_and(|p| p.caps & caps::SHARED_MEMORY != 0);
+            let bad = len == 0
+                || base == 0
+                || base.checked_add(len).is_none()
+                || self.my_maps.iter().any(|e| e.0.id == id)
+                || self
+                    .my_maps
+                    .iter()
+                    .filter(live)
+                    .any(|e| base < e.0.base + e.0.len && e.0.base < base.saturating_add(len));
+            let want = if self.closed() {
+                Some(ErrorCode::Disconnected)
+            } else if !may {
+                Some(ErrorCode::NotSupported)
+            } else if bad {
+                Some(ErrorCode::Invalid)
+            } else if self.my_maps.len() == MAX_LOCAL_MAPS {
+                Some(ErrorCode::NotReady)
+            } else {
+                None
+            };
+            let r = self.link.announce_local_map(m);
+            assert_eq!(r.as_ref().err().map(|e| e.code()), want, "announce {m:?}: {r:?}");
+            if r.is_ok() {
+                self.my_maps.push((m, false, false));
+            }
+        }
+        for e in &self.my_maps {
+            assert_eq!(self.link.local_map_announced(e.0.id), !e.2, "{e:?}");
         }
     }
 
@@ -1892,5 +2107,16 @@ impl Script {
     /// Unregister region `idx`, or register it again.
     pub fn toggle(self, idx: u8) -> Script {
         self.op(OP_TOGGLE, &[idx])
+    }
+
+    /// Announce (flags bit 0 clear) or withdraw one of this side's buffers
+    /// (see [`OP_MAP`]).
+    pub fn map(self, flags: u8, id: u8, base: u8, len: u8) -> Script {
+        self.op(OP_MAP, &[flags, id, base, len])
+    }
+
+    /// A `LocalMap` of the peer (see [`K_LOCAL_MAP`]).
+    pub fn peer_map(self, flags: u8, id: u8, base: u8, len: u8) -> Script {
+        self.frame(K_LOCAL_MAP, &[flags, id, base, len, 9])
     }
 }

@@ -9,9 +9,10 @@
 //! The test `seed_corpus_is_current` fails when the committed seeds differ
 //! from what this file generates (after a wire change, say).
 
+use te_proto::link::MAX_LOCAL_MAPS;
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, LocalAccess, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN, MAX_BODY,
-    MAX_CONTROL_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalMap, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN,
+    MAX_BODY, MAX_CONTROL_LEN,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -185,6 +186,16 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
                 peer_addr: 0x7000_0000,
             })),
         ),
+        (
+            "local-map",
+            enc(&Frame::LocalMap(LocalMap {
+                id: 0x808,
+                base: 0x7000_0000,
+                len: 1 << 20,
+                fd: 12,
+            })),
+        ),
+        ("local-unmap", enc(&Frame::LocalMap(LocalMap::withdraw(0x808)))),
     ]
 }
 
@@ -222,7 +233,7 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
         ("bad-magic", patch(ping.clone(), 0, b"XE")),
         ("bad-version", patch(ping.clone(), 2, &[2])),
         ("unknown-opcode-0", patch(ping.clone(), 3, &[0])),
-        ("unknown-opcode-18", patch(ping.clone(), 3, &[18])),
+        ("unknown-opcode-19", patch(ping.clone(), 3, &[19])),
         ("flags-set", patch(ping.clone(), 4, &[0, 1])),
         ("header-reserved-set", patch(ping.clone(), 6, &[0x80, 0])),
         ("body-too-long", patch(ping.clone(), 8, &body_len(MAX_BODY + 1))),
@@ -418,6 +429,62 @@ pub fn link_seeds() -> Vec<Seed> {
         )
         .toggle(0),
     ));
+    // Mapped buffers, the peer's and the link's.
+    let maps = || drain(Script::new(HS | F_MAPS));
+    out.push((
+        "peer-maps",
+        drain(
+            maps()
+                .peer_map(0, 1, 0, 64)
+                .peer_map(0, 2, 1, 64)
+                .peer_map(0, 1, 0, 0)
+                .peer_map(0, 3, 0, 32)
+                .access(K_READ_REQ, 0, 0x100, 0x200, 1, 2),
+        ),
+    ));
+    for (name, bad) in [
+        ("peer-map-twice", [0u8, 1, 4, 1]),
+        ("peer-map-overlap", [0, 2, 0, 80]),
+        ("peer-map-unknown-withdraw", [0, 7, 0, 0]),
+        ("peer-map-null", [1, 2, 9, 1]),
+        ("peer-map-wraps", [2, 2, 9, 1]),
+        ("peer-map-withdraw-fd", [4, 1, 0, 0]),
+    ] {
+        let s = maps().peer_map(0, 1, 0, 64);
+        out.push((name, drain(s.peer_map(bad[0], bad[1], bad[2], bad[3]))));
+    }
+    out.push(("peer-map-not-offered", drain(est().peer_map(0, 1, 0, 64))));
+    let mut full = maps();
+    for id in 0..=MAX_LOCAL_MAPS as u8 {
+        full = full.peer_map(0, id, id, 1);
+    }
+    out.push(("peer-maps-full", drain(full)));
+    out.push((
+        "link-maps",
+        drain(
+            maps()
+                .map(0, 1, 0, 64)
+                .map(0, 2, 1, 64)
+                .submit(0, 0, 0, 0x100, 0, 0, 0, 0)
+                .transmit(0x0e)
+                .map(1, 1, 0, 0)
+                .map(0, 3, 0, 32)
+                .map(0, 4, 0, 32)
+                .map(0, 0, 0, 0)
+                .map(2, 5, 0, 4)
+                .map(4, 5, 0, 4)
+                .map(0, 6, 7, 1)
+                .map(1, 6, 0, 0)
+                .map(1, 9, 0, 0)
+                .submit(1, 0, 0, 0x100, 0, 0x200, 0, 0),
+        ),
+    ));
+    let mut full = maps();
+    for id in 0..=MAX_LOCAL_MAPS as u8 {
+        full = full.map(0, id, id, 1);
+    }
+    out.push(("link-maps-refused", drain(est().map(0, 1, 0, 64)).map(0, 2, 1, 1)));
+    out.push(("link-maps-many", drain(full.map(1, 3, 0, 0).map(0, 3, 40, 1))));
     out.push((
         "peer-read-too-big",
         drain(est().access(K_READ_REQ, 0, 0, 0x2000, 0, 1)),
