@@ -466,7 +466,7 @@ fn a_peers_bad_announcements_close_the_link() {
         ),
         (
             &[buffer(1, DST, 16), buffer(2, DST + 15, 16)],
-            "overlaps its buffer 0x1",
+            "overlaps peer's buffer 0x1",
         ),
         (
             &[buffer(1, DST, 16), LocalMap::withdraw(3)],

@@ -10,6 +10,20 @@ use crate::wire::LocalMap;
 /// buffer whose withdrawal has not been sent yet still takes a slot.
 pub const MAX_LOCAL_MAPS: usize = 64;
 
+/// `Invalid`: `whose` buffer `m` overlaps buffer `e`, both named by id and range.
+fn overlap(whose: &str, m: &LocalMap, e: &LocalMap) -> Status {
+    status!(
+        Invalid,
+        "{whose}buffer {:#x} at {:#x}+{:#x} overlaps {whose}buffer {:#x} at {:#x}+{:#x}",
+        m.id,
+        m.base,
+        m.len,
+        e.id,
+        e.base,
+        e.len
+    )
+}
+
 /// Where one of this side's buffers stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Out {
@@ -52,18 +66,9 @@ impl OutMaps {
                 m.id
             ));
         }
-        let live = self.entries.iter().filter(|(_, st)| *st != Out::WithdrawUnsent);
-        if let Some((e, _)) = live.clone().find(|(e, _)| e.overlaps(&m)) {
-            return Err(status!(
-                Invalid,
-                "buffer {:#x} at {:#x}+{:#x} overlaps buffer {:#x} at {:#x}+{:#x}",
-                m.id,
-                m.base,
-                m.len,
-                e.id,
-                e.base,
-                e.len
-            ));
+        let live = |(e, st): &&(LocalMap, Out)| *st != Out::WithdrawUnsent && e.overlaps(&m);
+        if let Some((e, _)) = self.entries.iter().find(live) {
+            return Err(overlap("", &m, e));
         }
         self.entries.push((m, Out::AnnounceUnsent)).map_err(|_| {
             status!(
@@ -154,16 +159,7 @@ impl InMaps {
             return Err(status!(Invalid, "peer announced buffer {:#x} twice", m.id));
         }
         if let Some(e) = self.entries.iter().find(|e| e.overlaps(&m)) {
-            return Err(status!(
-                Invalid,
-                "peer's buffer {:#x} at {:#x}+{:#x} overlaps its buffer {:#x} at {:#x}+{:#x}",
-                m.id,
-                m.base,
-                m.len,
-                e.id,
-                e.base,
-                e.len
-            ));
+            return Err(overlap("peer's ", &m, e));
         }
         self.entries.push(m).map_err(|_| {
             status!(
