@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use te_proto::wire::{
-    encode_info_reply, Decoder, Frame, Hello, Progress, INFO_PAGE_MAX, MAX_CONTROL_LEN, NOTIFY_MSG_MAX,
+    encode_info_reply, Decoder, Frame, Hello, LocalMap, Progress, INFO_PAGE_MAX, MAX_CONTROL_LEN,
+    NOTIFY_MSG_MAX,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -33,6 +34,7 @@ enum Owned {
     Ping(u64),
     Pong(u64),
     Goodbye(ErrorCode),
+    LocalMap(LocalMap),
 }
 
 fn location() -> impl Strategy<Value = Location> {
@@ -112,6 +114,13 @@ fn owned() -> impl Strategy<Value = Owned> {
         any::<u64>().prop_map(Owned::Ping),
         any::<u64>().prop_map(Owned::Pong),
         proptest::sample::select(&ErrorCode::ALL[..]).prop_map(Owned::Goodbye),
+        (any::<u64>(), 1u64.., any::<u64>(), any::<u32>()).prop_map(|(id, base, len, fd)| {
+            // A withdrawal when the range would wrap or be empty.
+            Owned::LocalMap(match base.checked_add(len) {
+                Some(_) if len > 0 => LocalMap { id, base, len, fd },
+                _ => LocalMap::withdraw(id),
+            })
+        }),
     ]
 }
 
@@ -175,6 +184,7 @@ fn encode(o: &Owned, buf: &mut [u8]) -> usize {
         &Owned::Ping(token) => Frame::Ping { token },
         &Owned::Pong(token) => Frame::Pong { token },
         &Owned::Goodbye(code) => Frame::Goodbye { code },
+        &Owned::LocalMap(m) => Frame::LocalMap(m),
     };
     f.encode(buf).unwrap()
 }
@@ -252,6 +262,7 @@ fn check(o: &Owned, f: &Frame<'_>) {
             assert_eq!(a, token)
         }
         (&Owned::Goodbye(a), &Frame::Goodbye { code }) => assert_eq!(a, code),
+        (&Owned::LocalMap(a), &Frame::LocalMap(m)) => assert_eq!(a, m),
         (o, f) => panic!("{o:?} decoded as {f:?}"),
     }
 }

@@ -334,7 +334,8 @@ impl Link {
     /// Withdraws announced buffer `id`: the peer forgets it before any
     /// request submitted after this call. Never fails for an announced id
     /// (its slot is kept until the withdrawal is sent; an announcement not
-    /// sent yet is simply dropped); false for an id that is not announced.
+    /// sent yet is simply dropped); false for an id that is not announced
+    /// (every id once the link is closed: a closed link forgets its buffers).
     pub fn withdraw_local_map(&mut self, id: u64) -> bool {
         self.s.maps_out.withdraw(id)
     }
