@@ -1,6 +1,8 @@
 //! The embedding mode: two engine cores driven from one caller-owned
-//! `mio::Poll` on a single thread, next to the caller's own sources. No
-//! thread is started by te.
+//! `mio::Poll` on a single thread, next to the caller's own sources. te
+//! starts no event loop; the same-host path (on by default, off with
+//! `path: Path::Tcp`) runs its own small threads: the process-proof
+//! verifier, one short-lived thread per claim, and a copy helper.
 //!
 //! `cargo run --release -p te-runtime --example embedded`
 

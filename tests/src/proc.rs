@@ -139,6 +139,11 @@ impl PeerProcess {
             .expect("segment name ends with :<port>")
     }
 
+    /// The process id (0 once reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         self.stdin.take();

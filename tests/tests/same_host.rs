@@ -147,6 +147,41 @@ fn engine_owned_memory_moves_byte_exact_over_both_paths() {
     round_trips(&e, &p, seg, Path::Tcp, false);
 }
 
+/// How many mappings of te's memfd buffers process `pid` has.
+fn buffer_mappings(pid: u32) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the peer's maps");
+    maps.lines().filter(|l| l.contains("memfd:te-buffer")).count()
+}
+
+#[test]
+fn the_peer_maps_engine_owned_memory_once_and_unmaps_it_when_freed() {
+    let p = peer(4 * MIB, 9, &[]);
+    let e = Engine::start(EngineConfig::default()).expect("engine");
+    let seg = open(&e, &p);
+    // The peer's own region is one of its buffers.
+    let own = buffer_mappings(p.pid());
+    let buf = local(&e, 4 * MIB, false);
+    for _ in 0..3 {
+        transfer(&e, seg, Op::Read, buf.addr, p.addr, 4 * MIB, Path::Shm).expect("read");
+        // SAFETY: the transfer ended.
+        unsafe { check_pattern(buf.addr, 4 * MIB, p.seed, 0) }.expect("read byte-exact");
+        transfer(&e, seg, Op::Write, buf.addr, p.addr, 4 * MIB, Path::Shm).expect("write back");
+    }
+    assert_eq!(
+        buffer_mappings(p.pid()),
+        own + 1,
+        "the peer maps our buffer, once for all its copies"
+    );
+    drop(buf);
+    // User memory is copied with process_vm; the request carrying it comes
+    // after the withdrawal of the freed buffer, which the peer acts on first.
+    let user = local(&e, 4096, true);
+    transfer(&e, seg, Op::Read, user.addr, p.addr, 4096, Path::Shm).expect("read into user memory");
+    // SAFETY: the transfer ended.
+    unsafe { check_pattern(user.addr, 4096, p.seed, 0) }.expect("user read byte-exact");
+    assert_eq!(buffer_mappings(p.pid()), own, "the freed buffer is unmapped");
+}
+
 #[test]
 fn user_memory_moves_byte_exact_over_both_paths() {
     let p = peer(REMOTE_LEN, 8, &["--user"]);

@@ -141,6 +141,15 @@ impl EngineCore {
         };
         let r = self.reg.unregister(loc, addr)?;
         self.release_sends(&r);
+        // Peers that map the buffer forget it before any later request:
+        // its address may be reused once it is unmapped.
+        if let Some(Owned::Host(buf)) = self.owned.get(&addr) {
+            if let Some(m) = buf.mapping() {
+                for conn in self.conns.iter_mut().flatten() {
+                    conn.link.withdraw_local_map(m.id);
+                }
+            }
+        }
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)

@@ -148,7 +148,7 @@ impl EngineCore {
             }
             Path::Tcp
         };
-        let same_host = SameHost::new(path, &mut link_cfg);
+        let same_host = SameHost::new(path, &mut link_cfg, &poll, base);
         info!(segment = %segment_name, "engine listening on {local_addr}");
         Ok(EngineCore {
             reg: Registry::new(vec![Entry::EMPTY; cfg.max_regions].into_boxed_slice()),
@@ -216,7 +216,11 @@ impl EngineCore {
     pub fn handle_event(&mut self, event: &mio::event::Event) {
         let t = event.token().0;
         if t == self.base {
+            // The listener, and the same-host path's notice that a claim ended.
             self.accept();
+            if self.same_host.take_notice() {
+                self.poll_claims();
+            }
             return;
         }
         let Some(c) = t.checked_sub(self.base + 1) else {
@@ -533,7 +537,11 @@ impl EngineCore {
                 continue;
             };
             let path = self.task_paths.remove(&task).unwrap_or(self.cfg.path);
-            if let Err(e) = SameHost::submit(conn, path, task, &req, Some(deadline)) {
+            let local_map = match self.local_pins.get(&task).and_then(|p| self.owned.get(&p.base)) {
+                Some(Owned::Host(buf)) => buf.mapping(),
+                _ => None,
+            };
+            if let Err(e) = SameHost::submit(conn, path, task, &req, Some(deadline), local_map) {
                 self.batch_errors
                     .entry(task.batch)
                     .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
@@ -614,6 +622,20 @@ impl EngineCore {
             .iter()
             .filter_map(|s| s.pending.front().map(|p| p.1));
         links.chain(pending).min()
+    }
+
+    /// Takes the outcome of every claim that has ended and serves those
+    /// connections (their tasks may take the same-host path now).
+    fn poll_claims(&mut self) {
+        for c in 0..self.conns.len() {
+            let claimed = match self.conns[c].as_mut() {
+                Some(conn) => self.same_host.poll_claim(conn),
+                None => false,
+            };
+            if claimed {
+                self.service(c);
+            }
+        }
     }
 
     /// Acts on the passing of time: deadlines, heartbeats, silent peers.

@@ -27,6 +27,28 @@ impl Pid {
         self.pid
     }
 
+    /// This process, for tests that copy to themselves.
+    #[cfg(test)]
+    pub fn this_process() -> Pid {
+        let pid = std::process::id() as i32;
+        Pid::new(pid, pidfd(pid).expect("pidfd of this process"))
+    }
+
+    /// Duplicates the process's descriptor `fd` into this process
+    /// (`pidfd_getfd`: the same permission as `process_vm_*`).
+    pub fn get_fd(&self, fd: u32) -> io::Result<OwnedFd> {
+        let fd = libc::c_int::try_from(fd)
+            .map_err(|_| io::Error::other(format!("descriptor {fd} out of range")))?;
+        // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags
+        // and returns a new descriptor or -1.
+        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), fd, 0) };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(got as i32) })
+    }
+
     /// Whether the process has exited (its pidfd turns readable).
     fn exited(&self) -> bool {
         let mut p = libc::pollfd {
@@ -40,9 +62,20 @@ impl Pid {
     }
 }
 
-/// The pid of the process at the other end of a Unix socket, as the kernel
-/// recorded it at connect time.
-pub(crate) fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
+/// The process at the other end of a Unix socket, as the kernel recorded
+/// it when that process connected.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    /// Refers to that very process, even if it has exited since and its pid
+    /// was reused (`SO_PEERPIDFD`; on kernels before 6.5, a pidfd opened
+    /// now, which narrows but does not close that window).
+    pub pidfd: OwnedFd,
+}
+
+/// The process at the other end of Unix socket `fd`.
+pub(crate) fn peer(fd: BorrowedFd<'_>) -> io::Result<Peer> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -65,11 +98,33 @@ pub(crate) fn peer_pid(fd: BorrowedFd<'_>) -> io::Result<i32> {
     if cred.pid <= 0 {
         return Err(io::Error::other("no peer pid"));
     }
-    Ok(cred.pid)
+    let mut raw: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `raw` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut raw as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    let pidfd = if r == 0 && raw >= 0 {
+        // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    } else {
+        pidfd(cred.pid)?
+    };
+    Ok(Peer {
+        pid: cred.pid,
+        uid: cred.uid,
+        pidfd,
+    })
 }
 
 /// A pidfd for `pid`.
-pub(crate) fn pidfd(pid: i32) -> io::Result<OwnedFd> {
+fn pidfd(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -212,11 +267,6 @@ mod tests {
 
     use super::*;
 
-    fn me() -> Pid {
-        let pid = std::process::id() as i32;
-        Pid::new(pid, pidfd(pid).expect("pidfd of this process"))
-    }
-
     fn copy(span: &[u8], peer: u64, to_peer: bool) -> LocalCopy {
         LocalCopy {
             span: Span::cpu(span.as_ptr() as u64, span.len() as u64),
@@ -232,7 +282,7 @@ mod tests {
         let (a, b) = (dst.as_mut_ptr() as u64, dst.as_mut_ptr() as u64 + 4096);
         // Two reads from "the peer" (this process): src halves into dst halves, swapped.
         let copies = [copy(&src[..4096], b, true), copy(&src[4096..], a, true)];
-        run_all(&me(), &copies).expect("batched copy");
+        run_all(&Pid::this_process(), &copies).expect("batched copy");
         assert_eq!(&dst[4096..], &src[..4096]);
         assert_eq!(&dst[..4096], &src[4096..]);
     }
@@ -244,10 +294,10 @@ mod tests {
         let good = copy(&src, dst.as_mut_ptr() as u64, true);
         // Page zero is never mapped.
         let bad = copy(&src, 0x10, true);
-        assert!(run_all(&me(), &[good, bad]).is_err());
-        run(&me(), &good).expect("the good copy alone");
+        assert!(run_all(&Pid::this_process(), &[good, bad]).is_err());
+        run(&Pid::this_process(), &good).expect("the good copy alone");
         assert_eq!(dst, src);
-        let e = run(&me(), &bad).unwrap_err();
+        let e = run(&Pid::this_process(), &bad).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Invalid);
         assert!(e.message().contains("0x10"), "{e}");
         let mixed = [
@@ -258,7 +308,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            run_all(&me(), &mixed).unwrap_err().code(),
+            run_all(&Pid::this_process(), &mixed).unwrap_err().code(),
             ErrorCode::NotSupported
         );
     }

@@ -8,6 +8,11 @@
 //! the owner's permission checks, bounds checks and draining unregister
 //! hold unchanged.
 //!
+//! When the initiator's memory is engine-owned (a sealed memfd, see
+//! `mem::HostBuffer`), the initiator announces it (`LocalMap`) and the
+//! owner maps it once and copies with `memcpy`, on two cores for large
+//! copies ([`split`]); the owner's checks are the same either way.
+//!
 //! The owner only copies into a process whose id it verified
 //! ([`pidproof`]): the peer proves, over a Unix socket the kernel vouches
 //! for (`SO_PEERCRED`), that it is the process at the other end of this
@@ -16,19 +21,23 @@
 //! - [`host`]: the host identity sent in the handshake.
 //! - [`pidproof`]: the challenge, the claim and the verifier thread.
 //! - [`copy`]: the cross-process copies.
+//! - [`maps`]: the peer's announced buffers, mapped.
+//! - [`split`]: large copies on two threads.
 //! - this file: the [`Path`] choice and the hooks the engine core calls.
 
 pub(crate) mod copy;
 pub(crate) mod host;
+pub(crate) mod maps;
 pub(crate) mod pidproof;
+pub(crate) mod split;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use te_proto::batch::TransferRequest;
-use te_proto::link::{caps, Link, LinkConfig, PidChallenge};
+use te_proto::link::{caps, Link, LinkConfig, LocalCopy, LocalMap, PidChallenge};
 use te_proto::{status, Instant, Location, Result, Status, TaskId};
 use tracing::{debug, info, warn};
 
@@ -81,6 +90,13 @@ pub(crate) struct SameHost {
     /// `None` when the engine does not offer the path (forced TCP, or the
     /// OS refuses cross-process copies); the reason was logged.
     verifier: Option<Arc<pidproof::Verifier>>,
+    /// Claim threads write a byte to the second end when they finish; the
+    /// first is registered with the engine's poll under the listener's
+    /// token. `None` with the path off.
+    notice: Option<(mio::net::UnixStream, Arc<std::os::unix::net::UnixStream>)>,
+    /// Copies through mapped buffers, on two threads when large; started
+    /// with the path.
+    splitter: Option<split::Splitter>,
 }
 
 /// A connection's same-host state.
@@ -91,11 +107,17 @@ pub(crate) struct ConnShm {
     /// The peer offers the path and is on this host: it challenges us too,
     /// and we wait for that until this moment.
     expect: Option<Instant>,
-    /// We answered the peer's challenge (it may come before our own
-    /// `Connected` is handled).
+    /// The peer challenged us (it may come before our own `Connected` is
+    /// handled); only the first challenge is answered.
+    challenged: bool,
+    /// Our claim is under way on a thread of its own.
+    claiming: Option<Claiming>,
+    /// Our answer to the peer's challenge is settled, accepted or not.
     answered: bool,
     /// Why our requests do not use the path, once known.
     refused: Option<String>,
+    /// The peer's announced buffers, as mapped here.
+    maps: maps::PeerMaps,
 }
 
 impl ConnShm {
@@ -115,25 +137,32 @@ impl ConnShm {
 impl SameHost {
     /// Sets up what `path` allows, and puts the host identity and the
     /// capability bits into `link`.
-    pub fn new(path: Path, link: &mut LinkConfig) -> SameHost {
+    pub fn new(path: Path, link: &mut LinkConfig, poll: &mio::Registry, token: mio::Token) -> SameHost {
         link.host_id = host::host_id();
+        let off = SameHost {
+            verifier: None,
+            notice: None,
+            splitter: None,
+        };
         if path == Path::Tcp {
-            return SameHost { verifier: None };
+            return off;
         }
-        if let Err(why) = copy::probe() {
-            warn!("same-host path off, transfers use TCP: {why}");
-            return SameHost { verifier: None };
-        }
-        match pidproof::Verifier::start() {
-            Ok(v) => {
-                link.caps |= caps::PROCESS_VM;
+        let started = copy::probe()
+            .and_then(|()| pidproof::unprivileged())
+            .and_then(|()| notice_pair(poll, token))
+            .and_then(|notice| Ok((notice, pidproof::Verifier::start()?)));
+        match started {
+            Ok((notice, v)) => {
+                link.caps |= caps::PROCESS_VM | caps::SHARED_MEMORY;
                 SameHost {
                     verifier: Some(Arc::new(v)),
+                    notice: Some(notice),
+                    splitter: Some(split::Splitter::start()),
                 }
             }
             Err(why) => {
                 warn!("same-host path off, transfers use TCP: {why}");
-                SameHost { verifier: None }
+                off
             }
         }
     }
@@ -167,34 +196,33 @@ impl SameHost {
         }
     }
 
-    /// After input: answers the peer's challenge (enabling our requests on
-    /// the path), then does the copies the peer asked for.
+    /// After input: starts answering the peer's challenge (the claim runs
+    /// on a thread; [`poll_claim`](Self::poll_claim) takes its outcome),
+    /// then does the copies the peer asked for.
     pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg) {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
         if let Some(ch) = link.take_pid_challenge() {
-            // Only the first challenge is answered: each answer may block
-            // this thread for up to the claim timeout.
-            let first = !std::mem::replace(&mut st.answered, true);
-            let claimed = match ends {
+            // Only the first challenge is answered: each answer takes a
+            // thread for up to the claim timeout.
+            let first = !std::mem::replace(&mut st.challenged, true);
+            let checked = match ends {
                 _ if !first => Err("the peer challenged twice; ignored".to_string()),
                 None => Err("connection addresses unknown".to_string()),
-                Some(ends) => self.answer(link, cfg, &ch, ends),
+                Some(ends) => self.check_challenge(link, cfg, &ch).map(|()| ends),
             };
-            match claimed {
-                Ok(()) => {
-                    link.set_local_copy(true);
-                    st.refused = None;
-                    info!(peer = %peer_addr, "same-host path enabled");
-                }
+            match checked {
+                Ok(ends) => st.claiming = Some(Claiming::start(ch, ends, self.notifier())),
                 Err(why) if !first => debug!(peer = %peer_addr, "{why}"),
                 Err(why) => {
                     warn!(peer = %peer_addr, "same-host path refused, using TCP: {why}");
                     st.refused = Some(why);
+                    st.answered = true;
                 }
             }
         }
+        st.maps.retain_announced(link);
         if link.poll_copy().is_none() {
             return;
         }
@@ -206,15 +234,26 @@ impl SameHost {
             }
             return;
         };
-        // Copies in one direction go in one system call, up to a window's
-        // worth; should that call fail, each is done alone for its own answer.
+        // Copies into or out of a buffer the peer announced go through its
+        // mapping. The others, in one direction, go in one system call, up
+        // to a window's worth; should that call fail, each is done alone
+        // for its own answer.
         while let Some(first) = link.poll_copy() {
+            if let Some(map) = link.peer_local_map(first.peer_addr, first.span.len) {
+                if let Some(theirs) = st.maps.address(&pid, map, first.peer_addr, first.span.len) {
+                    self.copy_mapped(&first, theirs);
+                    link.copy_done(Ok(()), reg);
+                    continue;
+                }
+            }
             let mut run = [first; copy::BATCH];
             let mut n = 0;
-            for c in link
+            for (_, c) in link
                 .pending_copies()
                 .take(copy::BATCH)
-                .take_while(|c| c.to_peer == first.to_peer)
+                .enumerate()
+                .take_while(|(_, c)| c.to_peer == first.to_peer)
+                .take_while(|(i, c)| *i == 0 || link.peer_local_map(c.peer_addr, c.span.len).is_none())
             {
                 run[n] = c;
                 n += 1;
@@ -230,15 +269,78 @@ impl SameHost {
         }
     }
 
-    /// Answers a challenge when this engine offers the path, the peer is on
-    /// this host and network namespace and names a te verifier socket (so a
-    /// peer cannot make us talk to some other local service).
-    fn answer(
+    /// Does copy `c` between our span and the peer's bytes mapped at `theirs`.
+    fn copy_mapped(&self, c: &LocalCopy, theirs: *mut u8) {
+        let ours = c.span.addr as usize as *mut u8;
+        let len = c.span.len as usize;
+        let (dst, src) = if c.to_peer {
+            (theirs, ours.cast_const())
+        } else {
+            (ours, theirs.cast_const())
+        };
+        // SAFETY: `ours` is our registered host span, pinned by the link
+        // until `copy_done`; `theirs` lies inside the peer's buffer mapped
+        // here for its announced length, which its seals keep valid. They
+        // do not overlap (the mapping is a fresh one). No Rust reference to
+        // either is alive; the peer changing its bytes meanwhile tears the
+        // copy, which is its own affair, as over TCP.
+        match &self.splitter {
+            Some(s) => unsafe { s.copy(dst, src, len) },
+            None => unsafe { std::ptr::copy_nonoverlapping(src, dst, len) },
+        }
+    }
+
+    /// Empties the claim notice socket; true when a claim has ended since
+    /// the last call.
+    pub fn take_notice(&mut self) -> bool {
+        let Some((rx, _)) = self.notice.as_mut() else {
+            return false;
+        };
+        let mut any = false;
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = std::io::Read::read(rx, &mut buf) {
+            any |= n > 0;
+        }
+        any
+    }
+
+    /// The end claim threads write to.
+    fn notifier(&self) -> Option<Arc<std::os::unix::net::UnixStream>> {
+        self.notice.as_ref().map(|(_, tx)| tx.clone())
+    }
+
+    /// Takes the outcome of the connection's claim once it has ended:
+    /// enables the path for our requests, or records why not. True when
+    /// the outcome came now (the connection has new work).
+    pub fn poll_claim(&self, conn: &mut Conn) -> bool {
+        let Some(outcome) = conn.shm.claiming.as_ref().and_then(Claiming::outcome) else {
+            return false;
+        };
+        let st = &mut conn.shm;
+        st.claiming = None;
+        st.answered = true;
+        match outcome {
+            Ok(()) => {
+                conn.link.set_local_copy(true);
+                st.refused = None;
+                info!(peer = %conn.peer_addr, "same-host path enabled");
+            }
+            Err(why) => {
+                warn!(peer = %conn.peer_addr, "same-host path refused, using TCP: {why}");
+                st.refused = Some(why);
+            }
+        }
+        true
+    }
+
+    /// Whether to answer a challenge: this engine offers the path, the peer
+    /// is on this host and network namespace and names a te verifier
+    /// socket (so a peer cannot make us talk to some other local service).
+    fn check_challenge(
         &self,
         link: &Link,
         cfg: &LinkConfig,
         ch: &PidChallenge,
-        ends: Ends,
     ) -> std::result::Result<(), String> {
         if !self.enabled() {
             return Err("this engine does not offer the same-host path".into());
@@ -252,25 +354,38 @@ impl SameHost {
                 String::from_utf8_lossy(&ch.socket)
             ));
         }
-        pidproof::claim(ch, ends)
+        Ok(())
     }
 
     /// Hands a task to the link on the path `path` chooses. `NotSupported`
     /// for a forced same-host path the link does not have.
+    /// `local_map` is the engine-owned buffer holding the task's local
+    /// span, if any: announced to the peer (once per link) before the
+    /// task's first request, so that the peer can map it.
     pub fn submit(
         conn: &mut Conn,
         path: Path,
         task: TaskId,
         req: &TransferRequest,
         deadline: Option<Instant>,
+        local_map: Option<LocalMap>,
     ) -> Result<()> {
         let (link, st) = (&mut conn.link, &conn.shm);
         let host = req.local.location == Location::Cpu;
+        let local = host && link.local_copy() && path != Path::Tcp;
+        if let Some(m) = local_map.filter(|m| local && !link.local_map_announced(m.id)) {
+            if let Err(e) = link.announce_local_map(m) {
+                debug!(
+                    "buffer {} not announced, the peer copies with process_vm: {e}",
+                    m.id
+                );
+            }
+        }
         match path {
             Path::Tcp => link.submit(task, req, deadline),
-            Path::Auto if host && link.local_copy() => link.submit_local(task, req, deadline),
+            Path::Auto if local => link.submit_local(task, req, deadline),
             Path::Auto => link.submit(task, req, deadline),
-            Path::Shm if host && link.local_copy() => link.submit_local(task, req, deadline),
+            Path::Shm if local => link.submit_local(task, req, deadline),
             Path::Shm if !host => Err(status!(
                 NotSupported,
                 "same-host path needs host memory, task's local memory is {}",
@@ -290,6 +405,58 @@ impl SameHost {
             v.forget(t);
         }
     }
+}
+
+/// A claim answering the peer's challenge, made on a thread of its own:
+/// it waits on the peer's verifier for up to the claim timeout, which must
+/// not hold up the event loop (and every API call waiting for its lock).
+#[derive(Debug)]
+struct Claiming {
+    outcome: Arc<Mutex<Option<std::result::Result<(), String>>>>,
+}
+
+impl Claiming {
+    /// Starts the claim; when it ends, a byte on `notice` wakes the loop.
+    fn start(ch: PidChallenge, ends: Ends, notice: Option<Arc<std::os::unix::net::UnixStream>>) -> Claiming {
+        let outcome = Arc::new(Mutex::new(None));
+        let slot = outcome.clone();
+        let spawned = std::thread::Builder::new()
+            .name("te-pid-claim".into())
+            .spawn(move || {
+                let r = pidproof::claim(&ch, ends);
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                if let Some(n) = notice {
+                    // Non-blocking: a full socket already holds a notice.
+                    let _ = std::io::Write::write(&mut &*n, &[1]);
+                }
+            });
+        if let Err(e) = spawned {
+            *outcome.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Err(format!("cannot start a claim thread: {e}")));
+        }
+        Claiming { outcome }
+    }
+
+    /// The claim's outcome, once it has ended.
+    fn outcome(&self) -> Option<std::result::Result<(), String>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The claim notice socket pair, its reading end registered under `token`.
+fn notice_pair(
+    poll: &mio::Registry,
+    token: mio::Token,
+) -> std::result::Result<(mio::net::UnixStream, Arc<std::os::unix::net::UnixStream>), String> {
+    let (rx, tx) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("notice socket: {e}"))?;
+    for s in [&rx, &tx] {
+        s.set_nonblocking(true)
+            .map_err(|e| format!("notice socket: {e}"))?;
+    }
+    let mut rx = mio::net::UnixStream::from_std(rx);
+    poll.register(&mut rx, token, mio::Interest::READABLE)
+        .map_err(|e| format!("notice socket: {e}"))?;
+    Ok((rx, Arc::new(tx)))
 }
 
 /// Both ends of a connection, once connected.

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub(crate) const SOCKET_PREFIX: &[u8] = b"te-pid-";
 const CLAIM_MAX: usize = 256;
 /// Most challenges waiting for their claim; the oldest is dropped beyond.
 const PENDING_MAX: usize = 4096;
+/// Most claims checked at once, each on a thread of its own (a claimant
+/// may take the whole claim timeout); more are refused at once.
+const CLAIMS_AT_ONCE: usize = 16;
 
 /// What the verifier knows of one challenge.
 struct Pending {
@@ -144,37 +147,74 @@ fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn serve(listener: UnixListener, table: &Mutex<Table>, stop: &AtomicBool) {
+/// Accepts claimants and checks each claim on a thread of its own, at
+/// most [`CLAIMS_AT_ONCE`] at a time, so that a slow or silent claimant
+/// delays no other.
+fn serve(listener: UnixListener, table: &Arc<Mutex<Table>>, stop: &AtomicBool) {
+    let busy = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        match conn {
-            Ok(s) => {
-                let answer = match check_claim(&s, table) {
-                    Ok(()) => "1\n".to_string(),
-                    Err(why) => {
-                        warn!("refused a same-host claim: {why}");
-                        format!("0 {why}\n")
-                    }
-                };
-                let mut s = s;
-                let _ = s.write_all(answer.as_bytes());
+        let s = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("verifier accept: {e}");
+                continue;
             }
-            Err(e) => debug!("verifier accept: {e}"),
+        };
+        // The claimant's identity as the kernel recorded it at connect
+        // time, before anything else can happen to that process.
+        let who = super::copy::peer(s.as_fd());
+        if busy.fetch_add(1, Ordering::AcqRel) >= CLAIMS_AT_ONCE {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            answer(
+                s,
+                Err(format!("{CLAIMS_AT_ONCE} claims are being checked; try again")),
+            );
+            continue;
+        }
+        let (t, b) = (table.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("te-pid-check".into())
+            .spawn(move || {
+                let r = who
+                    .map_err(|e| format!("peer credentials: {e}"))
+                    .and_then(|who| check_claim(&s, who, &t));
+                answer(s, r);
+                b.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            debug!("cannot start a claim check: {e}");
         }
     }
 }
 
-/// Reads one claim and records the claimant's pid when it holds.
-fn check_claim(s: &UnixStream, table: &Mutex<Table>) -> Result<(), String> {
-    s.set_read_timeout(Some(CLAIM_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let pid = super::copy::peer_pid(s.as_fd()).map_err(|e| format!("peer credentials: {e}"))?;
+/// Sends the verdict on a claim.
+fn answer(mut s: UnixStream, verdict: Result<(), String>) {
+    let line = match verdict {
+        Ok(()) => "1\n".to_string(),
+        Err(why) => {
+            warn!("refused a same-host claim: {why}");
+            format!("0 {why}\n")
+        }
+    };
+    let _ = s.set_write_timeout(Some(CLAIM_TIMEOUT));
+    let _ = s.write_all(line.as_bytes());
+}
+
+/// Reads one claim and records the claimant's process when it holds.
+fn check_claim(s: &UnixStream, who: super::copy::Peer, table: &Mutex<Table>) -> Result<(), String> {
+    let super::copy::Peer { pid, uid, pidfd } = who;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if uid != euid {
+        return Err(format!("process {pid} runs as uid {uid}, this engine as {euid}"));
+    }
     let line = read_line(s).map_err(|e| format!("reading the claim: {e}"))?;
     let Claim { token, ends, probe } =
         parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
-    let pidfd = super::copy::pidfd(pid).map_err(|e| format!("pidfd of {pid}: {e}"))?;
     let mut back = [0u8; 32];
     super::copy::peek(pid, probe, &mut back).map_err(|e| {
         format!("cannot read process {pid} ({e}): cross-process copies are not allowed (ptrace_scope?)")
@@ -265,6 +305,29 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Refuses the path for an engine that may write into processes of other
+/// users (`CAP_SYS_PTRACE` without being root): a proven peer could exec a
+/// set-user-id program and have the engine's copies land in it. A root
+/// engine only serves root peers (same uid), which gain nothing.
+pub(crate) fn unprivileged() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or("no CapEff in /proc/self/status")?;
+    const CAP_SYS_PTRACE: u32 = 19;
+    if eff & (1 << CAP_SYS_PTRACE) != 0 {
+        return Err("this engine holds CAP_SYS_PTRACE without being root: it could be made to write into other users' processes".into());
+    }
+    Ok(())
+}
+
 /// Answers a peer's challenge: proves this process to the peer's verifier.
 pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
     let addr = UnixAddr::from_abstract_name(&ch.socket).map_err(|e| format!("socket name: {e}"))?;
@@ -344,6 +407,20 @@ mod tests {
         let forged = PidChallenge::new([1; 32], v.socket_name()).unwrap();
         let why = claim(&forged, ends("127.0.0.1:6000", "127.0.0.1:5000")).unwrap_err();
         assert!(why.contains("unknown token"), "{why}");
+    }
+
+    #[test]
+    fn a_silent_claimant_does_not_hold_up_an_honest_one() {
+        let v = Verifier::start().unwrap();
+        let addr = UnixAddr::from_abstract_name(v.socket_name()).unwrap();
+        // Connected and silent: its check waits for the claim timeout.
+        let _silent = UnixStream::connect_addr(&addr).unwrap();
+        let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
+        let ch = PidChallenge::new(token, v.socket_name()).unwrap();
+        // Served one after the other, this claim would get no answer
+        // within its own timeout, the silent one's check taking as long.
+        claim(&ch, ends("127.0.0.1:6000", "127.0.0.1:5000")).expect("claimed beside a silent claimant");
+        assert!(v.verified(&token).is_some());
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! The peer's buffers this engine maps: a same-host peer announces its
+//! engine-owned memory (sealed memfds, `LocalMap` frames), and the owner of
+//! the registered memory maps each announced buffer once, at its first
+//! copy, and from then on copies with plain `memcpy` through the mapping
+//! instead of `process_vm_readv`/`process_vm_writev` (which pin the peer's
+//! pages on every call).
+//!
+//! The descriptor is taken from the proven process with `pidfd_getfd`
+//! (which needs the same permission as `process_vm_*`). A buffer is mapped
+//! only if it is a memfd sealed against shrinking and at least as long as
+//! announced, so no access through the mapping can fault; anything else is
+//! refused once (logged) and its copies take `process_vm_*`.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+#[cfg(test)]
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use te_proto::link::{Link, LocalMap};
+use tracing::{debug, warn};
+
+use super::copy::Pid;
+
+/// One announced buffer of the peer, as this engine holds it.
+enum Mapped {
+    /// Mapped at `ptr`; `map` is the announcement it was mapped for.
+    At { map: LocalMap, ptr: NonNull<u8> },
+    /// Could not be mapped (the reason was logged): use `process_vm_*`.
+    Refused(LocalMap),
+}
+
+impl Mapped {
+    fn announced(&self) -> &LocalMap {
+        match self {
+            Mapped::At { map, .. } | Mapped::Refused(map) => map,
+        }
+    }
+}
+
+/// The peer's buffers mapped for one connection, by announcement id.
+#[derive(Default)]
+pub(crate) struct PeerMaps {
+    maps: HashMap<u64, Mapped>,
+}
+
+impl std::fmt::Debug for PeerMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PeerMaps({} buffers)", self.maps.len())
+    }
+}
+
+// SAFETY: the mappings are plain shared memory owned by this value.
+unsafe impl Send for PeerMaps {}
+
+impl PeerMaps {
+    /// Our address of the peer's `[addr, addr + len)`, which lies inside
+    /// its announced buffer `map`; the buffer is mapped at first use.
+    /// `None` when it cannot be mapped.
+    pub fn address(&mut self, pid: &Pid, map: LocalMap, addr: u64, len: u64) -> Option<*mut u8> {
+        let off = addr.checked_sub(map.base)?;
+        if off.checked_add(len)? > map.len {
+            return None;
+        }
+        let stale = self.maps.get(&map.id).is_some_and(|m| *m.announced() != map);
+        if stale {
+            self.unmap(map.id);
+        }
+        let entry = self
+            .maps
+            .entry(map.id)
+            .or_insert_with(|| match map_buffer(pid, &map) {
+                Ok(ptr) => {
+                    debug!(
+                        id = map.id,
+                        len = map.len,
+                        "mapped a buffer of process {}",
+                        pid.pid()
+                    );
+                    Mapped::At { map, ptr }
+                }
+                Err(e) => {
+                    warn!(
+                        "cannot map buffer {} ({} bytes, fd {}) of process {}, copying with process_vm: {e}",
+                        map.id,
+                        map.len,
+                        map.fd,
+                        pid.pid()
+                    );
+                    Mapped::Refused(map)
+                }
+            });
+        match entry {
+            // `off + len <= map.len`, which is the mapping's length.
+            Mapped::At { ptr, .. } => Some(ptr.as_ptr().wrapping_add(off as usize)),
+            Mapped::Refused(_) => None,
+        }
+    }
+
+    /// Unmaps the buffers the peer no longer announces (or announces
+    /// differently), so that a withdrawn buffer's memory is released.
+    pub fn retain_announced(&mut self, link: &Link) {
+        if self.maps.is_empty() {
+            return;
+        }
+        let gone: Vec<u64> = self
+            .maps
+            .iter()
+            .filter(|(_, m)| !link.peer_local_maps().any(|a| a == *m.announced()))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.unmap(id);
+        }
+    }
+
+    fn unmap(&mut self, id: u64) {
+        if let Some(Mapped::At { map, ptr }) = self.maps.remove(&id) {
+            // SAFETY: mapped by `map_buffer` with this length; no copy runs
+            // (copies happen on this thread) and no reference into it lives.
+            let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), map.len as usize) };
+        }
+    }
+}
+
+impl Drop for PeerMaps {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.maps.keys().copied().collect();
+        for id in ids {
+            self.unmap(id);
+        }
+    }
+}
+
+/// Takes the peer's descriptor `map.fd`, checks it is a memfd sealed
+/// against shrinking and at least `map.len` long, and maps it shared.
+fn map_buffer(pid: &Pid, map: &LocalMap) -> io::Result<NonNull<u8>> {
+    let len = usize::try_from(map.len).map_err(|_| io::Error::other("length too large"))?;
+    let fd = pid.get_fd(map.fd)?;
+    // SAFETY: F_GET_SEALS on a descriptor we own; fails on non-memfd files.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 {
+        return Err(io::Error::other(format!(
+            "not a memfd: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    if seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(io::Error::other("the memfd is not sealed against shrinking"));
+    }
+    // SAFETY: a zeroed stat buffer filled by fstat on our own descriptor.
+    let size = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st.st_size
+    };
+    if u64::try_from(size).unwrap_or(0) < map.len {
+        return Err(io::Error::other(format!(
+            "the memfd holds {size} bytes, fewer than announced"
+        )));
+    }
+    let prot = rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE;
+    // SAFETY: a new shared mapping of a file that cannot shrink below `len`
+    // at an address the kernel chooses: it aliases nothing of ours, and no
+    // access within `len` can fault.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            rustix::mm::MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    }?;
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::HostBuffer;
+
+    /// A memfd of `len` bytes without seals.
+    fn unsealed(len: u64) -> OwnedFd {
+        // SAFETY: a NUL-terminated name; returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain call on our own descriptor.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }, 0);
+        fd
+    }
+
+    #[test]
+    fn a_sealed_buffer_is_mapped_once_and_shows_its_bytes() {
+        let me = Pid::this_process();
+        let buf = HostBuffer::new(1 << 20).unwrap();
+        let map = buf.mapping().expect("engine memory is a memfd");
+        // SAFETY: our own fresh buffer, no other reference.
+        unsafe { std::ptr::write_bytes((map.base + 4096) as *mut u8, 0xab, 16) };
+        let mut maps = PeerMaps::default();
+        let at = maps.address(&me, map, map.base + 4096, 16).expect("mapped");
+        assert_ne!(at as u64, map.base + 4096, "a second mapping of the same pages");
+        // SAFETY: 16 bytes inside the mapping just made.
+        assert_eq!(unsafe { std::slice::from_raw_parts(at, 16) }, &[0xab; 16]);
+        let again = maps.address(&me, map, map.base, 1).expect("still mapped");
+        assert_eq!(again as u64 + 4096, at as u64, "mapped once, not again");
+        // Outside the announced buffer: no address.
+        assert!(maps.address(&me, map, map.base + map.len - 8, 16).is_none());
+        assert!(maps.address(&me, map, map.base - 1, 2).is_none());
+    }
+
+    #[test]
+    fn an_unsealed_short_or_foreign_descriptor_is_refused() {
+        let me = Pid::this_process();
+        let mut maps = PeerMaps::default();
+        let fd = unsealed(8192);
+        let map = LocalMap {
+            id: 1,
+            base: 0x10_0000,
+            len: 8192,
+            fd: fd.as_raw_fd() as u32,
+        };
+        assert!(maps.address(&me, map, map.base, 8).is_none(), "unsealed");
+        let buf = HostBuffer::new(4096).unwrap();
+        let short = LocalMap {
+            id: 2,
+            len: 8192,
+            ..buf.mapping().unwrap()
+        };
+        assert!(
+            maps.address(&me, short, short.base, 8).is_none(),
+            "shorter than announced"
+        );
+        let not_memfd = LocalMap {
+            id: 3,
+            fd: 0,
+            ..buf.mapping().unwrap()
+        };
+        assert!(
+            maps.address(&me, not_memfd, not_memfd.base, 8).is_none(),
+            "stdin is no memfd"
+        );
+        let closed = LocalMap {
+            id: 4,
+            fd: 1 << 20,
+            ..buf.mapping().unwrap()
+        };
+        assert!(
+            maps.address(&me, closed, closed.base, 8).is_none(),
+            "no such descriptor"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Large same-host copies on two cores: the event loop copies one half of
+//! a mapped copy while a helper thread copies the other.
+//!
+//! One copy of a few hundred KiB takes tens of microseconds, less than
+//! waking a sleeping thread, so the helper spins for a while after each
+//! job ([`SPIN`]) and only then parks. A copy that finds it parked is done
+//! by the caller alone and wakes the helper for the copies that follow, so
+//! a stream of copies runs on both cores and an idle engine burns nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Copies at least this long are split between two threads; shorter ones
+/// cost more to hand over than they gain.
+pub(crate) const SPLIT_MIN: usize = 256 << 10;
+
+/// How long the helper spins for the next job before it parks.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// The job slot shared with the helper.
+struct Slot {
+    /// Jobs posted so far; the helper runs job `posted` when `done < posted`.
+    posted: AtomicU64,
+    /// Jobs the helper finished.
+    done: AtomicU64,
+    dst: AtomicUsize,
+    src: AtomicUsize,
+    len: AtomicUsize,
+    /// The helper is spinning (it will see a posted job without a wake-up).
+    awake: AtomicBool,
+    stop: AtomicBool,
+    /// Copies split so far (for tests).
+    #[cfg(test)]
+    split: AtomicU64,
+}
+
+/// The helper thread and its job slot.
+pub(crate) struct Splitter {
+    slot: Arc<Slot>,
+    helper: Option<JoinHandle<()>>,
+}
+
+impl Splitter {
+    /// Starts the helper thread; without one (the OS refused a thread),
+    /// every copy runs on the caller's thread.
+    pub fn start() -> Splitter {
+        let slot = Arc::new(Slot {
+            posted: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            dst: AtomicUsize::new(0),
+            src: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            awake: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            #[cfg(test)]
+            split: AtomicU64::new(0),
+        });
+        let s = slot.clone();
+        let helper = std::thread::Builder::new()
+            .name("te-copy".into())
+            .spawn(move || help(&s))
+            .ok();
+        Splitter { slot, helper }
+    }
+
+    /// Copies `len` bytes from `src` to `dst`, on two threads when the copy
+    /// is long and the helper is awake.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads and `dst` for writes of `len` bytes
+    /// until this returns, and the ranges must not overlap. No Rust
+    /// reference to either may be alive meanwhile (other processes may
+    /// change the bytes of shared memory: a torn copy, not a fault).
+    pub unsafe fn copy(&self, dst: *mut u8, src: *const u8, len: usize) {
+        let slot = &*self.slot;
+        let helper = self.helper.as_ref();
+        if len < SPLIT_MIN || helper.is_none() || !slot.awake.load(Ordering::SeqCst) {
+            if let Some(h) = helper.filter(|_| len >= SPLIT_MIN) {
+                h.thread().unpark();
+            }
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+            return;
+        }
+        #[cfg(test)]
+        slot.split.fetch_add(1, Ordering::Relaxed);
+        let half = len / 2;
+        slot.dst.store(dst as usize + half, Ordering::Relaxed);
+        slot.src.store(src as usize + half, Ordering::Relaxed);
+        slot.len.store(len - half, Ordering::Relaxed);
+        let job = slot.posted.fetch_add(1, Ordering::SeqCst) + 1;
+        // The helper may have decided to park just as we posted: it checks
+        // `posted` after clearing `awake`, and we check `awake` after
+        // posting, so one of us sees the other (both SeqCst).
+        if !slot.awake.load(Ordering::SeqCst) {
+            if let Some(h) = helper {
+                h.thread().unpark();
+            }
+        }
+        // SAFETY: the caller's contract; the helper copies the other half.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, half) };
+        while slot.done.load(Ordering::Acquire) < job {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The helper's loop: run posted jobs; spin for [`SPIN`] after the last
+/// one, then park until woken.
+fn help(slot: &Slot) {
+    while !slot.stop.load(Ordering::Acquire) {
+        slot.awake.store(true, Ordering::SeqCst);
+        let mut idle_since = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let posted = slot.posted.load(Ordering::SeqCst);
+            if slot.done.load(Ordering::Relaxed) < posted {
+                let dst = slot.dst.load(Ordering::Relaxed) as *mut u8;
+                let src = slot.src.load(Ordering::Relaxed) as *const u8;
+                let len = slot.len.load(Ordering::Relaxed);
+                // SAFETY: the poster guarantees both ranges for the life of
+                // the job and waits for `done` before it returns.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                slot.done.store(posted, Ordering::Release);
+                idle_since = Instant::now();
+                continue;
+            }
+            if slot.stop.load(Ordering::Acquire) {
+                return;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) && idle_since.elapsed() >= SPIN {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        slot.awake.store(false, Ordering::SeqCst);
+        if slot.posted.load(Ordering::SeqCst) > slot.done.load(Ordering::Relaxed) {
+            continue;
+        }
+        std::thread::park();
+    }
+}
+
+impl Drop for Splitter {
+    fn drop(&mut self) {
+        self.slot.stop.store(true, Ordering::Release);
+        if let Some(h) = self.helper.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_and_short_copies_move_every_byte_whether_the_helper_is_awake_or_not() {
+        let s = Splitter::start();
+        for len in [1, 4095, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 1, 3 << 20] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            // Many rounds: the first finds the helper parked, later ones
+            // split while it spins.
+            for round in 0..8u8 {
+                let mut dst = vec![round; len];
+                // SAFETY: two distinct vectors of `len` bytes.
+                unsafe { s.copy(dst.as_mut_ptr(), src.as_ptr(), len) };
+                assert!(dst == src, "len {len} round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_of_long_copies_wakes_the_helper_and_splits() {
+        let s = Splitter::start();
+        let src = vec![3u8; 1 << 20];
+        let mut dst = vec![0u8; 1 << 20];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The first copy finds the helper parked and wakes it; once it is
+        // scheduled, copies split.
+        while s.slot.split.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no copy was ever split");
+            dst.fill(0);
+            // SAFETY: two distinct vectors.
+            unsafe { s.copy(dst.as_mut_ptr(), src.as_ptr(), src.len()) };
+            assert!(dst == src);
+        }
+    }
+
+    #[test]
+    fn a_splitter_stops_when_dropped_parked_or_spinning() {
+        let parked = Splitter::start();
+        drop(parked);
+        let busy = Splitter::start();
+        let src = vec![1u8; SPLIT_MIN];
+        let mut dst = vec![0u8; SPLIT_MIN];
+        // SAFETY: two distinct vectors.
+        unsafe { busy.copy(dst.as_mut_ptr(), src.as_ptr(), SPLIT_MIN) };
+        drop(busy);
+        assert_eq!(dst, src);
+    }
+}
