@@ -41,7 +41,9 @@ pub(crate) unsafe fn host_bytes_mut<'a>(span: Span) -> &'a mut [u8] {
 
 /// Page-aligned host memory owned by the engine: a sealed memfd mapped
 /// shared, so that a same-host peer can map the same pages (see
-/// `shm::maps`), or an anonymous mapping where memfds are refused.
+/// `shm::maps`), or an anonymous mapping: for engines without the
+/// same-host path, which keep transparent huge pages where shared memory
+/// gets none, and where memfds are refused.
 pub(crate) struct HostBuffer {
     ptr: NonNull<u8>,
     len: usize,
@@ -64,16 +66,18 @@ impl HostBuffer {
     /// there to be transferred, and a first touch in the middle of a
     /// transfer costs more than all of it up front (as RDMA registration
     /// pins memory at registration).
-    pub fn new(len: usize) -> Result<HostBuffer> {
+    /// `shared`: a memfd a peer can map, else anonymous memory.
+    pub fn new(len: usize, shared: bool) -> Result<HostBuffer> {
         if len == 0 {
             return Err(Status::new(ErrorCode::Invalid, "buffer length is zero"));
         }
-        let fd = match sealed_memfd(len) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
+        let fd = match shared.then(|| sealed_memfd(len)) {
+            Some(Ok(fd)) => Some(fd),
+            Some(Err(e)) => {
                 debug!("memfd of {len} bytes refused, using anonymous memory: {e}");
                 None
             }
+            None => None,
         };
         let prot = rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE;
         // SAFETY: a fresh mapping at an address the kernel chooses aliases

@@ -133,3 +133,27 @@ fn info_lists_the_targets_regions() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_tool_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_te"))
+        .args([
+            "memcpy",
+            "--block-size",
+            "4K",
+            "--buffer",
+            "1M",
+            "--duration",
+            "0.05",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run te");
+    // Close the reading end before the tool writes its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("te ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -107,7 +107,9 @@ impl EngineCore {
         let loc = self.cfg.location;
         let (addr, owned) = if loc.is_host() {
             let len_usize = usize::try_from(len).map_err(|_| status!(Invalid, "length {len} too large"))?;
-            let buf = HostBuffer::new(len_usize)?;
+            // Shared memory only where a same-host peer may map it: it has
+            // no huge pages where the system's shmem setting refuses them.
+            let buf = HostBuffer::new(len_usize, self.same_host.enabled())?;
             (buf.addr(), Owned::Host(buf))
         } else {
             self.check_location()?;

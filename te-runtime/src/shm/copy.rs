@@ -76,51 +76,47 @@ pub(crate) struct Peer {
 
 /// The process at the other end of Unix socket `fd`.
 pub(crate) fn peer(fd: BorrowedFd<'_>) -> io::Result<Peer> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `ucred` is plain C data.
+    let cred: libc::ucred = unsafe { sockopt(fd, libc::SO_PEERCRED) }?;
     if cred.pid <= 0 {
         return Err(io::Error::other("no peer pid"));
     }
-    let mut raw: libc::c_int = -1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `raw` and `len` are valid for writes of the sizes given.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERPIDFD,
-            (&mut raw as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    let pidfd = if r == 0 && raw >= 0 {
+    // SAFETY: an int.
+    let pidfd = match unsafe { sockopt::<libc::c_int>(fd, libc::SO_PEERPIDFD) } {
         // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(raw) }
-    } else {
-        pidfd(cred.pid)?
+        Ok(raw) if raw >= 0 => unsafe { OwnedFd::from_raw_fd(raw) },
+        _ => pidfd(cred.pid)?,
     };
     Ok(Peer {
         pid: cred.pid,
         uid: cred.uid,
         pidfd,
     })
+}
+
+/// Socket option `opt` of level `SOL_SOCKET`.
+///
+/// # Safety
+/// `T` must be plain C data for which every bit pattern is a valid value.
+unsafe fn sockopt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            v.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zero-initialised, partly overwritten by the kernel; every
+    // bit pattern of `T` is valid (the caller's contract).
+    Ok(unsafe { v.assume_init() })
 }
 
 /// A pidfd for `pid`.

@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn a_sealed_buffer_is_mapped_once_and_shows_its_bytes() {
         let me = Pid::this_process();
-        let buf = HostBuffer::new(1 << 20).unwrap();
+        let buf = HostBuffer::new(1 << 20, true).unwrap();
         let map = buf.mapping().expect("engine memory is a memfd");
         // SAFETY: our own fresh buffer, no other reference.
         unsafe { std::ptr::write_bytes((map.base + 4096) as *mut u8, 0xab, 16) };
@@ -227,7 +227,7 @@ mod tests {
             fd: fd.as_raw_fd() as u32,
         };
         assert!(maps.address(&me, map, map.base, 8).is_none(), "unsealed");
-        let buf = HostBuffer::new(4096).unwrap();
+        let buf = HostBuffer::new(4096, true).unwrap();
         let short = LocalMap {
             id: 2,
             len: 8192,

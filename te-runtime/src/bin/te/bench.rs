@@ -92,8 +92,10 @@ pub fn err(msg: String) -> Status {
     Status::new(ErrorCode::RuntimeError, &msg)
 }
 
-/// Starts `te serve` on loopback in a child process; returns it with its segment name.
-fn start_target(buffer: u64, secret: Option<&str>, busy_poll: bool) -> Result<ChildTe, Status> {
+/// Starts `te serve` on loopback in a child process; returns it with its
+/// segment name. A benchmark of TCP (`--path tcp`) makes the target a
+/// TCP-only engine too, with the memory such an engine has.
+fn start_target(buffer: u64, secret: Option<&str>, busy_poll: bool, path: Path) -> Result<ChildTe, Status> {
     let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"]
         .map(String::from)
         .into();
@@ -108,6 +110,9 @@ fn start_target(buffer: u64, secret: Option<&str>, busy_poll: bool) -> Result<Ch
     }
     if busy_poll {
         args.push("--busy-poll".into());
+    }
+    if path == Path::Tcp {
+        args.extend(["--path".into(), "tcp".into()]);
     }
     ChildTe::start(&args, "segment ")
 }
@@ -144,7 +149,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     let target = match &args.target {
         Some(t) => t.clone(),
         None => {
-            let c = start_target(args.buffer, args.secret.as_deref(), args.busy_poll)?;
+            let c = start_target(args.buffer, args.secret.as_deref(), args.busy_poll, args.path)?;
             let s = c.address.clone();
             _child = c;
             s
@@ -205,7 +210,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
     };
     let tty = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
-        println!(
+        out!(
             "te bench: target {target}, path {path}, {} buffer ({}), {} thread(s), {} s per configuration{}{}",
             size::show(buffer),
             if args.hot {
@@ -218,7 +223,7 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
             if args.verify { ", verifying every byte" } else { "" },
             if args.busy_poll { ", busy-polling" } else { "" }
         );
-        println!("{}", report::HEADER);
+        out!("{}", report::HEADER);
     }
     let mut rows = Vec::new();
     for &op in &args.op {
@@ -244,13 +249,13 @@ pub fn run(args: BenchArgs) -> Result<(), Status> {
             }
             let row = measure(&run, config)?;
             if !args.json {
-                println!("{}", report::line(&row));
+                out!("{}", report::line(&row));
             }
             rows.push(row);
         }
     }
     if args.json {
-        println!("{}", report::json(&rows, &target, &path.to_string()));
+        out!("{}", report::json(&rows, &target, &path.to_string()));
     }
     Ok(())
 }

@@ -1,5 +1,13 @@
 //! `te`: serve a segment, benchmark transfers, inspect a peer.
 
+/// `println!` for the tool's output: a reader that went away (`te ... |
+/// head`) ends the tool quietly instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::write_out(format_args!($($t)*))
+    };
+}
+
 mod bench;
 mod child;
 mod memcpy;
@@ -30,6 +38,20 @@ enum Command {
     TcpPingpong(pingpong::PingPongArgs),
     /// One thread copying blocks in memory: the yardstick for the same-host path.
     Memcpy(memcpy::MemcpyArgs),
+}
+
+/// Writes one line to standard output; exits quietly when the reader is
+/// gone (a child target, if any, ends when its standard input closes).
+fn write_out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("te: cannot write the output: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Arguments of `te info`.
@@ -71,7 +93,7 @@ fn info(args: InfoArgs) -> Result<(), te_runtime::Status> {
     let engine = te_runtime::Engine::start(cfg)?;
     let seg = engine.open_segment(&args.segment)?;
     let regions = engine.segment_info(seg)?;
-    println!("{:<10} {:>18} {:>14} perm", "location", "base", "length");
+    out!("{:<10} {:>18} {:>14} perm", "location", "base", "length");
     for r in &regions {
         let perm = match (
             r.perm.contains(te_runtime::Perm::REMOTE_READ),
@@ -82,13 +104,13 @@ fn info(args: InfoArgs) -> Result<(), te_runtime::Status> {
             (false, true) => "w",
             (false, false) => "-",
         };
-        println!(
+        out!(
             "{:<10} {:>#18x} {:>14} {perm}",
             r.span.location.to_string(),
             r.span.addr,
             r.span.len
         );
     }
-    println!("{} regions", regions.len());
+    out!("{} regions", regions.len());
     Ok(())
 }

@@ -57,11 +57,11 @@ pub fn run(args: MemcpyArgs) -> Result<(), Status> {
     let regime = if args.hot { "hot" } else { "cold" };
     let mut rows = Vec::new();
     if !args.json {
-        println!(
+        out!(
             "te memcpy: one thread, {} buffers ({regime})",
             size::show(args.buffer)
         );
-        println!("{}", report::HEADER);
+        out!("{}", report::HEADER);
     }
     for &block in &args.block_size {
         let block = block as usize;
@@ -92,12 +92,12 @@ pub fn run(args: MemcpyArgs) -> Result<(), Status> {
             batch_us: vec![seconds * 1e6 / copies.max(1) as f64],
         };
         if !args.json {
-            println!("{}", report::line(&row));
+            out!("{}", report::line(&row));
         }
         rows.push(row);
     }
     if args.json {
-        println!("{}", report::json(&rows, "memcpy", "memory"));
+        out!("{}", report::json(&rows, "memcpy", "memory"));
     }
     Ok(())
 }

@@ -95,9 +95,9 @@ pub fn run(args: PingPongArgs) -> Result<(), Status> {
         batch_us: rtt_us,
     };
     if args.json {
-        println!("{}", report::json(&[row], &child.address, "raw-tcp"));
+        out!("{}", report::json(&[row], &child.address, "raw-tcp"));
     } else {
-        println!(
+        out!(
             "te tcp-pingpong: raw TCP, one {} reply in flight, {}",
             size::show(args.block_size),
             if args.busy_poll {
@@ -106,8 +106,8 @@ pub fn run(args: PingPongArgs) -> Result<(), Status> {
                 "blocking"
             }
         );
-        println!("{}", report::HEADER);
-        println!("{}", report::line(&row));
+        out!("{}", report::HEADER);
+        out!("{}", report::line(&row));
     }
     Ok(())
 }
@@ -116,7 +116,7 @@ pub fn run(args: PingPongArgs) -> Result<(), Status> {
 fn serve(listen: &str, block: u64, busy: bool) -> Result<(), Status> {
     let listener = TcpListener::bind(listen).map_err(|e| io_err(listen, e))?;
     let addr = listener.local_addr().map_err(|e| io_err("listener", e))?;
-    println!("listening {addr}");
+    out!("listening {addr}");
     io::stdout().flush().map_err(|e| io_err("stdout", e))?;
     let (mut stream, _) = listener.accept().map_err(|e| io_err("accept", e))?;
     prepare(&stream, busy)?;

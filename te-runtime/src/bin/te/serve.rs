@@ -76,7 +76,7 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
             off += n as u64;
         }
     }
-    println!(
+    out!(
         "segment {} addr {addr:#x} len {}",
         engine.segment_name(),
         args.size
@@ -102,7 +102,7 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
         // sleeps rather than waits on the engine, which would spin in
         // busy-poll mode.
         for n in engine.take_notifications() {
-            println!("notification {:?} from {}: {} bytes", n.name, n.from, n.msg.len());
+            out!("notification {:?} from {}: {} bytes", n.name, n.from, n.msg.len());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
