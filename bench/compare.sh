@@ -641,7 +641,7 @@ if shm_rows or get("memcpy", "any", 1048576, 1, "cold"):
     p("")
     p("te over the same-host path (`te bench --path shm [--hot]`, 1 thread, batch 128, target in a child "
       "process) beside te over TCP (the table above), one thread copying the same blocks in memory "
-      "(`te memcpy [--hot]`, engine-owned memory) and UCX shared memory (`ucx_perftest -t ucp_put_bw` / "
+      "(`te memcpy [--hot]`, anonymous memory on huge pages) and UCX shared memory (`ucx_perftest -t ucp_put_bw` / "
       "`ucp_get`, UCX_TLS=sm: one reused buffer, hot). Cold cycles through 512 MiB, hot reuses one block.")
     p("")
     p("| op | block | regime | te shm | te TCP | memcpy | UCX sm put/get | shm/memcpy | shm/UCX sm | shm/TCP |")

@@ -107,17 +107,24 @@ pub struct SilentPeer {
 impl SilentPeer {
     /// Starts listening; the handshake is answered on a thread of its own.
     pub fn start() -> SilentPeer {
-        SilentPeer::spawn(false)
+        SilentPeer::spawn(false, None)
     }
 
     /// As [`start`](Self::start), but the peer reads the engine's `Hello`
     /// first and claims to be on the same host (its host id) and to offer
     /// the same-host path, which it then never takes up (no challenge).
     pub fn start_same_host() -> SilentPeer {
-        SilentPeer::spawn(true)
+        SilentPeer::spawn(true, None)
     }
 
-    fn spawn(same_host: bool) -> SilentPeer {
+    /// As [`start_same_host`](Self::start_same_host), and right after the
+    /// handshake it challenges the engine to prove its process at the
+    /// abstract Unix socket `socket` (which the test serves).
+    pub fn start_challenging(socket: &[u8]) -> SilentPeer {
+        SilentPeer::spawn(true, Some(socket.to_vec()))
+    }
+
+    fn spawn(same_host: bool, challenge: Option<Vec<u8>>) -> SilentPeer {
         use std::io::Write;
         use std::sync::atomic::Ordering;
         use te_proto::link::caps;
@@ -153,7 +160,14 @@ impl SilentPeer {
                     mac: [0; 32],
                     name: &name,
                 });
-                let n = ack.encode(&mut buf).expect("encode HelloAck");
+                let mut n = ack.encode(&mut buf).expect("encode HelloAck");
+                if let Some(socket) = &challenge {
+                    let ch = Frame::PidChallenge {
+                        token: [9; 32],
+                        socket,
+                    };
+                    n += ch.encode(&mut buf[n..]).expect("encode PidChallenge");
+                }
                 // Counted before the engine can see the handshake end, so
                 // that `connections()` never lags behind `open_segment`.
                 let mut conns = c.lock().unwrap_or_else(|p| p.into_inner());

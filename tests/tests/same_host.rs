@@ -307,6 +307,57 @@ fn unregister_during_same_host_writes_waits_then_refuses() {
     drop(target);
 }
 
+#[test]
+fn a_claim_waiting_on_the_peers_verifier_holds_up_no_api_call() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
+    use std::sync::mpsc;
+
+    // The peer's verifier: takes the engine's claim, then says nothing
+    // until the test has made its API calls.
+    let name = format!("te-pid-test-{}", std::process::id());
+    let listener =
+        UnixListener::bind_addr(&UnixAddr::from_abstract_name(&name).expect("name")).expect("bind");
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let verifier = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("the engine claims");
+        let mut line = String::new();
+        BufReader::new(&mut s).read_line(&mut line).expect("claim line");
+        arrived_tx.send(()).expect("report the claim");
+        release_rx.recv().expect("released");
+        // The claimant still waits for the answer: its end is open.
+        s.set_nonblocking(true).expect("nonblocking");
+        let open = matches!(s.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        let _ = s.write_all(b"0 refused by the test\n");
+        open
+    });
+    let peer = SilentPeer::start_challenging(name.as_bytes());
+    let e = Engine::start(EngineConfig::default()).expect("engine");
+    std::thread::scope(|scope| {
+        // Opening waits for the claim to end (the path is settled then).
+        let opening = scope.spawn(|| e.open_segment(&peer.name()));
+        arrived
+            .recv_timeout(WAIT)
+            .expect("the claim reached the verifier");
+        // Calls that take the engine's lock return while the claim waits.
+        let a = e
+            .alloc_memory(4096, Perm::LOCAL_ONLY)
+            .expect("alloc while claiming");
+        assert_eq!(e.regions().len(), 1);
+        e.free_memory(a).expect("free while claiming");
+        release.send(()).expect("release the verifier");
+        let seg = opening.join().expect("open thread").expect("open");
+        // The claim was refused: the segment takes TCP.
+        assert_eq!(e.segment_path(seg).expect("path"), Path::Tcp);
+    });
+    assert!(
+        verifier.join().expect("verifier thread"),
+        "the claim had given up before the API calls returned"
+    );
+}
+
 // ---- another network namespace ----
 
 /// Two namespaces joined by a veth pair, removed on drop (also on panic).
