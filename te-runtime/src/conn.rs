@@ -125,14 +125,20 @@ impl Conn {
         }
     }
 
-    /// Copies the unsent rest of a payload sent from host memory into the
-    /// bounce buffer and releases the link's hold on that memory: a cancel
-    /// or an unregister then ends at once, however slowly the peer reads.
-    /// Costs at most one frame payload of copying.
-    pub fn detach_payload(&mut self, reg: &mut Reg) {
+    /// When the payload being sent lies in `within` (host memory), copies
+    /// its unsent rest into the bounce buffer and releases the link's hold
+    /// on that memory: a cancel or an unregister then ends at once, however
+    /// slowly the peer reads. Costs at most one frame payload of copying.
+    pub fn detach_payload(&mut self, within: Span, reg: &mut Reg) {
         let Some(Payload::Memory { span, sent }) = self.payload else {
             return;
         };
+        let overlaps = span.location == within.location
+            && span.addr < within.addr.saturating_add(within.len)
+            && within.addr < span.addr.saturating_add(span.len);
+        if !overlaps {
+            return;
+        }
         // SAFETY: as in `flush`: the link still holds this memory.
         let rest = unsafe { &host_bytes(span)[sent..] };
         self.bounce.clear();
@@ -144,7 +150,8 @@ impl Conn {
         self.link.payload_sent(reg);
     }
 
-    /// Bytes of the bounce buffer for device payloads.
+    /// Bytes of the bounce buffer (device payloads, and host payloads cut
+    /// loose by [`detach_payload`](Self::detach_payload)).
     pub fn bounce_len(&self) -> usize {
         self.bounce.len()
     }

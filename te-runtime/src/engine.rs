@@ -259,10 +259,11 @@ impl Engine {
         self.shared.core.lock().write_memory(addr, src)
     }
 
-    /// Bytes of host memory the connections hold to stage device payloads
-    /// they send (arriving device payloads are staged in each connection's
-    /// read buffer): at most one frame payload per connection, allocated at
-    /// the first device payload and reused for every later one.
+    /// Bytes of host memory the connections hold to stage payloads they
+    /// send (arriving device payloads are staged in each connection's read
+    /// buffer): device payloads, and the rest of a host frame cut loose by
+    /// an unregister or a cancel; at most one frame payload per connection,
+    /// allocated at the first such payload and reused for every later one.
     pub fn staging_bytes(&self) -> usize {
         self.shared.core.lock().staging_bytes()
     }

@@ -14,7 +14,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState};
+use te_runtime::{
+    Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState,
+};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
 use te_tests::{assert_completed_or_refused, fill_fast, spin_until, SilentPeer};
 
@@ -180,6 +182,69 @@ fn the_peer_maps_engine_owned_memory_once_and_unmaps_it_when_freed() {
     // SAFETY: the transfer ended.
     unsafe { check_pattern(user.addr, 4096, p.seed, 0) }.expect("user read byte-exact");
     assert_eq!(buffer_mappings(p.pid()), own, "the freed buffer is unmapped");
+}
+
+#[test]
+fn a_buffer_freed_while_its_tasks_wait_for_the_link_stays_mapped_then_is_forgotten() {
+    let p = peer(MIB, 12, &[]);
+    let e = Engine::start(EngineConfig::default()).expect("engine");
+    let seg = open(&e, &p);
+    let own = buffer_mappings(p.pid());
+    let x = e.alloc_memory(MIB, Perm::LOCAL_ONLY).expect("alloc");
+    // Far more tasks than a link takes at once (128): most wait in the
+    // engine while the buffer is freed, and reach the link afterwards.
+    const TASKS: u32 = 1024;
+    let batch = e.allocate_batch(TASKS).expect("allocate");
+    let reqs: Vec<Request> = (0..TASKS)
+        .map(|_| Request {
+            op: Op::Read,
+            local: x,
+            segment: seg,
+            remote: p.addr,
+            len: MIB,
+        })
+        .collect();
+    e.submit_via(batch, &reqs, Path::Shm).expect("submit");
+    // Returns once the tasks using it have ended.
+    e.free_memory(x).expect("free while in use");
+    let st = e.wait_batch(batch, WAIT).expect("wait");
+    assert_eq!(st.completed, TASKS, "{st:?}: {:?}", e.batch_error(batch));
+    e.free_batch(batch).expect("free batch");
+    // A new buffer of the same size, most likely at the same address: the
+    // peer must copy into it, not into its mapping of the old one.
+    let y = local(&e, MIB, false);
+    transfer(&e, seg, Op::Read, y.addr, p.addr, MIB, Path::Shm).expect("read into the new buffer");
+    // SAFETY: the transfer ended.
+    unsafe { check_pattern(y.addr, MIB, p.seed, 0) }.expect("the read landed in the new buffer");
+    assert_eq!(
+        buffer_mappings(p.pid()),
+        own + 1,
+        "the peer maps the new buffer and no longer the freed one"
+    );
+}
+
+#[test]
+fn a_passed_wait_for_the_peers_challenge_leaves_no_deadline_behind() {
+    // An embedded core and a peer that offers the path but never challenges.
+    let mut poll = mio::Poll::new().expect("poll");
+    let mut core = EngineCore::new(EngineConfig::default(), poll.registry(), mio::Token(0)).expect("core");
+    let peer = SilentPeer::start_same_host();
+    let seg = core.open_segment(&peer.name()).expect("open");
+    let mut events = mio::Events::with_capacity(64);
+    // Opened once the wait for the challenge (2 s) has passed.
+    while !core.segment_state(seg).expect("state") {
+        let t = core.poll_timeout().unwrap_or(Duration::from_millis(100));
+        poll.poll(&mut events, Some(t)).expect("poll");
+        for ev in events.iter() {
+            core.handle_event(ev);
+        }
+        core.handle_timeout();
+    }
+    core.handle_timeout();
+    // Nothing is due now (the next heartbeat is a second away); a deadline
+    // left in the past would make every poll return at once: a spinning loop.
+    let t = core.poll_timeout();
+    assert!(t.is_none_or(|t| t > Duration::ZERO), "poll_timeout {t:?}");
 }
 
 #[test]

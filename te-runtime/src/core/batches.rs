@@ -214,7 +214,7 @@ impl EngineCore {
                 conn.link.cancel(task);
                 // A write frame being sent goes on from a copy: the task
                 // ends now, however slowly the peer reads.
-                conn.detach_payload(&mut self.reg);
+                conn.detach_payload(req.local, &mut self.reg);
             }
             self.service(c);
         }

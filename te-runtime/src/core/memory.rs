@@ -75,8 +75,14 @@ impl EngineCore {
                 "memory at {addr:#x} was allocated by the engine: free it with free_memory"
             ));
         }
+        let region = self
+            .reg
+            .regions()
+            .find(|r| r.span.addr == addr && r.span.location == self.cfg.location);
         let r = self.reg.unregister(self.cfg.location, addr)?;
-        self.release_sends(&r);
+        if let Some(region) = region {
+            self.release_sends(&r, region.span);
+        }
         Ok(r)
     }
 
@@ -85,11 +91,11 @@ impl EngineCore {
     /// frame each at most), so that a peer slow to read cannot hold the
     /// region: the unregister then waits only for payloads landing in it,
     /// same-host copies under way and local tasks.
-    fn release_sends(&mut self, r: &Unregister) {
+    fn release_sends(&mut self, r: &Unregister, region: Span) {
         if let Unregister::Draining { .. } = r {
             for conn in self.conns.iter_mut().flatten() {
                 conn.link.revoke_draining(&mut self.reg);
-                conn.detach_payload(&mut self.reg);
+                conn.detach_payload(region, &mut self.reg);
             }
         }
     }
@@ -123,10 +129,20 @@ impl EngineCore {
         Ok(addr)
     }
 
-    /// Gives engine-owned memory back: unmaps host memory, frees device memory.
+    /// Gives engine-owned memory back: unmaps host memory, frees device
+    /// memory. Peers that map a host buffer are told to forget it first:
+    /// the withdrawal goes out before any later request, so a buffer mapped
+    /// at the same address later is never taken for this one.
     fn release(&mut self, addr: u64, owned: Owned) {
         match owned {
-            Owned::Host(buf) => drop(buf),
+            Owned::Host(buf) => {
+                if let Some(m) = buf.mapping() {
+                    for conn in self.conns.iter_mut().flatten() {
+                        conn.link.withdraw_local_map(m.id);
+                    }
+                }
+                drop(buf)
+            }
             Owned::Device(loc) => {
                 if let Err(e) = self.devices.free(loc, addr) {
                     warn!("cannot free {loc} memory at {addr:#x}: {e}");
@@ -141,16 +157,13 @@ impl EngineCore {
         let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
             return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
         };
+        let region = self
+            .reg
+            .regions()
+            .find(|r| r.span.addr == addr && r.span.location == loc);
         let r = self.reg.unregister(loc, addr)?;
-        self.release_sends(&r);
-        // Peers that map the buffer forget it before any later request:
-        // its address may be reused once it is unmapped.
-        if let Some(Owned::Host(buf)) = self.owned.get(&addr) {
-            if let Some(m) = buf.mapping() {
-                for conn in self.conns.iter_mut().flatten() {
-                    conn.link.withdraw_local_map(m.id);
-                }
-            }
+        if let Some(region) = region {
+            self.release_sends(&r, region.span);
         }
         self.freeing.push(addr);
         self.reap_owned();
@@ -165,7 +178,8 @@ impl EngineCore {
                 return false;
             };
             let gone = self.reg.pins(loc, addr).is_none();
-            if let Some(owned) = self.owned.remove(&addr).filter(|_| gone) {
+            // Only a buffer nothing pins any more leaves `owned` (and is unmapped).
+            if let Some(owned) = gone.then(|| self.owned.remove(&addr)).flatten() {
                 self.release(addr, owned);
             }
             !gone
@@ -216,9 +230,10 @@ impl EngineCore {
         Ok(span)
     }
 
-    /// Bytes of host memory the connections hold to stage device payloads
-    /// they send: at most one frame payload per connection, reused for
-    /// every payload.
+    /// Bytes of host memory the connections hold to stage payloads they
+    /// send (device payloads, and the rest of a host frame cut loose by an
+    /// unregister or a cancel): at most one frame payload per connection,
+    /// reused for every payload.
     pub fn staging_bytes(&self) -> usize {
         self.conns.iter().flatten().map(Conn::bounce_len).sum()
     }

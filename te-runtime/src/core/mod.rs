@@ -649,6 +649,7 @@ impl EngineCore {
                 self.drop_conn(c);
                 continue;
             }
+            conn.shm.expire(now);
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
                 conn.link.handle_timeout(now, &mut self.reg);
                 self.service(c);
@@ -708,5 +709,46 @@ impl EngineCore {
 impl Drop for EngineCore {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a mapping of this process starts at `addr`.
+    fn mapped_at(addr: u64) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        maps.lines().any(|l| l.starts_with(&format!("{addr:x}-")))
+    }
+
+    #[test]
+    fn engine_memory_freed_while_a_task_uses_it_stays_mapped_until_the_task_ends() {
+        let poll = mio::Poll::new().expect("poll");
+        let mut core = EngineCore::new(EngineConfig::default(), poll.registry(), Token(0)).expect("core");
+        // A peer that never answers the handshake: the task stays pending.
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let seg = core
+            .open_segment(&quiet.local_addr().expect("addr").to_string())
+            .expect("open");
+        let x = core.alloc_memory(1 << 20, Perm::LOCAL_ONLY).expect("alloc");
+        let batch = core.alloc_batch(1).expect("batch");
+        let req = Request {
+            op: Op::Read,
+            local: x,
+            segment: seg,
+            remote: 0x1000,
+            len: 1 << 20,
+        };
+        core.submit(batch, &[req]).expect("submit");
+        let r = core.free_memory(x).expect("free");
+        assert!(matches!(r, Unregister::Draining { .. }), "{r:?}");
+        assert!(core.region_exists(x), "the task still pins the region");
+        assert!(mapped_at(x), "unmapped while a task may still write into it");
+        // The task ends; then the buffer goes.
+        core.cancel_task(TaskId { batch, index: 0 }).expect("cancel");
+        core.reap_owned();
+        assert!(!core.region_exists(x));
+        assert!(!mapped_at(x), "the freed buffer outlived its last task");
     }
 }

@@ -101,34 +101,38 @@ impl PeerMaps {
     /// Unmaps the buffers the peer no longer announces (or announces
     /// differently), so that a withdrawn buffer's memory is released.
     pub fn retain_announced(&mut self, link: &Link) {
-        if self.maps.is_empty() {
-            return;
-        }
-        let gone: Vec<u64> = self
-            .maps
-            .iter()
-            .filter(|(_, m)| !link.peer_local_maps().any(|a| a == *m.announced()))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            self.unmap(id);
-        }
+        self.maps.retain(|_, m| {
+            let keep = link.peer_local_maps().any(|a| a == *m.announced());
+            if !keep {
+                m.unmap();
+            }
+            keep
+        });
     }
 
     fn unmap(&mut self, id: u64) {
-        if let Some(Mapped::At { map, ptr }) = self.maps.remove(&id) {
+        if let Some(mut m) = self.maps.remove(&id) {
+            m.unmap();
+        }
+    }
+}
+
+impl Mapped {
+    /// Unmaps the buffer (once; it is `Refused` afterwards).
+    fn unmap(&mut self) {
+        if let Mapped::At { map, ptr } = *self {
             // SAFETY: mapped by `map_buffer` with this length; no copy runs
             // (copies happen on this thread) and no reference into it lives.
             let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), map.len as usize) };
+            *self = Mapped::Refused(map);
         }
     }
 }
 
 impl Drop for PeerMaps {
     fn drop(&mut self) {
-        let ids: Vec<u64> = self.maps.keys().copied().collect();
-        for id in ids {
-            self.unmap(id);
+        for m in self.maps.values_mut() {
+            m.unmap();
         }
     }
 }
@@ -148,6 +152,19 @@ fn map_buffer(pid: &Pid, map: &LocalMap) -> io::Result<NonNull<u8>> {
     }
     if seals & libc::F_SEAL_SHRINK == 0 {
         return Err(io::Error::other("the memfd is not sealed against shrinking"));
+    }
+    // A hugetlbfs memfd can lose its pages to a hole punched by the peer and
+    // then fault (SIGBUS) when the huge page pool is empty; te never makes one.
+    // SAFETY: a zeroed statfs buffer filled by fstatfs on our own descriptor.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(fd.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st.f_type
+    };
+    if fs_type == libc::HUGETLBFS_MAGIC {
+        return Err(io::Error::other("a hugetlbfs memfd"));
     }
     // SAFETY: a zeroed stat buffer filled by fstat on our own descriptor.
     let size = unsafe {

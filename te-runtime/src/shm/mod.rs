@@ -34,6 +34,7 @@ pub(crate) mod split;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use te_proto::batch::TransferRequest;
@@ -97,7 +98,13 @@ pub(crate) struct SameHost {
     /// Copies through mapped buffers, on two threads when large; started
     /// with the path.
     splitter: Option<split::Splitter>,
+    /// Claims under way (each on a thread), at most [`CLAIMS_AT_ONCE`].
+    claims: Arc<AtomicUsize>,
 }
+
+/// Most claims of one engine under way at once; a peer challenging beyond
+/// that gets TCP.
+const CLAIMS_AT_ONCE: usize = 16;
 
 /// A connection's same-host state.
 #[derive(Debug, Default)]
@@ -132,6 +139,15 @@ impl ConnShm {
     pub fn deadline(&self) -> Option<Instant> {
         self.expect.filter(|_| !self.answered)
     }
+
+    /// Ends the wait for the peer's challenge once it has passed, so that
+    /// it no longer counts as a deadline (a past one would make the loop
+    /// spin).
+    pub fn expire(&mut self, now: Instant) {
+        if self.expect.is_some_and(|until| now >= until) {
+            self.expect = None;
+        }
+    }
 }
 
 impl SameHost {
@@ -143,6 +159,7 @@ impl SameHost {
             verifier: None,
             notice: None,
             splitter: None,
+            claims: Arc::default(),
         };
         if path == Path::Tcp {
             return off;
@@ -157,7 +174,8 @@ impl SameHost {
                 SameHost {
                     verifier: Some(Arc::new(v)),
                     notice: Some(notice),
-                    splitter: Some(split::Splitter::start()),
+                    splitter: split::Splitter::start(),
+                    claims: Arc::default(),
                 }
             }
             Err(why) => {
@@ -213,7 +231,7 @@ impl SameHost {
                 Some(ends) => self.check_challenge(link, cfg, &ch).map(|()| ends),
             };
             match checked {
-                Ok(ends) => st.claiming = Some(Claiming::start(ch, ends, self.notifier())),
+                Ok(ends) => st.claiming = Some(Claiming::start(ch, ends, self.notifier(), &self.claims)),
                 Err(why) if !first => debug!(peer = %peer_addr, "{why}"),
                 Err(why) => {
                     warn!(peer = %peer_addr, "same-host path refused, using TCP: {why}");
@@ -239,7 +257,11 @@ impl SameHost {
         // to a window's worth; should that call fail, each is done alone
         // for its own answer.
         while let Some(first) = link.poll_copy() {
-            if let Some(map) = link.peer_local_map(first.peer_addr, first.span.len) {
+            let host = first.span.location == Location::Cpu;
+            if let Some(map) = link
+                .peer_local_map(first.peer_addr, first.span.len)
+                .filter(|_| host)
+            {
                 if let Some(theirs) = st.maps.address(&pid, map, first.peer_addr, first.span.len) {
                     self.copy_mapped(&first, theirs);
                     link.copy_done(Ok(()), reg);
@@ -298,10 +320,14 @@ impl SameHost {
         };
         let mut any = false;
         let mut buf = [0u8; 64];
-        while let Ok(n @ 1..) = std::io::Read::read(rx, &mut buf) {
-            any |= n > 0;
+        loop {
+            match std::io::Read::read(rx, &mut buf) {
+                Ok(0) => return any,
+                Ok(_) => any = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return any,
+            }
         }
-        any
     }
 
     /// The end claim threads write to.
@@ -412,35 +438,77 @@ impl SameHost {
 /// not hold up the event loop (and every API call waiting for its lock).
 #[derive(Debug)]
 struct Claiming {
-    outcome: Arc<Mutex<Option<std::result::Result<(), String>>>>,
+    outcome: Arc<Outcome>,
 }
 
 impl Claiming {
-    /// Starts the claim; when it ends, a byte on `notice` wakes the loop.
-    fn start(ch: PidChallenge, ends: Ends, notice: Option<Arc<std::os::unix::net::UnixStream>>) -> Claiming {
+    /// Starts the claim (counted in `claims`); when it ends, a byte on
+    /// `notice` wakes the loop.
+    fn start(
+        ch: PidChallenge,
+        ends: Ends,
+        notice: Option<Arc<std::os::unix::net::UnixStream>>,
+        claims: &Arc<AtomicUsize>,
+    ) -> Claiming {
         let outcome = Arc::new(Mutex::new(None));
-        let slot = outcome.clone();
+        if claims.fetch_add(1, Ordering::AcqRel) >= CLAIMS_AT_ONCE {
+            claims.fetch_sub(1, Ordering::AcqRel);
+            let why = format!("{CLAIMS_AT_ONCE} claims of this engine are under way");
+            report(&outcome, Err(why), notice.as_deref());
+            return Claiming { outcome };
+        }
+        let (slot, count, n) = (outcome.clone(), claims.clone(), notice.clone());
         let spawned = std::thread::Builder::new()
             .name("te-pid-claim".into())
             .spawn(move || {
                 let r = pidproof::claim(&ch, ends);
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                if let Some(n) = notice {
-                    // Non-blocking: a full socket already holds a notice.
-                    let _ = std::io::Write::write(&mut &*n, &[1]);
-                }
+                count.fetch_sub(1, Ordering::AcqRel);
+                report(&slot, r, n.as_deref());
             });
         if let Err(e) = spawned {
-            *outcome.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Err(format!("cannot start a claim thread: {e}")));
+            claims.fetch_sub(1, Ordering::AcqRel);
+            report(
+                &outcome,
+                Err(format!("cannot start a claim thread: {e}")),
+                notice.as_deref(),
+            );
         }
         Claiming { outcome }
     }
 
     /// The claim's outcome, once it has ended.
     fn outcome(&self) -> Option<std::result::Result<(), String>> {
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.outcome).take()
     }
+}
+
+type Outcome = Mutex<Option<std::result::Result<(), String>>>;
+
+/// Records a claim's outcome and wakes the loop with a byte on `notice`,
+/// sent without blocking (a full socket already holds a notice) and
+/// without `SIGPIPE` (the engine may be gone).
+fn report(
+    slot: &Outcome,
+    r: std::result::Result<(), String>,
+    notice: Option<&std::os::unix::net::UnixStream>,
+) {
+    *lock(slot) = Some(r);
+    if let Some(n) = notice {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a one-byte buffer and a descriptor we hold.
+        let _ = unsafe {
+            libc::send(
+                n.as_raw_fd(),
+                [1u8].as_ptr().cast(),
+                1,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The claim notice socket pair, its reading end registered under `token`.

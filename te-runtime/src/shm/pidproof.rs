@@ -152,6 +152,8 @@ fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
 /// delays no other.
 fn serve(listener: UnixListener, table: &Arc<Mutex<Table>>, stop: &AtomicBool) {
     let busy = Arc::new(AtomicUsize::new(0));
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -164,14 +166,26 @@ fn serve(listener: UnixListener, table: &Arc<Mutex<Table>>, stop: &AtomicBool) {
             }
         };
         // The claimant's identity as the kernel recorded it at connect
-        // time, before anything else can happen to that process.
-        let who = super::copy::peer(s.as_fd());
+        // time, before anything else can happen to that process. Another
+        // user's process is turned away here, without a thread or a log
+        // line of its own.
+        let who = match super::copy::peer(s.as_fd()) {
+            Ok(who) if who.uid == euid => Ok(who),
+            Ok(who) => {
+                answer_quietly(
+                    s,
+                    &format!(
+                        "process {} runs as uid {}, this engine as {euid}",
+                        who.pid, who.uid
+                    ),
+                );
+                continue;
+            }
+            Err(e) => Err(e),
+        };
         if busy.fetch_add(1, Ordering::AcqRel) >= CLAIMS_AT_ONCE {
             busy.fetch_sub(1, Ordering::AcqRel);
-            answer(
-                s,
-                Err(format!("{CLAIMS_AT_ONCE} claims are being checked; try again")),
-            );
+            answer_quietly(s, &format!("{CLAIMS_AT_ONCE} claims are being checked"));
             continue;
         }
         let (t, b) = (table.clone(), busy.clone());
@@ -204,14 +218,18 @@ fn answer(mut s: UnixStream, verdict: Result<(), String>) {
     let _ = s.write_all(line.as_bytes());
 }
 
-/// Reads one claim and records the claimant's process when it holds.
+/// Answers a claimant refused before its claim was read, logging only at
+/// debug level (anyone local may connect, as often as it likes).
+fn answer_quietly(mut s: UnixStream, why: &str) {
+    debug!("refused a same-host claimant: {why}");
+    let _ = s.set_write_timeout(Some(CLAIM_TIMEOUT));
+    let _ = s.write_all(format!("0 {why}\n").as_bytes());
+}
+
+/// Reads one claim and records the claimant's process when it holds (its
+/// uid was checked at accept).
 fn check_claim(s: &UnixStream, who: super::copy::Peer, table: &Mutex<Table>) -> Result<(), String> {
-    let super::copy::Peer { pid, uid, pidfd } = who;
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if uid != euid {
-        return Err(format!("process {pid} runs as uid {uid}, this engine as {euid}"));
-    }
+    let super::copy::Peer { pid, pidfd, .. } = who;
     let line = read_line(s).map_err(|e| format!("reading the claim: {e}"))?;
     let Claim { token, ends, probe } =
         parse_claim(&line).ok_or_else(|| format!("malformed claim {line:?}"))?;
@@ -328,11 +346,42 @@ pub(crate) fn unprivileged() -> Result<(), String> {
     Ok(())
 }
 
+/// Connects to the abstract socket `name`, waiting at most [`CLAIM_TIMEOUT`]
+/// when its queue is full (std's `connect` would wait for ever, and any
+/// local process may serve a `te-pid-` socket that never accepts).
+fn connect_abstract(name: &[u8]) -> io::Result<UnixStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain socket creation; returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let s = unsafe { UnixStream::from_raw_fd(fd) };
+    // A Unix stream `connect` honours SO_SNDTIMEO.
+    s.set_write_timeout(Some(CLAIM_TIMEOUT))?;
+    // SAFETY: `sockaddr_un` is plain C data; all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // An abstract name: a NUL, then the name.
+    if name.len() + 1 > addr.sun_path.len() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    for (d, &b) in addr.sun_path[1..].iter_mut().zip(name) {
+        *d = b as libc::c_char;
+    }
+    let len = (std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
+    // SAFETY: `addr` is a valid `sockaddr_un` of at least `len` bytes.
+    let r = unsafe { libc::connect(s.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
 /// Answers a peer's challenge: proves this process to the peer's verifier.
 pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
-    let addr = UnixAddr::from_abstract_name(&ch.socket).map_err(|e| format!("socket name: {e}"))?;
-    let mut s =
-        UnixStream::connect_addr(&addr).map_err(|e| format!("cannot reach the peer's verifier: {e}"))?;
+    let mut s = connect_abstract(&ch.socket).map_err(|e| format!("cannot reach the peer's verifier: {e}"))?;
     s.set_read_timeout(Some(CLAIM_TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(CLAIM_TIMEOUT))
@@ -421,6 +470,29 @@ mod tests {
         // within its own timeout, the silent one's check taking as long.
         claim(&ch, ends("127.0.0.1:6000", "127.0.0.1:5000")).expect("claimed beside a silent claimant");
         assert!(v.verified(&token).is_some());
+    }
+
+    #[test]
+    fn a_claim_to_a_socket_whose_queue_is_full_gives_up() {
+        use std::os::fd::AsRawFd;
+        // Any local process can serve a `te-pid-` abstract socket: this one
+        // never accepts, and its queue (backlog 0) already holds a connection.
+        let name = format!("te-pid-full-{}", std::process::id());
+        let addr = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixListener::bind_addr(&addr).unwrap();
+        // SAFETY: listen() again on our own listening socket sets its backlog.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let _queued = UnixStream::connect_addr(&addr).unwrap();
+        let ch = PidChallenge::new([5; 32], name.as_bytes()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(claim(&ch, ends("127.0.0.1:1", "127.0.0.1:2")));
+        });
+        // A hang, not a time, is what this catches: the wait is generous.
+        let r = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the claim never ends");
+        assert!(r.unwrap_err().contains("cannot reach"));
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! job ([`SPIN`]) and only then parks. A copy that finds it parked is done
 //! by the caller alone and wakes the helper for the copies that follow, so
 //! a stream of copies runs on both cores and an idle engine burns nothing.
+//! A half the helper has not begun by the time the caller finishes its own
+//! is taken back by the caller (the helper may be descheduled), so a copy
+//! never waits for a thread that does not run.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,9 +24,12 @@ const SPIN: Duration = Duration::from_micros(200);
 
 /// The job slot shared with the helper.
 struct Slot {
-    /// Jobs posted so far; the helper runs job `posted` when `done < posted`.
+    /// Jobs posted so far; job `posted` is open while `claimed < posted`.
     posted: AtomicU64,
-    /// Jobs the helper finished.
+    /// The last job someone (helper or poster) took on; taken by moving it
+    /// from `job - 1` to `job`, so exactly one of the two copies it.
+    claimed: AtomicU64,
+    /// The last job finished.
     done: AtomicU64,
     dst: AtomicUsize,
     src: AtomicUsize,
@@ -43,11 +49,16 @@ pub(crate) struct Splitter {
 }
 
 impl Splitter {
-    /// Starts the helper thread; without one (the OS refused a thread),
-    /// every copy runs on the caller's thread.
-    pub fn start() -> Splitter {
+    /// Starts the helper thread; `None` with fewer than two CPUs to run on
+    /// (a split would only add hand-over costs) or when the OS refuses a
+    /// thread: copies then run on the caller's thread alone.
+    pub fn start() -> Option<Splitter> {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return None;
+        }
         let slot = Arc::new(Slot {
             posted: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
             done: AtomicU64::new(0),
             dst: AtomicUsize::new(0),
             src: AtomicUsize::new(0),
@@ -61,8 +72,11 @@ impl Splitter {
         let helper = std::thread::Builder::new()
             .name("te-copy".into())
             .spawn(move || help(&s))
-            .ok();
-        Splitter { slot, helper }
+            .ok()?;
+        Some(Splitter {
+            slot,
+            helper: Some(helper),
+        })
     }
 
     /// Copies `len` bytes from `src` to `dst`, on two threads when the copy
@@ -72,7 +86,9 @@ impl Splitter {
     /// `src` must be valid for reads and `dst` for writes of `len` bytes
     /// until this returns, and the ranges must not overlap. No Rust
     /// reference to either may be alive meanwhile (other processes may
-    /// change the bytes of shared memory: a torn copy, not a fault).
+    /// change the bytes of shared memory: a torn copy, not a fault). Calls
+    /// on one splitter must not overlap (the engine's lock orders them):
+    /// it has one job slot.
     pub unsafe fn copy(&self, dst: *mut u8, src: *const u8, len: usize) {
         let slot = &*self.slot;
         let helper = self.helper.as_ref();
@@ -101,6 +117,17 @@ impl Splitter {
         }
         // SAFETY: the caller's contract; the helper copies the other half.
         unsafe { std::ptr::copy_nonoverlapping(src, dst, half) };
+        if slot
+            .claimed
+            .compare_exchange(job - 1, job, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // The helper has not begun: the other half is ours too.
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(half), dst.add(half), len - half) };
+            slot.done.store(job, Ordering::Release);
+            return;
+        }
         while slot.done.load(Ordering::Acquire) < job {
             std::hint::spin_loop();
         }
@@ -116,12 +143,19 @@ fn help(slot: &Slot) {
         let mut spins = 0u32;
         loop {
             let posted = slot.posted.load(Ordering::SeqCst);
-            if slot.done.load(Ordering::Relaxed) < posted {
+            let open = slot.claimed.load(Ordering::Acquire) < posted;
+            if open
+                && slot
+                    .claimed
+                    .compare_exchange(posted - 1, posted, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
                 let dst = slot.dst.load(Ordering::Relaxed) as *mut u8;
                 let src = slot.src.load(Ordering::Relaxed) as *const u8;
                 let len = slot.len.load(Ordering::Relaxed);
                 // SAFETY: the poster guarantees both ranges for the life of
-                // the job and waits for `done` before it returns.
+                // the job; having claimed the job, it waits for `done`
+                // before it returns.
                 unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
                 slot.done.store(posted, Ordering::Release);
                 idle_since = Instant::now();
@@ -137,7 +171,7 @@ fn help(slot: &Slot) {
             std::hint::spin_loop();
         }
         slot.awake.store(false, Ordering::SeqCst);
-        if slot.posted.load(Ordering::SeqCst) > slot.done.load(Ordering::Relaxed) {
+        if slot.posted.load(Ordering::SeqCst) > slot.claimed.load(Ordering::Acquire) {
             continue;
         }
         std::thread::park();
@@ -158,9 +192,19 @@ impl Drop for Splitter {
 mod tests {
     use super::*;
 
+    /// A splitter, or `None` (said on stderr) on a machine with one CPU,
+    /// where the engine runs without one.
+    fn started() -> Option<Splitter> {
+        let s = Splitter::start();
+        if s.is_none() {
+            eprintln!("skipped: fewer than two CPUs, no splitter");
+        }
+        s
+    }
+
     #[test]
     fn long_and_short_copies_move_every_byte_whether_the_helper_is_awake_or_not() {
-        let s = Splitter::start();
+        let Some(s) = started() else { return };
         for len in [1, 4095, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 1, 3 << 20] {
             let src: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
             // Many rounds: the first finds the helper parked, later ones
@@ -176,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_stream_of_long_copies_wakes_the_helper_and_splits() {
-        let s = Splitter::start();
+        let Some(s) = started() else { return };
         let src = vec![3u8; 1 << 20];
         let mut dst = vec![0u8; 1 << 20];
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -193,9 +237,9 @@ mod tests {
 
     #[test]
     fn a_splitter_stops_when_dropped_parked_or_spinning() {
-        let parked = Splitter::start();
+        let Some(parked) = started() else { return };
         drop(parked);
-        let busy = Splitter::start();
+        let Some(busy) = started() else { return };
         let src = vec![1u8; SPLIT_MIN];
         let mut dst = vec![0u8; SPLIT_MIN];
         // SAFETY: two distinct vectors.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use te_runtime::Status;
+use te_runtime::{Engine, EngineConfig, Path, Perm, Status};
 
 use crate::bench::parse_seconds;
 use crate::report::{self, Row};
@@ -41,16 +41,22 @@ pub fn run(args: MemcpyArgs) -> Result<(), Status> {
     let len = usize::try_from(args.buffer)
         .map_err(|_| crate::bench::err(format!("--buffer {} too large", args.buffer)))?;
     // The fastest memory for one thread's memcpy here: anonymous, on huge
-    // pages where the OS allows, populated up front (te's own buffers are
-    // shared memfds, on huge pages only where the shmem setting allows).
-    let src_map = AnonBuffer::new(len)?;
-    let dst_map = AnonBuffer::new(len)?;
-    // SAFETY: two distinct fresh mappings of `len` bytes each, used by this
-    // thread alone and alive until the end of this function.
+    // pages where the OS allows, populated up front, which is what an
+    // engine without the same-host path allocates (te's own buffers for
+    // that path are shared memfds, on huge pages only where the shmem
+    // setting allows).
+    let engine = Engine::start(EngineConfig {
+        path: Path::Tcp,
+        ..EngineConfig::default()
+    })?;
+    let src_addr = engine.alloc_memory(args.buffer, Perm::LOCAL_ONLY)?;
+    let dst_addr = engine.alloc_memory(args.buffer, Perm::LOCAL_ONLY)?;
+    // SAFETY: two distinct engine allocations of `len` bytes each, used by
+    // this thread alone and alive until `engine` is dropped below.
     let (src, dst) = unsafe {
         (
-            std::slice::from_raw_parts(src_map.ptr.cast_const(), len),
-            std::slice::from_raw_parts_mut(dst_map.ptr, len),
+            std::slice::from_raw_parts(src_addr as *const u8, len),
+            std::slice::from_raw_parts_mut(dst_addr as *mut u8, len),
         )
     };
     let duration = Duration::from_secs_f64(args.duration);
@@ -99,35 +105,6 @@ pub fn run(args: MemcpyArgs) -> Result<(), Status> {
     if args.json {
         out!("{}", report::json(&rows, "memcpy", "memory"));
     }
+    drop(engine);
     Ok(())
-}
-
-/// An anonymous private mapping, unmapped on drop.
-struct AnonBuffer {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl AnonBuffer {
-    fn new(len: usize) -> Result<AnonBuffer, Status> {
-        let prot = rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE;
-        // SAFETY: a fresh private mapping at an address the kernel chooses.
-        let ptr = unsafe {
-            rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, prot, rustix::mm::MapFlags::PRIVATE)
-        }
-        .map_err(|e| crate::bench::err(format!("cannot map {len} bytes: {e}")))?;
-        // SAFETY: advice on our own fresh mapping; failures are harmless.
-        unsafe {
-            let _ = rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxHugepage);
-            let _ = rustix::mm::madvise(ptr, len, rustix::mm::Advice::LinuxPopulateWrite);
-        }
-        Ok(AnonBuffer { ptr: ptr.cast(), len })
-    }
-}
-
-impl Drop for AnonBuffer {
-    fn drop(&mut self) {
-        // SAFETY: mapped by `new` with this length; the slices into it ended.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
-    }
 }
