@@ -17,6 +17,8 @@ use std::os::fd::AsRawFd;
 #[cfg(test)]
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use te_proto::link::{Link, LocalMap};
 use tracing::{debug, warn};
@@ -39,10 +41,23 @@ impl Mapped {
     }
 }
 
+/// Most mappings of peers' buffers one engine holds (each costs one of
+/// the process's `vm.max_map_count`, 65530 by default); beyond, copies take
+/// `process_vm_*`.
+pub(crate) const MAX_MAPPINGS: usize = 4096;
+/// Most bytes of peers' buffers one connection maps (a peer chooses the
+/// lengths, and address space is finite); beyond, copies take `process_vm_*`.
+pub(crate) const MAX_MAPPED_BYTES: u64 = 16 << 40;
+
 /// The peer's buffers mapped for one connection, by announcement id.
 #[derive(Default)]
 pub(crate) struct PeerMaps {
     maps: HashMap<u64, Mapped>,
+    /// Bytes mapped for this connection.
+    bytes: u64,
+    /// The engine's count of mappings, shared by its connections; set at
+    /// the first mapping.
+    engine_count: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for PeerMaps {
@@ -56,9 +71,17 @@ unsafe impl Send for PeerMaps {}
 
 impl PeerMaps {
     /// Our address of the peer's `[addr, addr + len)`, which lies inside
-    /// its announced buffer `map`; the buffer is mapped at first use.
-    /// `None` when it cannot be mapped.
-    pub fn address(&mut self, pid: &Pid, map: LocalMap, addr: u64, len: u64) -> Option<*mut u8> {
+    /// its announced buffer `map`; the buffer is mapped at first use,
+    /// within [`MAX_MAPPED_BYTES`] for the connection and [`MAX_MAPPINGS`]
+    /// for the engine (`count`). `None` when it cannot be mapped.
+    pub fn address(
+        &mut self,
+        pid: &Pid,
+        count: &Arc<AtomicUsize>,
+        map: LocalMap,
+        addr: u64,
+        len: u64,
+    ) -> Option<*mut u8> {
         let off = addr.checked_sub(map.base)?;
         if off.checked_add(len)? > map.len {
             return None;
@@ -67,72 +90,122 @@ impl PeerMaps {
         if stale {
             self.unmap(map.id);
         }
-        let entry = self
-            .maps
-            .entry(map.id)
-            .or_insert_with(|| match map_buffer(pid, &map) {
-                Ok(ptr) => {
-                    debug!(
-                        id = map.id,
-                        len = map.len,
-                        "mapped a buffer of process {}",
-                        pid.pid()
-                    );
-                    Mapped::At { map, ptr }
-                }
-                Err(e) => {
-                    warn!(
-                        "cannot map buffer {} ({} bytes, fd {}) of process {}, copying with process_vm: {e}",
-                        map.id,
-                        map.len,
-                        map.fd,
-                        pid.pid()
-                    );
-                    Mapped::Refused(map)
-                }
-            });
-        match entry {
+        if !self.maps.contains_key(&map.id) {
+            let mapped = self.map(pid, count, map);
+            self.maps.insert(map.id, mapped);
+        }
+        match self.maps.get(&map.id)? {
             // `off + len <= map.len`, which is the mapping's length.
             Mapped::At { ptr, .. } => Some(ptr.as_ptr().wrapping_add(off as usize)),
             Mapped::Refused(_) => None,
         }
     }
 
+    /// Maps buffer `map` if the limits allow it; what cannot be mapped is
+    /// logged once and refused from then on.
+    fn map(&mut self, pid: &Pid, count: &Arc<AtomicUsize>, map: LocalMap) -> Mapped {
+        if !self.reserve(count, map.len) {
+            debug!(
+                id = map.id,
+                len = map.len,
+                "mapping limits reached, copying with process_vm"
+            );
+            return Mapped::Refused(map);
+        }
+        match map_buffer(pid, &map) {
+            Ok(ptr) => {
+                debug!(
+                    id = map.id,
+                    len = map.len,
+                    "mapped a buffer of process {}",
+                    pid.pid()
+                );
+                Mapped::At { map, ptr }
+            }
+            Err(e) => {
+                self.release(map.len);
+                warn!(
+                    "cannot map buffer {} ({} bytes, fd {}) of process {}, copying with process_vm: {e}",
+                    map.id,
+                    map.len,
+                    map.fd,
+                    pid.pid()
+                );
+                Mapped::Refused(map)
+            }
+        }
+    }
+
     /// Unmaps the buffers the peer no longer announces (or announces
     /// differently), so that a withdrawn buffer's memory is released.
     pub fn retain_announced(&mut self, link: &Link) {
+        let mut freed = 0;
+        let mut freed_bytes = 0;
         self.maps.retain(|_, m| {
             let keep = link.peer_local_maps().any(|a| a == *m.announced());
-            if !keep {
-                m.unmap();
+            if !keep && m.unmap() {
+                freed += 1;
+                freed_bytes += m.announced().len;
             }
             keep
         });
+        self.bytes = self.bytes.saturating_sub(freed_bytes);
+        if let Some(c) = self.engine_count.as_ref().filter(|_| freed > 0) {
+            c.fetch_sub(freed, Ordering::AcqRel);
+        }
     }
 
     fn unmap(&mut self, id: u64) {
         if let Some(mut m) = self.maps.remove(&id) {
-            m.unmap();
+            if m.unmap() {
+                self.release(m.announced().len);
+            }
+        }
+    }
+
+    /// Counts a mapping of `len` bytes against the limits, if they allow it.
+    fn reserve(&mut self, count: &Arc<AtomicUsize>, len: u64) -> bool {
+        if self.bytes.saturating_add(len) > MAX_MAPPED_BYTES {
+            return false;
+        }
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_MAPPINGS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes += len;
+        self.engine_count.get_or_insert_with(|| count.clone());
+        true
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) counted for `len` bytes.
+    fn release(&mut self, len: u64) {
+        self.bytes = self.bytes.saturating_sub(len);
+        if let Some(c) = &self.engine_count {
+            c.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Mapped {
-    /// Unmaps the buffer (once; it is `Refused` afterwards).
-    fn unmap(&mut self) {
-        if let Mapped::At { map, ptr } = *self {
-            // SAFETY: mapped by `map_buffer` with this length; no copy runs
-            // (copies happen on this thread) and no reference into it lives.
-            let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), map.len as usize) };
-            *self = Mapped::Refused(map);
-        }
+    /// Unmaps the buffer (once; it is `Refused` afterwards). True when it
+    /// was mapped.
+    fn unmap(&mut self) -> bool {
+        let Mapped::At { map, ptr } = *self else {
+            return false;
+        };
+        // SAFETY: mapped by `map_buffer` with this length; no copy runs
+        // (copies happen on this thread) and no reference into it lives.
+        let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), map.len as usize) };
+        *self = Mapped::Refused(map);
+        true
     }
 }
 
 impl Drop for PeerMaps {
     fn drop(&mut self) {
-        for m in self.maps.values_mut() {
-            m.unmap();
+        let ids: Vec<u64> = self.maps.keys().copied().collect();
+        for id in ids {
+            self.unmap(id);
         }
     }
 }
@@ -216,25 +289,49 @@ mod tests {
     #[test]
     fn a_sealed_buffer_is_mapped_once_and_shows_its_bytes() {
         let me = Pid::this_process();
+        let count = Arc::new(AtomicUsize::new(0));
         let buf = HostBuffer::new(1 << 20, true).unwrap();
         let map = buf.mapping().expect("engine memory is a memfd");
         // SAFETY: our own fresh buffer, no other reference.
         unsafe { std::ptr::write_bytes((map.base + 4096) as *mut u8, 0xab, 16) };
         let mut maps = PeerMaps::default();
-        let at = maps.address(&me, map, map.base + 4096, 16).expect("mapped");
+        let at = maps
+            .address(&me, &count, map, map.base + 4096, 16)
+            .expect("mapped");
         assert_ne!(at as u64, map.base + 4096, "a second mapping of the same pages");
         // SAFETY: 16 bytes inside the mapping just made.
         assert_eq!(unsafe { std::slice::from_raw_parts(at, 16) }, &[0xab; 16]);
-        let again = maps.address(&me, map, map.base, 1).expect("still mapped");
+        let again = maps.address(&me, &count, map, map.base, 1).expect("still mapped");
         assert_eq!(again as u64 + 4096, at as u64, "mapped once, not again");
         // Outside the announced buffer: no address.
-        assert!(maps.address(&me, map, map.base + map.len - 8, 16).is_none());
-        assert!(maps.address(&me, map, map.base - 1, 2).is_none());
+        assert!(maps
+            .address(&me, &count, map, map.base + map.len - 8, 16)
+            .is_none());
+        assert!(maps.address(&me, &count, map, map.base - 1, 2).is_none());
+    }
+
+    #[test]
+    fn mappings_count_against_the_engine_limit_and_are_given_back() {
+        let me = Pid::this_process();
+        let buf = HostBuffer::new(4096, true).unwrap();
+        let map = buf.mapping().unwrap();
+        let full = Arc::new(AtomicUsize::new(MAX_MAPPINGS));
+        assert!(PeerMaps::default()
+            .address(&me, &full, map, map.base, 8)
+            .is_none());
+        assert_eq!(full.load(Ordering::Relaxed), MAX_MAPPINGS);
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut maps = PeerMaps::default();
+        assert!(maps.address(&me, &count, map, map.base, 8).is_some());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(maps);
+        assert_eq!(count.load(Ordering::Relaxed), 0, "unmapped and given back");
     }
 
     #[test]
     fn an_unsealed_short_or_foreign_descriptor_is_refused() {
         let me = Pid::this_process();
+        let count = Arc::new(AtomicUsize::new(0));
         let mut maps = PeerMaps::default();
         let fd = unsealed(8192);
         let map = LocalMap {
@@ -243,7 +340,7 @@ mod tests {
             len: 8192,
             fd: fd.as_raw_fd() as u32,
         };
-        assert!(maps.address(&me, map, map.base, 8).is_none(), "unsealed");
+        assert!(maps.address(&me, &count, map, map.base, 8).is_none(), "unsealed");
         let buf = HostBuffer::new(4096, true).unwrap();
         let short = LocalMap {
             id: 2,
@@ -251,7 +348,7 @@ mod tests {
             ..buf.mapping().unwrap()
         };
         assert!(
-            maps.address(&me, short, short.base, 8).is_none(),
+            maps.address(&me, &count, short, short.base, 8).is_none(),
             "shorter than announced"
         );
         let not_memfd = LocalMap {
@@ -260,7 +357,7 @@ mod tests {
             ..buf.mapping().unwrap()
         };
         assert!(
-            maps.address(&me, not_memfd, not_memfd.base, 8).is_none(),
+            maps.address(&me, &count, not_memfd, not_memfd.base, 8).is_none(),
             "stdin is no memfd"
         );
         let closed = LocalMap {
@@ -269,7 +366,7 @@ mod tests {
             ..buf.mapping().unwrap()
         };
         assert!(
-            maps.address(&me, closed, closed.base, 8).is_none(),
+            maps.address(&me, &count, closed, closed.base, 8).is_none(),
             "no such descriptor"
         );
     }

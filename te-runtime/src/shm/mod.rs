@@ -100,6 +100,8 @@ pub(crate) struct SameHost {
     splitter: Option<split::Splitter>,
     /// Claims under way (each on a thread), at most [`CLAIMS_AT_ONCE`].
     claims: Arc<AtomicUsize>,
+    /// Peers' buffers mapped, over all connections.
+    mappings: Arc<AtomicUsize>,
 }
 
 /// Most claims of one engine under way at once; a peer challenging beyond
@@ -160,6 +162,7 @@ impl SameHost {
             notice: None,
             splitter: None,
             claims: Arc::default(),
+            mappings: Arc::default(),
         };
         if path == Path::Tcp {
             return off;
@@ -176,6 +179,7 @@ impl SameHost {
                     notice: Some(notice),
                     splitter: split::Splitter::start(),
                     claims: Arc::default(),
+                    mappings: Arc::default(),
                 }
             }
             Err(why) => {
@@ -262,7 +266,10 @@ impl SameHost {
                 .peer_local_map(first.peer_addr, first.span.len)
                 .filter(|_| host)
             {
-                if let Some(theirs) = st.maps.address(&pid, map, first.peer_addr, first.span.len) {
+                if let Some(theirs) =
+                    st.maps
+                        .address(&pid, &self.mappings, map, first.peer_addr, first.span.len)
+                {
                     self.copy_mapped(&first, theirs);
                     link.copy_done(Ok(()), reg);
                     continue;
