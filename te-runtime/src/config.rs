@@ -47,7 +47,9 @@ pub struct EngineConfig {
     /// Connections accepted at once (default 1024).
     pub max_connections: usize,
     /// Notifications kept until taken; beyond this the sending peers are
-    /// slowed down, never dropped (default 4096).
+    /// slowed down, never dropped (default 4096). Also the most
+    /// notifications waiting to be sent to one segment, standalone or with
+    /// their batch together: beyond, sending is `NotReady`.
     pub max_notifications: usize,
     /// Busy-poll: the event loop never sleeps in the kernel and blocked
     /// callers spin instead of sleeping, for the lowest latency at the

@@ -1627,4 +1627,10 @@ fn notifications_waiting_for_their_batches_are_bounded() {
         0,
         "nothing of the refused batch was submitted"
     );
+    // The same bound holds for standalone notifications: the two waiting
+    // with their batches already take it.
+    let err = initiator
+        .send_notification(seg, "alone", b"")
+        .expect_err("a standalone notification beyond the bound is refused");
+    assert_eq!(err.code(), ErrorCode::NotReady, "{err}");
 }

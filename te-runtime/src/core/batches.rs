@@ -154,20 +154,7 @@ impl EngineCore {
             .map(|r| r.segment.0 as usize)
             .ok_or_else(|| status!(Invalid, "empty request list"))?;
         check_note(name, msg)?;
-        // Queued notes and notes still waiting for their batch together stay
-        // within `max_notifications`, as standalone notifications do: a peer
-        // that reads none cannot make the queue grow batch after batch.
-        if let Some(s) = self.segments.get(seg) {
-            let waiting = self.batch_notes.values().filter(|n| n.0 == seg).count();
-            let queued = s.notes.len() + waiting;
-            if queued >= self.cfg.max_notifications {
-                return Err(status!(
-                    NotReady,
-                    "{queued} notifications already wait to be sent to {}",
-                    s.name
-                ));
-            }
-        }
+        self.check_note_room(seg)?;
         self.submit(batch, reqs)?;
         self.batch_notes
             .insert(batch, (seg, name.to_string(), msg.to_vec()));
