@@ -200,21 +200,24 @@ PORT=$((20000 + RANDOM % 20000))
 next_port() { PORT=$((PORT + 1)); }
 
 # ---------------------------------------------------------------- te
-te_run() { # threads regime(cold|hot)
-    local hot=()
-    [ "$2" = hot ] && hot=(--hot)
-    "$TE" bench --json --path tcp --threads "$1" "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
-        --block-size 4K,64K,1M,16M --op read,write
-}
-te_measure() { # threads regime rep
-    log "te bench threads=$1 regime=$2 (rep $3)"
-    measured te_run "$1" "$2"
-    if [ "$RC" != 0 ]; then fail te "te bench --threads $1 ($2) exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
-    python3 - "$WORK/out" "$3" <<'EOF' | while IFS=$'\t' read -r op blk thr reg gbps; do record te "$op" "$blk" "$thr" "$reg" "$3" "$gbps"; done
+te_rows() { # contender fail-as rep op|"" te-args...: runs te, records every row of its --json output
+    local who=$1 fail_as=$2 rep=$3 op=$4
+    shift 4
+    measured "$TE" "$@"
+    if [ "$RC" != 0 ]; then fail "$fail_as" "te $* exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
+    python3 - "$WORK/out" "$op" <<'EOF' | while IFS=$'\t' read -r o blk thr reg gbps; do record "$who" "$o" "$blk" "$thr" "$reg" "$rep" "$gbps"; done
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
-    print(f'{r["op"]}\t{r["block_bytes"]}\t{r["threads"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
+    op = sys.argv[2] or r["op"]
+    print(f'{op}\t{r["block_bytes"]}\t{r["threads"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
 EOF
+}
+te_measure() { # threads regime(cold|hot) rep
+    local hot=()
+    [ "$2" = hot ] && hot=(--hot)
+    log "te bench threads=$1 regime=$2 (rep $3)"
+    te_rows te te "$3" "" bench --json --path tcp --threads "$1" "${hot[@]}" --duration "$DURATION" \
+        --batch "$BATCH" --block-size 4K,64K,1M,16M --op read,write
 }
 te_latency_measure() { # rep
     # 4 KiB round trips, one in flight: te read with batch 1 sleeping in its event loop and
@@ -374,26 +377,14 @@ shm_measure() { # regime rep: te over the same-host path
     local hot=()
     [ "$1" = hot ] && hot=(--hot)
     log "te bench --path shm regime=$1 (rep $2)"
-    measured "$TE" bench --json --path shm "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
+    te_rows te-shm shm "$2" "" bench --json --path shm "${hot[@]}" --duration "$DURATION" --batch "$BATCH" \
         --block-size 4K,64K,1M,16M --op read,write
-    if [ "$RC" != 0 ]; then fail shm "te bench --path shm ($1) exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
-    python3 - "$WORK/out" <<'EOF2' | while IFS=$'\t' read -r op blk reg gbps; do record te-shm "$op" "$blk" 1 "$reg" "$2" "$gbps"; done
-import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    print(f'{r["op"]}\t{r["block_bytes"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
-EOF2
 }
 memcpy_measure() { # regime rep
     local hot=()
     [ "$1" = hot ] && hot=(--hot)
     log "te memcpy regime=$1 (rep $2)"
-    measured "$TE" memcpy --json "${hot[@]}" --duration "$DURATION" --block-size 4K,64K,1M,16M
-    if [ "$RC" != 0 ]; then fail shm "te memcpy ($1) exited $RC: $(tail -c 300 "$WORK/err")"; return; fi
-    python3 - "$WORK/out" <<'EOF2' | while IFS=$'\t' read -r blk reg gbps; do record memcpy any "$blk" 1 "$reg" "$2" "$gbps"; done
-import json, sys
-for r in json.load(open(sys.argv[1]))["results"]:
-    print(f'{r["block_bytes"]}\t{r["regime"]}\t{r["gb_per_s"]:.4f}')
-EOF2
+    te_rows memcpy shm "$2" any memcpy --json "${hot[@]}" --duration "$DURATION" --block-size 4K,64K,1M,16M
 }
 ucxsm_run() { # test block iters
     local spid rc
