@@ -237,7 +237,9 @@ impl Engine {
 
     /// Allocates `len` bytes of zeroed memory in the engine's location
     /// ([`EngineConfig::location`]) and registers it: page-aligned host
-    /// memory for `cpu`, device memory for `sim:N` (not host-addressable:
+    /// memory for `cpu` (a sealed memfd that same-host peers map, when the
+    /// engine offers the same-host path; anonymous memory on huge pages
+    /// otherwise), device memory for `sim:N` (not host-addressable:
     /// reach it with [`read_memory`](Self::read_memory) and
     /// [`write_memory`](Self::write_memory)). A device without room is
     /// `RuntimeError` naming the sizes.
