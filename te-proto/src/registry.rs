@@ -389,6 +389,12 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
         }
     }
 
+    /// The region with base `base` in `location` (draining ones included).
+    pub fn region(&self, location: Location, base: u64) -> Option<Region> {
+        let idx = self.exact(location, base)?;
+        self.entries().get(idx).map(|e| e.region)
+    }
+
     /// Whether the region `key` pins has started draining.
     pub fn is_draining(&self, key: PinKey) -> bool {
         self.exact(key.location, key.base)
@@ -965,6 +971,21 @@ mod tests {
         let e = err(reg.unregister(CPU, 0x1000));
         assert_eq!(e.code(), ErrorCode::NotFound);
         assert!(e.message().contains("already being unregistered"), "{e}");
+    }
+
+    #[test]
+    fn region_by_base_includes_draining_ones_and_needs_the_exact_base() {
+        let mut reg = new_reg();
+        let region = cpu(0x1000, 0x1000);
+        reg.register(region).unwrap();
+        let pin = reg.pin_local(Span::cpu(0x1000, 0x10)).unwrap();
+        assert_eq!(reg.region(CPU, 0x1000), Some(region));
+        assert_eq!(reg.region(CPU, 0x1001), None, "not the base");
+        reg.unregister(CPU, 0x1000).unwrap();
+        assert!(reg.is_draining(pin));
+        assert_eq!(reg.region(CPU, 0x1000), Some(region), "draining, still held");
+        reg.unpin(pin);
+        assert_eq!(reg.region(CPU, 0x1000), None, "removed by its last unpin");
     }
 
     #[test]

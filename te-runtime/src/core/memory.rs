@@ -75,14 +75,8 @@ impl EngineCore {
                 "memory at {addr:#x} was allocated by the engine: free it with free_memory"
             ));
         }
-        let region = self
-            .reg
-            .regions()
-            .find(|r| r.span.addr == addr && r.span.location == self.cfg.location);
         let r = self.reg.unregister(self.cfg.location, addr)?;
-        if let Some(region) = region {
-            self.release_sends(&r, region.span);
-        }
+        self.release_sends(&r, self.cfg.location, addr);
         Ok(r)
     }
 
@@ -91,12 +85,15 @@ impl EngineCore {
     /// frame each at most), so that a peer slow to read cannot hold the
     /// region: the unregister then waits only for payloads landing in it,
     /// same-host copies under way and local tasks.
-    fn release_sends(&mut self, r: &Unregister, region: Span) {
-        if let Unregister::Draining { .. } = r {
-            for conn in self.conns.iter_mut().flatten() {
-                conn.link.revoke_draining(&mut self.reg);
-                conn.detach_payload(region, &mut self.reg);
-            }
+    fn release_sends(&mut self, r: &Unregister, location: Location, base: u64) {
+        let Unregister::Draining { .. } = r else { return };
+        // A draining region stays in the registry until its last pin goes.
+        let Some(region) = self.reg.region(location, base) else {
+            return;
+        };
+        for conn in self.conns.iter_mut().flatten() {
+            conn.link.revoke_draining(&mut self.reg);
+            conn.detach_payload(region.span, &mut self.reg);
         }
     }
 
@@ -157,14 +154,8 @@ impl EngineCore {
         let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
             return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
         };
-        let region = self
-            .reg
-            .regions()
-            .find(|r| r.span.addr == addr && r.span.location == loc);
         let r = self.reg.unregister(loc, addr)?;
-        if let Some(region) = region {
-            self.release_sends(&r, region.span);
-        }
+        self.release_sends(&r, loc, addr);
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)

@@ -239,15 +239,9 @@ fn map_buffer(pid: &Pid, map: &LocalMap) -> io::Result<NonNull<u8>> {
     if fs_type == libc::HUGETLBFS_MAGIC {
         return Err(io::Error::other("a hugetlbfs memfd"));
     }
-    // SAFETY: a zeroed stat buffer filled by fstat on our own descriptor.
-    let size = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        st.st_size
-    };
-    if u64::try_from(size).unwrap_or(0) < map.len {
+    let file = std::fs::File::from(fd);
+    let size = file.metadata()?.len();
+    if size < map.len {
         return Err(io::Error::other(format!(
             "the memfd holds {size} bytes, fewer than announced"
         )));
@@ -262,7 +256,7 @@ fn map_buffer(pid: &Pid, map: &LocalMap) -> io::Result<NonNull<u8>> {
             len,
             prot,
             rustix::mm::MapFlags::SHARED,
-            &fd,
+            &file,
             0,
         )
     }?;
