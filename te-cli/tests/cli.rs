@@ -1,6 +1,5 @@
 //! The `te` binary: flag errors name the flag and the value; a short
 //! verified benchmark against an embedded target runs end to end.
-#![cfg(feature = "cli")]
 
 use std::process::Command;
 
