@@ -108,14 +108,14 @@ install_deps() {
 
 TE=$ROOT/target/release/te
 if [ "$BUILD" = 1 ] && wants te; then
-    log "cargo build --release -p te-runtime --bin te"
-    if ! (cd "$ROOT" && cargo build --release -q -p te-runtime --bin te); then
+    log "cargo build --release -p te-cli"
+    if ! (cd "$ROOT" && cargo build --release -q -p te-cli); then
         log "cargo build failed; using the existing $TE if there is one"
         BUILD=failed
     fi
 fi
 TE_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(cd "$ROOT" && git status --porcelain -- te-proto/src te-runtime/src 2>/dev/null)" ]; then
+if [ -n "$(cd "$ROOT" && git status --porcelain -- te-proto/src te-runtime/src te-cli/src 2>/dev/null)" ]; then
     TE_REV="$TE_REV + uncommitted changes"
 fi
 [ "$BUILD" = 1 ] || TE_REV="an earlier build (not rebuilt from $TE_REV)"
