@@ -481,9 +481,18 @@ where
     /// of length 0 or whose local span or remote range wraps the address
     /// space (the message names the first such request by index).
     pub fn submit(&mut self, id: BatchId, reqs: &[TransferRequest]) -> Result<Range<u32>> {
+        self.submit_iter(id, reqs.iter().copied())
+    }
+
+    /// As [`submit`](Self::submit), for requests that are made on the fly
+    /// (the iterator is walked twice: once to check, once to store).
+    pub fn submit_iter<I>(&mut self, id: BatchId, reqs: I) -> Result<Range<u32>>
+    where
+        I: ExactSizeIterator<Item = TransferRequest> + Clone,
+    {
         let index = self.live(id)?;
         let slot = self.batch(index)?;
-        if reqs.is_empty() {
+        if reqs.len() == 0 {
             return Err(status!(Invalid, "empty request list for batch {id}"));
         }
         let room = slot.capacity.saturating_sub(slot.submitted);
@@ -499,8 +508,8 @@ where
                 ))
             }
         };
-        for (i, req) in reqs.iter().enumerate() {
-            check_request(i, req)?;
+        for (i, req) in reqs.clone().enumerate() {
+            check_request(i, &req)?;
         }
         let first = slot.submitted;
         let last = first.saturating_add(count);
@@ -508,7 +517,7 @@ where
         let tasks = self.tasks.as_mut().get_mut(from..).unwrap_or_default();
         let mut len_sum: u128 = 0;
         for (task, req) in tasks.iter_mut().zip(reqs) {
-            task.req = *req;
+            task.req = req;
             task.state = TaskState::Pending;
             task.transferred = 0;
             len_sum = len_sum.saturating_add(u128::from(req.local.len));
@@ -675,6 +684,20 @@ where
         self.batches_used = self.batches_used.saturating_sub(1);
         self.tasks_used = self.tasks_used.saturating_sub(capacity);
         Ok(())
+    }
+
+    /// The storage index of the live batch `id` (its [`BatchSlot`]), for
+    /// callers that keep data of their own per batch in a parallel array.
+    /// `Invalid` for a stale or foreign id.
+    pub fn batch_index(&self, id: BatchId) -> Result<usize> {
+        Ok(self.live(id)? as usize)
+    }
+
+    /// The storage index of a submitted task (its [`Task`] slot), for
+    /// callers that keep data of their own per task in a parallel array.
+    /// `Invalid` for a stale batch or an index not submitted.
+    pub fn task_index(&self, task: TaskId) -> Result<usize> {
+        Ok(self.locate(task)?.1 as usize)
     }
 
     /// Number of live (allocated, not freed) batches.

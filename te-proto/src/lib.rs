@@ -19,6 +19,7 @@
 //! | [`batch`] | batches of tasks with per-task status |
 //! | [`wire`] | frames, encoder and incremental decoder (`docs/PROTOCOL.md`) |
 //! | [`link`] | the per-peer state machine |
+//! | [`endpoint`] | the layer above the links: per-segment queues, deadlines, results, notifications, path choice |
 //!
 //! # Two links driven by hand
 //!
@@ -96,6 +97,7 @@ extern crate std;
 mod auth;
 pub mod batch;
 pub mod driver;
+pub mod endpoint;
 pub mod error;
 pub mod link;
 pub mod location;
@@ -105,6 +107,7 @@ pub mod time;
 pub mod wire;
 
 pub use batch::{BatchId, BatchStatus, BatchTable, TaskId, TaskState, TaskStatus, TransferRequest};
+pub use endpoint::{Endpoint, EndpointConfig};
 pub use error::{ErrorCode, Result, Status};
 pub use location::Location;
 pub use region::{Perm, Region, Span};

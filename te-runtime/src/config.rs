@@ -5,7 +5,7 @@ use std::time::Duration;
 use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
 use te_proto::{status, Location, Result};
 
-use crate::shm::Path;
+pub use te_proto::endpoint::Path;
 
 /// How an engine is set up. Every field has a sensible default
 /// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad
@@ -46,6 +46,8 @@ pub struct EngineConfig {
     pub max_tasks: usize,
     /// Connections accepted at once (default 1024).
     pub max_connections: usize,
+    /// Peer segments this engine can open over its life (default 4096).
+    pub max_segments: usize,
     /// Notifications kept until taken; beyond this the sending peers are
     /// slowed down, never dropped (default 4096). Also the most
     /// notifications waiting to be sent to one segment, standalone or with
@@ -82,6 +84,7 @@ impl Default for EngineConfig {
             max_batches: 1024,
             max_tasks: 65536,
             max_connections: 1024,
+            max_segments: 4096,
             max_notifications: 4096,
             busy_poll: false,
             #[cfg(feature = "sim")]
@@ -99,6 +102,7 @@ impl EngineConfig {
             ("max_batches", self.max_batches, 1),
             ("max_tasks", self.max_tasks, 1),
             ("max_connections", self.max_connections, 1),
+            ("max_segments", self.max_segments, 1),
             ("max_notifications", self.max_notifications, 1),
         ] {
             if v < min || v > u32::MAX as usize {

@@ -20,10 +20,16 @@ impl Devices {
     pub fn new(cfg: &EngineConfig) -> Result<Devices> {
         #[cfg(not(feature = "sim"))]
         let _ = cfg;
-        Ok(Devices {
+        let mut devices = Devices {
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimDriver::new(cfg.sim)?,
-        })
+        };
+        // An engine in a location without a driver would fail only at its
+        // first allocation: refuse it now.
+        if !cfg.location.is_host() {
+            devices.driver(cfg.location)?;
+        }
+        Ok(devices)
     }
 
     /// The driver of device location `loc`, and the device's index in it.
@@ -33,6 +39,11 @@ impl Devices {
             #[cfg(feature = "sim")]
             Location::Sim(n) => Ok((&mut self.sim, n)),
             Location::Cpu => Err(status!(Invalid, "cpu memory has no device driver")),
+            Location::Npu(_) => Err(status!(
+                NotSupported,
+                "location {loc} needs the Ascend NPU driver (te-driver-ascend), which this build does not have"
+            )),
+            #[allow(unreachable_patterns)]
             other => Err(status!(
                 NotSupported,
                 "location {other} needs a device driver this engine was built without"

@@ -14,8 +14,8 @@ use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, St
 use tracing::warn;
 
 use crate::config::EngineConfig;
+use crate::config::Path;
 use crate::core::{EngineCore, Notification, Request, SegmentId};
-use crate::shm::Path;
 use crate::sync::Monitor;
 
 const WAKER: Token = Token(0);
@@ -575,8 +575,9 @@ impl Engine {
     /// stops the event loop. Idempotent.
     pub fn finalize(&self) {
         self.with_core(|c| c.begin_finalize());
+        // Our tasks, and the requests peers made of us, finish first.
         let _ = self.wait(self.cfg.transfer_timeout, "finalize", |c| {
-            (c.tasks_in_flight() == 0).then_some(())
+            (c.tasks_in_flight() == 0 && !c.serving_peers()).then_some(())
         });
         self.with_core(|c| c.shutdown());
         self.shared.stop.store(true, Ordering::Release);

@@ -60,9 +60,9 @@ mod shm;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
+pub use crate::config::Path;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
-pub use crate::shm::Path;
 /// The simulated devices behind `sim:N` locations (te-driver-sim), for
 /// fault injection and statistics through [`Engine::with_sim_driver`].
 #[cfg(feature = "sim")]

@@ -763,6 +763,9 @@ fn after_finalize_everything_is_not_ready_in_flight_work_drains_and_finalize_is_
     initiator
         .submit(batch, &[request(Op::Read, local, seg, remote, LEN)])
         .expect("submit");
+    let kept = buffer(4096);
+    // SAFETY: `kept` outlives the engine.
+    unsafe { initiator.register_memory(addr(&kept), 4096, Perm::LOCAL_ONLY) }.expect("register");
 
     initiator.finalize();
     // In-flight work drained.
@@ -783,6 +786,14 @@ fn after_finalize_everything_is_not_ready_in_flight_work_drains_and_finalize_is_
         let r = unsafe { initiator.register_memory_batch(&[(addr(&mem), 4096, Perm::LOCAL_ONLY)]) };
         expect_err(r, nr, &[&me]);
         expect_err(initiator.alloc_memory(4096, Perm::LOCAL_ONLY), nr, &[&me]);
+        // Unregistering and freeing too: the regions stay as they were.
+        expect_err(initiator.unregister_memory(addr(&kept)), nr, &[&me]);
+        expect_err(initiator.free_memory(local), nr, &[&me]);
+        let bases: Vec<u64> = initiator.regions().iter().map(|r| r.span.addr).collect();
+        assert!(
+            bases.contains(&addr(&kept)) && bases.contains(&local),
+            "{bases:x?}"
+        );
         expect_err(initiator.allocate_batch(1), nr, &[&me]);
         let r = initiator.submit(spare, &[request(Op::Read, local, seg, remote, 8)]);
         expect_err(r, nr, &[&me]);
@@ -962,18 +973,16 @@ fn unknown_device_name_is_invalid_and_a_missing_driver_not_supported() {
         };
         Engine::start(cfg).expect("start")
     };
-    let e = start_at(Location::Npu(0));
-    // SAFETY: refused; `mem` outlives the engine anyway.
-    let r = unsafe { e.register_memory(addr(&mem), 4096, Perm::REMOTE_READ_WRITE) };
-    expect_err(r, ErrorCode::NotSupported, &["npu:0"]);
-    let r = unsafe { e.register_memory_batch(&[(addr(&mem), 4096, Perm::REMOTE_READ_WRITE)]) };
-    expect_err(r, ErrorCode::NotSupported, &["npu:0"]);
+    // The engine does not start: it would fail at its first allocation.
+    let r = Engine::start(EngineConfig {
+        location: Location::Npu(0),
+        ..EngineConfig::default()
+    });
     expect_err(
-        e.alloc_memory(4096, Perm::REMOTE_READ_WRITE),
+        r.map(|_| ()),
         ErrorCode::NotSupported,
-        &["npu:0"],
+        &["npu:0", "te-driver-ascend"],
     );
-    assert!(e.regions().is_empty());
 
     // sim:N has a driver, whose memory is not host memory: a host pointer
     // registered as sim:0 memory is refused.
@@ -1084,7 +1093,7 @@ fn assert_reconnects(initiator: &Engine, name: &str, local: u64) {
 fn peer_lost_mid_transfer_fails_its_tasks_disconnected() {
     let initiator = engine();
     let local = initiator.alloc_memory(LOST_LEN, Perm::LOCAL_ONLY).expect("alloc");
-    // The target finalizes (says goodbye) during the reads.
+    // The connection to the target is cut during the reads.
     let target = engine();
     let remote = target
         .alloc_memory(LOST_LEN, Perm::REMOTE_READ_WRITE)
@@ -1103,11 +1112,56 @@ fn peer_lost_mid_transfer_fails_its_tasks_disconnected() {
         spin_until(WAIT, || initiator.batch_status(batch).unwrap().transferred > 0),
         "no progress"
     );
-    target.finalize();
-    gate.release();
+    drop(gate);
     assert_disconnected(&initiator, batch);
     drop(target);
     assert_reconnects(&initiator, &name, local);
+}
+
+#[test]
+fn an_owner_that_finalizes_lets_the_reads_it_serves_finish_first() {
+    let initiator = engine();
+    let local = initiator.alloc_memory(LOST_LEN, Perm::LOCAL_ONLY).expect("alloc");
+    let target = engine();
+    let remote = target
+        .alloc_memory(LOST_LEN, Perm::REMOTE_READ_WRITE)
+        .expect("alloc");
+    // SAFETY: engine memory; no transfer runs yet.
+    unsafe { fill_fast(remote, LOST_LEN, 21) };
+    // One read of 8 MiB: its requests (of 1 MiB each) all reach the
+    // target at once; the answers pass a gate that holds after 2 MiB.
+    let gate = Gate::start(&target.segment_name(), Direction::FromTarget, 2 * MIB);
+    let seg = initiator.open_segment(&gate.name()).expect("open");
+    let batch = initiator.allocate_batch(1).expect("allocate");
+    let req = request(Op::Read, local, seg, remote, LOST_LEN);
+    initiator.submit_via(batch, &[req], Path::Tcp).expect("submit");
+    assert!(
+        spin_until(WAIT, || initiator.batch_status(batch).unwrap().transferred > 0),
+        "no progress"
+    );
+    std::thread::scope(|s| {
+        let finalizing = s.spawn(|| target.finalize());
+        // Finalize has begun once the target takes no new work.
+        assert!(
+            spin_until(WAIT, || target.alloc_memory(4096, Perm::LOCAL_ONLY).is_err()),
+            "finalize never began"
+        );
+        assert!(
+            !finalizing.is_finished(),
+            "finalize returned while a peer's read was under way"
+        );
+        gate.release();
+        let st = initiator.wait_batch(batch, WAIT).expect("the read ends");
+        assert_eq!(
+            st.state,
+            TaskState::Completed,
+            "{st:?} {:?}",
+            initiator.batch_error(batch)
+        );
+        finalizing.join().expect("finalize");
+    });
+    // SAFETY: engine memory; the read has ended.
+    unsafe { assert!(fast_pattern_matches(local, LOST_LEN, 21)) };
 }
 
 #[test]

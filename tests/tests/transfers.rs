@@ -472,6 +472,52 @@ fn batch_notifications_arrive_after_the_data() {
 }
 
 #[test]
+fn a_batch_to_two_segments_notifies_each_after_its_data() {
+    // Writes to two targets in one batch: each target gets the
+    // notification, and when it does, its own data is in place.
+    const LEN: u64 = 8 * MIB;
+    let initiator = engine();
+    let local = initiator.alloc_memory(2 * LEN, Perm::LOCAL_ONLY).expect("alloc");
+    // SAFETY: engine memory; no transfer runs yet.
+    unsafe { fill_fast(local, 2 * LEN, 77) };
+    let targets = [engine(), engine()];
+    let mut reqs = Vec::new();
+    let mut remotes = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let remote = t.alloc_memory(LEN, Perm::REMOTE_READ_WRITE).expect("alloc");
+        let seg = initiator.open_segment(&t.segment_name()).expect("open");
+        remotes.push(remote);
+        // Each target's half in 1 MiB tasks: several frames per target.
+        for k in 0..8 {
+            reqs.push(Request {
+                op: Op::Write,
+                local: local + i as u64 * LEN + k * MIB,
+                segment: seg,
+                remote: remote + k * MIB,
+                len: MIB,
+            });
+        }
+    }
+    let batch = initiator.allocate_batch(reqs.len() as u32).expect("allocate");
+    initiator
+        .submit_with_notify(batch, &reqs, "kv-ready", b"both")
+        .expect("submit");
+    for (i, t) in targets.iter().enumerate() {
+        let notes = t.wait_notifications(WAIT);
+        // SAFETY: engine memory; by the rule under test the batch's writes
+        // to this target have landed.
+        let in_place = unsafe { bytes(remotes[i], LEN) == bytes(local + i as u64 * LEN, LEN) };
+        assert_eq!(notes.len(), 1, "target {i}: {notes:?}");
+        assert_eq!(
+            (notes[0].name.as_str(), notes[0].msg.as_slice()),
+            ("kv-ready", &b"both"[..])
+        );
+        assert!(in_place, "target {i}: the notification arrived before the data");
+    }
+    check_completed(&initiator, batch, &reqs);
+}
+
+#[test]
 fn notifications_of_many_batches_in_flight_all_arrive() {
     const BATCHES: u64 = 32;
     let p = Pair::new(BATCHES * 4 * KIB, BATCHES * 4 * KIB);

@@ -237,6 +237,15 @@ impl Link {
         self.s.tasks.in_flight()
     }
 
+    /// Whether the link serves a request of the peer: an answer queued or
+    /// being sent, a payload landing, a same-host copy waiting or under way.
+    pub fn is_serving(&self) -> bool {
+        !self.s.responses.is_empty()
+            || self.s.sending.is_some()
+            || self.s.landing.is_some()
+            || !self.s.copies.is_empty()
+    }
+
     /// Whether [`submit`](Self::submit) has room for another task.
     pub fn can_submit(&self) -> bool {
         self.s.phase != Phase::Closed && self.s.tasks.has_room()

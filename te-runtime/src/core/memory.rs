@@ -51,7 +51,7 @@ impl EngineCore {
             .iter()
             .map(|&(a, l, p)| Region::new(a, l, loc, p))
             .collect();
-        self.reg.register_batch(&regions)
+        self.ep.register_batch(&regions)
     }
 
     /// Host memory always works; a device location needs a driver for it
@@ -75,7 +75,8 @@ impl EngineCore {
                 "memory at {addr:#x} was allocated by the engine: free it with free_memory"
             ));
         }
-        let r = self.reg.unregister(self.cfg.location, addr)?;
+        self.check_running()?;
+        let r = self.ep.unregister(self.cfg.location, addr)?;
         self.release_sends(&r, self.cfg.location, addr);
         Ok(r)
     }
@@ -88,18 +89,18 @@ impl EngineCore {
     fn release_sends(&mut self, r: &Unregister, location: Location, base: u64) {
         let Unregister::Draining { .. } = r else { return };
         // A draining region stays in the registry until its last pin goes.
-        let Some(region) = self.reg.region(location, base) else {
+        let Some(region) = self.ep.registry().region(location, base) else {
             return;
         };
         for conn in self.conns.iter_mut().flatten() {
-            conn.link.revoke_draining(&mut self.reg);
-            conn.detach_payload(region.span, &mut self.reg);
+            conn.link.revoke_draining(self.ep.registry_mut());
+            conn.detach_payload(region.span, self.ep.registry_mut());
         }
     }
 
     /// Whether a region with base `addr` is still registered (or draining).
     pub fn region_exists(&self, addr: u64) -> bool {
-        self.reg.pins(self.cfg.location, addr).is_some()
+        self.ep.registry().pins(self.cfg.location, addr).is_some()
     }
 
     /// Allocates `len` bytes of zeroed, registered memory in the engine's
@@ -118,7 +119,7 @@ impl EngineCore {
             self.check_location()?;
             (self.devices.alloc(loc, len)?, Owned::Device(loc))
         };
-        if let Err(e) = self.reg.register(Region::new(addr, len, loc, perm)) {
+        if let Err(e) = self.ep.register_batch(&[Region::new(addr, len, loc, perm)]) {
             self.release(addr, owned);
             return Err(e);
         }
@@ -151,10 +152,11 @@ impl EngineCore {
     /// Starts freeing memory from [`alloc_memory`](Self::alloc_memory):
     /// unregisters it and releases it once no transfer uses it.
     pub fn free_memory(&mut self, addr: u64) -> Result<Unregister> {
+        self.check_running()?;
         let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
             return Err(status!(NotFound, "no engine-allocated memory at {addr:#x}"));
         };
-        let r = self.reg.unregister(loc, addr)?;
+        let r = self.ep.unregister(loc, addr)?;
         self.release_sends(&r, loc, addr);
         self.freeing.push(addr);
         self.reap_owned();
@@ -168,7 +170,7 @@ impl EngineCore {
             let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
                 return false;
             };
-            let gone = self.reg.pins(loc, addr).is_none();
+            let gone = self.ep.registry().pins(loc, addr).is_none();
             // Only a buffer nothing pins any more leaves `owned` (and is unmapped).
             if let Some(owned) = gone.then(|| self.owned.remove(&addr)).flatten() {
                 self.release(addr, owned);
@@ -217,7 +219,7 @@ impl EngineCore {
             len: len as u64,
             location: self.cfg.location,
         };
-        self.reg.lookup_local(span)?;
+        self.ep.registry().lookup_local(span)?;
         Ok(span)
     }
 
@@ -238,6 +240,6 @@ impl EngineCore {
 
     /// The local regions, sorted by location and address.
     pub fn regions(&self) -> Vec<Region> {
-        self.reg.regions().collect()
+        self.ep.registry().regions().collect()
     }
 }

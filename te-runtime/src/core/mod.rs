@@ -9,25 +9,20 @@ use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
-use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TaskState, TaskStatus, TransferRequest};
-use te_proto::link::{Event, Link, LinkConfig, LinkState};
+use te_proto::batch::{TaskState, TaskStatus};
+use te_proto::endpoint::{self, Cancel, Endpoint, EndpointConfig, Feed, Heap, NoteOutcome, Parts};
+use te_proto::link::{Event, Link, LinkConfig, LinkState, LocalMap};
 use te_proto::{
-    status, BatchId, BatchStatus, Entry, ErrorCode, Instant, Location, Perm, PinKey, Region, Registry,
-    Result, Span, Status, TaskId, Unregister,
+    status, BatchId, BatchStatus, ErrorCode, Instant, Location, Perm, PinKey, Region, Result, Span, Status,
+    TaskId, Unregister,
 };
 use tracing::{debug, info, warn};
 
 use crate::config::EngineConfig;
-use crate::conn::{Conn, Flow, Reg};
+use crate::config::Path;
+use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
-use crate::shm::{Path, SameHost};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Finalizing,
-    Finalized,
-}
+use crate::shm::{ConnShm, SameHost};
 
 /// The engine, single-threaded and IO-driven by the caller's mio poll.
 ///
@@ -46,36 +41,22 @@ pub struct EngineCore {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     segment_name: String,
-    reg: Reg,
-    batches: BatchTable<Box<[BatchSlot]>, Box<[Task]>>,
+    /// The rules above the links: registry, batches, per-segment queues.
+    ep: Endpoint<Heap>,
     conns: Vec<Option<Conn>>,
     segments: Vec<Segment>,
     segment_by_name: HashMap<String, usize>,
-    local_pins: HashMap<TaskId, PinKey>,
-    batch_notes: HashMap<BatchId, (usize, String, Vec<u8>)>,
-    /// The first failure of each batch, with the message that names why.
-    batch_errors: HashMap<BatchId, Status>,
-    scratch: Scratch,
+    /// The bytes of batches' notifications, sent when the endpoint says.
+    batch_notes: HashMap<BatchId, (String, Vec<u8>)>,
     inbox: VecDeque<Notification>,
     owned: HashMap<u64, Owned>,
     /// Device drivers: device memory and the copies that reach it.
     devices: Devices,
     /// Engine-owned buffers being freed: unmapped once their region is gone.
     freeing: Vec<u64>,
-    phase: Phase,
+    /// `shutdown` has run.
+    finalized: bool,
     same_host: SameHost,
-    /// Tasks submitted with a path other than the engine's.
-    task_paths: HashMap<TaskId, Path>,
-    /// The path of the submission under way, when not the engine's.
-    submit_path: Option<Path>,
-}
-
-/// Vectors reused by every submission.
-#[derive(Default)]
-struct Scratch {
-    reqs: Vec<TransferRequest>,
-    pins: Vec<PinKey>,
-    segments: Vec<usize>,
 }
 
 fn io_status(what: &str, e: &io::Error) -> Status {
@@ -108,11 +89,10 @@ mod memory;
 mod notify;
 mod segments;
 
-pub use self::batches::Request;
 use self::memory::Owned;
 pub use self::notify::Notification;
 use self::segments::Segment;
-pub use self::segments::SegmentId;
+pub use te_proto::endpoint::{Request, SegmentId};
 
 impl EngineCore {
     /// Binds the listen address and registers the listener with `poll`
@@ -134,6 +114,7 @@ impl EngineCore {
         poll.register(&mut listener, base, Interest::READABLE)
             .map_err(|e| io_status("register listener", &e))?;
         let segment_name = cfg.segment_name.clone().unwrap_or_else(|| local_addr.to_string());
+        let devices = Devices::new(&cfg)?;
         let mut link_cfg = cfg.link_config(&segment_name)?;
         // The same-host path copies host memory between processes; device
         // memory goes through the driver's staging, which only TCP does.
@@ -150,12 +131,15 @@ impl EngineCore {
         };
         let same_host = SameHost::new(path, &mut link_cfg, &poll, base);
         info!(segment = %segment_name, "engine listening on {local_addr}");
+        let ep_cfg = EndpointConfig {
+            location: cfg.location,
+            transfer_timeout: cfg.transfer_timeout,
+            max_notifications: cfg.max_notifications as u32,
+            path: cfg.path,
+        };
+        let parts = Parts::with_capacity(cfg.max_regions, cfg.max_batches, cfg.max_tasks, cfg.max_segments);
         Ok(EngineCore {
-            reg: Registry::new(vec![Entry::EMPTY; cfg.max_regions].into_boxed_slice()),
-            batches: BatchTable::new(
-                vec![BatchSlot::EMPTY; cfg.max_batches].into_boxed_slice(),
-                vec![Task::EMPTY; cfg.max_tasks].into_boxed_slice(),
-            ),
+            ep: Endpoint::new(ep_cfg, parts)?,
             link_cfg,
             epoch: std::time::Instant::now(),
             poll,
@@ -166,18 +150,13 @@ impl EngineCore {
             conns: Vec::new(),
             segments: Vec::new(),
             segment_by_name: HashMap::new(),
-            local_pins: HashMap::new(),
             batch_notes: HashMap::new(),
-            batch_errors: HashMap::new(),
-            scratch: Scratch::default(),
             inbox: VecDeque::new(),
             owned: HashMap::new(),
-            devices: Devices::new(&cfg)?,
+            devices,
             freeing: Vec::new(),
-            phase: Phase::Running,
+            finalized: false,
             same_host,
-            task_paths: HashMap::new(),
-            submit_path: None,
             cfg,
         })
     }
@@ -189,10 +168,9 @@ impl EngineCore {
     }
 
     fn check_running(&self) -> Result<()> {
-        match self.phase {
-            Phase::Running => Ok(()),
-            _ => Err(status!(NotReady, "engine {} is finalizing", self.segment_name)),
-        }
+        self.ep
+            .check_running()
+            .map_err(|_| status!(NotReady, "engine {} is finalizing", self.segment_name))
     }
 
     /// This engine's segment name.
@@ -233,12 +211,12 @@ impl EngineCore {
             if let Ok(Some(e)) | Err(e) = conn.stream.take_error() {
                 let why = status!(RuntimeError, "connect to {} failed: {e}", conn.peer_addr);
                 warn!("{}", why.message());
-                conn.link.abort(why, &mut self.reg);
+                conn.link.abort(why, self.ep.registry_mut());
             } else if conn.stream.peer_addr().is_ok() {
                 conn.connecting = false;
             } else if event.is_error() || event.is_write_closed() {
                 let why = status!(RuntimeError, "connect to {} failed", conn.peer_addr);
-                conn.link.abort(why, &mut self.reg);
+                conn.link.abort(why, self.ep.registry_mut());
             } else {
                 return;
             }
@@ -254,7 +232,7 @@ impl EngineCore {
             match listener.accept() {
                 Ok((stream, addr)) => {
                     let live = self.conns.iter().filter(|c| c.is_some()).count();
-                    if live >= self.cfg.max_connections || self.phase != Phase::Running {
+                    if live >= self.cfg.max_connections || self.ep.is_finalizing() {
                         warn!(peer = %addr, "refusing connection: {live} connections open");
                         continue;
                     }
@@ -284,12 +262,53 @@ impl EngineCore {
         }
     }
 
-    /// Services connection `c`, then unmaps buffers whose last transfer
-    /// just ended (a peer's read unpins when its payload is sent).
+    /// Services connection `c`, then acts on what the endpoint reports.
     fn service(&mut self, c: usize) {
         self.service_conn(c);
+        self.after_work();
+    }
+
+    /// Drains the endpoint's events, then unmaps buffers whose last
+    /// transfer just ended (a peer's read unpins when its payload is sent).
+    fn after_work(&mut self) {
+        while let Some(e) = self.ep.poll_event() {
+            match e {
+                endpoint::Event::Service(id) => {
+                    let s = id.0 as usize;
+                    match self.ensure_connection(s) {
+                        Ok(()) => {
+                            if let Some(c) = self.segments[s].conn {
+                                self.service_conn(c);
+                            }
+                        }
+                        Err(e) => self.ep.link_failed(id, e),
+                    }
+                }
+                endpoint::Event::BatchEnded { batch, state, note } => self.batch_ended(batch, state, note),
+            }
+        }
         if !self.freeing.is_empty() {
             self.reap_owned();
+        }
+    }
+
+    /// A batch ended: its notification goes to every segment it touched,
+    /// queued behind nothing but other notifications, or is dropped.
+    fn batch_ended(&mut self, batch: BatchId, state: TaskState, note: NoteOutcome) {
+        let Some((name, msg)) = self.batch_notes.remove(&batch) else {
+            return;
+        };
+        if note != NoteOutcome::Send {
+            debug!("batch {batch} ended {state:?}: its notification {name:?} is not sent");
+            return;
+        }
+        let mut to = Vec::new();
+        let _ = self.ep.batch_segments(batch, |s| to.push(s.0 as usize));
+        for s in to {
+            self.segments[s].notes.push_back((name.clone(), msg.clone()));
+            if let Some(c) = self.segments[s].conn {
+                self.service_conn(c);
+            }
         }
     }
 
@@ -305,7 +324,7 @@ impl EngineCore {
             };
             let mut progressed = false;
             if !conn.connecting {
-                let failure = match conn.read(now, &mut self.reg, &mut self.devices) {
+                let failure = match conn.read(now, self.ep.registry_mut(), &mut self.devices) {
                     Ok(Flow::Eof) => Some(status!(
                         Disconnected,
                         "connection to {} closed by the peer",
@@ -321,7 +340,8 @@ impl EngineCore {
                 if let Some(why) = failure {
                     return self.fail_conn(c, why);
                 }
-                self.same_host.after_read(conn, &self.link_cfg, &mut self.reg);
+                self.same_host
+                    .after_read(conn, &self.link_cfg, self.ep.registry_mut());
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);
@@ -329,7 +349,7 @@ impl EngineCore {
                 return;
             };
             if !conn.connecting {
-                if let Err(e) = conn.flush(now, &mut self.reg, &mut self.devices) {
+                if let Err(e) = conn.flush(now, self.ep.registry_mut(), &mut self.devices) {
                     let why = status!(Disconnected, "write to {} failed: {e}", conn.peer_addr);
                     return self.fail_conn(c, why);
                 }
@@ -371,7 +391,7 @@ impl EngineCore {
     /// connection goes now, failing its tasks with `why`.
     fn fail_conn(&mut self, c: usize, why: Status) {
         if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
-            conn.link.abort(why, &mut self.reg);
+            conn.link.abort(why, self.ep.registry_mut());
         }
         self.drop_conn(c);
     }
@@ -381,8 +401,8 @@ impl EngineCore {
             return;
         };
         // Release everything the link and the socket still hold, then report.
-        conn.discard_writes(&mut self.reg);
-        conn.link.handle_disconnect(&mut self.reg);
+        conn.discard_writes(self.ep.registry_mut());
+        conn.link.handle_disconnect(self.ep.registry_mut());
         let _ = self.poll.deregister(&mut conn.stream);
         self.same_host.forget(&conn.shm);
         let mut events = Vec::new();
@@ -404,15 +424,10 @@ impl EngineCore {
                     );
                     self.segments[s].notes.clear();
                 }
-                let why = self.segments[s]
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| status!(Disconnected, "connection closed"));
-                self.fail_pending(s, &why);
+                self.ep.link_closed(SegmentId(s as u32), lost as u32);
             }
         }
         debug!(peer = %conn.peer_addr, "connection closed");
-        self.reap_owned();
     }
 
     fn drain_link_events(&mut self, c: usize) -> bool {
@@ -430,7 +445,12 @@ impl EngineCore {
         }
     }
 
+    /// One event of connection `c`'s link: the endpoint takes what is its
+    /// own, the rest is the runtime's.
     fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
+        let Some(e) = self.ep.handle_link_event(seg.map(|s| SegmentId(s as u32)), e) else {
+            return;
+        };
         match e {
             Event::Connected => {
                 let now = self.now();
@@ -444,24 +464,7 @@ impl EngineCore {
                     info!(peer = %peer, addr = %conn.peer_addr, "link established");
                 }
             }
-            Event::Progress { task, transferred } => {
-                let _ = self.batches.set_progress(task, transferred);
-            }
-            Event::TaskDone { task, result } => {
-                let state = match &result {
-                    Ok(()) => TaskState::Completed,
-                    Err(e) if e.code() == ErrorCode::Canceled => TaskState::Canceled,
-                    Err(e) if e.code() == ErrorCode::Timeout => TaskState::Timeout,
-                    Err(e) => TaskState::Failed(e.code()),
-                };
-                if let Err(e) = result {
-                    debug!(task = %task, "task failed: {e}");
-                    self.batch_errors
-                        .entry(task.batch)
-                        .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
-                }
-                self.finish_task(task, state);
-            }
+            Event::Progress { .. } | Event::TaskDone { .. } => {}
             Event::Notification => self.pull_notifications(c),
             Event::SegmentInfo => {
                 let Some(s) = seg else { return };
@@ -487,9 +490,8 @@ impl EngineCore {
                 info!("link closed: {why}");
                 if let Some(s) = seg {
                     if self.segments[s].info_result.is_none() && !self.segments[s].info.is_empty() {
-                        self.segments[s].info_result = Some(Err(why.clone()));
+                        self.segments[s].info_result = Some(Err(why));
                     }
-                    self.segments[s].last_error = Some(why);
                 }
             }
         }
@@ -516,90 +518,27 @@ impl EngineCore {
         }
     }
 
-    /// Hands pending tasks of the connection's segment to its link.
+    /// Hands the notifications and the queued tasks of the connection's
+    /// segment to its link.
     fn pump(&mut self, c: usize) {
         let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
             return;
         };
         let Some(s) = conn.segment else { return };
+        let id = SegmentId(s as u32);
         let seg = &mut self.segments[s];
         while let Some((name, msg)) = seg.notes.front() {
             if conn.link.send_notification(name, msg).is_err() {
                 break;
             }
             seg.notes.pop_front();
+            self.ep.note_sent(id);
         }
-        while conn.link.can_submit() {
-            let Some((task, deadline)) = seg.pending.pop_front() else {
-                break;
-            };
-            let Ok(req) = self.batches.request(task) else {
-                continue;
-            };
-            let path = self.task_paths.remove(&task).unwrap_or(self.cfg.path);
-            let local_map = match self.local_pins.get(&task).and_then(|p| self.owned.get(&p.base)) {
-                Some(Owned::Host(buf)) => buf.mapping(),
-                _ => None,
-            };
-            if let Err(e) = SameHost::submit(conn, path, task, &req, Some(deadline), local_map) {
-                self.batch_errors
-                    .entry(task.batch)
-                    .or_insert_with(|| status!(=e.code(), "task {}: {}", task.index, e.message()));
-                let state = TaskState::Failed(e.code());
-                let _ = self.batches.finish(task, state);
-                if let Some(pin) = self.local_pins.remove(&task) {
-                    self.reg.unpin(pin);
-                }
-            }
-        }
-    }
-
-    fn fail_pending(&mut self, s: usize, why: &Status) {
-        let state = match why.code() {
-            ErrorCode::Timeout => TaskState::Timeout,
-            ErrorCode::Canceled => TaskState::Canceled,
-            code => TaskState::Failed(code),
+        let mut feed = ConnFeed {
+            shm: &conn.shm,
+            owned: &self.owned,
         };
-        while let Some((task, _)) = self.segments[s].pending.pop_front() {
-            self.batch_errors
-                .entry(task.batch)
-                .or_insert_with(|| status!(=why.code(), "task {}: {}", task.index, why.message()));
-            self.finish_task(task, state);
-        }
-    }
-
-    fn finish_task(&mut self, task: TaskId, state: TaskState) {
-        let _ = self.batches.finish(task, state);
-        self.task_paths.remove(&task);
-        if let Some(pin) = self.local_pins.remove(&task) {
-            self.reg.unpin(pin);
-            if !self.freeing.is_empty() {
-                self.reap_owned();
-            }
-        }
-        self.maybe_send_batch_note(task.batch);
-    }
-
-    fn maybe_send_batch_note(&mut self, batch: BatchId) {
-        let Ok(st) = self.batches.status(batch) else {
-            return;
-        };
-        if st.state == TaskState::Pending {
-            return;
-        }
-        let Some((s, name, msg)) = self.batch_notes.remove(&batch) else {
-            return;
-        };
-        if st.state != TaskState::Completed {
-            debug!(
-                "batch {batch} ended {:?}: its notification {name:?} is not sent",
-                st.state
-            );
-            return;
-        }
-        // Queued behind nothing but other notifications: pump() hands it to
-        // the link as soon as the link's queue has room.
-        self.segments[s].notes.push_back((name, msg));
+        self.ep.feed(id, &mut conn.link, &mut feed);
     }
 
     /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
@@ -617,11 +556,7 @@ impl EngineCore {
             .flatten()
             .flat_map(|c| [c.link.poll_timeout().or(c.closed_at), c.shm.deadline()])
             .flatten();
-        let pending = self
-            .segments
-            .iter()
-            .filter_map(|s| s.pending.front().map(|p| p.1));
-        links.chain(pending).min()
+        links.chain(self.ep.poll_timeout()).min()
     }
 
     /// Takes the outcome of every claim that has ended and serves those
@@ -651,58 +586,80 @@ impl EngineCore {
             }
             conn.shm.expire(now);
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
-                conn.link.handle_timeout(now, &mut self.reg);
-                self.service(c);
+                conn.link.handle_timeout(now, self.ep.registry_mut());
+                self.service_conn(c);
             }
         }
-        for s in 0..self.segments.len() {
-            while let Some(&(task, deadline)) = self.segments[s].pending.front() {
-                if deadline > now {
-                    break;
-                }
-                self.segments[s].pending.pop_front();
-                self.finish_task(task, TaskState::Timeout);
-            }
-        }
+        self.ep.handle_timeout(now);
+        self.after_work();
     }
 
     // ---- shutdown ----
 
     /// Refuses new work from now on (`NotReady`); work in flight goes on.
     pub fn begin_finalize(&mut self) {
-        if self.phase == Phase::Running {
-            self.phase = Phase::Finalizing;
-        }
+        self.ep.begin_finalize();
     }
 
     /// Ends everything still running (`Canceled`), says goodbye to every
     /// peer and closes the listener. Idempotent.
     pub fn shutdown(&mut self) {
         self.begin_finalize();
-        if self.phase == Phase::Finalized {
+        if self.finalized {
             return;
         }
-        for s in 0..self.segments.len() {
-            self.fail_pending(s, &status!(Canceled, "engine finalized"));
-        }
+        self.ep.fail_queued(&status!(Canceled, "engine finalized"));
         let now = self.now();
         for c in 0..self.conns.len() {
             if let Some(conn) = self.conns[c].as_mut() {
-                conn.link.close(&mut self.reg);
-                let _ = conn.flush(now, &mut self.reg, &mut self.devices);
+                conn.link.close(self.ep.registry_mut());
+                let _ = conn.flush(now, self.ep.registry_mut(), &mut self.devices);
             }
             self.drop_conn(c);
         }
+        self.after_work();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.deregister(&mut l);
         }
-        self.phase = Phase::Finalized;
+        self.finalized = true;
         info!(segment = %self.segment_name, "engine finalized");
     }
 
     /// Whether [`shutdown`](Self::shutdown) has run.
     pub fn is_finalized(&self) -> bool {
-        self.phase == Phase::Finalized
+        self.finalized
+    }
+
+    /// Whether any link still serves a request a peer made of this engine
+    /// (a read being answered, a write landing, a same-host copy).
+    pub fn serving_peers(&self) -> bool {
+        self.conns.iter().flatten().any(|c| c.link.is_serving())
+    }
+}
+
+/// What the endpoint asks about one connection while it feeds its link.
+struct ConnFeed<'a> {
+    shm: &'a ConnShm,
+    owned: &'a HashMap<u64, Owned>,
+}
+
+impl Feed for ConnFeed<'_> {
+    fn same_host_refusal(&self) -> Option<&str> {
+        self.shm.refusal()
+    }
+
+    fn local_map(&mut self, pin: PinKey) -> Option<LocalMap> {
+        match self.owned.get(&pin.base) {
+            Some(Owned::Host(buf)) => buf.mapping(),
+            _ => None,
+        }
+    }
+
+    fn announce_failed(&mut self, map: LocalMap, why: Status) {
+        debug!(
+            "buffer {} not announced, the peer copies with process_vm: {why}",
+            map.id
+        );
     }
 }
 
@@ -715,6 +672,7 @@ impl Drop for EngineCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use te_proto::batch::Op;
 
     /// Whether a mapping of this process starts at `addr`.
     fn mapped_at(addr: u64) -> bool {

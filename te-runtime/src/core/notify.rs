@@ -21,31 +21,11 @@ impl EngineCore {
         let i = id.0 as usize;
         self.segment(id)?;
         self.ensure_connection(i)?;
-        self.check_note_room(i)?;
+        self.ep.reserve_note(id)?;
         let seg = &mut self.segments[i];
         seg.notes.push_back((name.to_string(), msg.to_vec()));
         if let Some(c) = seg.conn {
             self.service(c);
-        }
-        Ok(())
-    }
-
-    /// `NotReady` when `max_notifications` notifications already wait to be
-    /// sent to segment `seg`: queued ones and those waiting for their batch
-    /// (one bound for both, so a peer that reads none cannot make either
-    /// grow).
-    pub(super) fn check_note_room(&self, seg: usize) -> Result<()> {
-        let Some(s) = self.segments.get(seg) else {
-            return Ok(());
-        };
-        let waiting = self.batch_notes.values().filter(|n| n.0 == seg).count();
-        let queued = s.notes.len() + waiting;
-        if queued >= self.cfg.max_notifications {
-            return Err(status!(
-                NotReady,
-                "{queued} notifications already wait to be sent to {}",
-                s.name
-            ));
         }
         Ok(())
     }

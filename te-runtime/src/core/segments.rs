@@ -2,17 +2,10 @@
 
 use super::*;
 
-/// Handle of an opened peer segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SegmentId(pub u32);
-
 pub(super) struct Segment {
     pub(super) name: String,
     pub(super) addr: SocketAddr,
     pub(super) conn: Option<usize>,
-    /// Tasks submitted but not yet handed to the link, with their deadlines.
-    pub(super) pending: VecDeque<(TaskId, Instant)>,
-    pub(super) last_error: Option<Status>,
     /// Notifications waiting for room in the link's queue.
     pub(super) notes: VecDeque<(String, Vec<u8>)>,
     pub(super) info: Vec<Region>,
@@ -33,13 +26,13 @@ impl EngineCore {
             .map_err(|e| status!(Invalid, "segment name {name:?} is not host:port: {e}"))?
             .next()
             .ok_or_else(|| status!(Invalid, "segment {name:?} resolves to no address"))?;
-        let i = self.segments.len();
+        let id = self.ep.open_segment(name)?;
+        let i = id.0 as usize;
+        debug_assert_eq!(i, self.segments.len(), "segment ids are handed out in order");
         self.segments.push(Segment {
             name: name.to_string(),
             addr,
             conn: None,
-            pending: VecDeque::new(),
-            last_error: None,
             notes: VecDeque::new(),
             info: Vec::new(),
             info_result: None,
@@ -61,9 +54,10 @@ impl EngineCore {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
             Some(c) => Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now())),
-            None => Err(seg
-                .last_error
-                .clone()
+            None => Err(self
+                .ep
+                .segment_error(id)
+                .cloned()
                 .unwrap_or_else(|| status!(Disconnected, "segment {} is closed", seg.name))),
         }
     }
@@ -85,7 +79,7 @@ impl EngineCore {
         let seg = self.segment(id)?;
         if let Some(c) = seg.conn {
             if let Some(conn) = self.conns[c].as_mut() {
-                conn.link.close(&mut self.reg);
+                conn.link.close(self.ep.registry_mut());
             }
             self.service(c);
         }
@@ -104,7 +98,7 @@ impl EngineCore {
         let link = Link::connect(self.link_cfg.clone(), self.now(), random_nonce())?;
         let c = self.insert_conn(Conn::new(stream, link, addr, Some(i)))?;
         self.segments[i].conn = Some(c);
-        self.segments[i].last_error = None;
+        self.ep.link_up(SegmentId(i as u32))?;
         debug!(peer = %addr, "connecting");
         Ok(())
     }

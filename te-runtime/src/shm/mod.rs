@@ -23,7 +23,8 @@
 //! - [`copy`]: the cross-process copies.
 //! - [`maps`]: the peer's announced buffers, mapped.
 //! - [`split`]: large copies on two threads.
-//! - this file: the [`Path`] choice and the hooks the engine core calls.
+//! - this file: the hooks the engine core calls (the path choice itself is
+//!   the endpoint's rule, [`te_proto::endpoint::Path::route`]).
 
 pub(crate) mod copy;
 pub(crate) mod host;
@@ -31,59 +32,20 @@ pub(crate) mod maps;
 pub(crate) mod pidproof;
 pub(crate) mod split;
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use te_proto::batch::TransferRequest;
-use te_proto::link::{caps, Link, LinkConfig, LocalCopy, LocalMap, PidChallenge};
-use te_proto::{status, Instant, Location, Result, Status, TaskId};
+use te_proto::link::{caps, Link, LinkConfig, LocalCopy, PidChallenge};
+use te_proto::{status, Instant, Location};
 use tracing::{debug, info, warn};
 
+use crate::config::Path;
 use crate::conn::{Conn, Reg};
 
 /// How long an engine waits for a same-host peer's challenge before it
 /// reports the segment open anyway (its tasks then take TCP).
 pub(crate) const CHALLENGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Which path transfers take to a peer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Path {
-    /// The same-host path where the peer offers it and proved its process,
-    /// else TCP (the default).
-    #[default]
-    Auto,
-    /// Always TCP.
-    Tcp,
-    /// Always the same-host path; a transfer to a peer without it fails
-    /// `NotSupported`, naming why.
-    Shm,
-}
-
-impl fmt::Display for Path {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Path::Auto => "auto",
-            Path::Tcp => "tcp",
-            Path::Shm => "shm",
-        })
-    }
-}
-
-impl FromStr for Path {
-    type Err = Status;
-
-    fn from_str(s: &str) -> Result<Path> {
-        match s {
-            "auto" => Ok(Path::Auto),
-            "tcp" => Ok(Path::Tcp),
-            "shm" => Ok(Path::Shm),
-            _ => Err(status!(Invalid, "path {s:?}: expected tcp, shm or auto")),
-        }
-    }
-}
 
 /// The engine's same-host state: what it offers and the verifier of its
 /// peers' process ids.
@@ -130,6 +92,11 @@ pub(crate) struct ConnShm {
 }
 
 impl ConnShm {
+    /// Why this link has no same-host path, once that is known.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
     /// Whether the path choice for this connection is settled (nothing to
     /// wait for before transfers start). A peer that offers the path but
     /// does not challenge within [`CHALLENGE_WAIT`] gets TCP.
@@ -388,48 +355,6 @@ impl SameHost {
             ));
         }
         Ok(())
-    }
-
-    /// Hands a task to the link on the path `path` chooses. `NotSupported`
-    /// for a forced same-host path the link does not have.
-    /// `local_map` is the engine-owned buffer holding the task's local
-    /// span, if any: announced to the peer (once per link) before the
-    /// task's first request, so that the peer can map it.
-    pub fn submit(
-        conn: &mut Conn,
-        path: Path,
-        task: TaskId,
-        req: &TransferRequest,
-        deadline: Option<Instant>,
-        local_map: Option<LocalMap>,
-    ) -> Result<()> {
-        let (link, st) = (&mut conn.link, &conn.shm);
-        let host = req.local.location == Location::Cpu;
-        let local = host && link.local_copy() && path != Path::Tcp;
-        if let Some(m) = local_map.filter(|m| local && !link.local_map_announced(m.id)) {
-            if let Err(e) = link.announce_local_map(m) {
-                debug!(
-                    "buffer {} not announced, the peer copies with process_vm: {e}",
-                    m.id
-                );
-            }
-        }
-        match path {
-            Path::Tcp => link.submit(task, req, deadline),
-            Path::Auto if local => link.submit_local(task, req, deadline),
-            Path::Auto => link.submit(task, req, deadline),
-            Path::Shm if local => link.submit_local(task, req, deadline),
-            Path::Shm if !host => Err(status!(
-                NotSupported,
-                "same-host path needs host memory, task's local memory is {}",
-                req.local.location
-            )),
-            Path::Shm => Err(status!(
-                NotSupported,
-                "same-host path not available: {}",
-                st.refused.as_deref().unwrap_or("peer did not offer it")
-            )),
-        }
     }
 
     /// The connection is gone: its challenge is void.

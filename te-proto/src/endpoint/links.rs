@@ -1,0 +1,135 @@
+//! The endpoint and the links it is lent: feeding queued tasks, taking the
+//! links' reports, a link's coming and going.
+
+use crate::error::{Result, Status};
+use crate::link::{self, Link, LocalMap};
+use crate::registry::PinKey;
+use crate::status;
+
+use super::{Endpoint, Route, SegmentId, Storage};
+
+/// What the endpoint asks of the runtime about one link while it feeds it.
+pub trait Feed {
+    /// Why the link has no same-host path, when it has none: named in the
+    /// error of a task forced onto that path.
+    fn same_host_refusal(&self) -> Option<&str> {
+        None
+    }
+
+    /// The announcement of the engine-owned buffer holding the region
+    /// `pin`, for a peer that maps buffers; `None` for memory the peer
+    /// cannot map.
+    fn local_map(&mut self, pin: PinKey) -> Option<LocalMap> {
+        let _ = pin;
+        None
+    }
+
+    /// Announcing buffer `map` failed: the peer copies with its fallback.
+    fn announce_failed(&mut self, map: LocalMap, why: Status) {
+        let _ = (map, why);
+    }
+}
+
+/// A link with nothing to ask: no same-host refusal, no mapped buffers.
+impl Feed for () {}
+
+impl<S: Storage> Endpoint<S> {
+    /// Hands tasks queued for segment `id` to its `link` while the link has
+    /// room, each on the path [`Path::route`](super::Path::route) gives
+    /// (announcing the task's engine-owned buffer first where the path is
+    /// the same-host one and the buffer was not announced on this link). A
+    /// task the link refuses ends with the refusal. Returns how many tasks
+    /// went to the link.
+    pub fn feed<L: Feed + ?Sized>(&mut self, id: SegmentId, link: &mut Link, shell: &mut L) -> usize {
+        let mut fed = 0;
+        while link.can_submit() {
+            let Some(t) = self.queue_front(id) else {
+                break;
+            };
+            self.dequeue(t);
+            let Some(entry) = self.tasks.as_ref().get(t as usize).copied() else {
+                break;
+            };
+            let task = entry.task;
+            let Ok(req) = self.batches.request(task) else {
+                debug_assert!(false, "queued {task} has no request");
+                continue;
+            };
+            let deadline = Some(entry.deadline);
+            let submitted = entry
+                .path
+                .route(req.local.location, link.local_copy(), shell.same_host_refusal())
+                .and_then(|route| match route {
+                    Route::Link => link.submit(task, &req, deadline),
+                    Route::SameHost => {
+                        let map = entry.pin.and_then(|p| shell.local_map(p));
+                        if let Some(m) = map.filter(|m| !link.local_map_announced(m.id)) {
+                            if let Err(why) = link.announce_local_map(m) {
+                                shell.announce_failed(m, why);
+                            }
+                        }
+                        link.submit_local(task, &req, deadline)
+                    }
+                });
+            match submitted {
+                Ok(()) => fed += 1,
+                Err(e) => self.finish(task, Err(e)),
+            }
+        }
+        fed
+    }
+
+    /// Takes one event of the link of segment `id` (`None` for a link the
+    /// peer opened, which carries no tasks of ours): task progress and ends
+    /// are the endpoint's (their state, the batch's first failure, pins and
+    /// the batch's end) and are consumed; everything else is handed back
+    /// for the runtime (`Closed` is also noted as the segment's last error).
+    pub fn handle_link_event(&mut self, id: Option<SegmentId>, event: link::Event) -> Option<link::Event> {
+        match event {
+            link::Event::Progress { task, transferred } => {
+                // A late report of a task that has ended is no news.
+                let _ = self.batches.set_progress(task, transferred);
+                None
+            }
+            link::Event::TaskDone { task, result } => {
+                self.finish(task, result);
+                None
+            }
+            link::Event::Closed(why) => {
+                if let Some(seg) = id.and_then(|id| self.segment_mut(id).ok()) {
+                    seg.last_error = Some(why.clone());
+                }
+                Some(link::Event::Closed(why))
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The runtime made a link to segment `id`: its last error is past.
+    pub fn link_up(&mut self, id: SegmentId) -> Result<()> {
+        self.segment_mut(id)?.last_error = None;
+        Ok(())
+    }
+
+    /// No link to segment `id` could be made: its queued tasks end with
+    /// `why`, which becomes its last error.
+    pub fn link_failed(&mut self, id: SegmentId, why: Status) {
+        self.fail_segment_queue(id, &why);
+        if let Ok(seg) = self.segment_mut(id) {
+            seg.last_error = Some(why);
+        }
+    }
+
+    /// The link of segment `id` is gone, and with it `notes_lost`
+    /// notifications the runtime had queued for it: its queued tasks end
+    /// with the link's close reason (`Disconnected` when it gave none).
+    pub fn link_closed(&mut self, id: SegmentId, notes_lost: u32) {
+        let Ok(seg) = self.segment_mut(id) else { return };
+        seg.notes = seg.notes.saturating_sub(notes_lost);
+        let why = seg
+            .last_error
+            .get_or_insert_with(|| status!(Disconnected, "connection closed"))
+            .clone();
+        self.fail_segment_queue(id, &why);
+    }
+}
