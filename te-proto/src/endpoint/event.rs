@@ -42,7 +42,7 @@ pub enum NoteOutcome {
 pub enum Event {
     /// The segment has work for its link: connect it if it has none
     /// (reporting [`link_up`](super::Endpoint::link_up) or
-    /// [`link_down`](super::Endpoint::link_down)), then
+    /// [`link_failed`](super::Endpoint::link_failed)), then
     /// [`feed`](super::Endpoint::feed) it.
     Service(SegmentId),
     /// No task of the batch is pending any more.

@@ -10,7 +10,7 @@
 //! batch's notification go only once all its data is in place, to every
 //! segment the batch touched. The runtime keeps what needs IO: sockets and
 //! links' buffers, the bytes of notifications, the same-host path's OS
-//! work, devices. The [`Link`]s themselves belong to the runtime too (like
+//! work, devices. The [`Link`](crate::link::Link)s themselves belong to the runtime too (like
 //! quinn-proto's connections, they are lent to the endpoint per call), so
 //! the endpoint stores nothing per connection.
 //!
