@@ -7,7 +7,9 @@ use crate::location::Location;
 bitflags! {
     /// What a peer may do with a region. The empty set means local only:
     /// the region may be the local side of a transfer but no peer may touch
-    /// it. The default is remote read-write, as in TENT.
+    /// it. There is no `Default`: granting peers access is always said.
+    /// (APIs that take no permission, like TENT's and the compatible Python
+    /// modules', register [`Perm::REMOTE_READ_WRITE`].)
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct Perm: u8 {
         /// Peers may read the region.
@@ -22,12 +24,6 @@ impl Perm {
     pub const LOCAL_ONLY: Perm = Perm::empty();
     /// Peers may read and write.
     pub const REMOTE_READ_WRITE: Perm = Perm::REMOTE_READ.union(Perm::REMOTE_WRITE);
-}
-
-impl Default for Perm {
-    fn default() -> Perm {
-        Perm::REMOTE_READ_WRITE
-    }
 }
 
 /// A span of memory: `len` bytes from `addr` in `location`.

@@ -322,18 +322,13 @@ fn register_batch_is_all_or_nothing() {
 }
 
 #[test]
-fn permissions_local_only_remote_read_read_write_and_default_are_enforced() {
-    assert_eq!(
-        Perm::default(),
-        Perm::REMOTE_READ_WRITE,
-        "the default is remote read-write, as in TENT"
-    );
+fn permissions_local_only_remote_read_and_read_write_are_enforced() {
     let fx = Fixture::new(256 * KIB, 64 * KIB);
     let b = fx.base();
     fx.register(0, 64 * KIB, Perm::LOCAL_ONLY);
     fx.register(64 * KIB, 64 * KIB, Perm::REMOTE_READ);
     fx.register(128 * KIB, 64 * KIB, Perm::REMOTE_READ_WRITE);
-    fx.register(192 * KIB, 64 * KIB, Perm::default());
+    fx.register(192 * KIB, 64 * KIB, Perm::REMOTE_READ_WRITE);
     let perms: Vec<Perm> = fx.target.regions().iter().map(|r| r.perm).collect();
     assert_eq!(
         perms,

@@ -1,0 +1,331 @@
+//! The `Endpoint` above the links: submission rules, queues and deadlines,
+//! batch ends and their notifications, cancel, finalize and the path rule.
+//! Links are real; the peer side of each is a `Link` with a registry of its
+//! own, and bytes are carried by hand (payload bytes are not looked at:
+//! these tests are about states).
+
+use core::time::Duration;
+
+use te_proto::batch::{BatchSlot, Task};
+use te_proto::batch::{Op, TaskState};
+use te_proto::endpoint::{
+    BatchEntry, Borrowed, Cancel, Endpoint, EndpointConfig, Event, NoteOutcome, Parts, Path, Request, Route,
+    SegmentEntry, SegmentId, TaskEntry,
+};
+use te_proto::link::{Link, LinkConfig, PayloadDest};
+use te_proto::wire::MAX_CONTROL_LEN;
+use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, TaskId};
+
+const LOCAL: u64 = 0x10_0000;
+const REMOTE: u64 = 0x20_0000;
+const LEN: u64 = 1 << 16;
+
+type Ep = Endpoint<Borrowed<'static>>;
+
+/// A slice of `n` copies of `v` for the life of the test (te-proto's own
+/// tests build without its `std` feature, so without `Heap`).
+fn slots<T: Clone>(v: T, n: usize) -> &'static mut [T] {
+    Box::leak(vec![v; n].into_boxed_slice())
+}
+
+fn endpoint(max_notifications: u32) -> Ep {
+    let cfg = EndpointConfig {
+        transfer_timeout: Duration::from_secs(1),
+        max_notifications,
+        ..EndpointConfig::default()
+    };
+    let parts = Parts::<Borrowed> {
+        regions: slots(Entry::EMPTY, 8),
+        batches: slots(BatchSlot::EMPTY, 4),
+        tasks: slots(Task::EMPTY, 64),
+        task_entries: slots(TaskEntry::EMPTY, 64),
+        batch_entries: slots(BatchEntry::EMPTY, 4),
+        segments: slots(SegmentEntry::EMPTY, 4),
+    };
+    let mut ep = Endpoint::new(cfg, parts).expect("endpoint");
+    ep.register_batch(&[Region::new(LOCAL, 4 * LEN, Location::Cpu, Perm::LOCAL_ONLY)])
+        .expect("register");
+    ep
+}
+
+fn read(segment: SegmentId, i: u64) -> Request {
+    Request {
+        op: Op::Read,
+        local: LOCAL + i * LEN,
+        segment,
+        remote: REMOTE + i * LEN,
+        len: LEN,
+    }
+}
+
+/// A peer: an accepting link over a registry that exposes `REMOTE`.
+struct Peer {
+    link: Link,
+    reg: Registry<Vec<Entry>>,
+}
+
+impl Peer {
+    fn new(name: &str) -> Peer {
+        let mut reg = Registry::new(vec![Entry::EMPTY; 4]);
+        reg.register(Region::new(
+            REMOTE,
+            4 * LEN,
+            Location::Cpu,
+            Perm::REMOTE_READ_WRITE,
+        ))
+        .expect("peer region");
+        let link = Link::accept(LinkConfig::new(name).expect("cfg"), Instant::ZERO, [2; 32]).expect("accept");
+        Peer { link, reg }
+    }
+}
+
+fn connect() -> Link {
+    Link::connect(LinkConfig::new("me:1").expect("cfg"), Instant::ZERO, [1; 32]).expect("connect")
+}
+
+/// Carries bytes both ways until neither side has anything to say, and
+/// hands every event of `ours` to the endpoint.
+fn shuttle(ep: &mut Ep, seg: SegmentId, ours: &mut Link, peer: &mut Peer) {
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    loop {
+        let mut moved = false;
+        ep.feed(seg, ours, &mut ());
+        while let Some(t) = ours.poll_transmit(now, &mut buf, ep.registry()) {
+            moved = true;
+            assert_eq!(peer.link.handle_input(now, &buf[..t.len], &mut peer.reg), t.len);
+            if let Some(span) = t.payload {
+                assert!(matches!(peer.link.poll_payload(), Some(PayloadDest::Memory(_))));
+                peer.link.payload_landed(now, span.len, &mut peer.reg);
+                ours.payload_sent(ep.registry_mut());
+            }
+        }
+        while let Some(t) = peer.link.poll_transmit(now, &mut buf, &peer.reg) {
+            moved = true;
+            assert_eq!(ours.handle_input(now, &buf[..t.len], ep.registry_mut()), t.len);
+            if let Some(span) = t.payload {
+                assert!(matches!(ours.poll_payload(), Some(PayloadDest::Memory(_))));
+                ours.payload_landed(now, span.len, ep.registry_mut());
+                peer.link.payload_sent(&mut peer.reg);
+            }
+        }
+        while let Some(e) = ours.poll_event() {
+            moved = true;
+            ep.handle_link_event(Some(seg), e);
+        }
+        while peer.link.poll_event().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+}
+
+fn events(ep: &mut Ep) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+#[test]
+fn a_submission_with_one_bad_request_submits_nothing_and_pins_nothing() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("peer:1").expect("open");
+    let batch = ep.alloc_batch(4).expect("batch");
+    let mut bad = read(seg, 1);
+    bad.local = 0x9999_0000;
+    let e = ep
+        .submit(Instant::ZERO, batch, &[read(seg, 0), bad], None)
+        .expect_err("unregistered local memory");
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+    assert!(e.message().starts_with("request 1:"), "{e}");
+    let unknown = read(SegmentId(3), 0);
+    let e = ep
+        .submit(Instant::ZERO, batch, &[unknown], None)
+        .expect_err("unknown segment");
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+    assert_eq!(ep.tasks_in_flight(), 0);
+    assert_eq!(ep.batch_status(batch).expect("status").total, 0);
+    assert_eq!(events(&mut ep), []);
+    // Nothing pins the region: it goes at once.
+    let r = ep.unregister(Location::Cpu, LOCAL).expect("unregister");
+    assert!(matches!(r, te_proto::Unregister::Removed(_)), "{r:?}");
+}
+
+#[test]
+fn a_task_still_queued_at_its_deadline_ends_timeout_naming_its_segment() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("slow-peer:7").expect("open");
+    let batch = ep.alloc_batch(2).expect("batch");
+    ep.submit(Instant::ZERO, batch, &[read(seg, 0), read(seg, 1)], None)
+        .expect("submit");
+    assert_eq!(
+        events(&mut ep),
+        [Event::Service(seg)],
+        "one service event per segment"
+    );
+    let deadline = ep.poll_timeout().expect("deadline");
+    assert_eq!(deadline, Instant::ZERO + Duration::from_secs(1));
+    ep.handle_timeout(Instant::from_nanos(deadline.as_nanos() - 1));
+    assert_eq!(ep.tasks_in_flight(), 2, "nothing ends before its deadline");
+    ep.handle_timeout(deadline);
+    assert_eq!(
+        events(&mut ep),
+        [Event::BatchEnded {
+            batch,
+            state: TaskState::Timeout,
+            note: NoteOutcome::None
+        }]
+    );
+    let e = ep.batch_error(batch).expect("first failure");
+    assert_eq!(e.code(), ErrorCode::Timeout);
+    assert!(
+        e.message().contains("task 0") && e.message().contains("slow-peer:7"),
+        "{e}"
+    );
+    assert_eq!(ep.poll_timeout(), None);
+    assert_eq!(ep.tasks_in_flight(), 0);
+}
+
+#[test]
+fn a_completed_batch_to_two_segments_sends_its_notification_to_both() {
+    let mut ep = endpoint(1);
+    let (s0, s1) = (
+        ep.open_segment("a:1").expect("open"),
+        ep.open_segment("b:2").expect("open"),
+    );
+    let (mut l0, mut l1) = (connect(), connect());
+    let (mut p0, mut p1) = (Peer::new("a:1"), Peer::new("b:2"));
+    let batch = ep.alloc_batch(3).expect("batch");
+    let reqs = [read(s0, 0), read(s1, 1), read(s0, 2)];
+    ep.submit_with_notify(Instant::ZERO, batch, &reqs, None)
+        .expect("submit");
+    // Each segment's room holds that one notification now.
+    for s in [s0, s1] {
+        let e = ep
+            .reserve_note(s)
+            .expect_err("room taken by the batch's notification");
+        assert_eq!(e.code(), ErrorCode::NotReady, "{e}");
+    }
+    let e = ep
+        .submit(Instant::ZERO, batch, &[read(s1, 3)], None)
+        .expect_err("a batch with a notification takes no later submission");
+    assert_eq!(e.code(), ErrorCode::Invalid, "{e}");
+    shuttle(&mut ep, s0, &mut l0, &mut p0);
+    assert_eq!(ep.batch_status(batch).expect("status").state, TaskState::Pending);
+    shuttle(&mut ep, s1, &mut l1, &mut p1);
+    let ended: Vec<Event> = events(&mut ep)
+        .into_iter()
+        .filter(|e| matches!(e, Event::BatchEnded { .. }))
+        .collect();
+    assert_eq!(
+        ended,
+        [Event::BatchEnded {
+            batch,
+            state: TaskState::Completed,
+            note: NoteOutcome::Send
+        }]
+    );
+    let mut to = Vec::new();
+    ep.batch_segments(batch, |s| to.push(s)).expect("segments");
+    assert_eq!(to, [s0, s1], "each segment once");
+    for s in to {
+        ep.note_sent(s);
+        ep.reserve_note(s).expect("room again once it was sent");
+    }
+    assert_eq!(ep.tasks_in_flight(), 0);
+}
+
+#[test]
+fn a_batch_whose_link_closes_drops_its_notification_and_gives_the_room_back() {
+    let mut ep = endpoint(1);
+    let seg = ep.open_segment("a:1").expect("open");
+    let batch = ep.alloc_batch(1).expect("batch");
+    ep.submit_with_notify(Instant::ZERO, batch, &[read(seg, 0)], None)
+        .expect("submit");
+    ep.link_closed(seg, 0);
+    let ended = events(&mut ep).pop();
+    assert_eq!(
+        ended,
+        Some(Event::BatchEnded {
+            batch,
+            state: TaskState::Failed(ErrorCode::Disconnected),
+            note: NoteOutcome::Dropped
+        })
+    );
+    assert_eq!(
+        ep.segment_error(seg).map(|e| e.code()),
+        Some(ErrorCode::Disconnected)
+    );
+    ep.reserve_note(seg)
+        .expect("the dropped notification holds no room");
+}
+
+#[test]
+fn cancel_ends_a_queued_task_at_once_and_leaves_one_on_a_link_to_the_link() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("a:1").expect("open");
+    let batch = ep.alloc_batch(2).expect("batch");
+    ep.submit(Instant::ZERO, batch, &[read(seg, 0), read(seg, 1)], None)
+        .expect("submit");
+    let mut link = connect();
+    // The second is canceled while queued; only the first goes to the link.
+    let second = TaskId { batch, index: 1 };
+    assert_eq!(ep.cancel_task(second).expect("cancel"), Cancel::Ended);
+    assert_eq!(ep.task_status(second).expect("status").state, TaskState::Canceled);
+    assert_eq!(ep.feed(seg, &mut link, &mut ()), 1);
+    let first = TaskId { batch, index: 0 };
+    let on_link = ep.cancel_task(first).expect("cancel");
+    assert!(
+        matches!(on_link, Cancel::OnLink { segment, .. } if segment == seg),
+        "{on_link:?}"
+    );
+    assert_eq!(ep.task_status(first).expect("status").state, TaskState::Pending);
+    assert_eq!(ep.tasks_in_flight(), 1);
+}
+
+#[test]
+fn after_finalize_begins_nothing_new_starts_and_queued_tasks_can_be_failed() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("a:1").expect("open");
+    let batch = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, batch, &[read(seg, 0)], None)
+        .expect("submit");
+    ep.begin_finalize();
+    let region = Region::new(0x90_0000, 4096, Location::Cpu, Perm::LOCAL_ONLY);
+    let refused = [
+        ep.register_batch(&[region]).map(|_| ()),
+        ep.unregister(Location::Cpu, LOCAL).map(|_| ()),
+        ep.alloc_batch(1).map(|_| ()),
+        ep.open_segment("b:2").map(|_| ()),
+        ep.reserve_note(seg),
+        ep.submit(Instant::ZERO, batch, &[read(seg, 1)], None),
+    ];
+    for r in refused {
+        assert_eq!(r.expect_err("refused").code(), ErrorCode::NotReady);
+    }
+    assert!(
+        ep.registry().region(Location::Cpu, LOCAL).is_some(),
+        "the region stays"
+    );
+    ep.fail_queued(&te_proto::status!(Canceled, "engine finalized"));
+    assert_eq!(
+        ep.task_status(TaskId { batch, index: 0 }).expect("status").state,
+        TaskState::Canceled
+    );
+    assert_eq!(ep.tasks_in_flight(), 0);
+}
+
+#[test]
+fn the_path_rule_takes_the_same_host_path_only_for_host_memory_on_a_link_that_has_it() {
+    let (cpu, sim) = (Location::Cpu, Location::Sim(0));
+    assert_eq!(Path::Auto.route(cpu, true, None), Ok(Route::SameHost));
+    assert_eq!(Path::Auto.route(cpu, false, None), Ok(Route::Link));
+    assert_eq!(Path::Auto.route(sim, true, None), Ok(Route::Link));
+    assert_eq!(Path::Tcp.route(cpu, true, None), Ok(Route::Link));
+    assert_eq!(Path::Shm.route(cpu, true, None), Ok(Route::SameHost));
+    let e = Path::Shm
+        .route(cpu, false, Some("peer is on another host"))
+        .expect_err("no path");
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    assert!(e.message().contains("peer is on another host"), "{e}");
+    let e = Path::Shm.route(sim, true, None).expect_err("device memory");
+    assert!(e.message().contains("sim:0"), "{e}");
+}
