@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::{Events, Poll, Token, Waker};
+use mio::{Events, Poll, Waker};
 use te_proto::batch::{Op, TaskState, TaskStatus};
 use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, Status, TaskId, Unregister};
 use tracing::warn;
@@ -18,29 +18,9 @@ use crate::config::Path;
 use crate::core::{EngineCore, Notification, Request, SegmentId};
 use crate::sync::Monitor;
 
-const WAKER: Token = Token(0);
-const BASE: Token = Token(1);
+mod event_loop;
 
-struct Shared {
-    core: Monitor<EngineCore>,
-    /// The mio poll. The loop thread holds it while it polls; in busy-poll
-    /// mode a caller waiting for an answer takes it and polls itself.
-    poller: std::sync::Mutex<Poller>,
-    /// Callers driving the poll in busy-poll mode; the loop thread parks
-    /// while there are any, so that it does not compete for a core.
-    drivers: AtomicUsize,
-    waker: Waker,
-    stop: AtomicBool,
-    /// When the sleeping event loop wakes up by itself (nanoseconds on the
-    /// core's clock; `u64::MAX`: never). Written under the core's lock before
-    /// the loop sleeps; a call that adds an earlier deadline wakes it.
-    sleep_until: AtomicU64,
-    /// One segment-info query at a time: the answers of concurrent
-    /// queries would mix.
-    info_lock: std::sync::Mutex<()>,
-    /// Segments opened by name through the synchronous helpers.
-    by_name: std::sync::Mutex<HashMap<String, SegmentId>>,
-}
+use self::event_loop::{deadline_nanos, drive_until, run, Poller, Shared, BASE, WAKER};
 
 /// A running engine. Cheap to share: every method takes `&self` and may be
 /// called from any number of threads at once.
@@ -148,48 +128,11 @@ impl Engine {
         check: impl FnMut(&mut EngineCore) -> Option<R>,
     ) -> Result<R> {
         let got = if self.cfg.busy_poll {
-            self.drive_until(timeout, check)
+            drive_until(&self.shared, &self.loop_thread, timeout, check)
         } else {
             self.shared.core.wait_for(Some(timeout), check)
         };
         got.ok_or_else(|| status!(Timeout, "{what}: no answer within {timeout:?}"))
-    }
-
-    /// Busy-poll mode: runs the event loop on this thread until `check`
-    /// says yes, so that an answer is handled by the thread waiting for it
-    /// without a hand-over from the loop thread, which parks meanwhile
-    /// instead of competing for a core. When another waiter holds the poll,
-    /// this one watches the core for the answer that waiter's rounds bring.
-    fn drive_until<R>(
-        &self,
-        timeout: Duration,
-        mut check: impl FnMut(&mut EngineCore) -> Option<R>,
-    ) -> Option<R> {
-        let deadline = std::time::Instant::now() + timeout;
-        let shared = &self.shared;
-        let _driving = Driving::new(shared, &self.loop_thread);
-        let mut held = None;
-        loop {
-            if let Some(r) = check(&mut shared.core.lock()) {
-                return Some(r);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            if held.is_none() {
-                held = shared.try_poller();
-            }
-            match held.as_mut() {
-                // An empty round gives the core away for a moment: the peer
-                // may be spinning on the same one.
-                Some(p) => {
-                    if !matches!(poll_round(shared, p, Some(Duration::ZERO)), Ok(true)) {
-                        std::thread::yield_now();
-                    }
-                }
-                None => std::thread::yield_now(),
-            }
-        }
     }
 
     // ---- memory ----
@@ -594,120 +537,5 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.finalize();
-    }
-}
-
-impl Shared {
-    /// The poll, unless another thread holds it. A panic elsewhere while
-    /// polling does not end the polling: a poisoned lock is taken anyway.
-    fn try_poller(&self) -> Option<std::sync::MutexGuard<'_, Poller>> {
-        match self.poller.try_lock() {
-            Ok(p) => Some(p),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-}
-
-/// An engine deadline as nanoseconds on the engine's clock (`u64::MAX`: none).
-fn deadline_nanos(deadline: Option<te_proto::Instant>) -> u64 {
-    deadline.map_or(u64::MAX, |t| t.as_nanos().min(u64::MAX - 1))
-}
-
-/// A caller driving the poll (busy-poll mode), counted in `drivers` for
-/// as long as it lives, even if its wait panics; the last one to leave
-/// unparks the loop thread.
-struct Driving<'a> {
-    shared: &'a Shared,
-    loop_thread: &'a std::thread::Thread,
-}
-
-impl<'a> Driving<'a> {
-    fn new(shared: &'a Shared, loop_thread: &'a std::thread::Thread) -> Driving<'a> {
-        shared.drivers.fetch_add(1, Ordering::AcqRel);
-        Driving { shared, loop_thread }
-    }
-}
-
-impl Drop for Driving<'_> {
-    fn drop(&mut self) {
-        if self.shared.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.loop_thread.unpark();
-        }
-    }
-}
-
-/// The mio poll and its event buffer.
-struct Poller {
-    poll: Poll,
-    events: Events,
-}
-
-/// One round of the event loop: waits up to `wait` for IO, hands the
-/// events to the core, acts on passed deadlines and wakes the waiting
-/// callers. `Ok(false)` when it found nothing to do.
-fn poll_round(shared: &Shared, p: &mut Poller, wait: Option<Duration>) -> std::io::Result<bool> {
-    let timeout = {
-        let core = shared.core.lock();
-        let next = core.next_deadline();
-        shared.sleep_until.store(deadline_nanos(next), Ordering::Release);
-        next.map(|t| t - core.now())
-    };
-    let wait = match (wait, timeout) {
-        (Some(w), Some(t)) => Some(w.min(t)),
-        (w, t) => w.or(t),
-    };
-    p.poll.poll(&mut p.events, wait)?;
-    let due = timeout.is_some_and(|t| t <= wait.unwrap_or(t));
-    if p.events.is_empty() && !due {
-        return Ok(false);
-    }
-    {
-        let mut core = shared.core.lock();
-        for ev in p.events.iter() {
-            if ev.token() != WAKER && core.owns(ev.token()) {
-                core.handle_event(ev);
-            }
-        }
-        core.handle_timeout();
-    }
-    shared.core.notify();
-    Ok(true)
-}
-
-/// The event loop: wait for IO or the next deadline, hand events to the
-/// core, wake the waiting callers. With `busy`, it never sleeps: it polls
-/// without a timeout, yielding the core between empty rounds, and parks
-/// while callers busy-wait (they poll themselves and unpark it when done).
-fn run(shared: &Shared, busy: bool) {
-    while !shared.stop.load(Ordering::Acquire) {
-        if busy && shared.drivers.load(Ordering::Acquire) > 0 {
-            // Bounded, so that a missed unpark costs a millisecond, not a hang.
-            std::thread::park_timeout(Duration::from_millis(1));
-            continue;
-        }
-        // A busy loop never blocks on the poll a driver holds: it looks at
-        // `drivers` and `stop` again instead.
-        let mut p = match shared.try_poller() {
-            Some(p) => p,
-            None if busy => {
-                std::thread::park_timeout(Duration::from_millis(1));
-                continue;
-            }
-            None => shared.poller.lock().unwrap_or_else(|e| e.into_inner()),
-        };
-        match poll_round(shared, &mut p, if busy { Some(Duration::ZERO) } else { None }) {
-            Ok(true) => {}
-            Ok(false) if busy => {
-                drop(p);
-                std::thread::yield_now();
-            }
-            Ok(false) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                warn!("poll failed, event loop stops: {e}");
-                break;
-            }
-        }
     }
 }
