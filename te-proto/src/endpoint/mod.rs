@@ -347,16 +347,29 @@ impl<S: Storage> Endpoint<S> {
             return Some(Event::Service(s));
         }
         while let Some(b) = self.pop_ended() {
-            let Some(entry) = self.batch_entries.as_mut().get_mut(b as usize) else {
+            let Some(batch) = self
+                .batch_entries
+                .as_mut()
+                .get_mut(b as usize)
+                .and_then(|e| e.ended.take())
+            else {
                 continue;
             };
-            let Some(batch) = entry.ended.take() else {
+            // A batch that runs again (a later submission) reports its
+            // next end instead.
+            let Some(st) = self
+                .batches
+                .status(batch)
+                .ok()
+                .filter(|s| s.state != TaskState::Pending)
+            else {
                 continue;
             };
-            let note = core::mem::replace(&mut entry.note, false);
-            let Ok(st) = self.batches.status(batch) else {
-                continue;
-            };
+            let note = self
+                .batch_entries
+                .as_mut()
+                .get_mut(b as usize)
+                .is_some_and(|e| core::mem::replace(&mut e.note, false));
             let note = match (note, st.state) {
                 (false, _) => NoteOutcome::None,
                 (true, TaskState::Completed) => NoteOutcome::Send,
@@ -375,8 +388,12 @@ impl<S: Storage> Endpoint<S> {
     /// on a link have theirs in the link).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let tasks = self.tasks.as_ref();
-        self.segments
+        let opened = self
+            .segments
             .as_ref()
+            .get(..self.opened as usize)
+            .unwrap_or_default();
+        opened
             .iter()
             .filter_map(|s| tasks.get(s.head as usize))
             .map(|t| t.deadline)
