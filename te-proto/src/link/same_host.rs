@@ -27,7 +27,6 @@ use crate::wire::{LocalAccess, LocalMap};
 
 /// The same-host half of a link: its state, and the queries that need
 /// nothing else. See the [module docs](self).
-#[derive(Default)]
 pub struct SameHost {
     /// The peer verified our process id: tasks may go as copies.
     local_copy: bool,
@@ -54,6 +53,17 @@ impl core::fmt::Debug for SameHost {
 type Reg<S> = Registry<S>;
 
 impl SameHost {
+    pub(super) fn new() -> SameHost {
+        SameHost {
+            local_copy: false,
+            challenge_out: None,
+            challenge_in: None,
+            copies: Deque::new(),
+            maps_out: OutMaps::default(),
+            maps_in: InMaps::default(),
+        }
+    }
+
     /// Whether [`SameHostMut::submit`] is enabled.
     pub fn local_copy(&self) -> bool {
         self.local_copy

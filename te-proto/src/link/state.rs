@@ -122,7 +122,7 @@ impl State {
             writing: None,
             prefer_requests: false,
             target: Target::new(),
-            same_host: SameHost::default(),
+            same_host: SameHost::new(),
             cfg,
         }
     }
