@@ -4,7 +4,7 @@
 //! tasks this side submits, cut into requests of at most the negotiated
 //! payload size, at most a window of them in flight) and target (it answers
 //! the peer's requests after checking them against the local
-//! [`Registry`]). The shell moves bytes:
+//! [`Registry`](crate::Registry)). The shell moves bytes:
 //!
 //! - bytes from the connection go to [`Link::handle_input`], which consumes
 //!   headers and bodies and stops where a payload starts; then

@@ -25,8 +25,10 @@ use crate::status;
 use crate::time::Instant;
 use crate::wire::{LocalAccess, LocalMap};
 
-/// The same-host half of a link: its state, and the queries that need
-/// nothing else. See the [module docs](self).
+/// The same-host half of a link (docs/PROTOCOL.md, "Same-host path"): the
+/// process-id challenges, the peer's copies waiting for the shell, and the
+/// buffers announced in both directions; its methods are the queries that
+/// need nothing else. From [`Link::same_host`](super::Link::same_host).
 pub struct SameHost {
     /// The peer verified our process id: tasks may go as copies.
     local_copy: bool,
