@@ -109,7 +109,8 @@ pub const OP_CLOSE: u8 = 9;
 pub const OP_DISCONNECT: u8 = 10;
 /// `OP_NOTIFY name_len:u8 msg_len:u16`: send a notification.
 pub const OP_NOTIFY: u8 = 11;
-/// `OP_QUERY after:u8`: query the peer's segment info.
+/// `OP_QUERY cap:u8`: query the peer's segment info, at most `cap` regions
+/// (0 is refused).
 pub const OP_QUERY: u8 = 12;
 /// `OP_TOGGLE idx:u8`: unregister region `idx`, or register it again.
 pub const OP_TOGGLE: u8 = 13;
@@ -146,7 +147,10 @@ pub const K_ERROR: u8 = 7;
 pub const K_NOTIFY: u8 = 8;
 /// `K_INFO_REQ after`: a segment-info query.
 pub const K_INFO_REQ: u8 = 9;
-/// `K_INFO_REPLY k count`: answers the link's query with `count` regions.
+/// `K_INFO_REPLY k count`: answers the link's query with `count` regions
+/// (`count % 136`; more than a page sets "more"), right after the query's
+/// cursor, or (k bit 7) from a fixed start, which breaks the paging rules
+/// once a cursor is past it.
 pub const K_INFO_REPLY: u8 = 10;
 /// `K_PING token`: a ping.
 pub const K_PING: u8 = 11;
@@ -319,6 +323,7 @@ enum Seen {
     Notify,
     InfoReq {
         req_id: u64,
+        after: Option<(Location, u64)>,
     },
     InfoReply {
         req_id: u64,
@@ -375,7 +380,7 @@ impl Seen {
             Frame::WriteAck { req_id } => Seen::WriteAck { req_id },
             Frame::Error { req_id, .. } => Seen::Error { req_id },
             Frame::Notify { .. } => Seen::Notify,
-            Frame::InfoReq { req_id, .. } => Seen::InfoReq { req_id },
+            Frame::InfoReq { req_id, after } => Seen::InfoReq { req_id, after },
             Frame::InfoReply { req_id, regions, .. } => Seen::InfoReply {
                 req_id,
                 count: regions.len(),
@@ -394,6 +399,14 @@ impl Seen {
             Frame::LocalMap(m) => Seen::LocalMap(m),
         }
     }
+}
+
+/// A segment-info query as the shell sees it: its cap, the regions taken
+/// and the key of the last one.
+struct QueryModel {
+    cap: usize,
+    got: usize,
+    last: Option<(Location, u64)>,
 }
 
 struct Harness {
@@ -427,6 +440,10 @@ struct Harness {
     out_reads: Vec<(u64, u32)>,
     out_writes: Vec<u64>,
     out_infos: Vec<u64>,
+    /// The cursor of each of the link's queries, by id.
+    out_cursors: HashMap<u64, Option<(Location, u64)>>,
+    /// The segment-info query under way, as the shell sees it.
+    query: Option<QueryModel>,
     out_pings: Vec<u64>,
     out_ids: HashSet<u64>,
     sent_hello: bool,
@@ -521,6 +538,8 @@ impl Harness {
             out_reads: Vec::new(),
             out_writes: Vec::new(),
             out_infos: Vec::new(),
+            out_cursors: HashMap::new(),
+            query: None,
             out_pings: Vec::new(),
             out_ids: HashSet::new(),
             sent_hello: false,
@@ -629,16 +648,28 @@ impl Harness {
                 }
             }
             OP_QUERY => {
-                let after = match input.u8() % 8 {
-                    k @ 0..=5 => Some((
-                        REGIONS[usize::from(k)].span.location,
-                        REGIONS[usize::from(k)].span.addr,
-                    )),
-                    _ => None,
+                let cap = usize::from(input.u8());
+                let r = self.link.query_segment_info(cap);
+                let want = if self.closed() {
+                    Err(ErrorCode::Disconnected)
+                } else if cap == 0 {
+                    Err(ErrorCode::Invalid)
+                } else if self.query.is_some() {
+                    Err(ErrorCode::NotReady)
+                } else {
+                    Ok(())
                 };
-                let r = self.link.query_segment_info(after);
-                if self.closed() {
-                    assert_eq!(r.map_err(|e| e.code()), Err(ErrorCode::Disconnected));
+                assert_eq!(
+                    r.as_ref().map(|_| ()).map_err(|e| e.code()),
+                    want,
+                    "query for {cap}: {r:?}"
+                );
+                if r.is_ok() {
+                    self.query = Some(QueryModel {
+                        cap,
+                        got: 0,
+                        last: None,
+                    });
                 }
             }
             OP_TOGGLE => self.toggle(usize::from(input.u8() % 6)),
@@ -662,7 +693,7 @@ impl Harness {
         if self.closed() {
             assert!(!self.link.can_submit());
             assert_eq!(
-                self.link.peer_local_maps().count(),
+                self.link.same_host().peer_local_maps().count(),
                 0,
                 "a closed link keeps buffers"
             );
@@ -672,14 +703,14 @@ impl Harness {
             .peer_maps
             .as_ref()
             .expect("the peer broke a rule of LocalMap and the link is still open");
-        let mut have: Vec<LocalMap> = self.link.peer_local_maps().collect();
+        let mut have: Vec<LocalMap> = self.link.same_host().peer_local_maps().collect();
         have.sort_by_key(|m| m.id);
         let mut want = want.clone();
         want.sort_by_key(|m| m.id);
         assert_eq!(have, want, "the peer's buffers");
         for m in &want {
-            assert_eq!(self.link.peer_local_map(m.base, m.len), Some(*m));
-            assert_eq!(self.link.peer_local_map(m.base + m.len - 1, 2), None);
+            assert_eq!(self.link.same_host().peer_local_map(m.base, m.len), Some(*m));
+            assert_eq!(self.link.same_host().peer_local_map(m.base + m.len - 1, 2), None);
         }
     }
 
@@ -783,8 +814,18 @@ impl Harness {
                 let k = input.u8();
                 let count = usize::from(input.u8()) % (INFO_PAGE_MAX + 8);
                 let req_id = take_or(&mut self.out_infos, k);
+                let (location, first) = match self.out_cursors.get(&req_id).copied().flatten() {
+                    Some((l, base)) if k & 0x80 == 0 => (l, base.saturating_add(0x1000)),
+                    _ => (Location::Sim(1), 0x10_0000),
+                };
                 let regions = (0..count as u64)
-                    .map(|i| Region::new(0x10_0000 + i * 0x1000, 0x800, Location::Sim(1), Perm::REMOTE_READ));
+                    .map(move |i| {
+                        first
+                            .checked_add(i * 0x1000)
+                            .filter(|b| b.checked_add(0x800).is_some())
+                    })
+                    .map_while(|b| b)
+                    .map(move |b| Region::new(b, 0x800, location, Perm::REMOTE_READ));
                 let mut buf = vec![0u8; MAX_CONTROL_LEN];
                 let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("buffer fits a page");
                 self.inbound.extend_from_slice(&buf[..n]);
@@ -1125,7 +1166,7 @@ impl Harness {
                 }
             }
             Seen::ReadData { req_id, .. } => self.in_cur = Some(Incoming::Read { req_id, landed: 0 }),
-            Seen::InfoReq { req_id } => self.in_infos.push(req_id),
+            Seen::InfoReq { req_id, .. } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
                 self.in_pings.insert(token);
             }
@@ -1220,7 +1261,7 @@ impl Harness {
     /// Does the same-host copies waiting, as a shell would: each must lie
     /// in a region (perhaps draining, but pinned) allowing its direction.
     fn copies(&mut self) {
-        while let Some(c) = self.link.poll_copy() {
+        while let Some(c) = self.link.same_host().poll_copy() {
             assert!(
                 self.flags & F_OFFER_LOCAL != 0,
                 "a copy on a link that does not offer the path: {c:?}"
@@ -1234,7 +1275,7 @@ impl Harness {
                 self.region_allows(c.span, need),
                 "copy {c:?} outside a region allowing it"
             );
-            self.link.copy_done(Ok(()), &mut self.reg);
+            self.link.same_host_mut().copy_done(Ok(()), &mut self.reg);
         }
     }
 
@@ -1532,9 +1573,16 @@ impl Harness {
                 }
             }
             Seen::Notify => assert_eq!(self.link.state(), LinkState::Established),
-            Seen::InfoReq { req_id } => {
+            Seen::InfoReq { req_id, after } => {
                 assert_eq!(self.link.state(), LinkState::Established);
+                let q = self.query.as_ref().expect("InfoReq with no query under way");
+                assert_eq!(
+                    after, q.last,
+                    "the next page is asked after the last region taken"
+                );
+                assert!(q.got < q.cap, "InfoReq past the cap");
                 self.out_infos.push(req_id);
+                self.out_cursors.insert(req_id, after);
             }
             Seen::InfoReply { req_id, count } => {
                 let i = self.in_infos.iter().position(|&q| q == req_id);
@@ -1632,7 +1680,7 @@ impl Harness {
                     assert!(!self.connected, "Connected twice");
                     self.connected = true;
                     if self.flags & F_MAPS != 0 {
-                        self.link.set_local_copy(true);
+                        self.link.same_host_mut().set_local_copy(true);
                     }
                     assert_eq!(self.link.state(), LinkState::Established);
                     assert!(self.link.peer().is_some());
@@ -1673,10 +1721,8 @@ impl Harness {
                 }
                 Event::SegmentInfo => {
                     if take_info {
-                        assert!(
-                            self.link.take_segment_info().is_some(),
-                            "announced segment info missing"
-                        );
+                        let page = self.link.take_segment_info();
+                        self.on_page(page.expect("announced segment info missing"));
                     }
                 }
                 Event::Closed(_) => {
@@ -1692,6 +1738,33 @@ impl Harness {
             }
         }
         panic!("poll_event never runs dry");
+    }
+
+    /// A page taken: in order after every region taken before, within the
+    /// cap; the last one ends the query.
+    fn on_page(&mut self, page: te_proto::Result<te_proto::link::SegmentPage>) {
+        let q = self.query.as_mut().expect("segment info with no query under way");
+        let page = match page {
+            Ok(page) => page,
+            Err(_) => {
+                self.query = None;
+                return;
+            }
+        };
+        for r in &page.regions {
+            let key = (r.span.location, r.span.addr);
+            assert!(q.last.is_none_or(|l| key > l), "{key:?} after {:?}", q.last);
+            q.last = Some(key);
+        }
+        q.got += page.regions.len();
+        assert!(q.got <= q.cap, "{} regions for a cap of {}", q.got, q.cap);
+        assert!(!(page.more && page.truncated));
+        if page.truncated {
+            assert_eq!(q.got, q.cap, "truncated before the cap");
+        }
+        if !page.more {
+            self.query = None;
+        }
     }
 
     fn pending_is_response(&self) -> bool {
@@ -1771,7 +1844,11 @@ impl Harness {
         let live = |e: &&(LocalMap, bool, bool)| !e.2;
         if flags & 1 != 0 {
             let known = self.my_maps.iter().filter(live).any(|e| e.0.id == id);
-            assert_eq!(self.link.withdraw_local_map(id), known, "withdraw of {id}");
+            assert_eq!(
+                self.link.same_host_mut().withdraw_local_map(id),
+                known,
+                "withdraw of {id}"
+            );
             if let Some(i) = self.my_maps.iter().position(|e| e.0.id == id && !e.2) {
                 if self.my_maps[i].1 {
                     self.my_maps[i].2 = true;
@@ -1787,7 +1864,7 @@ impl Harness {
             };
             let m = LocalMap { id, base, len, fd: 5 };
             let may = self.flags & F_MAPS != 0
-                && self.link.local_copy()
+                && self.link.same_host().local_copy()
                 && self
                     .link
                     .peer()
@@ -1812,14 +1889,14 @@ impl Harness {
             } else {
                 None
             };
-            let r = self.link.announce_local_map(m);
+            let r = self.link.same_host_mut().announce_local_map(m);
             assert_eq!(r.as_ref().err().map(|e| e.code()), want, "announce {m:?}: {r:?}");
             if r.is_ok() {
                 self.my_maps.push((m, false, false));
             }
         }
         for e in &self.my_maps {
-            assert_eq!(self.link.local_map_announced(e.0.id), !e.2, "{e:?}");
+            assert_eq!(self.link.same_host().local_map_announced(e.0.id), !e.2, "{e:?}");
         }
     }
 
@@ -2099,9 +2176,9 @@ impl Script {
         self.op(OP_NOTIFY, &a)
     }
 
-    /// Query the peer's segment info.
-    pub fn query(self, after: u8) -> Script {
-        self.op(OP_QUERY, &[after])
+    /// Query the peer's segment info, at most `cap` regions.
+    pub fn query(self, cap: u8) -> Script {
+        self.op(OP_QUERY, &[cap])
     }
 
     /// Unregister region `idx`, or register it again.

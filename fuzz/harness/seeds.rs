@@ -680,6 +680,27 @@ pub fn link_seeds() -> Vec<Seed> {
             .pump(0)
             .transmit(0),
     ));
+    // The link pages by itself: full pages with more to come, the cap, a
+    // page that does not start after the cursor.
+    let mut paged = est().query(200).transmit(0);
+    for _ in 0..2 {
+        paged = paged.frame(K_INFO_REPLY, &[0, 135]).pump(0).events(3).transmit(0);
+    }
+    out.push(("segment-info-cap", paged.query(1).transmit(0)));
+    out.push((
+        "segment-info-stale-page",
+        est()
+            .query(255)
+            .transmit(0)
+            .frame(K_INFO_REPLY, &[0, 135])
+            .pump(0)
+            .events(3)
+            .transmit(0)
+            .frame(K_INFO_REPLY, &[0x80, 4])
+            .pump(0)
+            .events(3)
+            .transmit(0),
+    ));
     out.push((
         "segment-info-paged",
         drain(est().frame(K_INFO_REQ, &[1]).frame(K_INFO_REQ, &[4])),

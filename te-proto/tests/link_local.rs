@@ -26,7 +26,7 @@ fn local_pair(b: LinkConfig) -> Pair {
     let mut p = Pair::new(offering("a:1"), b, 5);
     p.run();
     assert!(p.a.connected && p.b.connected);
-    p.a.link.set_local_copy(true);
+    p.a.link.same_host_mut().set_local_copy(true);
     p
 }
 
@@ -82,7 +82,7 @@ fn local_submission_needs_the_path_enabled() {
         p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    assert!(!p.a.link.local_copy());
+    assert!(!p.a.link.same_host().local_copy());
 }
 
 #[test]
@@ -94,7 +94,11 @@ fn same_host_frames_go_only_to_a_peer_that_offers_the_path() {
         p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    let e = p.a.link.send_pid_challenge([1; 32], b"te-pid-x").unwrap_err();
+    let e =
+        p.a.link
+            .same_host_mut()
+            .send_pid_challenge([1; 32], b"te-pid-x")
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
 }
 
@@ -195,9 +199,13 @@ fn unregister_while_copies_wait_drains_then_refuses() {
         Some(4),
         "b pinned the accepted copies"
     );
-    let waiting: Vec<_> = p.b.link.pending_copies().collect();
+    let waiting: Vec<_> = p.b.link.same_host().pending_copies().collect();
     assert_eq!(waiting.len(), 4);
-    assert_eq!(waiting[0], p.b.link.poll_copy().unwrap(), "oldest first");
+    assert_eq!(
+        waiting[0],
+        p.b.link.same_host().poll_copy().unwrap(),
+        "oldest first"
+    );
     assert!(waiting
         .windows(2)
         .all(|w| w[1].span.addr == w[0].span.addr + w[0].span.len));
@@ -220,7 +228,7 @@ fn closing_the_link_releases_the_pins_of_waiting_copies() {
     let mut p = stalled_read(offering("b:2"), 11);
     assert!(p.b.reg.pins(Location::Cpu, REMOTE).is_some());
     p.b.link.close(&mut p.b.reg);
-    assert!(p.b.link.poll_copy().is_none());
+    assert!(p.b.link.same_host().poll_copy().is_none());
     assert_eq!(p.b.reg.pins(Location::Cpu, REMOTE), Some(0));
     p.run();
     assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::Disconnected));
@@ -230,13 +238,20 @@ fn closing_the_link_releases_the_pins_of_waiting_copies() {
 fn pid_challenges_reach_the_peer_once() {
     let mut p = Pair::new(offering("a:1"), offering("b:2"), 12);
     p.run();
-    p.a.link.send_pid_challenge([3; 32], b"te-pid-test").unwrap();
+    p.a.link
+        .same_host_mut()
+        .send_pid_challenge([3; 32], b"te-pid-test")
+        .unwrap();
     p.run();
     let want = PidChallenge::new([3; 32], b"te-pid-test").unwrap();
-    assert_eq!(p.b.link.take_pid_challenge(), Some(want));
-    assert_eq!(p.b.link.take_pid_challenge(), None);
+    assert_eq!(p.b.link.same_host_mut().take_pid_challenge(), Some(want));
+    assert_eq!(p.b.link.same_host_mut().take_pid_challenge(), None);
     for bad in [&b""[..], &[b's'; PID_SOCKET_MAX + 1][..]] {
-        let e = p.a.link.send_pid_challenge([3; 32], bad).unwrap_err();
+        let e =
+            p.a.link
+                .same_host_mut()
+                .send_pid_challenge([3; 32], bad)
+                .unwrap_err();
         assert_eq!(e.code(), ErrorCode::Invalid);
     }
 }
@@ -291,7 +306,7 @@ fn b_closed_with(p: &Pair, want: &str) {
         "{why:?}, wanted {want:?}"
     );
     assert_eq!(
-        p.b.link.peer_local_maps().count(),
+        p.b.link.same_host().peer_local_maps().count(),
         0,
         "a closed link keeps no buffers"
     );
@@ -300,12 +315,21 @@ fn b_closed_with(p: &Pair, want: &str) {
 #[test]
 fn announced_buffers_are_found_by_contained_ranges_only() {
     let mut p = local_pair(mapping("b:2"));
-    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
-    p.a.link.announce_local_map(buffer(2, DST + 4096, 100)).unwrap();
-    assert!(p.a.link.local_map_announced(1));
-    assert!(p.b.link.peer_local_map(DST, 1).is_none(), "nothing sent yet");
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 4096))
+        .unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(2, DST + 4096, 100))
+        .unwrap();
+    assert!(p.a.link.same_host().local_map_announced(1));
+    assert!(
+        p.b.link.same_host().peer_local_map(DST, 1).is_none(),
+        "nothing sent yet"
+    );
     p.run();
-    let b = &p.b.link;
+    let b = p.b.link.same_host();
     assert_eq!(b.peer_local_map(DST, 4096), Some(buffer(1, DST, 4096)));
     assert_eq!(b.peer_local_map(DST + 100, 1), Some(buffer(1, DST, 4096)));
     assert_eq!(
@@ -321,7 +345,7 @@ fn announced_buffers_are_found_by_contained_ranges_only() {
     all.sort();
     assert_eq!(all, [1, 2]);
     // a's side: a buffer b announces would need a to map buffers.
-    assert_eq!(p.a.link.peer_local_maps().count(), 0);
+    assert_eq!(p.a.link.same_host().peer_local_maps().count(), 0);
     assert!(p.b.closed.is_none() && p.a.closed.is_none());
 }
 
@@ -332,15 +356,18 @@ fn an_announcement_reaches_the_peer_before_a_later_request() {
     p.a.region(DST, 1 << 16, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, 1 << 16, Perm::REMOTE_READ, &mut rng);
     p.b.copies_paused = true;
-    p.a.link.announce_local_map(buffer(7, DST, 1 << 16)).unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(7, DST, 1 << 16))
+        .unwrap();
     p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST + 64, 512), REMOTE)
         .unwrap();
     assert_eq!(frames_of_a(&mut p), [Opcode::LocalMap, Opcode::LocalRead]);
     p.run();
-    let c = p.b.link.poll_copy().expect("b holds a's copy");
+    let c = p.b.link.same_host().poll_copy().expect("b holds a's copy");
     assert_eq!(c.peer_addr, DST + 64);
     assert_eq!(
-        p.b.link.peer_local_map(c.peer_addr, c.span.len),
+        p.b.link.same_host().peer_local_map(c.peer_addr, c.span.len),
         Some(buffer(7, DST, 1 << 16))
     );
     p.b.copies_paused = false;
@@ -354,17 +381,24 @@ fn a_withdrawal_goes_before_a_new_buffer_at_the_same_address() {
     let mut rng = Rng(21);
     p.a.region(DST, 8192, Perm::LOCAL_ONLY, &mut rng);
     p.b.region(REMOTE, 8192, Perm::REMOTE_READ, &mut rng);
-    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 4096))
+        .unwrap();
     p.run();
-    assert!(p.a.link.withdraw_local_map(1));
-    assert!(!p.a.link.local_map_announced(1));
+    assert!(p.a.link.same_host_mut().withdraw_local_map(1));
+    assert!(!p.a.link.same_host().local_map_announced(1));
     // The old id stays taken until its withdrawal is sent; the range is free.
     let e =
         p.a.link
+            .same_host_mut()
             .announce_local_map(buffer(1, DST + 4096, 16))
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Invalid);
-    p.a.link.announce_local_map(buffer(2, DST, 8192)).unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(2, DST, 8192))
+        .unwrap();
     p.b.copies_paused = true;
     p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST + 4096, 100), REMOTE)
         .unwrap();
@@ -374,35 +408,44 @@ fn a_withdrawal_goes_before_a_new_buffer_at_the_same_address() {
     );
     p.run();
     assert!(p.b.closed.is_none(), "{:?}", p.b.closed);
-    let c = p.b.link.poll_copy().expect("b holds a's copy");
+    let c = p.b.link.same_host().poll_copy().expect("b holds a's copy");
     assert_eq!(
-        p.b.link.peer_local_map(c.peer_addr, c.span.len),
+        p.b.link.same_host().peer_local_map(c.peer_addr, c.span.len),
         Some(buffer(2, DST, 8192))
     );
-    assert_eq!(p.b.link.peer_local_maps().count(), 1);
+    assert_eq!(p.b.link.same_host().peer_local_maps().count(), 1);
     // Once sent, the id is free again.
-    assert!(p.a.link.withdraw_local_map(2));
+    assert!(p.a.link.same_host_mut().withdraw_local_map(2));
     p.run();
-    assert_eq!(p.b.link.peer_local_maps().count(), 0);
-    p.a.link.announce_local_map(buffer(1, DST, 16)).unwrap();
-    assert!(!p.a.link.withdraw_local_map(99), "unknown id");
+    assert_eq!(p.b.link.same_host().peer_local_maps().count(), 0);
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 16))
+        .unwrap();
+    assert!(!p.a.link.same_host_mut().withdraw_local_map(99), "unknown id");
 }
 
 #[test]
 fn withdrawing_an_unsent_announcement_sends_nothing() {
     let mut p = local_pair(mapping("b:2"));
-    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
-    assert!(p.a.link.withdraw_local_map(1));
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 4096))
+        .unwrap();
+    assert!(p.a.link.same_host_mut().withdraw_local_map(1));
     assert!(
         !p.a.link.wants_transmit(),
         "a frame is due for a forgotten buffer"
     );
-    assert!(!p.a.link.withdraw_local_map(1), "withdrawn twice");
+    assert!(!p.a.link.same_host_mut().withdraw_local_map(1), "withdrawn twice");
     // Its slot and id are free at once.
-    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 4096))
+        .unwrap();
     p.run();
     assert_eq!(
-        p.b.link.peer_local_maps().collect::<Vec<_>>(),
+        p.b.link.same_host().peer_local_maps().collect::<Vec<_>>(),
         [buffer(1, DST, 4096)]
     );
 }
@@ -411,15 +454,26 @@ fn withdrawing_an_unsent_announcement_sends_nothing() {
 fn announcements_are_checked() {
     // b does not map buffers: NotSupported.
     let mut p = local_pair(offering("b:2"));
-    let e = p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap_err();
+    let e =
+        p.a.link
+            .same_host_mut()
+            .announce_local_map(buffer(1, DST, 4096))
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
     // b maps buffers, but the path is not enabled on a: NotSupported.
     let mut p = local_pair(mapping("b:2"));
-    p.a.link.set_local_copy(false);
-    let e = p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap_err();
+    p.a.link.same_host_mut().set_local_copy(false);
+    let e =
+        p.a.link
+            .same_host_mut()
+            .announce_local_map(buffer(1, DST, 4096))
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    p.a.link.set_local_copy(true);
-    p.a.link.announce_local_map(buffer(1, DST, 4096)).unwrap();
+    p.a.link.same_host_mut().set_local_copy(true);
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(1, DST, 4096))
+        .unwrap();
     let invalid = [
         buffer(2, DST + 8192, 0),
         buffer(2, 0, 16),
@@ -430,28 +484,41 @@ fn announcements_are_checked() {
         buffer(2, DST - 8, 8192),
     ];
     for m in invalid {
-        let e = p.a.link.announce_local_map(m).unwrap_err();
+        let e = p.a.link.same_host_mut().announce_local_map(m).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Invalid, "{m:?}");
     }
     // Adjacent is fine; the table holds MAX_LOCAL_MAPS buffers.
     for id in 2..=MAX_LOCAL_MAPS as u64 {
         p.a.link
+            .same_host_mut()
             .announce_local_map(buffer(id, DST + 4096 * id, 4096))
             .unwrap();
     }
-    let e = p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap_err();
+    let e =
+        p.a.link
+            .same_host_mut()
+            .announce_local_map(buffer(999, REMOTE, 1))
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotReady);
     p.run();
-    assert_eq!(p.b.link.peer_local_maps().count(), MAX_LOCAL_MAPS);
+    assert_eq!(p.b.link.same_host().peer_local_maps().count(), MAX_LOCAL_MAPS);
     // A withdrawal not yet sent still takes its slot.
-    assert!(p.a.link.withdraw_local_map(5));
-    let e = p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap_err();
+    assert!(p.a.link.same_host_mut().withdraw_local_map(5));
+    let e =
+        p.a.link
+            .same_host_mut()
+            .announce_local_map(buffer(999, REMOTE, 1))
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotReady);
     p.run();
-    p.a.link.announce_local_map(buffer(999, REMOTE, 1)).unwrap();
+    p.a.link
+        .same_host_mut()
+        .announce_local_map(buffer(999, REMOTE, 1))
+        .unwrap();
     p.a.link.close(&mut p.a.reg);
     let e =
         p.a.link
+            .same_host_mut()
             .announce_local_map(buffer(1000, REMOTE + 8, 1))
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Disconnected);
@@ -492,7 +559,7 @@ fn a_peer_may_announce_no_more_than_the_limit() {
     }
     p.run();
     assert!(p.b.closed.is_none());
-    assert_eq!(p.b.link.peer_local_maps().count(), MAX_LOCAL_MAPS);
+    assert_eq!(p.b.link.same_host().peer_local_maps().count(), MAX_LOCAL_MAPS);
     inject_map(&mut p, buffer(100, REMOTE, 16));
     p.run();
     b_closed_with(&p, "beyond the limit of 64");

@@ -284,7 +284,7 @@ fn notifications_arrive_in_order_with_backpressure_on_the_sender() {
 }
 
 #[test]
-fn segment_info_pages_list_exactly_the_remote_regions() {
+fn paging_across_several_pages_yields_every_region_once_in_order() {
     let mut p = connected_pair(64 << 10, 9);
     let mut rng = Rng(9);
     for i in 0..300u64 {
@@ -296,28 +296,43 @@ fn segment_info_pages_list_exactly_the_remote_regions() {
         };
         p.b.region(REMOTE + i * 0x1000, 64 + i, perm, &mut rng);
     }
-    let mut after = None;
-    let mut listed = Vec::new();
-    let mut pages = 0;
-    loop {
-        p.a.link.query_segment_info(after).unwrap();
-        assert_eq!(
-            p.a.link.query_segment_info(after).unwrap_err().code(),
-            ErrorCode::NotReady
-        );
-        p.run();
-        let page = p.a.pages.pop().expect("a page").unwrap();
-        pages += 1;
-        after = page.regions.last().map(|r| (r.span.location, r.span.addr));
-        listed.extend(page.regions.iter().copied());
-        if !page.more {
-            break;
-        }
-    }
+    p.a.link.query_segment_info(usize::MAX).unwrap();
+    assert_eq!(
+        p.a.link.query_segment_info(usize::MAX).unwrap_err().code(),
+        ErrorCode::NotReady
+    );
+    p.run();
+    // The link asked for the second page itself once the first was taken.
+    let pages: Vec<_> = p.a.pages.drain(..).map(|r| r.unwrap()).collect();
+    let listed: Vec<_> = pages.iter().flat_map(|pg| pg.regions.iter().copied()).collect();
+    let flags: Vec<_> = pages.iter().map(|pg| (pg.more, pg.truncated)).collect();
+    assert_eq!(flags, [(true, false), (false, false)]);
     let want: Vec<_> = p.b.reg.regions().filter(|r| !r.perm.is_empty()).collect();
     assert_eq!(want.len(), 225);
     assert_eq!(listed, want);
-    assert_eq!(pages, 2);
+    // Done: a new query may start.
+    p.a.link.query_segment_info(1).unwrap();
+}
+
+#[test]
+fn a_listing_longer_than_the_cap_ends_truncated_at_the_cap() {
+    let mut p = connected_pair(64 << 10, 9);
+    let mut rng = Rng(9);
+    for i in 0..300u64 {
+        p.b.region(REMOTE + i * 0x1000, 64, Perm::REMOTE_READ, &mut rng);
+    }
+    p.a.link.query_segment_info(200).unwrap();
+    p.run();
+    let pages: Vec<_> = p.a.pages.drain(..).map(|r| r.unwrap()).collect();
+    let shape: Vec<_> = pages
+        .iter()
+        .map(|pg| (pg.regions.len(), pg.more, pg.truncated))
+        .collect();
+    assert_eq!(shape, [(128, true, false), (72, false, true)]);
+    let listed: Vec<_> = pages.iter().flat_map(|pg| pg.regions.iter().copied()).collect();
+    let want: Vec<_> = p.b.reg.regions().take(200).collect();
+    assert_eq!(listed, want);
+    assert!(!p.a.link.wants_transmit());
 }
 
 #[test]
@@ -357,7 +372,7 @@ fn heartbeats_keep_an_idle_link_alive() {
 fn work_queued_during_the_handshake_waits_without_claiming_transmits() {
     let mut p = Pair::new(config("a:1", 64 << 10), config("b:2", 64 << 10), 20);
     p.a.link.send_notification("n", b"early").unwrap();
-    p.a.link.query_segment_info(None).unwrap();
+    p.a.link.query_segment_info(16).unwrap();
     let mut buf = vec![0u8; te_proto::wire::MAX_CONTROL_LEN];
     // The Hello goes out; then nothing more is due until the peer answers.
     assert!(p.a.link.poll_transmit(p.now, &mut buf, &p.a.reg).is_some());
@@ -665,7 +680,7 @@ fn segment_info_query_waits_for_room_in_the_window() {
         .unwrap();
     p.run();
     assert_eq!(p.a.link.requests_in_flight(), 2);
-    p.a.link.query_segment_info(None).unwrap();
+    p.a.link.query_segment_info(16).unwrap();
     p.run();
     assert_eq!(
         p.b.link.state(),

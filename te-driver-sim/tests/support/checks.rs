@@ -183,7 +183,7 @@ impl World {
     /// A segment info answer: one per query; when the peer's regions did
     /// not change meanwhile, exactly its remotely visible regions, in order.
     pub fn on_info(&mut self, conn: ConnId, node: usize, page: &te_proto::Result<SegmentPage>) {
-        let Some(q) = self.queries.remove(&conn).filter(|q| q.node == node) else {
+        let Some(mut q) = self.queries.remove(&conn).filter(|q| q.node == node) else {
             return self.violation(format!(
                 "node {node} got segment info on conn {} it did not ask",
                 conn.0
@@ -198,13 +198,16 @@ impl World {
             }
             Err(e) => return self.violation(format!("segment info query failed with no fault: {e}")),
         };
-        let got: Vec<(u64, u64, Perm)> = page
-            .regions
-            .iter()
-            .map(|r| (r.span.addr, r.span.len, r.perm))
-            .collect();
+        q.pages
+            .extend(page.regions.iter().map(|r| (r.span.addr, r.span.len, r.perm)));
+        if page.more {
+            // The link asks for the next page itself.
+            self.queries.insert(conn, q);
+            return;
+        }
+        let got = std::mem::take(&mut q.pages);
         let sorted = got.windows(2).all(|w| w[0].0 < w[1].0);
-        if !sorted || page.more || got.iter().any(|r| r.2.is_empty()) {
+        if !sorted || page.truncated || got.iter().any(|r| r.2.is_empty()) {
             return self.violation(format!("segment info of node {} malformed: {got:x?}", q.peer));
         }
         self.infos[1] += 1;

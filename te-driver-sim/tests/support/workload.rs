@@ -14,6 +14,9 @@ use super::world::{key_of, InfoQuery, NoteRec, NoteState, TaskRec, World};
 
 pub const ARENA: usize = 96 << 10;
 pub const REGIONS: usize = 16;
+/// Most regions a segment info query of the workload accepts: far more
+/// than a node registers, so the answer is never truncated.
+pub const INFO_CAP: usize = 1024;
 const MAX_TASK: u64 = 24 << 10;
 
 pub fn ms(n: u64) -> Duration {
@@ -449,7 +452,7 @@ impl World {
         if link.state() == LinkState::Closed {
             return;
         }
-        let got = link.query_segment_info(None);
+        let got = link.query_segment_info(INFO_CAP);
         self.log(format_args!(
             "node {a} asks node {p} for its regions on conn {}: {got:?}",
             c.0
@@ -462,6 +465,7 @@ impl World {
                     peer: p,
                     registers: m.registers,
                     unregisters: m.unregisters,
+                    pages: Vec::new(),
                 };
                 self.queries.insert(c, q);
             }

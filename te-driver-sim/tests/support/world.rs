@@ -66,6 +66,8 @@ pub struct InfoQuery {
     /// The peer's registration counters when it was asked.
     pub registers: u64,
     pub unregisters: u64,
+    /// The regions of the pages before, when the link pages.
+    pub pages: Vec<(u64, u64, te_proto::Perm)>,
 }
 
 pub struct World {

@@ -58,17 +58,21 @@ impl<S: Storage> Endpoint<S> {
             let deadline = Some(entry.deadline);
             let submitted = entry
                 .path
-                .route(req.local.location, link.local_copy(), shell.same_host_refusal())
+                .route(
+                    req.local.location,
+                    link.same_host().local_copy(),
+                    shell.same_host_refusal(),
+                )
                 .and_then(|route| match route {
                     Route::Link => link.submit(task, &req, deadline),
                     Route::SameHost => {
                         let map = entry.pin.and_then(|p| shell.local_map(p));
-                        if let Some(m) = map.filter(|m| !link.local_map_announced(m.id)) {
-                            if let Err(why) = link.announce_local_map(m) {
+                        if let Some(m) = map.filter(|m| !link.same_host().local_map_announced(m.id)) {
+                            if let Err(why) = link.same_host_mut().announce_local_map(m) {
                                 shell.announce_failed(m, why);
                             }
                         }
-                        link.submit_local(task, &req, deadline)
+                        link.same_host_mut().submit(task, &req, deadline)
                     }
                 });
             match submitted {

@@ -66,7 +66,7 @@ impl PidChallenge {
 }
 
 /// A copy the shell does for the peer over the same-host path, from
-/// [`Link::poll_copy`](super::Link::poll_copy). `span` is this side's
+/// [`SameHost::poll_copy`](super::SameHost::poll_copy). `span` is this side's
 /// memory, validated and pinned; `peer_addr` is the peer's own memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalCopy {
@@ -79,13 +79,20 @@ pub struct LocalCopy {
     pub to_peer: bool,
 }
 
-/// One page of the peer's remotely visible regions.
+/// One page of the peer's remotely visible regions, from
+/// [`Link::take_segment_info`](super::Link::take_segment_info).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentPage {
-    /// The regions, sorted by location and base address.
+    /// The regions, sorted by location and base address, each after every
+    /// region of the pages before.
     pub regions: heapless::Vec<Region, INFO_PAGE_MAX>,
-    /// More pages follow: ask again after the last region.
+    /// More pages follow: the link asks for the next one once this one is
+    /// taken, and announces it with another [`Event::SegmentInfo`]. False
+    /// on the last page.
     pub more: bool,
+    /// The last page: the peer has more regions than the query's cap, and
+    /// this page ends where the cap was reached (`more` is false).
+    pub truncated: bool,
 }
 
 /// Something the shell must know, from [`Link::poll_event`](super::Link::poll_event).
@@ -112,8 +119,10 @@ pub enum Event {
     /// A notification arrived: take it with
     /// [`Link::take_notification`](super::Link::take_notification).
     Notification,
-    /// The answer to [`Link::query_segment_info`](super::Link::query_segment_info)
-    /// arrived: take it with [`Link::take_segment_info`](super::Link::take_segment_info).
+    /// A page of the answer to [`Link::query_segment_info`](super::Link::query_segment_info)
+    /// arrived, or the query failed: take it with
+    /// [`Link::take_segment_info`](super::Link::take_segment_info). Once per
+    /// page; the page after comes only once this one is taken.
     SegmentInfo,
     /// The link is closed (reported after every task's `TaskDone`). Flush
     /// the remaining transmits, then close the connection.

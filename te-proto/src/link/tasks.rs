@@ -187,6 +187,17 @@ impl Tasks {
 
     /// Records `next` as sent with `req_id`.
     pub fn commit(&mut self, next: &NextChunk, req_id: u64) {
+        // `next` came from peek_next on this table, unchanged since.
+        debug_assert!(
+            self.slots[next.slot].is_some(),
+            "a request for empty slot {}",
+            next.slot
+        );
+        debug_assert!(
+            self.chunks[next.chunk].is_none(),
+            "request slot {} taken",
+            next.chunk
+        );
         if let Some(t) = self.slots[next.slot].as_mut() {
             t.issued += next.len as u64;
         }
@@ -383,6 +394,9 @@ impl Tasks {
         }
         let slot = bits.trailing_zeros() as usize;
         self.report &= !(1u128 << slot);
+        // A bit is set only for a slot holding a task, and cleared when the
+        // task leaves it.
+        debug_assert!(self.slots[slot].is_some(), "a report for empty slot {slot}");
         let t = self.slots[slot].as_ref()?;
         match &t.outcome {
             None => Some(Event::Progress {

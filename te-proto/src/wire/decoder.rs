@@ -87,7 +87,9 @@ impl Decoder {
                 return Ok(used);
             }
             // The array is exactly one header long, so this read cannot fail.
-            let header = Header::read_from_bytes(&self.header).unwrap_or_else(|_| Header::new_zeroed());
+            let header = Header::read_from_bytes(&self.header);
+            debug_assert!(header.is_ok(), "a header array of the wrong size");
+            let header = header.unwrap_or_else(|_| Header::new_zeroed());
             header.validate(self.max_payload).map_err(|e| self.fail(e))?;
             self.parsed = Some(header);
             self.body.clear();
@@ -96,6 +98,7 @@ impl Decoder {
         let rest = &input[used..];
         let take = (want - self.body.len()).min(rest.len());
         // validate() bounded body_len by MAX_BODY, the buffer's capacity.
+        debug_assert!(want <= MAX_BODY, "a validated body of {want} bytes");
         self.body.extend_from_slice(&rest[..take]).map_err(|_| {
             self.fail(WireError::BufferTooSmall {
                 need: want,

@@ -1,17 +1,21 @@
-//! Frame bodies and the decoded [`Frame`] view.
+//! The decoded [`Frame`] view and the encoder. The body layouts are in
+//! `body.rs`, the decoder's checks in `decode.rs`.
+
+use core::mem::{offset_of, size_of};
 
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::{Immutable, IntoBytes};
 
+use super::body::*;
+use super::decode::region_from_entry;
 use super::error::WireError;
 use super::header::{Header, Opcode, FLAG_MORE, HEADER_LEN};
 use super::{
-    ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX,
-    SEGMENT_NAME_MAX,
+    ERROR_MSG_MAX, INFO_PAGE_MAX, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX, SEGMENT_NAME_MAX,
 };
 use crate::error::ErrorCode;
 use crate::location::Location;
-use crate::region::{Perm, Region};
+use crate::region::Region;
 
 /// Wire value of a location field meaning "any location: resolve by address".
 pub const LOCATION_ANY: u32 = 0xffff_ffff;
@@ -21,109 +25,6 @@ pub const AUTH_NONE: u8 = 0;
 pub const AUTH_HMAC_SHA256: u8 = 1;
 /// Size of one region entry in an `InfoReply`.
 pub const REGION_ENTRY_LEN: usize = 24;
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct HelloBody {
-    caps: U32,
-    max_payload: U32,
-    max_outstanding: U32,
-    auth: u8,
-    reserved: [u8; 3],
-    name_len: U16,
-    reserved2: U16,
-    host_id: [u8; 32],
-    nonce: [u8; 32],
-    mac: [u8; 32],
-}
-pub(crate) const HELLO_FIXED: usize = core::mem::size_of::<HelloBody>();
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct AccessBody {
-    req_id: U64,
-    addr: U64,
-    location: U32,
-    len: U32,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct LocalBody {
-    req_id: U64,
-    addr: U64,
-    location: U32,
-    len: U32,
-    peer_addr: U64,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct MapBody {
-    id: U64,
-    base: U64,
-    len: U64,
-    fd: U32,
-    reserved: U32,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct ErrorBody {
-    req_id: U64,
-    code: U32,
-    msg_len: U16,
-    reserved: U16,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct NotifyBody {
-    name_len: U16,
-    reserved: U16,
-    msg_len: U32,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct InfoReqBody {
-    req_id: U64,
-    has_after: U32,
-    after_location: U32,
-    after_base: U64,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct InfoReplyBody {
-    req_id: U64,
-    count: U32,
-    reserved: U32,
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct RegionEntry {
-    base: U64,
-    len: U64,
-    location: U32,
-    perm: u8,
-    reserved: [u8; 3],
-}
-
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct CodeBody {
-    code: U32,
-    reserved: U32,
-}
-
-const _: () = assert!(HELLO_FIXED == 116);
-const _: () = assert!(core::mem::size_of::<AccessBody>() == 24);
-const _: () = assert!(core::mem::size_of::<InfoReqBody>() == 24);
-const _: () = assert!(core::mem::size_of::<LocalBody>() == 32);
-const _: () = assert!(core::mem::size_of::<MapBody>() == 32);
-const _: () = assert!(core::mem::size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
 /// The handshake fields of `Hello` and `HelloAck`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +50,7 @@ pub struct Hello<'a> {
 /// The region entries of an `InfoReply`, validated at decode time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionList<'a> {
-    raw: &'a [u8],
+    pub(super) raw: &'a [u8],
 }
 
 impl<'a> RegionList<'a> {
@@ -165,47 +66,13 @@ impl<'a> RegionList<'a> {
 
     /// The regions, in the order the peer sent them.
     pub fn iter(&self) -> impl Iterator<Item = Region> + 'a {
-        self.raw
-            .chunks_exact(REGION_ENTRY_LEN)
-            .filter_map(|c| region_from_entry(c).ok())
+        self.raw.chunks_exact(REGION_ENTRY_LEN).filter_map(|c| {
+            let r = region_from_entry(c);
+            // The decoder checked every entry before making the list.
+            debug_assert!(r.is_ok(), "a region list with a bad entry: {r:?}");
+            r.ok()
+        })
     }
-}
-
-fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
-    let op = Opcode::InfoReply;
-    let e = RegionEntry::read_from_bytes(bytes).map_err(|_| WireError::FieldLength {
-        opcode: op,
-        field: "region entry",
-        value: bytes.len() as u32,
-    })?;
-    let location = Location::from_wire(e.location.get()).ok_or(WireError::BadValue {
-        opcode: op,
-        field: "region location",
-        value: e.location.get() as u64,
-    })?;
-    let perm = Perm::from_bits(e.perm)
-        .filter(|p| !p.is_empty())
-        .ok_or(WireError::BadValue {
-            opcode: op,
-            field: "region perm",
-            value: e.perm as u64,
-        })?;
-    if e.reserved != [0; 3] {
-        return Err(WireError::ReservedBits {
-            opcode: op,
-            field: "region reserved",
-            value: 0,
-        });
-    }
-    let (base, len) = (e.base.get(), e.len.get());
-    if base == 0 || len == 0 || base.checked_add(len).is_none() {
-        return Err(WireError::BadValue {
-            opcode: op,
-            field: "region range",
-            value: base,
-        });
-    }
-    Ok(Region::new(base, len, location, perm))
 }
 
 /// A decoded frame (header and body; a payload, if any, follows on the wire
@@ -375,7 +242,7 @@ impl LocalMap {
 
     /// The wire rules of a `LocalMap` body: an announcement has a non-zero
     /// base and does not wrap; a withdrawal has base and fd 0.
-    fn check(&self, op: Opcode) -> Result<(), WireError> {
+    pub(super) fn check(&self, op: Opcode) -> Result<(), WireError> {
         let bad = |field, value| WireError::BadValue {
             opcode: op,
             field,
@@ -410,48 +277,6 @@ pub struct LocalAccess {
     pub peer_addr: u64,
 }
 
-fn location_to_wire(l: Option<Location>) -> u32 {
-    l.map_or(LOCATION_ANY, Location::to_wire)
-}
-
-fn location_from_wire(op: Opcode, v: u32) -> Result<Option<Location>, WireError> {
-    if v == LOCATION_ANY {
-        return Ok(None);
-    }
-    Location::from_wire(v).map(Some).ok_or(WireError::BadValue {
-        opcode: op,
-        field: "location",
-        value: v as u64,
-    })
-}
-
-fn code_from_wire(op: Opcode, v: u32) -> Result<ErrorCode, WireError> {
-    ErrorCode::from_u32(v).ok_or(WireError::BadValue {
-        opcode: op,
-        field: "error code",
-        value: v as u64,
-    })
-}
-
-fn utf8<'a>(op: Opcode, field: &'static str, b: &'a [u8]) -> Result<&'a str, WireError> {
-    core::str::from_utf8(b).map_err(|_| WireError::NotUtf8 { opcode: op, field })
-}
-
-fn read<T: FromBytes + KnownLayout + Immutable>(op: Opcode, body: &[u8]) -> Result<(T, &[u8]), WireError> {
-    T::read_from_prefix(body).map_err(|_| WireError::BodyLength {
-        opcode: op,
-        len: body.len() as u32,
-    })
-}
-
-fn field_len(op: Opcode, field: &'static str, value: usize) -> WireError {
-    WireError::FieldLength {
-        opcode: op,
-        field,
-        value: u32::try_from(value).unwrap_or(u32::MAX),
-    }
-}
-
 impl<'a> Frame<'a> {
     /// The frame's opcode.
     pub fn opcode(&self) -> Opcode {
@@ -484,300 +309,6 @@ impl<'a> Frame<'a> {
         } else {
             Frame::LocalWrite(a)
         }
-    }
-
-    /// Decodes a body whose header has passed [`Header::validate`].
-    pub fn decode(header: &Header, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
-        let op = Opcode::from_u8(header.opcode).ok_or(WireError::UnknownOpcode(header.opcode))?;
-        if body.len() != header.body_len.get() as usize {
-            return Err(WireError::BodyLength {
-                opcode: op,
-                len: body.len() as u32,
-            });
-        }
-        let payload = header.payload_len.get();
-        let frame = match op {
-            Opcode::Hello | Opcode::HelloAck => {
-                let (h, rest) = read::<HelloBody>(op, body)?;
-                let name_len = h.name_len.get() as usize;
-                if name_len == 0 || name_len > SEGMENT_NAME_MAX || rest.len() != name_len {
-                    return Err(field_len(op, "segment name length", name_len));
-                }
-                if h.reserved != [0; 3] || h.reserved2.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "hello reserved",
-                        value: 0,
-                    });
-                }
-                if h.auth > AUTH_HMAC_SHA256 {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "auth mode",
-                        value: h.auth as u64,
-                    });
-                }
-                if (op == Opcode::Hello || h.auth == AUTH_NONE) && h.mac != [0; 32] {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "hello mac",
-                        value: 0,
-                    });
-                }
-                let max_payload = h.max_payload.get();
-                if !(4096..=MAX_PAYLOAD_LIMIT).contains(&max_payload) {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "max payload",
-                        value: max_payload as u64,
-                    });
-                }
-                let max_outstanding = h.max_outstanding.get();
-                if max_outstanding == 0 {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "max outstanding",
-                        value: 0,
-                    });
-                }
-                let hello = Hello {
-                    caps: h.caps.get(),
-                    max_payload,
-                    max_outstanding,
-                    auth: h.auth,
-                    host_id: h.host_id,
-                    nonce: h.nonce,
-                    mac: h.mac,
-                    name: utf8(op, "segment name", rest)?,
-                };
-                if op == Opcode::Hello {
-                    Frame::Hello(hello)
-                } else {
-                    Frame::HelloAck(hello)
-                }
-            }
-            Opcode::Auth => {
-                let (mac, _) = read::<[u8; 32]>(op, body)?;
-                Frame::Auth { mac }
-            }
-            Opcode::ReadReq | Opcode::WriteData => {
-                let (b, _) = read::<AccessBody>(op, body)?;
-                let location = location_from_wire(op, b.location.get())?;
-                let (req_id, addr) = (b.req_id.get(), b.addr.get());
-                if op == Opcode::ReadReq {
-                    let len = b.len.get();
-                    if len == 0 {
-                        return Err(WireError::BadValue {
-                            opcode: op,
-                            field: "length",
-                            value: 0,
-                        });
-                    }
-                    Frame::ReadReq {
-                        req_id,
-                        addr,
-                        location,
-                        len,
-                    }
-                } else {
-                    if b.len.get() != 0 {
-                        return Err(WireError::ReservedBits {
-                            opcode: op,
-                            field: "write reserved",
-                            value: b.len.get() as u64,
-                        });
-                    }
-                    Frame::WriteData {
-                        req_id,
-                        addr,
-                        location,
-                        len: payload,
-                    }
-                }
-            }
-            Opcode::PidChallenge => {
-                let (token, socket) = read::<[u8; 32]>(op, body)?;
-                if socket.is_empty() || socket.len() > PID_SOCKET_MAX {
-                    return Err(field_len(op, "socket name length", socket.len()));
-                }
-                Frame::PidChallenge { token, socket }
-            }
-            Opcode::LocalRead | Opcode::LocalWrite => {
-                let (b, _) = read::<LocalBody>(op, body)?;
-                let a = LocalAccess {
-                    req_id: b.req_id.get(),
-                    addr: b.addr.get(),
-                    location: location_from_wire(op, b.location.get())?,
-                    len: b.len.get(),
-                    peer_addr: b.peer_addr.get(),
-                };
-                if a.len == 0 {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "length",
-                        value: 0,
-                    });
-                }
-                if a.peer_addr == 0 || a.peer_addr.checked_add(a.len as u64).is_none() {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "peer address",
-                        value: a.peer_addr,
-                    });
-                }
-                Frame::local(op == Opcode::LocalRead, a)
-            }
-            Opcode::LocalMap => {
-                let (b, _) = read::<MapBody>(op, body)?;
-                if b.reserved.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "map reserved",
-                        value: b.reserved.get() as u64,
-                    });
-                }
-                let m = LocalMap {
-                    id: b.id.get(),
-                    base: b.base.get(),
-                    len: b.len.get(),
-                    fd: b.fd.get(),
-                };
-                m.check(op)?;
-                Frame::LocalMap(m)
-            }
-            Opcode::ReadData => Frame::ReadData {
-                req_id: read::<U64>(op, body)?.0.get(),
-                len: payload,
-            },
-            Opcode::WriteAck => Frame::WriteAck {
-                req_id: read::<U64>(op, body)?.0.get(),
-            },
-            Opcode::Ping => Frame::Ping {
-                token: read::<U64>(op, body)?.0.get(),
-            },
-            Opcode::Pong => Frame::Pong {
-                token: read::<U64>(op, body)?.0.get(),
-            },
-            Opcode::Goodbye => {
-                let (b, _) = read::<CodeBody>(op, body)?;
-                if b.reserved.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "goodbye reserved",
-                        value: b.reserved.get() as u64,
-                    });
-                }
-                Frame::Goodbye {
-                    code: code_from_wire(op, b.code.get())?,
-                }
-            }
-            Opcode::Error => {
-                let (b, rest) = read::<ErrorBody>(op, body)?;
-                let msg_len = b.msg_len.get() as usize;
-                if msg_len > ERROR_MSG_MAX || rest.len() != msg_len {
-                    return Err(field_len(op, "message length", msg_len));
-                }
-                if b.reserved.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "error reserved",
-                        value: b.reserved.get() as u64,
-                    });
-                }
-                let code = code_from_wire(op, b.code.get())?;
-                if code == ErrorCode::Ok {
-                    return Err(WireError::BadValue {
-                        opcode: op,
-                        field: "error code",
-                        value: 0,
-                    });
-                }
-                Frame::Error {
-                    req_id: b.req_id.get(),
-                    code,
-                    msg: utf8(op, "message", rest)?,
-                }
-            }
-            Opcode::Notify => {
-                let (b, rest) = read::<NotifyBody>(op, body)?;
-                let name_len = b.name_len.get() as usize;
-                let msg_len = b.msg_len.get() as usize;
-                if name_len == 0 || name_len > NOTIFY_NAME_MAX {
-                    return Err(field_len(op, "name length", name_len));
-                }
-                if msg_len > NOTIFY_MSG_MAX || rest.len() != name_len + msg_len {
-                    return Err(field_len(op, "message length", msg_len));
-                }
-                if b.reserved.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "notify reserved",
-                        value: b.reserved.get() as u64,
-                    });
-                }
-                let (name, msg) = rest.split_at(name_len);
-                Frame::Notify {
-                    name: utf8(op, "name", name)?,
-                    msg,
-                }
-            }
-            Opcode::InfoReq => {
-                let (b, _) = read::<InfoReqBody>(op, body)?;
-                let after = match b.has_after.get() {
-                    0 if b.after_location.get() == 0 && b.after_base.get() == 0 => None,
-                    1 => {
-                        let loc =
-                            location_from_wire(op, b.after_location.get())?.ok_or(WireError::BadValue {
-                                opcode: op,
-                                field: "after location",
-                                value: LOCATION_ANY as u64,
-                            })?;
-                        Some((loc, b.after_base.get()))
-                    }
-                    0 => {
-                        return Err(WireError::ReservedBits {
-                            opcode: op,
-                            field: "cursor without has_after",
-                            value: b.after_base.get(),
-                        })
-                    }
-                    v => {
-                        return Err(WireError::BadValue {
-                            opcode: op,
-                            field: "has_after",
-                            value: v as u64,
-                        })
-                    }
-                };
-                Frame::InfoReq {
-                    req_id: b.req_id.get(),
-                    after,
-                }
-            }
-            Opcode::InfoReply => {
-                let (b, rest) = read::<InfoReplyBody>(op, body)?;
-                let count = b.count.get() as usize;
-                if count > INFO_PAGE_MAX || rest.len() != count * REGION_ENTRY_LEN {
-                    return Err(field_len(op, "region count", count));
-                }
-                if b.reserved.get() != 0 {
-                    return Err(WireError::ReservedBits {
-                        opcode: op,
-                        field: "info reserved",
-                        value: b.reserved.get() as u64,
-                    });
-                }
-                for entry in rest.chunks_exact(REGION_ENTRY_LEN) {
-                    region_from_entry(entry)?;
-                }
-                Frame::InfoReply {
-                    req_id: b.req_id.get(),
-                    more: header.flags.get() & FLAG_MORE != 0,
-                    regions: RegionList { raw: rest },
-                }
-            }
-        };
-        Ok(frame)
     }
 
     /// Encodes header and body into `buf`; returns the bytes written. For
@@ -935,7 +466,7 @@ pub fn encode_info_reply(
 ) -> Result<(usize, Option<(Location, u64)>), WireError> {
     let op = Opcode::InfoReply;
     let mut w = Writer::new(buf, op);
-    let need = HEADER_LEN + core::mem::size_of::<InfoReplyBody>() + INFO_PAGE_MAX * REGION_ENTRY_LEN;
+    let need = HEADER_LEN + size_of::<InfoReplyBody>() + INFO_PAGE_MAX * REGION_ENTRY_LEN;
     if w.buf.len() < need {
         return Err(WireError::BufferTooSmall {
             need,
@@ -965,9 +496,11 @@ pub fn encode_info_reply(
         last = Some((r.span.location, r.span.addr));
         count += 1;
     }
-    // The count field sits right after the 8-byte request id in the body.
-    let count_at = HEADER_LEN + 8;
-    if let Some(field) = w.buf.get_mut(count_at..count_at + 4) {
+    let count_at = HEADER_LEN + offset_of!(InfoReplyBody, count);
+    let field = w.buf.get_mut(count_at..count_at + size_of::<U32>());
+    // The buffer was checked to hold a full page.
+    debug_assert!(field.is_some(), "no room for the region count");
+    if let Some(field) = field {
         field.copy_from_slice(&count.to_be_bytes());
     }
     Ok((w.finish(if more { FLAG_MORE } else { 0 }, 0)?, last))

@@ -104,18 +104,10 @@ opcodes! {
 }
 
 impl Opcode {
-    /// Body length rule: `(fixed part, whether a variable part may follow)`.
+    /// Body length rule: `(fixed part, whether a variable part may follow)`,
+    /// from the body layouts.
     pub(crate) const fn body_shape(self) -> (usize, bool) {
-        match self {
-            Opcode::Hello | Opcode::HelloAck => (super::frame::HELLO_FIXED, true),
-            Opcode::Auth => (32, false),
-            Opcode::ReadReq | Opcode::WriteData | Opcode::InfoReq => (24, false),
-            Opcode::ReadData | Opcode::WriteAck | Opcode::Ping | Opcode::Pong | Opcode::Goodbye => (8, false),
-            Opcode::Error | Opcode::InfoReply => (16, true),
-            Opcode::Notify => (8, true),
-            Opcode::PidChallenge => (32, true),
-            Opcode::LocalRead | Opcode::LocalWrite | Opcode::LocalMap => (32, false),
-        }
+        super::body::shape(self)
     }
 
     /// Whether frames of this opcode carry a payload.

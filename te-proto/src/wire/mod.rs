@@ -3,6 +3,8 @@
 //! (network byte order); every struct is `repr(C)` of byte-aligned fields, so
 //! there are no padding bytes. The normative description is `docs/PROTOCOL.md`.
 
+mod body;
+mod decode;
 mod decoder;
 mod error;
 mod frame;

@@ -135,7 +135,8 @@ impl Side {
     /// As [`submit`](Self::submit), over the same-host path.
     pub fn submit_local(&mut self, task: TaskId, op: Op, local: Span, remote_addr: u64) -> Result<()> {
         self.link
-            .submit_local(task, &request(op, local, remote_addr), None)
+            .same_host_mut()
+            .submit(task, &request(op, local, remote_addr), None)
     }
 
     fn drain_events(&mut self) {
@@ -296,7 +297,9 @@ fn copies(owner: &mut Side, peer: &mut Side) -> bool {
     while !owner.copies_paused {
         // The span is pinned in owner's registry (perhaps draining): the
         // link checked it when the request arrived.
-        let Some(c) = owner.link.poll_copy() else { break };
+        let Some(c) = owner.link.same_host().poll_copy() else {
+            break;
+        };
         let theirs = Span::cpu(c.peer_addr, c.span.len);
         if c.to_peer {
             let data = owner.mem.read(c.span).to_vec();
@@ -305,7 +308,7 @@ fn copies(owner: &mut Side, peer: &mut Side) -> bool {
             let data = peer.mem.read(theirs).to_vec();
             owner.mem.write(c.span, &data);
         }
-        owner.link.copy_done(Ok(()), &mut owner.reg);
+        owner.link.same_host_mut().copy_done(Ok(()), &mut owner.reg);
         owner.copies_done += 1;
         moved = true;
     }

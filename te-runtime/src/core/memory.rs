@@ -136,7 +136,7 @@ impl EngineCore {
             Owned::Host(buf) => {
                 if let Some(m) = buf.mapping() {
                     for conn in self.conns.iter_mut().flatten() {
-                        conn.link.withdraw_local_map(m.id);
+                        conn.link.same_host_mut().withdraw_local_map(m.id);
                     }
                 }
                 drop(buf)

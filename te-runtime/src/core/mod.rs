@@ -91,7 +91,7 @@ mod segments;
 
 use self::memory::Owned;
 pub use self::notify::Notification;
-use self::segments::Segment;
+use self::segments::{Segment, SEGMENT_INFO_CAP};
 pub use te_proto::endpoint::{Request, SegmentId};
 
 impl EngineCore {
@@ -473,14 +473,21 @@ impl EngineCore {
                 };
                 match conn.link.take_segment_info() {
                     Some(Ok(page)) => {
-                        let last = page.regions.last().map(|r| (r.span.location, r.span.addr));
                         self.segments[s].info.extend(page.regions.iter().copied());
-                        let more = page.more && last.is_some();
-                        if more && conn.link.query_segment_info(last).is_ok() {
+                        if page.more {
+                            // The link asks for the next page itself.
                             return;
                         }
                         let info = std::mem::take(&mut self.segments[s].info);
-                        self.segments[s].info_result = Some(Ok(info));
+                        self.segments[s].info_result = Some(if page.truncated {
+                            Err(status!(
+                                NotSupported,
+                                "segment {:?} lists more than {SEGMENT_INFO_CAP} regions",
+                                self.segments[s].name
+                            ))
+                        } else {
+                            Ok(info)
+                        });
                     }
                     Some(Err(e)) => self.segments[s].info_result = Some(Err(e)),
                     None => {}

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Most regions of a peer that [`EngineCore::query_segment_info`] lists;
+/// a peer with more is answered `NotSupported`.
+pub(super) const SEGMENT_INFO_CAP: usize = 1 << 16;
+
 pub(super) struct Segment {
     pub(super) name: String,
     pub(super) addr: SocketAddr,
@@ -68,7 +72,7 @@ impl EngineCore {
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) if c.link.local_copy() => Ok(Path::Shm),
+            Some(c) if c.link.same_host().local_copy() => Ok(Path::Shm),
             Some(_) => Ok(Path::Tcp),
             None => Err(status!(Disconnected, "segment {} is closed", seg.name)),
         }
@@ -134,7 +138,7 @@ impl EngineCore {
         seg.info_result = None;
         let c = seg.conn.unwrap_or(usize::MAX);
         if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
-            conn.link.query_segment_info(None)?;
+            conn.link.query_segment_info(SEGMENT_INFO_CAP)?;
         }
         self.service(c);
         Ok(())

@@ -142,7 +142,7 @@ impl PeerMaps {
         let mut freed = 0;
         let mut freed_bytes = 0;
         self.maps.retain(|_, m| {
-            let keep = link.peer_local_maps().any(|a| a == *m.announced());
+            let keep = link.same_host().peer_local_maps().any(|a| a == *m.announced());
             if !keep && m.unmap() {
                 freed += 1;
                 freed_bytes += m.announced().len;

@@ -179,7 +179,11 @@ impl SameHost {
             return;
         }
         let token = v.expect(ends);
-        if link.send_pid_challenge(token, v.socket_name()).is_ok() {
+        if link
+            .same_host_mut()
+            .send_pid_challenge(token, v.socket_name())
+            .is_ok()
+        {
             st.token = Some(token);
             st.expect = Some(now + CHALLENGE_WAIT);
         }
@@ -192,7 +196,7 @@ impl SameHost {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
-        if let Some(ch) = link.take_pid_challenge() {
+        if let Some(ch) = link.same_host_mut().take_pid_challenge() {
             // Only the first challenge is answered: each answer takes a
             // thread for up to the claim timeout.
             let first = !std::mem::replace(&mut st.challenged, true);
@@ -212,14 +216,14 @@ impl SameHost {
             }
         }
         st.maps.retain_announced(link);
-        if link.poll_copy().is_none() {
+        if link.same_host().poll_copy().is_none() {
             return;
         }
         let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t));
         let Some(pid) = pid else {
-            while link.poll_copy().is_some() {
+            while link.same_host().poll_copy().is_some() {
                 let why = status!(NotAuthorized, "peer's process id is not verified");
-                link.copy_done(Err(why), reg);
+                link.same_host_mut().copy_done(Err(why), reg);
             }
             return;
         };
@@ -227,9 +231,10 @@ impl SameHost {
         // mapping. The others, in one direction, go in one system call, up
         // to a window's worth; should that call fail, each is done alone
         // for its own answer.
-        while let Some(first) = link.poll_copy() {
+        while let Some(first) = link.same_host().poll_copy() {
             let host = first.span.location == Location::Cpu;
             if let Some(map) = link
+                .same_host()
                 .peer_local_map(first.peer_addr, first.span.len)
                 .filter(|_| host)
             {
@@ -238,18 +243,21 @@ impl SameHost {
                         .address(&pid, &self.mappings, map, first.peer_addr, first.span.len)
                 {
                     self.copy_mapped(&first, theirs);
-                    link.copy_done(Ok(()), reg);
+                    link.same_host_mut().copy_done(Ok(()), reg);
                     continue;
                 }
             }
             let mut run = [first; copy::BATCH];
             let mut n = 0;
             for (_, c) in link
+                .same_host()
                 .pending_copies()
                 .take(copy::BATCH)
                 .enumerate()
                 .take_while(|(_, c)| c.to_peer == first.to_peer)
-                .take_while(|(i, c)| *i == 0 || link.peer_local_map(c.peer_addr, c.span.len).is_none())
+                .take_while(|(i, c)| {
+                    *i == 0 || link.same_host().peer_local_map(c.peer_addr, c.span.len).is_none()
+                })
             {
                 run[n] = c;
                 n += 1;
@@ -260,7 +268,7 @@ impl SameHost {
                     Ok(()) => Ok(()),
                     Err(_) => copy::run(&pid, c),
                 };
-                link.copy_done(result, reg);
+                link.same_host_mut().copy_done(result, reg);
             }
         }
     }
@@ -321,7 +329,7 @@ impl SameHost {
         st.answered = true;
         match outcome {
             Ok(()) => {
-                conn.link.set_local_copy(true);
+                conn.link.same_host_mut().set_local_copy(true);
                 st.refused = None;
                 info!(peer = %conn.peer_addr, "same-host path enabled");
             }

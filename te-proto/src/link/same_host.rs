@@ -1,0 +1,354 @@
+//! The same-host half of a link (docs/PROTOCOL.md, "Same-host path"): the
+//! process-id challenges, the peer's copies waiting for the shell, and the
+//! buffers announced with `LocalMap` in both directions.
+//!
+//! The shell reaches it through [`Link::same_host`](super::Link::same_host)
+//! (a shared borrow of [`SameHost`]) and
+//! [`Link::same_host_mut`](super::Link::same_host_mut) (a [`SameHostMut`]
+//! view, which also lends the parts of the link its methods touch: the
+//! peer's capabilities, the task table, the queue of answers).
+
+use core::ops::Deref;
+
+use heapless::Deque;
+
+use super::config::{caps, PeerInfo, MAX_OUTSTANDING};
+use super::event::{LocalCopy, PidChallenge};
+use super::maps::{InMaps, OutMaps};
+use super::target::{Response, Target};
+use super::tasks::Tasks;
+use crate::batch::{Op, TaskId, TransferRequest};
+use crate::error::{Result, Status};
+use crate::region::{Perm, Span};
+use crate::registry::{Entry, PinKey, Registry};
+use crate::status;
+use crate::time::Instant;
+use crate::wire::{LocalAccess, LocalMap};
+
+/// The same-host half of a link (docs/PROTOCOL.md, "Same-host path"): the
+/// process-id challenges, the peer's copies waiting for the shell, and the
+/// buffers announced in both directions; its methods are the queries that
+/// need nothing else. From [`Link::same_host`](super::Link::same_host).
+pub struct SameHost {
+    /// The peer verified our process id: tasks may go as copies.
+    local_copy: bool,
+    challenge_out: Option<PidChallenge>,
+    challenge_in: Option<PidChallenge>,
+    /// The peer's `LocalRead`/`LocalWrite`, validated and pinned, for the
+    /// shell to copy.
+    copies: Deque<(u64, LocalCopy, PinKey), MAX_OUTSTANDING>,
+    /// This side's buffers announced to the peer (or about to be).
+    maps_out: OutMaps,
+    /// The peer's announced buffers.
+    maps_in: InMaps,
+}
+
+impl core::fmt::Debug for SameHost {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SameHost")
+            .field("local_copy", &self.local_copy)
+            .field("copies", &self.copies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+type Reg<S> = Registry<S>;
+
+impl SameHost {
+    pub(super) fn new() -> SameHost {
+        SameHost {
+            local_copy: false,
+            challenge_out: None,
+            challenge_in: None,
+            copies: Deque::new(),
+            maps_out: OutMaps::default(),
+            maps_in: InMaps::default(),
+        }
+    }
+
+    /// Whether [`SameHostMut::submit`] is enabled.
+    pub fn local_copy(&self) -> bool {
+        self.local_copy
+    }
+
+    /// Whether buffer `id` is announced (or its announcement is queued) and
+    /// not withdrawn.
+    pub fn local_map_announced(&self, id: u64) -> bool {
+        self.maps_out.announced(id)
+    }
+
+    /// The peer's announced buffer that holds all of `[addr, addr + len)`,
+    /// if any (none once the link is closed).
+    pub fn peer_local_map(&self, addr: u64, len: u64) -> Option<LocalMap> {
+        self.maps_in.find(addr, len)
+    }
+
+    /// The peer's announced buffers, in no particular order.
+    pub fn peer_local_maps(&self) -> impl Iterator<Item = LocalMap> + '_ {
+        self.maps_in.iter()
+    }
+
+    /// The oldest of the peer's same-host copies not yet done: validated
+    /// and pinned like a `ReadReq`/`WriteData`. The shell copies, then
+    /// calls [`SameHostMut::copy_done`].
+    pub fn poll_copy(&self) -> Option<LocalCopy> {
+        self.copies.front().map(|c| c.1)
+    }
+
+    /// Every copy waiting, oldest first ([`poll_copy`](Self::poll_copy) is
+    /// the first), so that the shell can do several in one call; it still
+    /// reports each with [`SameHostMut::copy_done`], in this order.
+    pub fn pending_copies(&self) -> impl Iterator<Item = LocalCopy> + '_ {
+        self.copies.iter().map(|c| c.1)
+    }
+
+    // ---- for the link ----
+
+    /// The peer's copies admitted and not done (they count against the
+    /// limit of the peer's requests in flight).
+    pub(super) fn busy(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// The peer's `LocalRead` (`op` Read) or `LocalWrite`, admitted by the
+    /// link: checked and pinned exactly as its TCP twin and queued for the
+    /// shell's copy, or refused at once through `target`.
+    pub(super) fn on_copy<S>(
+        &mut self,
+        op: Op,
+        a: LocalAccess,
+        offered: bool,
+        target: &mut Target,
+        reg: &mut Reg<S>,
+    ) where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let req_id = a.req_id;
+        if !offered {
+            let status = status!(NotSupported, "same-host path not offered by this peer");
+            return target.answer(Response::Fail { req_id, status });
+        }
+        let perm = match op {
+            Op::Read => Perm::REMOTE_READ,
+            Op::Write => Perm::REMOTE_WRITE,
+        };
+        match reg.pin_remote(a.addr, a.len as u64, a.location, perm) {
+            Ok(pin) => {
+                let copy = LocalCopy {
+                    span: Span {
+                        addr: a.addr,
+                        len: a.len as u64,
+                        location: pin.location,
+                    },
+                    peer_addr: a.peer_addr,
+                    to_peer: op == Op::Read,
+                };
+                // The link admitted it: at most max_outstanding copies wait.
+                let queued = self.copies.push_back((req_id, copy, pin));
+                debug_assert!(queued.is_ok(), "a copy beyond the admitted requests");
+            }
+            Err(status) => target.answer(Response::Fail { req_id, status }),
+        }
+    }
+
+    /// The peer's `PidChallenge`: the latest one waits for the shell.
+    pub(super) fn on_challenge(&mut self, c: PidChallenge) {
+        self.challenge_in = Some(c);
+    }
+
+    /// The peer's `LocalMap`; the error, a protocol violation, names the
+    /// bad value.
+    pub(super) fn on_map(&mut self, m: LocalMap) -> Result<()> {
+        self.maps_in.apply(m)
+    }
+
+    /// Whether a same-host frame is due for the peer.
+    pub(super) fn has_frames_due(&self) -> bool {
+        self.challenge_out.is_some() || self.maps_out.next_due().is_some()
+    }
+
+    /// The `PidChallenge` due, if any; [`challenge_sent`](Self::challenge_sent)
+    /// once encoded.
+    pub(super) fn challenge_due(&self) -> Option<&PidChallenge> {
+        self.challenge_out.as_ref()
+    }
+
+    /// The challenge from [`challenge_due`](Self::challenge_due) was sent.
+    pub(super) fn challenge_sent(&mut self) {
+        self.challenge_out = None;
+    }
+
+    /// The `LocalMap` due, if any; [`map_sent`](Self::map_sent) once encoded.
+    pub(super) fn map_due(&self) -> Option<LocalMap> {
+        self.maps_out.next_due()
+    }
+
+    /// The `LocalMap` from [`map_due`](Self::map_due) was sent.
+    pub(super) fn map_sent(&mut self, m: LocalMap) {
+        self.maps_out.sent(m)
+    }
+
+    /// The link closed: the path is off, the peer's copies are dropped and
+    /// their pins released, and every buffer is forgotten.
+    pub(super) fn close<S>(&mut self, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        while let Some((_, _, pin)) = self.copies.pop_front() {
+            reg.unpin(pin);
+        }
+        self.challenge_out = None;
+        self.challenge_in = None;
+        self.local_copy = false;
+        self.maps_out.clear();
+        self.maps_in.clear();
+    }
+}
+
+/// The same-host half of a link, borrowed for a change, with the parts of
+/// the link its methods touch. From [`Link::same_host_mut`](super::Link::same_host_mut);
+/// it dereferences to [`SameHost`] for the queries.
+pub struct SameHostMut<'a> {
+    pub(super) half: &'a mut SameHost,
+    pub(super) closed: Option<&'a Status>,
+    pub(super) peer: Option<&'a PeerInfo>,
+    pub(super) tasks: &'a mut Tasks,
+    pub(super) target: &'a mut Target,
+}
+
+impl Deref for SameHostMut<'_> {
+    type Target = SameHost;
+
+    fn deref(&self) -> &SameHost {
+        self.half
+    }
+}
+
+impl SameHostMut<'_> {
+    fn open(&self) -> Result<()> {
+        match self.closed {
+            Some(why) => Err(status!(Disconnected, "link closed: {}", why.message())),
+            None => Ok(()),
+        }
+    }
+
+    /// `NotSupported` unless the peer's handshake set `PROCESS_VM`: the
+    /// same-host frames go only to a peer that offers the path.
+    fn peer_offers(&self) -> Result<()> {
+        match self.peer {
+            Some(p) if p.caps & caps::PROCESS_VM != 0 => Ok(()),
+            Some(p) => Err(status!(
+                NotSupported,
+                "peer {:?} does not offer the same-host path",
+                p.segment_name.as_str()
+            )),
+            None => Err(status!(NotSupported, "handshake not finished")),
+        }
+    }
+
+    fn enabled(&self) -> Result<()> {
+        if self.half.local_copy {
+            return Ok(());
+        }
+        Err(status!(
+            NotSupported,
+            "same-host path not enabled on this link (peer has not verified our process)"
+        ))
+    }
+
+    /// As [`Link::submit`](super::Link::submit), but the task goes over the
+    /// same-host path: `LocalRead`/`LocalWrite` requests that the peer
+    /// answers by copying between its memory and `req.local` itself. The
+    /// task's end is reported only once no copy of the peer can touch its
+    /// memory.
+    ///
+    /// Errors as `Link::submit`, and `NotSupported` until
+    /// [`set_local_copy`](Self::set_local_copy) enabled the path.
+    pub fn submit(&mut self, task: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
+        self.open()?;
+        self.peer_offers()?;
+        self.enabled()?;
+        self.tasks.submit(task, req, deadline, true)
+    }
+
+    /// Enables (or disables) [`submit`](Self::submit): the shell calls it
+    /// once the peer has verified this process's id.
+    pub fn set_local_copy(&mut self, on: bool) {
+        self.half.local_copy = on;
+    }
+
+    /// Announces buffer `m` of this process's memory to the peer, which may
+    /// then map it (docs/PROTOCOL.md, "Mapped buffers"): `m.fd` must be a
+    /// sealed memfd holding `[m.base, m.base + m.len)`, and stay so until the
+    /// buffer is withdrawn. Its `LocalMap` frame is sent before any request
+    /// submitted after this call.
+    ///
+    /// Errors: `Invalid` for a length of 0, a null or wrapping range, an id
+    /// announced or still being withdrawn, or a range overlapping an
+    /// announced buffer; `NotSupported` when the peer did not set
+    /// [`caps::SHARED_MEMORY`] or the same-host path is not enabled
+    /// ([`local_copy`](SameHost::local_copy)); `NotReady` when
+    /// [`MAX_LOCAL_MAPS`](super::MAX_LOCAL_MAPS) buffers are announced or
+    /// waiting to be withdrawn; `Disconnected` when closed.
+    pub fn announce_local_map(&mut self, m: LocalMap) -> Result<()> {
+        self.open()?;
+        match self.peer {
+            Some(p) if p.caps & caps::SHARED_MEMORY != 0 => {}
+            Some(p) => {
+                return Err(status!(
+                    NotSupported,
+                    "peer {:?} does not map announced buffers",
+                    p.segment_name.as_str()
+                ))
+            }
+            None => return Err(status!(NotSupported, "handshake not finished")),
+        }
+        self.enabled()?;
+        self.half.maps_out.announce(m)
+    }
+
+    /// Withdraws announced buffer `id`: the peer forgets it before any
+    /// request submitted after this call. Never fails for an announced id
+    /// (its slot is kept until the withdrawal is sent; an announcement not
+    /// sent yet is simply dropped); false for an id that is not announced
+    /// (every id once the link is closed: a closed link forgets its buffers).
+    pub fn withdraw_local_map(&mut self, id: u64) -> bool {
+        self.half.maps_out.withdraw(id)
+    }
+
+    /// Queues a `PidChallenge` for the peer: it is to send `token` over the
+    /// abstract Unix socket `socket` (see docs/PROTOCOL.md). `Invalid` for
+    /// a socket name of 0 or more than [`PID_SOCKET_MAX`](crate::wire::PID_SOCKET_MAX) bytes,
+    /// `NotSupported` when the peer did not offer the same-host path (or
+    /// the handshake has not finished), `Disconnected` when closed.
+    pub fn send_pid_challenge(&mut self, token: [u8; 32], socket: &[u8]) -> Result<()> {
+        self.open()?;
+        self.peer_offers()?;
+        self.half.challenge_out = Some(PidChallenge::new(token, socket)?);
+        Ok(())
+    }
+
+    /// The peer's latest `PidChallenge`, once. The shell answers it out of
+    /// band (over the named Unix socket).
+    pub fn take_pid_challenge(&mut self) -> Option<PidChallenge> {
+        self.half.challenge_in.take()
+    }
+
+    /// Reports the copy of [`poll_copy`](SameHost::poll_copy) done (or
+    /// failed, with the status the peer's task gets): its pin is released
+    /// and the answer queued.
+    pub fn copy_done<S>(&mut self, result: Result<()>, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        let Some((req_id, _, pin)) = self.half.copies.pop_front() else {
+            return;
+        };
+        reg.unpin(pin);
+        // Admitted when it arrived; it moves from the copies to the answers.
+        self.target.answer(match result {
+            Ok(()) => Response::Ack { req_id },
+            Err(status) => Response::Fail { req_id, status },
+        });
+    }
+}
