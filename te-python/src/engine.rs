@@ -1,7 +1,7 @@
 //! `te.Engine`: te_runtime::Engine from Python.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,24 @@ pub struct PyEngine {
     /// Segments opened by name for the synchronous calls.
     segs: Mutex<HashMap<String, SegmentId>>,
     closed: AtomicBool,
+    /// Threads inside a blocking wait of this engine.
+    waiters: AtomicUsize,
+}
+
+/// Counts a thread in [`PyEngine::waiters`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Waiting<'a> {
+        n.fetch_add(1, Ordering::AcqRel);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PyEngine {
@@ -190,17 +208,17 @@ impl PyEngine {
         let e = self.eng();
         let n = name.to_string();
         let id = py.detach(move || e.open_segment(&n)).or_raise(py)?;
+        // The engine keeps one segment per name: a thread that opened it
+        // meanwhile got the same id.
         lock(&self.segs).insert(name.to_string(), id);
         Ok(id)
     }
 
     /// Forgets a cached segment whose connection failed, so that the next
-    /// call opens it anew.
-    fn forget_segment(&self, py: Python<'_>, name: &str) {
-        if let Some(id) = lock(&self.segs).remove(name) {
-            let e = self.eng();
-            let _ = py.detach(move || e.close_segment(id));
-        }
+    /// call opens it anew (the engine reconnects; tasks of other threads on
+    /// it are left alone).
+    fn forget_segment(&self, name: &str) {
+        lock(&self.segs).remove(name);
     }
 
     /// A segment argument: an id, or a name (opened on first use).
@@ -218,6 +236,7 @@ impl PyEngine {
     /// Ctrl-C the batch is canceled (and waited for) before the
     /// `KeyboardInterrupt` propagates.
     fn wait_sliced(&self, py: Python<'_>, batch: BatchId, timeout: Option<Duration>) -> PyResult<te_runtime::BatchStatus> {
+        let _waiting = Waiting::new(&self.waiters);
         let start = Instant::now();
         loop {
             let slice = match timeout {
@@ -338,7 +357,7 @@ impl PyEngine {
             Ok(()) => Err(error(py, ErrorCode::RuntimeError, &format!("batch ended {:?}", st.state))),
             Err(f) => {
                 if matches!(f.code(), ErrorCode::Disconnected | ErrorCode::RuntimeError) {
-                    self.forget_segment(py, target);
+                    self.forget_segment(target);
                 }
                 Err(status(py, &f))
             }
@@ -444,6 +463,7 @@ impl PyEngine {
             regs: Mutex::new(HashMap::new()),
             segs: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
         })
     }
 
@@ -475,6 +495,13 @@ impl PyEngine {
     #[getter]
     fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Threads blocked in a wait of this engine right now (batch waits,
+    /// synchronous transfers, notification waits); for diagnostics.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
     }
 
     fn __repr__(&self) -> String {
@@ -882,6 +909,7 @@ impl PyEngine {
     #[pyo3(signature = (timeout=None))]
     fn wait_notifications(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<Notification>> {
         let t = timeout_arg(py, timeout)?;
+        let _waiting = Waiting::new(&self.waiters);
         let start = Instant::now();
         loop {
             let slice = match t {
