@@ -111,9 +111,6 @@ class Result:
     def __repr__(self) -> str:
         return f"Result({self.to_string()})"
 
-    def __bool__(self) -> bool:
-        return self.is_ok()
-
 
 _OK = Result()
 _emulation_logged = False
