@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request as TeRequest, SegmentId,
     Status, TaskId, TaskState,
@@ -373,6 +373,26 @@ impl PyEngine {
             .enumerate()
         {
             let item = item?;
+            // The fast path: a tuple of ints, as a hot loop builds them.
+            if let Ok(t) = item.cast::<PyTuple>() {
+                if t.len() == 5 {
+                    let (o, l, g, r, n) = (t.get_item(0)?, t.get_item(1)?, t.get_item(2)?, t.get_item(3)?, t.get_item(4)?);
+                    if l.is_instance_of::<PyInt>() {
+                        if let (Ok(local), Ok(segment), Ok(remote), Ok(len)) =
+                            (l.extract::<u64>(), g.extract::<u32>(), r.extract::<u64>(), n.extract::<u64>())
+                        {
+                            reqs.push(TeRequest {
+                                op: parse_op(&o)?,
+                                local,
+                                segment: SegmentId(segment),
+                                remote,
+                                len,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            }
             let (op, local, segment, remote, length) = if let Ok(r) = item.cast::<Request>() {
                 let r = r.get();
                 (r.op.bind(py).clone(), r.local.bind(py).clone(), r.segment, r.remote, r.length)

@@ -62,21 +62,26 @@ class Row:
     batch_us: list[float] = field(default_factory=list)
 
     def gbps(self) -> float:
+        """Gigabytes (1e9) per second."""
         return self.bytes / self.seconds / 1e9 if self.seconds else 0.0
 
     def ops_per_s(self) -> float:
+        """Transfers per second."""
         return self.ops / self.seconds if self.seconds else 0.0
 
     def batch_pct(self, q: float) -> float:
+        """The q-quantile of the batch latencies, in µs."""
         if not self.batch_us:
             return 0.0
         i = round((len(self.batch_us) - 1) * q)
         return self.batch_us[min(i, len(self.batch_us) - 1)]
 
     def op_pct(self, q: float) -> float:
+        """Latency per transfer at the q-quantile, amortized over the batch."""
         return self.batch_pct(q) / self.batch
 
     def line(self) -> str:
+        """The row as ``te bench`` prints it."""
         return (
             f"{self.op:<5} {show(self.block):>6} {self.batch:>6} {self.threads:>3} {self.regime:<6} "
             f"{self.gbps():>9.3f} {self.ops_per_s():>11.0f} {self.op_pct(0.5):>10.2f} "
@@ -84,6 +89,7 @@ class Row:
         )
 
     def json(self) -> dict:
+        """The row as ``te bench --json`` prints it."""
         return {
             "op": self.op, "block_bytes": self.block, "batch": self.batch, "threads": self.threads,
             "regime": self.regime, "bytes": self.bytes, "ops": self.ops, "seconds": self.seconds,
@@ -185,6 +191,7 @@ def sync_overhead(e: te.Engine, target: str, local: int, remote: int, duration: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark with command-line arguments ``argv``."""
     ap = argparse.ArgumentParser(prog="python -m te.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", help="target segment host:port (default: a child process on loopback)")
     ap.add_argument("--op", default="read,write", help="read, write, mix (comma-separated)")

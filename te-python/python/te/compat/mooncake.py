@@ -467,6 +467,7 @@ class TransferEngine:
     # ---- CUDA-only calls ----
 
     def _no_cuda(self, *args: object, **kwargs: object) -> int:
+        """Not provided: te.compat.mooncake has no CUDA stream calls (NotImplementedError)."""
         raise NotImplementedError("te.compat.mooncake has no CUDA stream calls")
 
     transfer_write_on_cuda = _no_cuda
