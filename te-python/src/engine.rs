@@ -677,7 +677,19 @@ impl PyEngine {
     /// bytes (host or device memory).
     fn read_memory<'py>(&self, py: Python<'py>, addr: u64, length: u64) -> PyResult<Bound<'py, PyBytes>> {
         let e = self.eng();
-        let mut out = vec![0u8; length as usize];
+        // Check the range before allocating what would receive it.
+        let regions = py.detach(|| e.regions());
+        let inside = regions
+            .iter()
+            .any(|r| addr >= r.span.addr && addr.checked_add(length).is_some_and(|end| end <= r.span.addr + r.span.len));
+        if !inside {
+            return Err(error(
+                py,
+                ErrorCode::NotFound,
+                &format!("no registered region holds [{addr:#x}, +{length})"),
+            ));
+        }
+        let mut out = crate::memory::zeroed(py, length)?;
         py.detach(|| e.read_memory(addr, &mut out)).or_raise(py)?;
         Ok(PyBytes::new(py, &out))
     }

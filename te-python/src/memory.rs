@@ -96,6 +96,17 @@ impl Memory {
     }
 }
 
+/// `len` zeroed bytes, or `te.InvalidError` when they cannot be had
+/// (never an abort on a huge length).
+pub(crate) fn zeroed(py: Python<'_>, len: u64) -> PyResult<Vec<u8>> {
+    let n = usize::try_from(len).map_err(|_| invalid(py, format!("length {len} is too large")))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| invalid(py, format!("cannot allocate {len} bytes to copy into")))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
 #[pymethods]
 impl Memory {
     /// First byte's address (an int, as the Mooncake and datasystem APIs take).
@@ -144,7 +155,7 @@ impl Memory {
         let len = length.unwrap_or(self.len.saturating_sub(offset));
         let addr = self.range(py, offset, len)?;
         let engine = Arc::clone(&self.engine);
-        let mut out = vec![0u8; len as usize];
+        let mut out = zeroed(py, len)?;
         py.detach(|| engine.read_memory(addr, &mut out)).or_raise(py)?;
         Ok(PyBytes::new(py, &out))
     }
