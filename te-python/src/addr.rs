@@ -48,7 +48,13 @@ impl Span {
     /// and nothing may write it meanwhile.
     pub unsafe fn bytes(&self, py: Python<'_>) -> PyResult<&[u8]> {
         if !self.host {
-            return Err(invalid(py, format!("memory at {:#x} is device memory, not host-addressable", self.addr)));
+            return Err(invalid(
+                py,
+                format!(
+                    "memory at {:#x} is device memory, not host-addressable",
+                    self.addr
+                ),
+            ));
         }
         // SAFETY: forwarded contract.
         Ok(unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len as usize) })
@@ -100,13 +106,17 @@ fn with_length(py: Python<'_>, what: &str, size: u64, length: Option<u64>) -> Py
 pub fn resolve(obj: &Bound<'_, PyAny>, length: Option<u64>, how: Use) -> PyResult<Span> {
     let py = obj.py();
     if obj.is_instance_of::<PyInt>() {
-        let addr: u64 = obj.extract().map_err(|_| {
-            invalid(py, format!("address {obj} is not an unsigned 64-bit integer"))
-        })?;
-        let len = length.ok_or_else(|| {
-            invalid(py, format!("address {addr:#x} given as an int needs a length"))
-        })?;
-        return Ok(Span { addr, len, keep: None, host: true });
+        let addr: u64 = obj
+            .extract()
+            .map_err(|_| invalid(py, format!("address {obj} is not an unsigned 64-bit integer")))?;
+        let len =
+            length.ok_or_else(|| invalid(py, format!("address {addr:#x} given as an int needs a length")))?;
+        return Ok(Span {
+            addr,
+            len,
+            keep: None,
+            host: true,
+        });
     }
     if let Ok(m) = obj.cast::<Memory>() {
         let m = m.get();
@@ -179,9 +189,14 @@ fn array_interface(
     let bad = |what: &str| invalid(py, format!("__array_interface__ of the {name}: {what}"));
     let ai = ai.cast::<PyDict>().map_err(|_| bad("not a dict"))?;
     let data = ai.get_item("data")?.ok_or_else(|| bad("no 'data'"))?;
-    let data = data.cast::<PyTuple>().map_err(|_| bad("'data' is not a (pointer, read-only) tuple"))?;
+    let data = data
+        .cast::<PyTuple>()
+        .map_err(|_| bad("'data' is not a (pointer, read-only) tuple"))?;
     let ptr: u64 = data.get_item(0)?.extract().map_err(|_| bad("bad pointer"))?;
-    let readonly: bool = data.get_item(1)?.extract().map_err(|_| bad("bad read-only flag"))?;
+    let readonly: bool = data
+        .get_item(1)?
+        .extract()
+        .map_err(|_| bad("bad read-only flag"))?;
     let shape: Vec<u64> = ai
         .get_item("shape")?
         .ok_or_else(|| bad("no 'shape'"))?
@@ -285,7 +300,11 @@ fn dlpack(obj: &Bound<'_, PyAny>, name: &str, length: Option<u64>) -> PyResult<D
     let ndim = usize::try_from(t.ndim).unwrap_or(0);
     // SAFETY: DLPack guarantees `shape` (and `strides`, when not null) point
     // at `ndim` int64 values that live as long as the tensor.
-    let shape: &[i64] = if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(t.shape, ndim) } };
+    let shape: &[i64] = if ndim == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(t.shape, ndim) }
+    };
     let item = (t.dtype.bits as u64 * t.dtype.lanes as u64).div_ceil(8);
     if !t.strides.is_null() && ndim > 0 {
         // SAFETY: as above.
@@ -335,7 +354,9 @@ fn data_ptr(obj: &Bound<'_, PyAny>, name: &str, length: Option<u64>) -> PyResult
         (None, None) => {
             return Err(invalid(
                 py,
-                format!("the {name} has data_ptr() but no size (nbytes or numel/element_size): give a length"),
+                format!(
+                    "the {name} has data_ptr() but no size (nbytes or numel/element_size): give a length"
+                ),
             ))
         }
     };

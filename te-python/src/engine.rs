@@ -55,7 +55,10 @@ fn parse_op(op: &Bound<'_, PyAny>) -> PyResult<Op> {
         return match s.to_str()? {
             "read" | "Read" | "READ" => Ok(Op::Read),
             "write" | "Write" | "WRITE" => Ok(Op::Write),
-            other => Err(invalid(py, format!("unknown op {other:?}: expected \"read\" or \"write\""))),
+            other => Err(invalid(
+                py,
+                format!("unknown op {other:?}: expected \"read\" or \"write\""),
+            )),
         };
     }
     match op.extract::<i64>() {
@@ -72,12 +75,16 @@ fn seconds(py: Python<'_>, name: &str, v: &Bound<'_, PyAny>) -> PyResult<Duratio
     let s: f64 = v
         .extract()
         .map_err(|_| invalid(py, format!("{name} {v} is not a number of seconds")))?;
-    Duration::try_from_secs_f64(s).map_err(|_| invalid(py, format!("{name} {s} is not a valid number of seconds")))
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| invalid(py, format!("{name} {s} is not a valid number of seconds")))
 }
 
 fn timeout_arg(py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Duration>> {
     timeout
-        .map(|t| Duration::try_from_secs_f64(t).map_err(|_| invalid(py, format!("timeout {t} is not a valid number of seconds"))))
+        .map(|t| {
+            Duration::try_from_secs_f64(t)
+                .map_err(|_| invalid(py, format!("timeout {t} is not a valid number of seconds")))
+        })
         .transpose()
 }
 
@@ -95,11 +102,18 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
             u32::try_from(n).map_err(|_| invalid(py, format!("{name} {n} is above {}", u32::MAX)))
         };
         let text = |name: &str| -> PyResult<String> {
-            v.extract::<String>().map_err(|_| invalid(py, format!("{name} {v} is not a string")))
+            v.extract::<String>()
+                .map_err(|_| invalid(py, format!("{name} {v} is not a string")))
         };
         match key.as_str() {
             "listen" => c.listen = text("listen")?,
-            "segment_name" => c.segment_name = if v.is_none() { None } else { Some(text("segment_name")?) },
+            "segment_name" => {
+                c.segment_name = if v.is_none() {
+                    None
+                } else {
+                    Some(text("segment_name")?)
+                }
+            }
             "location" => c.location = text("location")?.parse::<Location>().or_raise(py)?,
             "path" => c.path = parse_path(py, &text("path")?)?,
             "secret" => {
@@ -108,7 +122,10 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
                 } else if let Ok(s) = v.extract::<String>() {
                     Some(s.into_bytes())
                 } else {
-                    Some(v.extract::<Vec<u8>>().map_err(|_| invalid(py, "secret is not str or bytes"))?)
+                    Some(
+                        v.extract::<Vec<u8>>()
+                            .map_err(|_| invalid(py, "secret is not str or bytes"))?,
+                    )
                 }
             }
             "max_payload" => c.max_payload = small("max_payload")?,
@@ -235,7 +252,12 @@ impl PyEngine {
     /// Waits for `batch` in slices, checking for signals between them; on
     /// Ctrl-C the batch is canceled (and waited for) before the
     /// `KeyboardInterrupt` propagates.
-    fn wait_sliced(&self, py: Python<'_>, batch: BatchId, timeout: Option<Duration>) -> PyResult<te_runtime::BatchStatus> {
+    fn wait_sliced(
+        &self,
+        py: Python<'_>,
+        batch: BatchId,
+        timeout: Option<Duration>,
+    ) -> PyResult<te_runtime::BatchStatus> {
         let _waiting = Waiting::new(&self.waiters);
         let start = Instant::now();
         loop {
@@ -313,7 +335,14 @@ impl PyEngine {
     }
 
     /// One synchronous batch to the segment named `target`.
-    fn sync_batch(&self, py: Python<'_>, op: Op, target: &str, spans: Vec<Span>, remotes: &[u64]) -> PyResult<()> {
+    fn sync_batch(
+        &self,
+        py: Python<'_>,
+        op: Op,
+        target: &str,
+        spans: Vec<Span>,
+        remotes: &[u64],
+    ) -> PyResult<()> {
         let segment = self.segment_for(py, target)?;
         let reqs: Vec<TeRequest> = spans
             .iter()
@@ -326,7 +355,8 @@ impl PyEngine {
                 len: s.len,
             })
             .collect();
-        let count = u32::try_from(reqs.len()).map_err(|_| invalid(py, format!("{} requests in one batch", reqs.len())))?;
+        let count = u32::try_from(reqs.len())
+            .map_err(|_| invalid(py, format!("{} requests in one batch", reqs.len())))?;
         let e = self.eng();
         let batch = py
             .detach(move || {
@@ -354,7 +384,11 @@ impl PyEngine {
         let st = waited?;
         match outcome {
             Ok(()) if st.state == TaskState::Completed => Ok(()),
-            Ok(()) => Err(error(py, ErrorCode::RuntimeError, &format!("batch ended {:?}", st.state))),
+            Ok(()) => Err(error(
+                py,
+                ErrorCode::RuntimeError,
+                &format!("batch ended {:?}", st.state),
+            )),
             Err(f) => {
                 if matches!(f.code(), ErrorCode::Disconnected | ErrorCode::RuntimeError) {
                     self.forget_segment(target);
@@ -376,11 +410,20 @@ impl PyEngine {
             // The fast path: a tuple of ints, as a hot loop builds them.
             if let Ok(t) = item.cast::<PyTuple>() {
                 if t.len() == 5 {
-                    let (o, l, g, r, n) = (t.get_item(0)?, t.get_item(1)?, t.get_item(2)?, t.get_item(3)?, t.get_item(4)?);
+                    let (o, l, g, r, n) = (
+                        t.get_item(0)?,
+                        t.get_item(1)?,
+                        t.get_item(2)?,
+                        t.get_item(3)?,
+                        t.get_item(4)?,
+                    );
                     if l.is_instance_of::<PyInt>() {
-                        if let (Ok(local), Ok(segment), Ok(remote), Ok(len)) =
-                            (l.extract::<u64>(), g.extract::<u32>(), r.extract::<u64>(), n.extract::<u64>())
-                        {
+                        if let (Ok(local), Ok(segment), Ok(remote), Ok(len)) = (
+                            l.extract::<u64>(),
+                            g.extract::<u32>(),
+                            r.extract::<u64>(),
+                            n.extract::<u64>(),
+                        ) {
                             reqs.push(TeRequest {
                                 op: parse_op(&o)?,
                                 local,
@@ -395,7 +438,13 @@ impl PyEngine {
             }
             let (op, local, segment, remote, length) = if let Ok(r) = item.cast::<Request>() {
                 let r = r.get();
-                (r.op.bind(py).clone(), r.local.bind(py).clone(), r.segment, r.remote, r.length)
+                (
+                    r.op.bind(py).clone(),
+                    r.local.bind(py).clone(),
+                    r.segment,
+                    r.remote,
+                    r.length,
+                )
             } else {
                 let t = item.cast::<PyTuple>().map_err(|_| {
                     invalid(py, format!("request {i} is neither a te.Request nor a tuple (op, local, segment, remote, length)"))
@@ -403,21 +452,34 @@ impl PyEngine {
                 if t.len() != 5 && t.len() != 4 {
                     return Err(invalid(
                         py,
-                        format!("request {i} has {} items: expected (op, local, segment, remote, length)", t.len()),
+                        format!(
+                            "request {i} has {} items: expected (op, local, segment, remote, length)",
+                            t.len()
+                        ),
                     ));
                 }
-                let seg: u32 = t
-                    .get_item(2)?
-                    .extract()
-                    .map_err(|_| invalid(py, format!("request {i}: segment {} is not a segment id", t.get_item(2).map(|x| x.to_string()).unwrap_or_default())))?;
-                let remote: u64 = t
-                    .get_item(3)?
-                    .extract()
-                    .map_err(|_| invalid(py, format!("request {i}: remote address is not an unsigned integer")))?;
+                let seg: u32 = t.get_item(2)?.extract().map_err(|_| {
+                    invalid(
+                        py,
+                        format!(
+                            "request {i}: segment {} is not a segment id",
+                            t.get_item(2).map(|x| x.to_string()).unwrap_or_default()
+                        ),
+                    )
+                })?;
+                let remote: u64 = t.get_item(3)?.extract().map_err(|_| {
+                    invalid(
+                        py,
+                        format!("request {i}: remote address is not an unsigned integer"),
+                    )
+                })?;
                 let length: Option<u64> = if t.len() == 5 {
-                    t.get_item(4)?
-                        .extract()
-                        .map_err(|_| invalid(py, format!("request {i}: length is not an unsigned integer or None")))?
+                    t.get_item(4)?.extract().map_err(|_| {
+                        invalid(
+                            py,
+                            format!("request {i}: length is not an unsigned integer or None"),
+                        )
+                    })?
                 } else {
                     None
                 };
@@ -564,15 +626,28 @@ impl PyEngine {
     /// `unregister`. A read-only buffer is refused unless `perm` is
     /// `remote_read` or `local_only`.
     #[pyo3(signature = (obj, length=None, *, perm="remote_read_write"))]
-    fn register(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, length: Option<u64>, perm: &str) -> PyResult<u64> {
+    fn register(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        length: Option<u64>,
+        perm: &str,
+    ) -> PyResult<u64> {
         let perm = parse_perm(py, perm)?;
-        let span = resolve(obj, length, Use::Register { writable: perm.contains(Perm::REMOTE_WRITE) })?;
+        let span = resolve(
+            obj,
+            length,
+            Use::Register {
+                writable: perm.contains(Perm::REMOTE_WRITE),
+            },
+        )?;
         let (addr, len) = (span.addr, span.len);
         let e = self.eng();
         // SAFETY: the span's owner (buffer export or object) is kept in
         // `regs` until unregister or finalize; an int address is the
         // caller's promise, as in the C-style APIs this mirrors.
-        py.detach(move || unsafe { e.register_memory(addr, len, perm) }).or_raise(py)?;
+        py.detach(move || unsafe { e.register_memory(addr, len, perm) })
+            .or_raise(py)?;
         lock(&self.regs).insert(addr, span.keep);
         Ok(addr)
     }
@@ -599,11 +674,17 @@ impl PyEngine {
             if l.len() != objs.len() {
                 return Err(invalid(
                     py,
-                    format!("lists of different lengths: {} regions, {} lengths", objs.len(), l.len()),
+                    format!(
+                        "lists of different lengths: {} regions, {} lengths",
+                        objs.len(),
+                        l.len()
+                    ),
                 ));
             }
         }
-        let how = Use::Register { writable: perm.contains(Perm::REMOTE_WRITE) };
+        let how = Use::Register {
+            writable: perm.contains(Perm::REMOTE_WRITE),
+        };
         let spans: Vec<Span> = objs
             .iter()
             .enumerate()
@@ -612,7 +693,8 @@ impl PyEngine {
         let regions: Vec<(u64, u64, Perm)> = spans.iter().map(|s| (s.addr, s.len, perm)).collect();
         let e = self.eng();
         // SAFETY: as in `register`, for each span.
-        py.detach(move || unsafe { e.register_memory_batch(&regions) }).or_raise(py)?;
+        py.detach(move || unsafe { e.register_memory_batch(&regions) })
+            .or_raise(py)?;
         let mut regs = lock(&self.regs);
         Ok(spans
             .into_iter()
@@ -670,7 +752,10 @@ impl PyEngine {
     /// The locally registered regions.
     fn regions(&self, py: Python<'_>) -> Vec<Region> {
         let e = self.eng();
-        py.detach(move || e.regions()).into_iter().map(Region::from).collect()
+        py.detach(move || e.regions())
+            .into_iter()
+            .map(Region::from)
+            .collect()
     }
 
     /// Copies `length` bytes of local registered memory at `addr` out as
@@ -679,9 +764,12 @@ impl PyEngine {
         let e = self.eng();
         // Check the range before allocating what would receive it.
         let regions = py.detach(|| e.regions());
-        let inside = regions
-            .iter()
-            .any(|r| addr >= r.span.addr && addr.checked_add(length).is_some_and(|end| end <= r.span.addr + r.span.len));
+        let inside = regions.iter().any(|r| {
+            addr >= r.span.addr
+                && addr
+                    .checked_add(length)
+                    .is_some_and(|end| end <= r.span.addr + r.span.len)
+        });
         if !inside {
             return Err(error(
                 py,
@@ -725,13 +813,16 @@ impl PyEngine {
     fn close_segment(&self, py: Python<'_>, segment: u32) -> PyResult<()> {
         lock(&self.segs).retain(|_, id| id.0 != segment);
         let e = self.eng();
-        py.detach(move || e.close_segment(SegmentId(segment))).or_raise(py)
+        py.detach(move || e.close_segment(SegmentId(segment)))
+            .or_raise(py)
     }
 
     /// The peer's remotely visible regions.
     fn segment_info(&self, py: Python<'_>, segment: u32) -> PyResult<Vec<Region>> {
         let e = self.eng();
-        let r = py.detach(move || e.segment_info(SegmentId(segment))).or_raise(py)?;
+        let r = py
+            .detach(move || e.segment_info(SegmentId(segment)))
+            .or_raise(py)?;
         Ok(r.into_iter().map(Region::from).collect())
     }
 
@@ -748,7 +839,9 @@ impl PyEngine {
     /// Allocates a batch for up to `capacity` tasks; returns its id.
     fn allocate_batch(&self, py: Python<'_>, capacity: u32) -> PyResult<u64> {
         let e = self.eng();
-        py.detach(move || e.allocate_batch(capacity)).or_raise(py).map(|b| b.to_u64())
+        py.detach(move || e.allocate_batch(capacity))
+            .or_raise(py)
+            .map(|b| b.to_u64())
     }
 
     /// Submits `requests` (te.Request or tuples `(op, local, segment,
@@ -756,7 +849,13 @@ impl PyEngine {
     /// `shm`, `auto`) overrides the engine's. The local memory must be
     /// registered and stay alive until the tasks end.
     #[pyo3(signature = (batch, requests, *, path=None))]
-    fn submit(&self, py: Python<'_>, batch: u64, requests: &Bound<'_, PyAny>, path: Option<&str>) -> PyResult<()> {
+    fn submit(
+        &self,
+        py: Python<'_>,
+        batch: u64,
+        requests: &Bound<'_, PyAny>,
+        path: Option<&str>,
+    ) -> PyResult<()> {
         let path = path.map(|p| parse_path(py, p)).transpose()?;
         let (reqs, _keep) = self.requests(py, requests)?;
         let e = self.eng();
@@ -784,20 +883,28 @@ impl PyEngine {
         let e = self.eng();
         let b = BatchId::from_u64(batch);
         let name = name.to_string();
-        py.detach(move || e.submit_with_notify(b, &reqs, &name, &msg)).or_raise(py)
+        py.detach(move || e.submit_with_notify(b, &reqs, &name, &msg))
+            .or_raise(py)
     }
 
     /// Status of task `index` of `batch`.
     fn task_status(&self, py: Python<'_>, batch: u64, index: u32) -> PyResult<TaskStatus> {
         let e = self.eng();
-        let t = TaskId { batch: BatchId::from_u64(batch), index };
-        py.detach(move || e.task_status(t)).or_raise(py).map(TaskStatus::from)
+        let t = TaskId {
+            batch: BatchId::from_u64(batch),
+            index,
+        };
+        py.detach(move || e.task_status(t))
+            .or_raise(py)
+            .map(TaskStatus::from)
     }
 
     /// Status of every submitted task of `batch`.
     fn tasks_status(&self, py: Python<'_>, batch: u64) -> PyResult<Vec<TaskStatus>> {
         let e = self.eng();
-        let r = py.detach(move || e.tasks_status(BatchId::from_u64(batch))).or_raise(py)?;
+        let r = py
+            .detach(move || e.tasks_status(BatchId::from_u64(batch)))
+            .or_raise(py)?;
         Ok(r.into_iter().map(TaskStatus::from).collect())
     }
 
@@ -824,27 +931,33 @@ impl PyEngine {
     #[pyo3(signature = (batch, timeout=None))]
     fn wait_batch(&self, py: Python<'_>, batch: u64, timeout: Option<f64>) -> PyResult<BatchStatus> {
         let t = timeout_arg(py, timeout)?;
-        self.wait_sliced(py, BatchId::from_u64(batch), t).map(BatchStatus::from)
+        self.wait_sliced(py, BatchId::from_u64(batch), t)
+            .map(BatchStatus::from)
     }
 
     /// Cancels task `index` of `batch`; it ends canceled and its memory is
     /// not touched afterwards.
     fn cancel_task(&self, py: Python<'_>, batch: u64, index: u32) -> PyResult<()> {
         let e = self.eng();
-        let t = TaskId { batch: BatchId::from_u64(batch), index };
+        let t = TaskId {
+            batch: BatchId::from_u64(batch),
+            index,
+        };
         py.detach(move || e.cancel_task(t)).or_raise(py)
     }
 
     /// Cancels every pending task of `batch`.
     fn cancel_batch(&self, py: Python<'_>, batch: u64) -> PyResult<()> {
         let e = self.eng();
-        py.detach(move || e.cancel_batch(BatchId::from_u64(batch))).or_raise(py)
+        py.detach(move || e.cancel_batch(BatchId::from_u64(batch)))
+            .or_raise(py)
     }
 
     /// Frees `batch`; `te.NotReadyError` while a task is pending.
     fn free_batch(&self, py: Python<'_>, batch: u64) -> PyResult<()> {
         let e = self.eng();
-        py.detach(move || e.free_batch(BatchId::from_u64(batch))).or_raise(py)
+        py.detach(move || e.free_batch(BatchId::from_u64(batch)))
+            .or_raise(py)
     }
 
     // ---- synchronous transfers ----
@@ -918,12 +1031,19 @@ impl PyEngine {
 
     /// Sends the notification `{name, msg}` (msg: bytes or str) to a
     /// segment (an id, or a name opened on first use).
-    fn send_notification(&self, py: Python<'_>, segment: &Bound<'_, PyAny>, name: &str, msg: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn send_notification(
+        &self,
+        py: Python<'_>,
+        segment: &Bound<'_, PyAny>,
+        name: &str,
+        msg: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let seg = self.segment_arg(segment)?;
         let msg = message_bytes(msg)?;
         let e = self.eng();
         let name = name.to_string();
-        py.detach(move || e.send_notification(seg, &name, &msg)).or_raise(py)
+        py.detach(move || e.send_notification(seg, &name, &msg))
+            .or_raise(py)
     }
 
     /// Takes the notifications received so far (possibly none).
@@ -971,7 +1091,10 @@ impl PyEngine {
             return Ok(a);
         }
         if obj.cast::<Memory>().is_ok() {
-            return Err(invalid(py, "te.Memory comes from alloc: release it with free(), not unregister()"));
+            return Err(invalid(
+                py,
+                "te.Memory comes from alloc: release it with free(), not unregister()",
+            ));
         }
         // The object's base address, without holding it.
         resolve(obj, None, Use::Read).map(|s| s.addr)

@@ -143,7 +143,11 @@ impl Memory {
             self.addr,
             self.len,
             self.location,
-            if self.freed.load(Ordering::Acquire) { ", freed" } else { "" }
+            if self.freed.load(Ordering::Acquire) {
+                ", freed"
+            } else {
+                ""
+            }
         )
     }
 
@@ -181,7 +185,11 @@ impl Memory {
     }
 
     /// The buffer protocol: host memory only.
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut pyo3::ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
         let m = slf.get();
         if !m.location.is_host() {
             return Err(PyBufferError::new_err(format!(
@@ -190,9 +198,13 @@ impl Memory {
             )));
         }
         if m.freed.load(Ordering::Acquire) {
-            return Err(PyBufferError::new_err(format!("memory at {:#x} was freed", m.addr)));
+            return Err(PyBufferError::new_err(format!(
+                "memory at {:#x} was freed",
+                m.addr
+            )));
         }
-        let len = isize::try_from(m.len).map_err(|_| PyBufferError::new_err("memory too large for a buffer"))?;
+        let len =
+            isize::try_from(m.len).map_err(|_| PyBufferError::new_err("memory too large for a buffer"))?;
         // SAFETY: `view` is the Py_buffer the interpreter passes to this slot;
         // the memory is mapped for `len` bytes while it is not freed, and
         // `free` refuses while an export is counted (released in

@@ -138,7 +138,11 @@ impl Notification {
             "te.Notification(sender={:?}, name={:?}, msg={})",
             self.sender,
             self.name,
-            self.msg.bind(py).repr().map(|r| r.to_string()).unwrap_or_default()
+            self.msg
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
         )
     }
 }
@@ -238,7 +242,11 @@ impl Request {
         format!(
             "te.Request(op={}, local={}, segment={}, remote={:#x}, length={:?})",
             self.op.bind(py).repr().map(|r| r.to_string()).unwrap_or_default(),
-            self.local.bind(py).repr().map(|r| r.to_string()).unwrap_or_default(),
+            self.local
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             self.segment,
             self.remote,
             self.length
