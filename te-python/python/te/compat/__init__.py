@@ -1,0 +1,1 @@
+"""Drop-in compatible modules: `te.compat.datasystem`, `te.compat.mooncake`."""

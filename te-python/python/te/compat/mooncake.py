@@ -1,0 +1,476 @@
+"""Drop-in ``mooncake.engine.TransferEngine`` on te.
+
+Change ``from mooncake.engine import TransferEngine`` to
+``from te.compat.mooncake import TransferEngine``: the same names,
+signatures, return types and conventions as Mooncake's pybind module
+(``transfer_engine_py.cpp``), at least everything vLLM's MooncakeConnector
+and SGLang's MooncakeTransferEngine call.
+
+Conventions, as Mooncake's:
+
+- Addresses are plain ints; lengths are bytes.
+- Calls return ``0`` on success and a negative number on failure: ``-code``
+  with te's error code (``-2`` invalid argument, ``-3`` not found, ``-5``
+  runtime error such as an unreachable peer, ``-8`` not ready, ``-9`` not
+  authorized, ...); ``initialize`` returns ``0`` or ``-1``. Failures are
+  logged (logger ``te.compat.mooncake``) with te's message.
+- Async calls return a batch id (``0`` on failure).
+  ``transfer_check_status(batch_id)`` returns ``1`` done, ``0`` pending,
+  ``-1`` failed, ``-2`` timeout (the batch is freed once done or failed);
+  ``get_batch_transfer_status(batch_ids)`` blocks until all are done
+  (``0``, the batches freed) or one failed or timed out (``-1``).
+- The GIL is released in every call that waits or copies, so a
+  ThreadPoolExecutor of workers transfers in parallel.
+- ``initialize(local_hostname, metadata_server, protocol, device_name)``:
+  ``local_hostname`` is ``host``, ``host:port`` or SGLang's
+  ``host:port:npu_N``; without a port te picks a free one
+  (``get_rpc_port()`` tells). The session name peers use is
+  ``f"{host}:{get_rpc_port()}"``. ``metadata_server`` must be
+  ``"P2PHANDSHAKE"`` (te's peer-to-peer names). ``protocol`` ``"tcp"``
+  forces TCP; any other (``"rdma"``, ``"ascend"``, ...) takes the best path
+  te has (shared memory on the same host, TCP elsewhere) and says so once
+  in the log. ``device_name`` (NIC names) is accepted and not used.
+- Local buffers need not be registered: a buffer outside the registered
+  regions is registered for the call (no copy), or goes through a bounce
+  buffer where it overlaps one.
+
+Not provided (they return ``-1``, ``0`` or raise ``NotImplementedError``
+as noted): metadata servers other than ``P2PHANDSHAKE`` (etcd, redis,
+http: ``initialize`` returns ``-1``); ``initialize_ext`` with such a
+metadata type; the CUDA-only ``*_on_cuda`` calls (``NotImplementedError``);
+``get_engine()`` / ``get_engine_ptr()`` (``NotImplementedError``: there is
+no C++ engine object); ``warmup_efa_segment`` (a no-op returning 0);
+``get_local_topology`` describes only host memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import threading
+from typing import Sequence
+
+import te
+from te.compat import _local
+
+__all__ = ["TransferEngine", "TransferOpcode", "TransferNotify"]
+
+_log = logging.getLogger("te.compat.mooncake")
+_said: set[str] = set()
+_said_lock = threading.Lock()
+
+
+def _once(key: str, msg: str, *args: object) -> None:
+    with _said_lock:
+        if key in _said:
+            return
+        _said.add(key)
+    _log.warning(msg, *args)
+
+
+class TransferOpcode(enum.IntEnum):
+    """Direction of ``transfer_sync`` / ``batch_transfer_*``."""
+
+    Read = 0
+    Write = 1
+
+
+class TransferNotify:
+    """A notification: ``name`` and ``msg`` (str)."""
+
+    def __init__(self, name: str = "", msg: str = "") -> None:
+        self.name = name
+        self.msg = msg
+
+    def __repr__(self) -> str:
+        return f"TransferNotify(name={self.name!r}, msg={self.msg!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TransferNotify) and (self.name, self.msg) == (other.name, other.msg)
+
+
+def _fail(e: te.Error, what: str) -> int:
+    _log.error("%s: %s", what, e)
+    return -e.code
+
+
+def _timeout_from_env() -> float:
+    try:
+        t = float(os.environ.get("MC_TRANSFER_TIMEOUT", "30"))
+    except ValueError:
+        t = 30.0
+    return max(t, 5.0)
+
+
+class TransferEngine:
+    """Mooncake's transfer engine, on te."""
+
+    def __init__(self) -> None:
+        self._engine: te.Engine | None = None
+        self._covered = _local.Covered()
+        self._managed: dict[int, te.Memory] = {}
+        self._lock = threading.Lock()
+        self._timeout = _timeout_from_env()
+        self._host = ""
+
+    # ---- set-up ----
+
+    def initialize(self, local_hostname: str, metadata_server: str, protocol: str, device_name: str) -> int:
+        """Starts the engine; ``0`` or ``-1`` (the reason is logged)."""
+        return self.initialize_ext(local_hostname, metadata_server, protocol, device_name, "")
+
+    def initialize_ext(
+        self, local_hostname: str, metadata_server: str, protocol: str, device_name: str, metadata_type: str
+    ) -> int:
+        """``initialize`` with a metadata type (only ``P2PHANDSHAKE`` is provided)."""
+        with self._lock:
+            if self._engine is not None:
+                _log.error("initialize: already initialized")
+                return -1
+            if metadata_server != "P2PHANDSHAKE":
+                _log.error(
+                    "initialize: metadata server %r is not provided by te.compat.mooncake; use P2PHANDSHAKE",
+                    metadata_server,
+                )
+                return -1
+            parts = str(local_hostname).split(":")
+            host = parts[0] or "127.0.0.1"
+            port = 0
+            if len(parts) >= 2 and parts[1]:
+                try:
+                    port = int(parts[1])
+                except ValueError:
+                    _log.error("initialize: bad port in local_hostname %r", local_hostname)
+                    return -1
+            if protocol == "tcp":
+                path = "tcp"
+            else:
+                path = "auto"
+                _once(
+                    f"protocol {protocol}",
+                    "protocol %r is not available in te yet: using te's best path instead "
+                    "(shared memory on the same host, TCP elsewhere)",
+                    protocol,
+                )
+            try:
+                self._engine = te.Engine(listen=f"{host}:{port}", path=path, transfer_timeout=self._timeout)
+            except te.Error as e:
+                _fail(e, "initialize")
+                return -1
+            self._host = host
+            self._covered.clear()
+            return 0
+
+    def get_rpc_port(self) -> int:
+        """The port peers reach this engine on (``-1`` before ``initialize``)."""
+        e = self._engine
+        return -1 if e is None else e.rpc_port
+
+    def get_local_topology(self, device_name: str | None = None) -> str:
+        """A JSON description of the local memory: te offers host memory."""
+        return json.dumps({"cpu:0": {"type": "cpu", "preferred_hca": [], "avail_hca": []}})
+
+    def get_engine(self) -> object:
+        """Not provided: there is no C++ engine object."""
+        raise NotImplementedError("te.compat.mooncake has no C++ TransferEngine object")
+
+    def get_engine_ptr(self) -> int:
+        """Not provided: there is no C++ engine object."""
+        raise NotImplementedError("te.compat.mooncake has no C++ TransferEngine object")
+
+    def _ready(self) -> te.Engine:
+        e = self._engine
+        if e is None:
+            raise te.NotReadyError("the transfer engine is not initialized")
+        return e
+
+    # ---- memory ----
+
+    def register_memory(self, buffer_addr: int, capacity: int, location: str = "*") -> int:
+        """Registers ``capacity`` bytes at ``buffer_addr`` for peers to read and write."""
+        try:
+            self._ready().register(buffer_addr, capacity)
+        except te.Error as e:
+            return _fail(e, "register_memory")
+        self._covered.add(buffer_addr, capacity)
+        return 0
+
+    def unregister_memory(self, buffer_addr: int) -> int:
+        """Unregisters the region with base ``buffer_addr``."""
+        try:
+            self._ready().unregister(buffer_addr)
+        except te.Error as e:
+            return _fail(e, "unregister_memory")
+        self._covered.remove(buffer_addr)
+        return 0
+
+    def batch_register_memory(self, buffer_addresses: Sequence[int], capacities: Sequence[int], location: str = "*") -> int:
+        """Registers several regions, all or nothing."""
+        try:
+            if len(buffer_addresses) != len(capacities):
+                raise te.InvalidError(f"{len(buffer_addresses)} addresses but {len(capacities)} capacities")
+            self._ready().register_batch(list(buffer_addresses), list(capacities))
+        except te.Error as e:
+            return _fail(e, "batch_register_memory")
+        for a, n in zip(buffer_addresses, capacities):
+            self._covered.add(a, n)
+        return 0
+
+    def batch_unregister_memory(self, buffer_addresses: Sequence[int]) -> int:
+        """Unregisters several regions."""
+        rc = 0
+        for a in buffer_addresses:
+            r = self.unregister_memory(a)
+            rc = rc or r
+        return rc
+
+    def allocate_managed_buffer(self, length: int) -> int:
+        """Allocates ``length`` bytes of registered engine memory; its address, or 0."""
+        try:
+            m = self._ready().alloc(length)
+        except te.Error as e:
+            _fail(e, "allocate_managed_buffer")
+            return 0
+        with self._lock:
+            self._managed[m.addr] = m
+        self._covered.add(m.addr, m.length)
+        return m.addr
+
+    def free_managed_buffer(self, user_tensor: int, length: int) -> int:
+        """Frees a buffer from ``allocate_managed_buffer``."""
+        with self._lock:
+            m = self._managed.pop(user_tensor, None)
+        if m is None:
+            _log.error("free_managed_buffer: %#x is not a managed buffer", user_tensor)
+            return -te.NotFoundError.code
+        self._covered.remove(user_tensor)
+        try:
+            m.free()
+        except te.Error as e:
+            return _fail(e, "free_managed_buffer")
+        return 0
+
+    def get_first_buffer_address(self, segment_name: str) -> int:
+        """Address of the first region the peer ``segment_name`` registered (0 if none)."""
+        try:
+            e = self._ready()
+            regions = e.segment_info(e.open_segment(segment_name))
+        except te.Error as x:
+            _fail(x, "get_first_buffer_address")
+            return 0
+        return min((r.addr for r in regions), default=0)
+
+    def warmup_efa_segment(self, segment_name: str) -> int:
+        """Nothing to warm up in te; 0."""
+        return 0
+
+    # ---- host copies ----
+
+    def write_bytes_to_buffer(self, dest_address: int, src_bytes: bytes, length: int) -> int:
+        """Copies ``length`` bytes of ``src_bytes`` to ``dest_address`` (memcpy)."""
+        import ctypes
+
+        if length > len(src_bytes) or length < 0:
+            _log.error("write_bytes_to_buffer: length %d outside the %d bytes given", length, len(src_bytes))
+            return -te.InvalidError.code
+        ctypes.memmove(dest_address, bytes(src_bytes[:length]), length)
+        return 0
+
+    def read_bytes_from_buffer(self, address: int, length: int) -> bytes:
+        """The ``length`` bytes at ``address``."""
+        import ctypes
+
+        return ctypes.string_at(address, length)
+
+    # ---- transfers ----
+
+    def _sync(
+        self,
+        op: TransferOpcode,
+        target: str,
+        buffers: Sequence[int],
+        peers: Sequence[int],
+        lengths: Sequence[int],
+        notify: TransferNotify | None,
+        what: str,
+    ) -> int:
+        try:
+            e = self._ready()
+            buffers, peers, lengths = list(buffers), list(peers), list(lengths)
+            if not buffers or not len(buffers) == len(peers) == len(lengths):
+                raise te.InvalidError(
+                    f"lists empty or of different lengths: {len(buffers)} buffers, {len(peers)} peer addresses, "
+                    f"{len(lengths)} lengths"
+                )
+            local, before, after = _local.prepare(e, self._covered, buffers, lengths, into_local=op == TransferOpcode.Read)
+        except te.Error as x:
+            return _fail(x, what)
+        ok = False
+        try:
+            before()
+            if notify is None:
+                if op == TransferOpcode.Read:
+                    e.batch_transfer_sync_read(target, local, peers, lengths)
+                else:
+                    e.batch_transfer_sync_write(target, local, peers, lengths)
+            else:
+                seg = e.open_segment(target)
+                o = "read" if op == TransferOpcode.Read else "write"
+                b = e.allocate_batch(len(local))
+                try:
+                    e.submit_with_notify(b, [(o, a, seg, p, n) for a, p, n in zip(local, peers, lengths)], notify.name, notify.msg)
+                    st = e.wait_batch(b, self._timeout + sum(lengths) / 1e9)
+                    if not st.ok:
+                        raise e.batch_error(b) or te.RuntimeError(f"batch ended {st.state}")
+                finally:
+                    try:
+                        e.free_batch(b)
+                    except te.Error:
+                        pass
+            ok = True
+        except te.Error as x:
+            return _fail(x, what)
+        finally:
+            after(ok)
+        return 0
+
+    def transfer_sync_write(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int, transport_hint: str = "") -> int:
+        """Writes ``length`` bytes at ``buffer`` to ``peer_buffer_address`` of ``target_hostname``; 0 or negative."""
+        return self._sync(TransferOpcode.Write, target_hostname, [buffer], [peer_buffer_address], [length], None, "transfer_sync_write")
+
+    def transfer_sync_read(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int, transport_hint: str = "") -> int:
+        """Reads ``length`` bytes at ``peer_buffer_address`` of ``target_hostname`` into ``buffer``; 0 or negative."""
+        return self._sync(TransferOpcode.Read, target_hostname, [buffer], [peer_buffer_address], [length], None, "transfer_sync_read")
+
+    def batch_transfer_sync_write(
+        self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int], transport_hint: str = ""
+    ) -> int:
+        """Writes item i of ``buffers`` to item i of ``peer_buffer_addresses``; 0 or negative."""
+        return self._sync(TransferOpcode.Write, target_hostname, buffers, peer_buffer_addresses, lengths, None, "batch_transfer_sync_write")
+
+    def batch_transfer_sync_read(
+        self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int], transport_hint: str = ""
+    ) -> int:
+        """Reads item i of ``peer_buffer_addresses`` into item i of ``buffers``; 0 or negative."""
+        return self._sync(TransferOpcode.Read, target_hostname, buffers, peer_buffer_addresses, lengths, None, "batch_transfer_sync_read")
+
+    def transfer_sync(
+        self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int, opcode: TransferOpcode,
+        notify: TransferNotify | None = None, transport_hint: str = "",
+    ) -> int:
+        """One read or write (``opcode``); ``notify`` reaches the peer after the data."""
+        return self._sync(TransferOpcode(opcode), target_hostname, [buffer], [peer_buffer_address], [length], notify, "transfer_sync")
+
+    def batch_transfer_sync(
+        self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int],
+        opcode: TransferOpcode, notify: TransferNotify | None = None, transport_hint: str = "",
+    ) -> int:
+        """A batch of reads or writes (``opcode``); ``notify`` reaches the peer after the data."""
+        return self._sync(TransferOpcode(opcode), target_hostname, buffers, peer_buffer_addresses, lengths, notify, "batch_transfer_sync")
+
+    # ---- async ----
+
+    def batch_transfer_async(
+        self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int],
+        opcode: TransferOpcode, transport_hint: str = "",
+    ) -> int:
+        """Submits a batch; its id, or 0. The local buffers must be registered."""
+        try:
+            e = self._ready()
+            if not buffers or not len(buffers) == len(peer_buffer_addresses) == len(lengths):
+                raise te.InvalidError("lists empty or of different lengths")
+            seg = e.open_segment(target_hostname)
+            o = "read" if TransferOpcode(opcode) == TransferOpcode.Read else "write"
+            b = e.allocate_batch(len(buffers))
+            try:
+                e.submit(b, [(o, a, seg, p, n) for a, p, n in zip(buffers, peer_buffer_addresses, lengths)])
+            except te.Error:
+                e.free_batch(b)
+                raise
+        except te.Error as x:
+            _fail(x, "batch_transfer_async")
+            return 0
+        return b + 1  # 0 means failure: te's ids start at 0
+
+    def batch_transfer_async_write(self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int], transport_hint: str = "") -> int:
+        """Submits a batch of writes; its id, or 0."""
+        return self.batch_transfer_async(target_hostname, buffers, peer_buffer_addresses, lengths, TransferOpcode.Write)
+
+    def batch_transfer_async_read(self, target_hostname: str, buffers: Sequence[int], peer_buffer_addresses: Sequence[int], lengths: Sequence[int], transport_hint: str = "") -> int:
+        """Submits a batch of reads; its id, or 0."""
+        return self.batch_transfer_async(target_hostname, buffers, peer_buffer_addresses, lengths, TransferOpcode.Read)
+
+    def transfer_submit_write(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int, transport_hint: str = "") -> int:
+        """Submits one write; its batch id, or 0 (poll it with ``transfer_check_status``)."""
+        return self.batch_transfer_async(target_hostname, [buffer], [peer_buffer_address], [length], TransferOpcode.Write)
+
+    def transfer_check_status(self, batch_id: int) -> int:
+        """``1`` done, ``0`` pending, ``-1`` failed, ``-2`` timeout; a done or failed batch is freed."""
+        try:
+            e = self._ready()
+            st = e.batch_status(batch_id - 1)
+        except te.Error as x:
+            _fail(x, "transfer_check_status")
+            return -1
+        if st.state == "pending":
+            return 0
+        if st.state == "timeout":
+            return -2
+        try:
+            e.free_batch(batch_id - 1)
+        except te.Error:
+            pass
+        return 1 if st.ok else -1
+
+    def get_batch_transfer_status(self, batch_ids: Sequence[int]) -> int:
+        """Blocks until every batch is done (``0``, each freed) or one failed or timed out (``-1``)."""
+        try:
+            e = self._ready()
+        except te.Error as x:
+            _fail(x, "get_batch_transfer_status")
+            return -1
+        rc = 0
+        for bid in batch_ids:
+            try:
+                st = e.wait_batch(bid - 1, self._timeout + e.batch_status(bid - 1).length / 1e9)
+                if not st.ok:
+                    _log.error("get_batch_transfer_status: batch %d ended %s", bid, st.state)
+                    return -1
+                e.free_batch(bid - 1)
+            except te.Error as x:
+                _fail(x, "get_batch_transfer_status")
+                rc = -1
+                break
+        return rc
+
+    # ---- notifications and probes ----
+
+    def get_notifies(self) -> list[TransferNotify]:
+        """The notifications received so far (each once)."""
+        e = self._engine
+        if e is None:
+            return []
+        return [TransferNotify(n.name, n.msg.decode("utf-8", "replace")) for n in e.take_notifications()]
+
+    def send_probe(self, peer_server_name: str) -> int:
+        """Checks that ``peer_server_name`` answers: 0, or negative."""
+        try:
+            e = self._ready()
+            seg = e.open_segment(peer_server_name)
+            e.segment_info(seg)
+        except te.Error as x:
+            return _fail(x, "send_probe")
+        return 0
+
+    # ---- CUDA-only calls ----
+
+    def _no_cuda(self, *args: object, **kwargs: object) -> int:
+        """Not provided: te.compat.mooncake has no CUDA stream calls (NotImplementedError)."""
+        raise NotImplementedError("te.compat.mooncake has no CUDA stream calls")
+
+    transfer_write_on_cuda = _no_cuda
+    transfer_read_on_cuda = _no_cuda
+    batch_transfer_write_on_cuda = _no_cuda
+    batch_transfer_read_on_cuda = _no_cuda

@@ -1,0 +1,27 @@
+"""python -m te.bench runs (figures are not checked: no speed in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_runs_and_prints_te_bench_rows():
+    out = subprocess.run(
+        [sys.executable, "-m", "te.bench", "--duration", "0.1", "--buffer", "8M", "--block-size", "4K,64K",
+         "--op", "read,write", "--sync-overhead", "--json"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout
+    doc = json.loads(out)
+    assert [(r["op"], r["block_bytes"], r["batch"]) for r in doc["results"]] == [
+        ("read", 4096, 128), ("read", 65536, 128), ("write", 4096, 128), ("write", 65536, 128)]
+    assert all(r["bytes"] > 0 for r in doc["results"])
+    assert doc["sync_read_4k"]["calls"] > 0
+    table = subprocess.run(
+        [sys.executable, "-m", "te.bench", "--duration", "0.1", "--buffer", "8M", "--block-size", "4K",
+         "--op", "read", "--path", "tcp", "--threads", "2"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout.splitlines()
+    assert table[1].startswith("op     block  batch thr regime")
+    assert table[2].split()[:4] == ["read", "4K", "128", "2"]
