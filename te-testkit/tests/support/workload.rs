@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use te_driver_sim::fabric::NodeId;
 use te_proto::batch::{Op, TransferRequest};
 use te_proto::link::LinkState;
 use te_proto::{ErrorCode, Location, Perm, Region, Span, TaskId, Unregister};
+use te_testkit::fabric::NodeId;
 
 use super::model::{ModelRegion, Owner, TaskKey};
 use super::shell::NOTE_QUEUE;

@@ -1,10 +1,10 @@
 //! The invariants: what every report from the fabric, and every step, must
 //! satisfy against the model.
 
-use te_driver_sim::fabric::{ConnId, NodeId};
 use te_proto::batch::Op;
 use te_proto::link::{Event, Notification, SegmentPage, MAX_LINK_TASKS, MAX_OUTSTANDING};
 use te_proto::{ErrorCode, Location, Perm, Span, TaskId};
+use te_testkit::fabric::{ConnId, NodeId};
 
 use super::model::{Owner, TaskKey};
 use super::shell::NOTE_QUEUE;

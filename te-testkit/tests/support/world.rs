@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use te_driver_sim::fabric::{ConnId, Fabric, Report, SimRng};
 use te_proto::batch::TransferRequest;
 use te_proto::{BatchId, ErrorCode, Instant, TaskId};
+use te_testkit::fabric::{ConnId, Fabric, Report};
+use te_testkit::rng::SimRng;
 
 use super::model::{NodeModel, TaskKey};
 use super::shell::Shell;

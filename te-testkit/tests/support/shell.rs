@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use te_driver_sim::fabric::{ConnId, NodeId};
 use te_proto::batch::{BatchSlot, BatchTable, Op, Task, TaskState};
 use te_proto::link::{LinkConfig, LinkState};
 use te_proto::{ErrorCode, PinKey};
+use te_testkit::fabric::{ConnId, NodeId};
 
 use super::model::{Owner, TaskKey};
 use super::world::{NoteState, World};

@@ -1,4 +1,4 @@
-//! Deterministic simulation of te-proto links on the te-driver-sim
+//! Deterministic simulation of te-proto links on the te-testkit
 //! fabric: a random workload per seed, a reference model and invariants
 //! checked after every step.
 //!
@@ -19,9 +19,9 @@ mod workload;
 mod world;
 
 use std::collections::BTreeMap;
-pub use te_driver_sim::fabric::Sabotage;
+pub use te_testkit::fabric::Sabotage;
 
-use te_driver_sim::fabric::Violation;
+use te_testkit::fabric::Violation;
 
 pub use self::world::World;
 

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use te_driver_sim::fabric::{Fabric, FabricConfig, NodeId, Sabotage, SimRng};
 use te_proto::batch::{BatchSlot, BatchTable, Task};
 use te_proto::link::LinkConfig;
 use te_proto::{Location, Span, Unregister};
+use te_testkit::fabric::{Fabric, FabricConfig, NodeId, Sabotage};
+use te_testkit::rng::SimRng;
 
 use super::model::NodeModel;
 use super::shell::Shell;

@@ -35,7 +35,7 @@
 //! # Example
 //!
 //! ```
-//! use te_driver_sim::fabric::{Fabric, FabricConfig, Report};
+//! use te_testkit::fabric::{Fabric, FabricConfig, Report};
 //! use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
 //! use te_proto::link::{Event, LinkConfig};
 //! use te_proto::{Location, Perm, Region, Span};
@@ -82,7 +82,6 @@ mod io;
 mod memory;
 mod pipe;
 mod report;
-mod rng;
 
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ use self::io::{Action, Conn, EndState};
 pub use self::memory::Arena;
 use self::pipe::Pipe;
 pub use self::report::{ConnFaults, Report, Violation};
-pub use self::rng::SimRng;
+use crate::rng::SimRng;
 
 /// The registry type of a simulated node.
 pub type SimRegistry = Registry<Box<[Entry]>>;
