@@ -27,15 +27,9 @@
 //! assert_eq!(sim.copy_to_host(3, a, &mut back).unwrap_err().code(), ErrorCode::RuntimeError);
 //! # Ok::<(), te_proto::Status>(())
 //! ```
-//!
-//! [`fabric`] is a simulated byte-pipe fabric for deterministic simulation
-//! of te-proto links: simulated memory, virtual time, one seed for all
-//! randomness, and faults (partial IO, delays, cuts, frozen and restarted
-//! peers); see docs/DESIGN.md, "Deterministic simulation".
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod device;
-pub mod fabric;
 
 pub use device::{DeviceStats, Faults, SimConfig, SimDriver, MAX_DEVICES};

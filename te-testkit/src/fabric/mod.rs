@@ -1,7 +1,8 @@
 //! A simulated fabric for deterministic simulation of te-proto links.
 //!
 //! [`Fabric`] holds any number of nodes (each with simulated memory, an
-//! [`Arena`], and a te-proto [`Registry`]) and connections between them.
+//! [`Arena`], and a te-proto [`Endpoint`], whose [`Registry`] the links
+//! are lent) and connections between them.
 //! A connection is two te-proto [`Link`]s and two directed byte pipes. The
 //! fabric plays the shell for every link, as te-runtime does over TCP:
 //! frames and payload spans from `poll_transmit` go into the outgoing pipe
@@ -18,8 +19,7 @@
 //! calls: [`Fabric::cut`] resets a connection (both links see the
 //! disconnect), [`Fabric::freeze`] stops a node from reading, writing and
 //! acting on time for a while (its peers see silence),
-//! [`Fabric::restart`] resets every connection of a node, and
-//! [`Fabric::reset_registry`] gives it a fresh registry; [`Fabric::close`]
+//! and [`Fabric::restart`] resets every connection of a node; [`Fabric::close`]
 //! closes a link politely. Notifications are taken from the links at once
 //! or, as configured, later (so inboxes fill and input stalls). All
 //! randomness comes from one [`SimRng`]: the same seed and the same calls
@@ -35,16 +35,18 @@
 //! # Example
 //!
 //! ```
-//! use te_driver_sim::fabric::{Fabric, FabricConfig, Report};
+//! use te_testkit::fabric::{Fabric, FabricConfig, Report};
 //! use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
+//! use te_proto::endpoint::{Endpoint, EndpointConfig, Parts};
 //! use te_proto::link::{Event, LinkConfig};
 //! use te_proto::{Location, Perm, Region, Span};
 //!
 //! let mut fab = Fabric::new(7, FabricConfig::default());
-//! let a = fab.add_node(0x1_0000, 4096, 4);
-//! let b = fab.add_node(0x2_0000, 4096, 4);
-//! fab.node_mut(a).reg.register(Region::new(0x1_0000, 4096, Location::Cpu, Perm::LOCAL_ONLY))?;
-//! fab.node_mut(b).reg.register(Region::new(0x2_0000, 4096, Location::Cpu, Perm::REMOTE_READ))?;
+//! let ep = || Endpoint::new(EndpointConfig::default(), Parts::with_capacity(4, 1, 1, 1));
+//! let a = fab.add_node(0x1_0000, 4096, ep()?);
+//! let b = fab.add_node(0x2_0000, 4096, ep()?);
+//! fab.node_mut(a).ep.register_batch(&[Region::new(0x1_0000, 4096, Location::Cpu, Perm::LOCAL_ONLY)])?;
+//! fab.node_mut(b).ep.register_batch(&[Region::new(0x2_0000, 4096, Location::Cpu, Perm::REMOTE_READ)])?;
 //! fab.node_mut(b).arena.get_mut(Span::cpu(0x2_0100, 5)).unwrap().copy_from_slice(b"hello");
 //!
 //! let c = fab.connect(a, b, LinkConfig::new("a")?, LinkConfig::new("b")?)?;
@@ -82,10 +84,10 @@ mod io;
 mod memory;
 mod pipe;
 mod report;
-mod rng;
 
 use std::time::Duration;
 
+use te_proto::endpoint::{Endpoint, Heap};
 use te_proto::link::{Link, LinkConfig};
 use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, Instant, Registry, Span};
@@ -95,10 +97,13 @@ use self::io::{Action, Conn, EndState};
 pub use self::memory::Arena;
 use self::pipe::Pipe;
 pub use self::report::{ConnFaults, Report, Violation};
-pub use self::rng::SimRng;
+use crate::rng::SimRng;
 
 /// The registry type of a simulated node.
 pub type SimRegistry = Registry<Box<[Entry]>>;
+
+/// The endpoint of a simulated node: the real te-proto one, on the heap.
+pub type SimEndpoint = Endpoint<Heap>;
 
 /// Identifies a node of a [`Fabric`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,12 +117,17 @@ pub struct ConnId(pub usize);
 pub struct Node {
     /// Its memory.
     pub arena: Arena,
-    /// Its registration table.
-    pub reg: SimRegistry,
+    /// Its endpoint: registration table, batches, per-segment queues.
+    pub ep: SimEndpoint,
     frozen_until: Option<Instant>,
 }
 
 impl Node {
+    /// Its registration table.
+    pub fn reg(&self) -> &SimRegistry {
+        self.ep.registry()
+    }
+
     /// Whether the node is frozen now.
     pub fn is_frozen(&self) -> bool {
         self.frozen_until.is_some()
@@ -178,12 +188,12 @@ impl Fabric {
         self.violations.push(Violation { at: self.now, what });
     }
 
-    /// Adds a node with `arena_len` bytes of memory at `base` and a
-    /// registry of `regions` entries.
-    pub fn add_node(&mut self, base: u64, arena_len: usize, regions: usize) -> NodeId {
+    /// Adds a node with `arena_len` bytes of memory at `base` and the
+    /// endpoint `ep` (whose registry its links are lent).
+    pub fn add_node(&mut self, base: u64, arena_len: usize, ep: SimEndpoint) -> NodeId {
         self.nodes.push(Node {
             arena: Arena::new(base, arena_len),
-            reg: Registry::new(vec![Entry::EMPTY; regions].into_boxed_slice()),
+            ep,
             frozen_until: None,
         });
         NodeId(self.nodes.len() - 1)
@@ -246,13 +256,13 @@ impl Fabric {
         Ok(ConnId(self.conns.len() - 1))
     }
 
-    /// The link of `node` on connection `c` with that node's registry, for
-    /// submitting, canceling and notifying; `None` once that end is closed.
-    pub fn link_mut(&mut self, c: ConnId, node: NodeId) -> Option<(&mut Link, &mut SimRegistry)> {
+    /// The link of `node` on connection `c` with that node's endpoint, for
+    /// feeding, canceling and notifying; `None` once that end is closed.
+    pub fn link_mut(&mut self, c: ConnId, node: NodeId) -> Option<(&mut Link, &mut SimEndpoint)> {
         let conn = self.conns.get_mut(c.0)?;
         let end = conn.ends.iter_mut().find(|e| e.node == node.0 && !e.gone)?;
         end.fresh = false;
-        Some((&mut end.link, &mut self.nodes[node.0].reg))
+        Some((&mut end.link, &mut self.nodes[node.0].ep))
     }
 
     /// The link of `node` on connection `c`, also after the end closed.
@@ -336,7 +346,7 @@ impl Fabric {
             return;
         };
         conn.faults.closed = true;
-        e.link.close(&mut self.nodes[node.0].reg);
+        e.link.close(self.nodes[node.0].ep.registry_mut());
         self.drain(c, node, reports);
     }
 
@@ -362,9 +372,7 @@ impl Fabric {
     }
 
     /// Restarts node `n`: every connection it has is reset (its peers see
-    /// the disconnect) and it thaws. With `reset_registry` it comes back
-    /// with an empty registry of the same capacity; call that only once
-    /// nothing holds pins on the old one (see [`Fabric::reset_registry`]).
+    /// the disconnect) and it thaws.
     pub fn restart(&mut self, n: NodeId, reports: &mut Vec<Report>) {
         let mine: Vec<usize> = self
             .live
@@ -376,13 +384,6 @@ impl Fabric {
             self.cut(ConnId(c), reports);
         }
         self.nodes[n.0].frozen_until = None;
-    }
-
-    /// Gives node `n` an empty registry of the same capacity (a restarted
-    /// process registers anew). Its memory keeps its bytes.
-    pub fn reset_registry(&mut self, n: NodeId) {
-        let cap = self.nodes[n.0].reg.capacity();
-        self.nodes[n.0].reg = Registry::new(vec![Entry::EMPTY; cap].into_boxed_slice());
     }
 
     // ---- time ----
@@ -445,7 +446,7 @@ impl Fabric {
                 if e.close_by.is_some_and(|t| t <= now) {
                     self.drop_end(c, i, false, reports);
                 } else {
-                    e.link.handle_timeout(now, &mut self.nodes[e.node].reg);
+                    e.link.handle_timeout(now, self.nodes[e.node].ep.registry_mut());
                 }
             }
         }

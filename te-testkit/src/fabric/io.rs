@@ -73,7 +73,10 @@ impl Fabric {
                     if e.wpos == e.wlen && e.payload.is_none() {
                         e.wpos = 0;
                         e.wlen = 0;
-                        if let Some(t) = e.link.poll_transmit(now, &mut e.wbuf, &self.nodes[e.node].reg) {
+                        if let Some(t) =
+                            e.link
+                                .poll_transmit(now, &mut e.wbuf, self.nodes[e.node].ep.registry())
+                        {
                             e.wlen = t.len;
                             e.payload = t.payload.map(|s| (s, 0));
                         }
@@ -151,7 +154,7 @@ impl Fabric {
                 *sent += n;
                 if *sent == span.len {
                     e.payload = None;
-                    e.link.payload_sent(&mut self.nodes[e.node].reg);
+                    e.link.payload_sent(self.nodes[e.node].ep.registry_mut());
                 }
             }
         }
@@ -204,16 +207,16 @@ impl Fabric {
                     landed: true,
                 });
                 pipe.consume(n);
-                e.link.payload_landed(now, n as u64, &mut node.reg);
+                e.link.payload_landed(now, n as u64, node.ep.registry_mut());
             }
             Some(PayloadDest::Discard(len)) => {
                 let n = (len as usize).min(budget).min(pipe.ready_len(now));
                 pipe.consume(n);
-                e.link.payload_landed(now, n as u64, &mut node.reg);
+                e.link.payload_landed(now, n as u64, node.ep.registry_mut());
             }
             None => {
                 pipe.peek(now, budget, &mut self.scratch);
-                let used = e.link.handle_input(now, &self.scratch, &mut node.reg);
+                let used = e.link.handle_input(now, &self.scratch, node.ep.registry_mut());
                 pipe.consume(used);
             }
         }
@@ -312,7 +315,7 @@ impl Fabric {
             return;
         }
         let e = &mut conn.ends[i];
-        let reg = &mut self.nodes[e.node].reg;
+        let reg = self.nodes[e.node].ep.registry_mut();
         e.wpos = 0;
         e.wlen = 0;
         let forget = reset && self.cfg.sabotage == Some(Sabotage::ForgetDisconnect) && !self.sabotaged;
@@ -362,7 +365,7 @@ fn checked(node: &Node, span: Span) -> Result<(), String> {
         return Err(format!("outside its memory: {span:?}"));
     }
     let end = span.addr + span.len;
-    let inside = node.reg.regions().any(|r| {
+    let inside = node.ep.registry().regions().any(|r| {
         r.span.location == span.location && r.span.addr <= span.addr && end <= r.span.addr + r.span.len
     });
     if inside {

@@ -1,16 +1,18 @@
-//! The simulated world: the fabric, one shell per node, the reference
+//! The simulated world: the fabric (whose nodes hold the real
+//! endpoints), one runtime per node, the reference
 //! model and the records of tasks, batches and notifications; and the loop
 //! that steps the fabric and hands every report to the checks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use te_driver_sim::fabric::{ConnId, Fabric, Report, SimRng};
 use te_proto::batch::TransferRequest;
 use te_proto::{BatchId, ErrorCode, Instant, TaskId};
+use te_testkit::fabric::{ConnId, Fabric, NodeId, Report};
+use te_testkit::rng::SimRng;
 
 use super::model::{NodeModel, TaskKey};
-use super::shell::Shell;
+use super::runtime::Runtime;
 
 pub struct TaskRec {
     pub id: TaskId,
@@ -20,6 +22,8 @@ pub struct TaskRec {
     pub canceled: bool,
     pub conn: Option<ConnId>,
     pub done: Option<ErrorCode>,
+    /// It was in the endpoint's queue when its segment's link ended.
+    pub swept: bool,
     pub transferred: u64,
     /// The model's view of the remote range at submission, and the target's
     /// registration counters then.
@@ -32,7 +36,7 @@ pub struct TaskRec {
 pub enum NoteState {
     /// Attached to a batch still running.
     Waiting,
-    /// In the shell's queue.
+    /// In the runtime's queue of notification bytes.
     Queued,
     /// Handed to the link of this connection.
     OnLink(ConnId),
@@ -54,9 +58,9 @@ pub struct NoteRec {
 
 pub struct BatchRec {
     pub id: BatchId,
-    pub capacity: u32,
     pub tasks: Vec<TaskKey>,
-    pub note: Option<u64>,
+    /// Its notification, one record per peer it touched.
+    pub notes: Vec<(usize, u64)>,
 }
 
 /// A segment info query waiting for its answer.
@@ -76,7 +80,7 @@ pub struct World {
     /// Segment info answers: failed, arrived, compared with the model.
     pub infos: [u64; 3],
     pub fab: Fabric,
-    pub shells: Vec<Shell>,
+    pub rt: Vec<Runtime>,
     pub models: Vec<NodeModel>,
     pub tasks: BTreeMap<TaskKey, TaskRec>,
     pub batches: BTreeMap<(usize, u64), BatchRec>,
@@ -138,14 +142,22 @@ impl World {
                 }
                 continue;
             }
-            let (w, last) = match self.fab.next_wakeup() {
+            let eps = (0..self.rt.len())
+                .filter(|&n| !self.fab.node(NodeId(n)).is_frozen())
+                .filter_map(|n| self.fab.node(NodeId(n)).ep.poll_timeout());
+            let (w, last) = match self.fab.next_wakeup().into_iter().chain(eps).min() {
                 Some(w) if w <= t => (w, false),
                 _ => (t, true),
             };
             self.fab.advance_to(w);
             // Time passing may thaw a node with work queued, or pass a
             // queued task's deadline.
-            self.expire_queued();
+            let now = self.now();
+            for n in 0..self.rt.len() {
+                if !self.fab.node(NodeId(n)).is_frozen() {
+                    self.fab.node_mut(NodeId(n)).ep.handle_timeout(now);
+                }
+            }
             self.handle_reports();
             if last {
                 return;
@@ -166,7 +178,7 @@ impl World {
         }
         self.reports = reports;
         self.sync_draining();
-        for n in 0..self.shells.len() {
+        for n in 0..self.rt.len() {
             self.pump(n);
         }
     }

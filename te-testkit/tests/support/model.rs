@@ -1,8 +1,8 @@
 //! The reference model of one node: what its memory must hold, which
 //! regions it registered, and which byte ranges transfers hold.
 
-use te_driver_sim::fabric::ConnId;
 use te_proto::Perm;
+use te_testkit::fabric::ConnId;
 
 /// Identifies a task: initiating node, batch id, index in the batch.
 pub type TaskKey = (usize, u64, u32);

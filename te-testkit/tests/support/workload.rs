@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use te_driver_sim::fabric::NodeId;
 use te_proto::batch::{Op, TransferRequest};
+use te_proto::endpoint::{Cancel, Request};
 use te_proto::link::LinkState;
-use te_proto::{ErrorCode, Location, Perm, Region, Span, TaskId, Unregister};
+use te_proto::{status, ErrorCode, Location, Perm, Region, Span, TaskId, Unregister};
+use te_testkit::fabric::NodeId;
 
 use super::model::{ModelRegion, Owner, TaskKey};
-use super::shell::NOTE_QUEUE;
 use super::world::{key_of, InfoQuery, NoteRec, NoteState, TaskRec, World};
 
 pub const ARENA: usize = 96 << 10;
@@ -25,7 +25,7 @@ pub fn ms(n: u64) -> Duration {
 
 impl World {
     pub fn op(&mut self, faults: bool) {
-        let nodes = self.shells.len() as u64;
+        let nodes = self.rt.len() as u64;
         let n = self.rng().below(nodes) as usize;
         let frozen = self.fab.node(NodeId(n)).is_frozen();
         let r = self.rng().below(100);
@@ -94,10 +94,10 @@ impl World {
 
     fn batch(&mut self, a: usize) {
         let cap = self.rng().range(1, 6) as u32;
-        let id = match self.shells[a].batches.alloc(cap) {
+        let id = match self.fab.node_mut(NodeId(a)).ep.alloc_batch(cap) {
             Ok(id) => id,
             Err(e) => {
-                let live = self.shells[a].batches.batches_in_use();
+                let live = self.batches.keys().filter(|b| b.0 == a).count();
                 if e.code() != ErrorCode::NotReady || live == 0 {
                     self.violation(format!("node {a}: alloc({cap}) with {live} batches live: {e}"));
                 }
@@ -108,7 +108,7 @@ impl World {
         let mut reqs = Vec::new();
         for index in 0..cap {
             let k = key_of(a, TaskId { batch: id, index });
-            let nodes = self.shells.len() as u64;
+            let nodes = self.rt.len() as u64;
             let p = loop {
                 let p = self.rng().below(nodes) as usize;
                 if p != a {
@@ -155,79 +155,82 @@ impl World {
                 w.models[*p].release(Owner::Task(*k));
             }
         };
-        // Pin every local span, or none (as te-runtime does).
+        // The endpoint pins every local span, or none.
         let want_ok = reqs.iter().all(|(_, _, r)| {
             let end = r.local.addr + r.local.len;
             self.models[a].local_ok(r.local.addr, end)
         });
-        let mut pins = Vec::new();
-        let mut failure = None;
-        for (_, _, r) in &reqs {
-            match self.fab.node_mut(NodeId(a)).reg.pin_local(r.local) {
-                Ok(pin) => pins.push(pin),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        let ereqs: Vec<Request> = reqs
+            .iter()
+            .map(|(_, p, r)| Request {
+                op: r.op,
+                local: r.local.addr,
+                segment: self.rt[a].seg[*p].expect("a segment per peer"),
+                remote: r.remote_addr,
+                len: r.local.len,
+            })
+            .collect();
+        let notify = self.rng().chance(1, 3);
+        let now = self.now();
+        let got = if reqs.is_empty() {
+            None
+        } else {
+            let ep = &mut self.fab.node_mut(NodeId(a)).ep;
+            Some(if notify {
+                ep.submit_with_notify(now, id, &ereqs, None)
+            } else {
+                ep.submit(now, id, &ereqs, None)
+            })
+        };
+        match &got {
+            Some(Ok(())) if !want_ok => {
+                return self.violation(format!(
+                    "node {a}: the endpoint accepted a span the model says is not registered"
+                ))
             }
+            Some(Ok(())) => {}
+            None => {}
+            Some(Err(e)) if !want_ok && e.code() == ErrorCode::NotFound => {}
+            Some(Err(e)) if notify && e.code() == ErrorCode::NotReady => {}
+            Some(Err(e)) => return self.violation(format!("node {a}: submit refused: {e}")),
         }
-        if reqs.is_empty() || failure.is_some() {
-            for pin in pins {
-                self.fab.node_mut(NodeId(a)).reg.unpin(pin);
-            }
-            if let Some(e) = &failure {
-                if want_ok || e.code() != ErrorCode::NotFound {
-                    self.violation(format!("node {a}: pin_local failed, model says fine: {e}"));
-                }
-            }
+        if !matches!(got, Some(Ok(()))) {
             release(self, &reqs);
-            if let Err(e) = self.shells[a].batches.free(id) {
+            if let Err(e) = self.fab.node_mut(NodeId(a)).ep.free_batch(id) {
                 self.violation(format!("node {a}: free of an empty batch: {e}"));
             }
             return;
         }
-        if !want_ok {
-            return self.violation(format!(
-                "node {a}: pin_local accepted a span the model says is not registered"
-            ));
+        let mut notes = Vec::new();
+        if notify {
+            let mut peers: Vec<usize> = reqs.iter().map(|(_, p, _)| *p).collect();
+            peers.sort_unstable();
+            peers.dedup();
+            for to in peers {
+                self.notes.push(NoteRec {
+                    from: a,
+                    to,
+                    batch: Some(bkey),
+                    state: NoteState::Waiting,
+                    writes: Vec::new(),
+                });
+                notes.push((to, self.notes.len() as u64 - 1));
+            }
         }
-        let treqs: Vec<TransferRequest> = reqs.iter().map(|(_, _, r)| *r).collect();
-        if let Err(e) = self.shells[a].batches.submit(id, &treqs) {
-            return self.violation(format!("node {a}: batch submit refused: {e}"));
-        }
-        let note = if self.rng().chance(1, 3) {
-            let to = reqs[0].1;
-            self.notes.push(NoteRec {
-                from: a,
-                to,
-                batch: Some(bkey),
-                state: NoteState::Waiting,
-                writes: Vec::new(),
-            });
-            Some(self.notes.len() as u64 - 1)
-        } else {
-            None
-        };
         self.batches.insert(
             bkey,
             super::world::BatchRec {
                 id,
-                capacity: cap,
                 tasks: reqs.iter().map(|(k, _, _)| *k).collect(),
-                note,
+                notes,
             },
         );
-        let now = self.now();
-        for ((k, p, req), pin) in reqs.into_iter().zip(pins) {
+        let deadline = Some(now + self.rt[a].timeout);
+        for (k, p, req) in reqs {
             let need = if req.op == Op::Read {
                 Perm::REMOTE_READ
             } else {
                 Perm::REMOTE_WRITE
-            };
-            let deadline = match self.rng().below(8) {
-                0..=1 => None,
-                2..=3 => Some(now + Duration::from_micros(self.rng().range(500, 15_000))),
-                _ => Some(now + ms(self.rng().range(20, 3000))),
             };
             let t = &self.models[p];
             let rec = TaskRec {
@@ -241,6 +244,7 @@ impl World {
                 canceled: false,
                 conn: None,
                 done: None,
+                swept: false,
                 transferred: 0,
                 remote_valid: t.remote_ok(req.remote_addr, req.remote_addr + req.local.len, need),
                 target_registers: t.registers,
@@ -251,8 +255,7 @@ impl World {
                 req.op, req.local.addr, req.local.len, req.remote_addr, rec.remote_valid
             ));
             self.tasks.insert(k, rec);
-            self.shells[a].pins.insert(k, pin);
-            self.shells[a].queued[p].push_back(k);
+            self.rt[a].queued[p].push_back(k);
         }
         self.pump(a);
         // Sometimes cancel one of them while its requests are in flight.
@@ -278,11 +281,11 @@ impl World {
             _ => Perm::REMOTE_READ_WRITE,
         };
         let overlap = self.models[n].overlaps_region(start, start + len);
-        let got = self
-            .fab
-            .node_mut(NodeId(n))
-            .reg
-            .register(Region::new(start, len, Location::Cpu, perm));
+        let got =
+            self.fab
+                .node_mut(NodeId(n))
+                .ep
+                .register_batch(&[Region::new(start, len, Location::Cpu, perm)]);
         self.log(format_args!(
             "node {n} registers {start:#x}+{len} {perm:?}: {got:?}"
         ));
@@ -316,7 +319,7 @@ impl World {
         };
         let r = live[i];
         let held = self.models[n].held(r.base, r.base + r.len);
-        let got = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, r.base);
+        let got = self.fab.node_mut(NodeId(n)).ep.unregister(Location::Cpu, r.base);
         self.log(format_args!(
             "node {n} unregisters {:#x}: {got:?} (held {held})",
             r.base
@@ -340,11 +343,14 @@ impl World {
     /// A burst of 1 to 8 notifications to one peer (bursts fill the
     /// receiving link's inbox when its shell takes them late).
     fn notify(&mut self, a: usize) {
-        let nodes = self.shells.len();
+        let nodes = self.rt.len();
         let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
         for _ in 0..self.rng().range(1, 8) {
-            if self.standalone(&self.shells[a].notes[p]) >= NOTE_QUEUE {
-                break;
+            let s = self.rt[a].seg[p].expect("a segment per peer");
+            match self.fab.node_mut(NodeId(a)).ep.reserve_note(s) {
+                Ok(()) => {}
+                Err(e) if e.code() == ErrorCode::NotReady => break,
+                Err(e) => return self.violation(format!("node {a}: reserve_note refused: {e}")),
             }
             self.notes.push(NoteRec {
                 from: a,
@@ -355,7 +361,7 @@ impl World {
             });
             let id = self.notes.len() as u64 - 1;
             self.log(format_args!("node {a} notifies node {p}: note {id}"));
-            self.shells[a].notes[p].push_back(id);
+            self.rt[a].notes[p].push_back(id);
             self.pump(a);
         }
     }
@@ -381,19 +387,25 @@ impl World {
         self.log(format_args!("node {a} cancels {k:?}"));
         let rec = self.tasks.get_mut(&k).expect("running task");
         rec.canceled = true;
-        let (id, peer, conn) = (rec.id, rec.peer, rec.conn);
-        if let Some(pos) = self.shells[a].queued[peer].iter().position(|q| *q == k) {
-            self.shells[a].queued[peer].remove(pos);
-            return self.finish_task(k, ErrorCode::Canceled);
-        }
-        if let Some(c) = conn {
-            if let Some((link, _)) = self.fab.link_mut(c, NodeId(a)) {
-                link.cancel(id);
-                let mut reports = std::mem::take(&mut self.reports);
-                self.fab.drain(c, NodeId(a), &mut reports);
-                self.reports = reports;
+        let (id, conn) = (rec.id, rec.conn);
+        match self.fab.node_mut(NodeId(a)).ep.cancel_task(id) {
+            Ok(Cancel::Ended) => {}
+            Ok(Cancel::OnLink { .. }) => {
+                let Some(c) = conn else {
+                    return self.violation(format!(
+                        "task {k:?}: the endpoint says it is on a link, model: queued"
+                    ));
+                };
+                if let Some((link, _)) = self.fab.link_mut(c, NodeId(a)) {
+                    link.cancel(id);
+                    let mut reports = std::mem::take(&mut self.reports);
+                    self.fab.drain(c, NodeId(a), &mut reports);
+                    self.reports = reports;
+                }
             }
+            Err(e) => return self.violation(format!("task {k:?}: cancel refused: {e}")),
         }
+        self.pump(a);
     }
 
     fn free_batches(&mut self, a: usize) {
@@ -407,7 +419,7 @@ impl World {
                 continue;
             }
             let id = self.batches[&b].id;
-            let got = self.shells[a].batches.free(id);
+            let got = self.fab.node_mut(NodeId(a)).ep.free_batch(id);
             match (&got, pending) {
                 (Ok(()), false) => {
                     self.log(format_args!("node {a} frees batch {:#x}", b.1));
@@ -441,9 +453,9 @@ impl World {
 
     /// Asks a peer, over this node's connection to it, for its regions.
     fn query(&mut self, a: usize) {
-        let nodes = self.shells.len();
+        let nodes = self.rt.len();
         let p = (a + 1 + self.rng().below(nodes as u64 - 1) as usize) % nodes;
-        let Some(c) = self.shells[a].out[p] else {
+        let Some(c) = self.rt[a].out[p] else {
             return;
         };
         let Some((link, _)) = self.fab.link_mut(c, NodeId(a)) else {
@@ -512,25 +524,45 @@ impl World {
     fn restart(&mut self, n: usize) {
         let reset = self.rng().chance(1, 2);
         self.log(format_args!("restart node {n} (reset registry {reset})"));
-        for p in 0..self.shells.len() {
-            while let Some(k) = self.shells[n].queued[p].pop_front() {
-                self.finish_task(k, ErrorCode::Disconnected);
+        // The process goes: its queued work fails, its queued
+        // notification bytes are lost.
+        for p in 0..self.rt.len() {
+            for k in self.rt[n].queued[p].clone() {
+                if let Some(r) = self.tasks.get_mut(&k) {
+                    r.swept = true;
+                }
             }
-            while let Some(id) = self.shells[n].notes[p].pop_front() {
-                self.notes[id as usize].state = NoteState::Lost;
-                let to = self.notes[id as usize].to;
-                self.models[to].release(Owner::Note(id));
+            while let Some(id) = self.rt[n].notes[p].pop_front() {
+                self.note_ends(id, NoteState::Lost);
+                if let Some(s) = self.rt[n].seg[p] {
+                    self.fab.node_mut(NodeId(n)).ep.note_sent(s);
+                }
             }
         }
+        let why = status!(Disconnected, "node {n} restarted");
+        self.fab.node_mut(NodeId(n)).ep.fail_queued(&why);
+        self.sync(n);
         let mut reports = std::mem::take(&mut self.reports);
         self.fab.restart(NodeId(n), &mut reports);
         self.reports = reports;
         self.handle_reports();
         if reset {
-            if !self.shells[n].pins.is_empty() {
-                return self.violation(format!("node {n}: tasks still pinned after restart"));
+            let left = self.fab.node(NodeId(n)).ep.tasks_in_flight();
+            if left != 0 {
+                return self.violation(format!("node {n}: {left} tasks still in flight after restart"));
             }
-            self.fab.reset_registry(NodeId(n));
+            // A process that registers anew: everything it had goes.
+            let bases: Vec<u64> = self.models[n].regions.iter().map(|r| r.base).collect();
+            for base in bases {
+                match self.fab.node_mut(NodeId(n)).ep.unregister(Location::Cpu, base) {
+                    Ok(Unregister::Removed(_)) => {}
+                    other => {
+                        return self.violation(format!(
+                            "node {n}: unregister {base:#x} after restart answered {other:?}"
+                        ))
+                    }
+                }
+            }
             let m = &mut self.models[n];
             m.regions.clear();
             m.unregisters += 1;

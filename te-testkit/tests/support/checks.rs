@@ -1,13 +1,13 @@
 //! The invariants: what every report from the fabric, and every step, must
 //! satisfy against the model.
 
-use te_driver_sim::fabric::{ConnId, NodeId};
 use te_proto::batch::Op;
 use te_proto::link::{Event, Notification, SegmentPage, MAX_LINK_TASKS, MAX_OUTSTANDING};
 use te_proto::{ErrorCode, Location, Perm, Span, TaskId};
+use te_testkit::fabric::{ConnId, NodeId};
 
 use super::model::{Owner, TaskKey};
-use super::shell::NOTE_QUEUE;
+use super::runtime::{code_of_state, NOTE_QUEUE};
 use super::world::{key_of, NoteState, World};
 
 fn code_of(r: &te_proto::Result<()>) -> ErrorCode {
@@ -41,8 +41,14 @@ impl World {
                     ));
                 }
                 rec.transferred = transferred;
-                if let Err(e) = self.shells[node].batches.set_progress(task, transferred) {
-                    self.violation(format!("task {k:?}: batch table refused progress: {e}"));
+                let seg = self.seg_of_conn(node, conn).map(|(_, s)| s);
+                let ep = &mut self.fab.node_mut(NodeId(node)).ep;
+                let back = ep.handle_link_event(seg, Event::Progress { task, transferred });
+                let got = ep.task_status(task).map(|t| t.transferred);
+                if back.is_some() || got != Ok(transferred) {
+                    self.violation(format!(
+                        "task {k:?}: endpoint took progress {transferred} as {got:?}, {back:?}"
+                    ));
                 }
             }
             Event::TaskDone { task, result } => self.on_done(conn, node, task, &result),
@@ -50,10 +56,21 @@ impl World {
                 let f = self.fab.faults(conn);
                 self.log(format_args!("conn {} node {node} closed: {why}", conn.0));
                 if !(f.cut || f.frozen || f.closed) {
-                    self.violation(format!(
+                    return self.violation(format!(
                         "link of node {node} on conn {} closed with no fault injected: {why}",
                         conn.0
                     ));
+                }
+                let seg = self.seg_of_conn(node, conn);
+                let ep = &mut self.fab.node_mut(NodeId(node)).ep;
+                if ep
+                    .handle_link_event(seg.map(|(_, s)| s), Event::Closed(why))
+                    .is_none()
+                {
+                    return self.violation(format!("node {node}: the endpoint kept a Closed event"));
+                }
+                if let Some((p, _)) = seg {
+                    self.link_gone(node, p);
                 }
             }
             Event::Notification => {}
@@ -100,7 +117,22 @@ impl World {
             }
             self.check_bytes(k);
         }
-        self.finish_task(k, code);
+        let seg = self.seg_of_conn(node, conn).map(|(_, s)| s);
+        let ep = &mut self.fab.node_mut(NodeId(node)).ep;
+        let back = ep.handle_link_event(
+            seg,
+            Event::TaskDone {
+                task,
+                result: result.clone(),
+            },
+        );
+        let got = ep.task_status(task).map(|t| code_of_state(t.state));
+        if back.is_some() || got != Ok(code) {
+            return self.violation(format!(
+                "task {k:?} done {code:?}: the endpoint says {got:?}, {back:?}"
+            ));
+        }
+        self.task_ended(k, code);
     }
 
     /// A completed task moved exactly the expected bytes.
@@ -250,11 +282,9 @@ impl World {
                 self.note_ends(id as u64, NoteState::Lost);
             }
         }
-        for s in &mut self.shells {
-            for o in &mut s.out {
-                if *o == Some(conn) {
-                    *o = None;
-                }
+        for n in 0..self.rt.len() {
+            if let Some((p, _)) = self.seg_of_conn(n, conn) {
+                self.link_gone(n, p);
             }
         }
     }
@@ -265,7 +295,7 @@ impl World {
             if !self.models[n].regions.iter().any(|r| r.draining) {
                 continue;
             }
-            let reg = &self.fab.node(NodeId(n)).reg;
+            let reg = self.fab.node(NodeId(n)).reg();
             self.models[n]
                 .regions
                 .retain(|r| !r.draining || reg.pins(Location::Cpu, r.base).is_some());
@@ -284,7 +314,7 @@ impl World {
                 if !self.fab.is_open(c, me) {
                     continue;
                 }
-                let window = (self.shells[peer.0].cfg.max_outstanding as usize).min(MAX_OUTSTANDING);
+                let window = (self.rt[peer.0].cfg.max_outstanding as usize).min(MAX_OUTSTANDING);
                 let req = link.requests_in_flight();
                 if req > window {
                     self.violation(format!(
@@ -294,12 +324,8 @@ impl World {
                 }
             }
         }
-        for n in 0..self.shells.len() {
-            if self.shells[n]
-                .notes
-                .iter()
-                .any(|q| self.standalone(q) > NOTE_QUEUE)
-            {
+        for n in 0..self.rt.len() {
+            if self.rt[n].notes.iter().any(|q| q.len() > NOTE_QUEUE as usize) {
                 let what = format!("node {n}: more than {NOTE_QUEUE} notifications queued for a peer");
                 self.fab.violation(what);
             }
@@ -319,19 +345,27 @@ impl World {
                 }
             }
         }
-        for n in 0..self.shells.len() {
-            let (b, t) = self
+        for n in 0..self.rt.len() {
+            let running = self
+                .tasks
+                .iter()
+                .filter(|(k, r)| k.0 == n && r.done.is_none())
+                .count();
+            let ep = &self.fab.node(NodeId(n)).ep;
+            if ep.tasks_in_flight() != running {
+                let got = ep.tasks_in_flight();
+                self.violation(format!(
+                    "node {n}: endpoint has {got} tasks in flight, model {running}"
+                ));
+            }
+            let stale = self
                 .batches
                 .iter()
                 .filter(|((node, _), _)| *node == n)
-                .fold((0, 0), |(b, t), (_, r)| (b + 1, t + r.capacity as usize));
-            let table = &self.shells[n].batches;
-            if table.batches_in_use() != b || table.tasks_in_use() != t {
-                let got = (table.batches_in_use(), table.tasks_in_use());
-                self.violation(format!(
-                    "node {n}: batch table holds {got:?} batches/task slots, model {:?}",
-                    (b, t)
-                ));
+                .find(|(_, r)| self.fab.node(NodeId(n)).ep.batch_status(r.id).is_err())
+                .map(|(b, _)| *b);
+            if let Some(b) = stale {
+                self.violation(format!("node {n}: the endpoint lost batch {b:?}"));
             }
         }
     }

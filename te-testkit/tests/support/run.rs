@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use te_driver_sim::fabric::{Fabric, FabricConfig, NodeId, Sabotage, SimRng};
-use te_proto::batch::{BatchSlot, BatchTable, Task};
+use te_proto::endpoint::{Endpoint, EndpointConfig, Parts};
 use te_proto::link::LinkConfig;
 use te_proto::{Location, Span, Unregister};
+use te_testkit::fabric::{Fabric, FabricConfig, NodeId, Sabotage};
+use te_testkit::rng::SimRng;
 
 use super::model::NodeModel;
-use super::shell::Shell;
+use super::runtime::{Runtime, NOTE_QUEUE};
 use super::workload::{ms, ARENA, REGIONS};
 use super::world::World;
 
@@ -41,11 +42,27 @@ impl World {
         let mut fab = Fabric::new(seed, cfg);
         let n = fab.rng().range(2, 4) as usize;
         let secret = fab.rng().chance(1, 4);
-        let mut shells = Vec::new();
+        let mut rt = Vec::new();
         let mut models = Vec::new();
         for i in 0..n {
             let base = 0x10_0000 * (i as u64 + 1);
-            let node = fab.add_node(base, ARENA, REGIONS);
+            // One transfer timeout per engine: short, long, or all but none.
+            let timeout = match fab.rng().below(8) {
+                0..=1 => Duration::from_secs(60),
+                2 => Duration::from_micros(fab.rng().range(500, 15_000)),
+                _ => ms(fab.rng().range(20, 3000)),
+            };
+            let ep_cfg = EndpointConfig {
+                transfer_timeout: timeout,
+                max_notifications: NOTE_QUEUE,
+                ..EndpointConfig::default()
+            };
+            let parts = Parts::with_capacity(REGIONS, 8, 48, n);
+            let mut ep = Endpoint::new(ep_cfg, parts).expect("as many entries as slots");
+            let seg: Vec<_> = (0..n)
+                .map(|p| (p != i).then(|| ep.open_segment(&format!("node{p}")).expect("a slot per peer")))
+                .collect();
+            let node = fab.add_node(base, ARENA, ep);
             let mut bytes = vec![0u8; ARENA];
             fab.rng().fill(&mut bytes);
             if let Some(m) = fab.node_mut(node).arena.get_mut(Span::cpu(base, ARENA as u64)) {
@@ -61,23 +78,21 @@ impl World {
             if secret {
                 cfg = cfg.with_secret(b"simulated secret").expect("valid secret");
             }
-            shells.push(Shell {
-                batches: BatchTable::new(
-                    vec![BatchSlot::EMPTY; 8].into_boxed_slice(),
-                    vec![Task::EMPTY; 48].into_boxed_slice(),
-                ),
+            rt.push(Runtime {
                 cfg,
+                timeout,
+                seg,
                 out: vec![None; n],
-                queued: vec![VecDeque::new(); n],
                 notes: vec![VecDeque::new(); n],
-                pins: BTreeMap::new(),
+                wanted: vec![false; n],
+                queued: vec![VecDeque::new(); n],
             });
         }
         let mut w = World {
             queries: BTreeMap::new(),
             infos: [0; 3],
             fab,
-            shells,
+            rt,
             models,
             tasks: BTreeMap::new(),
             batches: BTreeMap::new(),
@@ -96,7 +111,7 @@ impl World {
 
     /// Whether every registry is empty and no link has a request in flight.
     fn idle(&self) -> bool {
-        let regs = (0..self.shells.len()).all(|n| self.fab.node(NodeId(n)).reg.is_empty());
+        let regs = (0..self.rt.len()).all(|n| self.fab.node(NodeId(n)).reg().is_empty());
         regs && self.fab.live_conns().all(|c| {
             let (a, b) = self.fab.nodes_of(c);
             [a, b]
@@ -144,17 +159,17 @@ impl World {
             return self.violation(format!("still running 30 s after the workload: {left:?}"));
         }
         for (b, rec) in std::mem::take(&mut self.batches) {
-            if let Err(e) = self.shells[b.0].batches.free(rec.id) {
+            if let Err(e) = self.fab.node_mut(NodeId(b.0)).ep.free_batch(rec.id) {
                 self.violation(format!("node {}: free of finished batch: {e}", b.0));
             }
-            let st = self.shells[b.0].batches.status(rec.id);
+            let st = self.fab.node(NodeId(b.0)).ep.batch_status(rec.id);
             if st.is_ok() {
                 self.violation(format!("node {}: freed batch still answers {st:?}", b.0));
             }
         }
         self.check_batch_table();
         self.settle(ms(50));
-        for n in 0..self.shells.len() {
+        for n in 0..self.rt.len() {
             let bases: Vec<u64> = self.models[n]
                 .regions
                 .iter()
@@ -162,7 +177,7 @@ impl World {
                 .map(|r| r.base)
                 .collect();
             for base in bases {
-                let got = self.fab.node_mut(NodeId(n)).reg.unregister(Location::Cpu, base);
+                let got = self.fab.node_mut(NodeId(n)).ep.unregister(Location::Cpu, base);
                 let m = &mut self.models[n];
                 match got {
                     Ok(Unregister::Removed(_)) => m.regions.retain(|r| r.base != base),
@@ -181,8 +196,8 @@ impl World {
         while !self.failed() && self.now() < limit && !self.idle() {
             self.settle(ms(50));
         }
-        for n in 0..self.shells.len() {
-            let reg = &self.fab.node(NodeId(n)).reg;
+        for n in 0..self.rt.len() {
+            let reg = self.fab.node(NodeId(n)).reg();
             if !reg.is_empty() {
                 let left: Vec<_> = reg
                     .regions()

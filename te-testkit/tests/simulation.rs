@@ -1,8 +1,8 @@
-//! Deterministic simulation: te-proto links on the te-driver-sim fabric
+//! Deterministic simulation: te-proto links on the te-testkit fabric
 //! under random partial IO, delays, cuts, frozen and restarted peers, with
 //! a random workload and invariants checked after every step.
 //!
-//! - `cargo test -p te-driver-sim --test simulation`: seeds 0..10_000.
+//! - `cargo test -p te-testkit --test simulation`: seeds 0..10_000.
 //! - `TE_SIM_SEEDS=N`: run N seeds; `TE_SIM_START=S`: start at seed S.
 //! - `TE_SIM_SEED=S`: run exactly seed S with a trace of what happens.
 //! - `TE_SIM_THREADS=T`: run seeds on T threads (default: one per core);
@@ -31,7 +31,7 @@ fn random_seeds_keep_every_invariant() {
         let out = run_seed(seed, None, true);
         assert!(
             out.violations.is_empty(),
-            "seed {seed}: {:?}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation -- --nocapture",
+            "seed {seed}: {:?}\nreplay: TE_SIM_SEED={seed} cargo test -p te-testkit --test simulation -- --nocapture",
             out.violations
         );
         eprintln!(
@@ -48,7 +48,7 @@ fn random_seeds_keep_every_invariant() {
     let totals = run_seeds(start, count, threads);
     if let Some((seed, v)) = totals.first_failure {
         panic!(
-            "seed {seed} broke an invariant at {} ns: {}\nreplay: TE_SIM_SEED={seed} cargo test -p te-driver-sim --test simulation -- --nocapture",
+            "seed {seed} broke an invariant at {} ns: {}\nreplay: TE_SIM_SEED={seed} cargo test -p te-testkit --test simulation -- --nocapture",
             v.at.as_nanos(),
             v.what
         );
@@ -83,7 +83,7 @@ struct Totals {
     tasks: u64,
     endings: BTreeMap<String, u64>,
     /// The smallest seed that broke an invariant, with its first violation.
-    first_failure: Option<(u64, te_driver_sim::fabric::Violation)>,
+    first_failure: Option<(u64, te_testkit::fabric::Violation)>,
 }
 
 /// Runs seeds `start..start + count` on `threads` threads, each taking the

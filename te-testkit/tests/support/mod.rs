@@ -1,5 +1,5 @@
-//! Deterministic simulation of te-proto links on the te-driver-sim
-//! fabric: a random workload per seed, a reference model and invariants
+//! Deterministic simulation of te-proto's `Endpoint` and `Link`s on the
+//! te-testkit fabric: a random workload per seed, a reference model and invariants
 //! checked after every step.
 //!
 //! | module | holds |
@@ -7,21 +7,21 @@
 //! | `world` | the world's state and the step loop |
 //! | `run` | one seed: setup, operations, drain, final checks |
 //! | `workload` | the random operations |
-//! | `shell` | each node's engine-like shell (queues, pins, batch table) |
+//! | `runtime` | each node's runtime around its real `te_proto::Endpoint`, as te-runtime's core |
 //! | `model` | expected memory, regions and holds of each node |
 //! | `checks` | the invariants checked on every report and step |
 
 mod checks;
 mod model;
 mod run;
-mod shell;
+mod runtime;
 mod workload;
 mod world;
 
 use std::collections::BTreeMap;
-pub use te_driver_sim::fabric::Sabotage;
+pub use te_testkit::fabric::Sabotage;
 
-use te_driver_sim::fabric::Violation;
+use te_testkit::fabric::Violation;
 
 pub use self::world::World;
 

@@ -1,4 +1,4 @@
-//! The simulation's one source of randomness: SplitMix64, a few lines with
+//! One seeded RNG for every test of te: the simulation's one source of randomness: SplitMix64, a few lines with
 //! the same output on every platform, so a seed replays bit for bit.
 
 /// A seeded pseudo-random generator (SplitMix64). Not for cryptography.

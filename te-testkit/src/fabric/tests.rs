@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
+use te_proto::endpoint::{Endpoint, EndpointConfig, Parts};
 use te_proto::link::{Event, LinkConfig};
 use te_proto::{ErrorCode, Instant, Location, Perm, Region, Span};
 
@@ -16,11 +17,12 @@ const LEN: usize = 64 << 10;
 /// 64 KiB write from a to b submitted on it.
 fn pair(seed: u64) -> (Fabric, NodeId, NodeId, ConnId) {
     let mut fab = Fabric::new(seed, FabricConfig::default());
-    let a = fab.add_node(A, LEN, 2);
-    let b = fab.add_node(B, LEN, 2);
+    let ep = || Endpoint::new(EndpointConfig::default(), Parts::with_capacity(2, 1, 1, 1)).unwrap();
+    let a = fab.add_node(A, LEN, ep());
+    let b = fab.add_node(B, LEN, ep());
     for (n, base) in [(a, A), (b, B)] {
         let r = Region::new(base, LEN as u64, Location::Cpu, Perm::REMOTE_READ_WRITE);
-        fab.node_mut(n).reg.register(r).unwrap();
+        fab.node_mut(n).ep.register_batch(&[r]).unwrap();
     }
     let mut bytes = vec![0u8; LEN];
     fab.rng().fill(&mut bytes);
@@ -129,7 +131,7 @@ fn a_cut_disconnects_both_links_and_frees_the_pins() {
     assert!(got.contains(&(b, ErrorCode::Disconnected)), "{got:?}");
     assert!(matches!(reports.last(), Some(Report::Gone { .. })));
     assert!(fab.faults(c).cut && !fab.is_open(c, a) && !fab.is_open(c, b));
-    assert_eq!(fab.node(b).reg.pins(Location::Cpu, B), Some(0));
+    assert_eq!(fab.node(b).reg().pins(Location::Cpu, B), Some(0));
 }
 
 #[test]
