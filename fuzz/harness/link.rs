@@ -47,7 +47,7 @@ use sha2::Sha256;
 
 use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
 use te_proto::link::{
-    caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, Transmit, MAX_LINK_TASKS,
+    Caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, Transmit, MAX_LINK_TASKS,
     MAX_LOCAL_MAPS, MAX_OUTSTANDING,
 };
 use te_proto::wire::{
@@ -500,10 +500,10 @@ impl Harness {
         cfg.max_outstanding = if flags & F_TIGHT != 0 { 2 } else { 8 };
         cfg.host_id = [7; 32];
         if flags & F_OFFER_LOCAL != 0 {
-            cfg.caps = caps::PROCESS_VM;
+            cfg.caps = Caps::PROCESS_VM;
         }
         if flags & F_MAPS != 0 {
-            cfg.caps |= caps::SHARED_MEMORY;
+            cfg.caps |= Caps::SHARED_MEMORY;
         }
         if flags & F_SECRET != 0 {
             cfg = cfg.with_secret(SECRET).expect("valid secret");
@@ -920,7 +920,7 @@ impl Harness {
                 };
                 let hello = Hello {
                     caps: if self.flags & F_MAPS != 0 {
-                        caps::SHARED_MEMORY | caps::PROCESS_VM
+                        (Caps::SHARED_MEMORY | Caps::PROCESS_VM).bits()
                     } else {
                         0
                     },
@@ -1868,7 +1868,7 @@ impl Harness {
                 && self
                     .link
                     .peer()
-                    .is_some_and(|p| p.caps & caps::SHARED_MEMORY != 0);
+                    .is_some_and(|p| p.caps.contains(Caps::SHARED_MEMORY));
             let bad = len == 0
                 || base == 0
                 || base.checked_add(len).is_none()

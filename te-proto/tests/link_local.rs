@@ -7,7 +7,7 @@ mod support;
 
 use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
-use te_proto::link::{caps, LinkConfig, LocalMap, PidChallenge, MAX_LOCAL_MAPS};
+use te_proto::link::{Caps, LinkConfig, LocalMap, PidChallenge, MAX_LOCAL_MAPS};
 use te_proto::wire::{Decoder, Frame, LocalAccess, Opcode, Progress, MAX_CONTROL_LEN, PID_SOCKET_MAX};
 use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
 
@@ -17,7 +17,7 @@ const REMOTE: u64 = 0x9000_0000_0000;
 
 fn offering(name: &str) -> LinkConfig {
     let mut c = config(name, 64 << 10);
-    c.caps = caps::PROCESS_VM;
+    c.caps = Caps::PROCESS_VM;
     c
 }
 
@@ -261,7 +261,7 @@ fn pid_challenges_reach_the_peer_once() {
 /// Offers the same-host path and maps announced buffers.
 fn mapping(name: &str) -> LinkConfig {
     let mut c = offering(name);
-    c.caps |= caps::SHARED_MEMORY;
+    c.caps |= Caps::SHARED_MEMORY;
     c
 }
 

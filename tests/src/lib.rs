@@ -127,7 +127,7 @@ impl SilentPeer {
     fn spawn(same_host: bool, challenge: Option<Vec<u8>>) -> SilentPeer {
         use std::io::Write;
         use std::sync::atomic::Ordering;
-        use te_proto::link::caps;
+        use te_proto::link::Caps;
         use te_proto::wire::{Frame, Hello, AUTH_NONE, MAX_CONTROL_LEN};
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind silent peer");
@@ -151,7 +151,7 @@ impl SilentPeer {
                     false => [0; 32],
                 };
                 let ack = Frame::HelloAck(Hello {
-                    caps: if same_host { caps::PROCESS_VM } else { 0 },
+                    caps: if same_host { Caps::PROCESS_VM.bits() } else { 0 },
                     max_payload: 1 << 20,
                     max_outstanding: 32,
                     auth: AUTH_NONE,

@@ -15,14 +15,19 @@ pub const MAX_OUTSTANDING: usize = 64;
 /// `NotReady` until a task ends.
 pub const MAX_LINK_TASKS: usize = 128;
 
-/// Capability bits advertised in the handshake.
-pub mod caps {
-    /// The sender maps the buffers its same-host peer announces with
-    /// `LocalMap` (docs/PROTOCOL.md, "Mapped buffers"); a peer may send
-    /// `LocalMap` only to a side that set this bit.
-    pub const SHARED_MEMORY: u32 = 1 << 0;
-    /// The sender can copy to and from a same-host peer's memory by process id.
-    pub const PROCESS_VM: u32 = 1 << 1;
+bitflags::bitflags! {
+    /// Capability bits a side sends in its handshake (docs/PROTOCOL.md).
+    /// Bits this version does not know are kept as the peer sent them and
+    /// mean nothing here. The default is none.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Caps: u32 {
+        /// The sender maps the buffers its same-host peer announces with
+        /// `LocalMap` (docs/PROTOCOL.md, "Mapped buffers"); a peer may send
+        /// `LocalMap` only to a side that set this bit.
+        const SHARED_MEMORY = 1 << 0;
+        /// The sender can copy to and from a same-host peer's memory by process id.
+        const PROCESS_VM = 1 << 1;
+    }
 }
 
 /// Settings of one link.
@@ -32,8 +37,8 @@ pub struct LinkConfig {
     pub segment_name: heapless::String<SEGMENT_NAME_MAX>,
     /// Opaque host identity, for same-host detection by the peer.
     pub host_id: [u8; 32],
-    /// Capability bits ([`caps`]).
-    pub caps: u32,
+    /// Capability bits.
+    pub caps: Caps,
     /// Largest payload of one frame, both accepted and sent (4 KiB to 16 MiB;
     /// default 1 MiB). Larger transfers are cut into frames of this size.
     pub max_payload: u32,
@@ -65,7 +70,7 @@ impl LinkConfig {
         Ok(LinkConfig {
             segment_name: name,
             host_id: [0; 32],
-            caps: 0,
+            caps: Caps::empty(),
             max_payload: 1 << 20,
             max_outstanding: 32,
             heartbeat_interval: Duration::from_secs(1),
@@ -142,7 +147,7 @@ pub struct PeerInfo {
     /// The peer's host identity.
     pub host_id: [u8; 32],
     /// The peer's capability bits.
-    pub caps: u32,
+    pub caps: Caps,
     /// Largest payload the peer accepts.
     pub max_payload: u32,
     /// Most requests the peer accepts in flight.

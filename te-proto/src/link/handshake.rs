@@ -2,7 +2,7 @@
 //! side's `Hello`, the peer's `Hello`/`HelloAck`/`Auth`, and the proofs of
 //! the shared secret.
 
-use super::config::PeerInfo;
+use super::config::{Caps, PeerInfo};
 use super::state::{Phase, Reg, State};
 use crate::auth::{self, Side};
 use crate::registry::Entry;
@@ -13,7 +13,7 @@ impl State {
     /// This side's `Hello` (or `HelloAck`) fields.
     pub(super) fn hello(&self) -> Hello<'_> {
         Hello {
-            caps: self.cfg.caps,
+            caps: self.cfg.caps.bits(),
             max_payload: self.cfg.max_payload,
             max_outstanding: self.cfg.max_outstanding,
             auth: if self.cfg.secret.is_some() {
@@ -36,7 +36,7 @@ impl State {
         self.peer = Some(PeerInfo {
             segment_name: name,
             host_id: h.host_id,
-            caps: h.caps,
+            caps: Caps::from_bits_retain(h.caps),
             max_payload: h.max_payload,
             max_outstanding: h.max_outstanding,
         });

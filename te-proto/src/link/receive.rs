@@ -1,7 +1,7 @@
 //! Frames received: the phase rules of docs/PROTOCOL.md 7.1, then each
 //! frame handed to the half that owns what it is about.
 
-use super::config::caps;
+use super::config::Caps;
 use super::event::{Notification, PidChallenge};
 use super::state::{Phase, Reading, Reg, State};
 use crate::batch::Op;
@@ -158,7 +158,7 @@ impl State {
             Frame::LocalRead(a) => self.on_copy(Op::Read, a, reg),
             Frame::LocalWrite(a) => self.on_copy(Op::Write, a, reg),
             Frame::LocalMap(m) => {
-                if self.cfg.caps & caps::SHARED_MEMORY == 0 {
+                if !self.cfg.caps.contains(Caps::SHARED_MEMORY) {
                     return self.violation(
                         reg,
                         format_args!(
@@ -198,7 +198,7 @@ impl State {
             let (len, max) = (a.len, self.cfg.max_payload);
             return self.violation(reg, format_args!("copy of {len} bytes exceeds max payload {max}"));
         }
-        let offered = self.cfg.caps & caps::PROCESS_VM != 0;
+        let offered = self.cfg.caps.contains(Caps::PROCESS_VM);
         self.same_host.on_copy(op, a, offered, &mut self.target, reg);
     }
 

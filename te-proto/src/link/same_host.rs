@@ -12,7 +12,7 @@ use core::ops::Deref;
 
 use heapless::Deque;
 
-use super::config::{caps, PeerInfo, MAX_OUTSTANDING};
+use super::config::{Caps, PeerInfo, MAX_OUTSTANDING};
 use super::event::{LocalCopy, PidChallenge};
 use super::maps::{InMaps, OutMaps};
 use super::target::{Response, Target};
@@ -236,7 +236,7 @@ impl SameHostMut<'_> {
     /// same-host frames go only to a peer that offers the path.
     fn peer_offers(&self) -> Result<()> {
         match self.peer {
-            Some(p) if p.caps & caps::PROCESS_VM != 0 => Ok(()),
+            Some(p) if p.caps.contains(Caps::PROCESS_VM) => Ok(()),
             Some(p) => Err(status!(
                 NotSupported,
                 "peer {:?} does not offer the same-host path",
@@ -286,14 +286,14 @@ impl SameHostMut<'_> {
     /// Errors: `Invalid` for a length of 0, a null or wrapping range, an id
     /// announced or still being withdrawn, or a range overlapping an
     /// announced buffer; `NotSupported` when the peer did not set
-    /// [`caps::SHARED_MEMORY`] or the same-host path is not enabled
+    /// [`Caps::SHARED_MEMORY`] or the same-host path is not enabled
     /// ([`local_copy`](SameHost::local_copy)); `NotReady` when
     /// [`MAX_LOCAL_MAPS`](super::MAX_LOCAL_MAPS) buffers are announced or
     /// waiting to be withdrawn; `Disconnected` when closed.
     pub fn announce_local_map(&mut self, m: LocalMap) -> Result<()> {
         self.open()?;
         match self.peer {
-            Some(p) if p.caps & caps::SHARED_MEMORY != 0 => {}
+            Some(p) if p.caps.contains(Caps::SHARED_MEMORY) => {}
             Some(p) => {
                 return Err(status!(
                     NotSupported,

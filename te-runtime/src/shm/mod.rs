@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use te_proto::link::{caps, Link, LinkConfig, LocalCopy, PidChallenge};
+use te_proto::link::{Caps, Link, LinkConfig, LocalCopy, PidChallenge};
 use te_proto::{status, Instant, Location};
 use tracing::{debug, info, warn};
 
@@ -140,7 +140,7 @@ impl SameHost {
             .and_then(|notice| Ok((notice, pidproof::Verifier::start()?)));
         match started {
             Ok((notice, v)) => {
-                link.caps |= caps::PROCESS_VM | caps::SHARED_MEMORY;
+                link.caps |= Caps::PROCESS_VM | Caps::SHARED_MEMORY;
                 SameHost {
                     verifier: Some(Arc::new(v)),
                     notice: Some(notice),
@@ -169,7 +169,7 @@ impl SameHost {
         let (link, st) = (&mut conn.link, &mut conn.shm);
         let Some(peer) = link.peer() else { return };
         let name = peer.segment_name.to_string();
-        if peer.caps & caps::PROCESS_VM == 0 {
+        if !peer.caps.contains(Caps::PROCESS_VM) {
             st.refused = Some(format!("peer {name} does not offer the same-host path"));
             return;
         }
