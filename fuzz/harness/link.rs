@@ -1791,7 +1791,7 @@ impl Harness {
                 len,
                 location: area.location,
             },
-            target: 1,
+            segment: 1,
             remote_addr: base + roff,
             remote_location,
         };
@@ -2004,7 +2004,7 @@ impl Harness {
         let req = TransferRequest {
             op: Op::Read,
             local: REGIONS[0].span,
-            target: 1,
+            segment: 1,
             remote_addr: 0x1000,
             remote_location: None,
         };

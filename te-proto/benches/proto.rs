@@ -136,7 +136,7 @@ fn links(c: &mut Criterion) {
             let req = TransferRequest {
                 op: Op::Read,
                 local: Span::cpu(0x1000, len),
-                target: 0,
+                segment: 0,
                 remote_addr: 0x1000,
                 remote_location: None,
             };

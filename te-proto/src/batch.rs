@@ -26,7 +26,7 @@
 //! let req = TransferRequest {
 //!     op: Op::Write,
 //!     local: Span::cpu(0x1000, 4096),
-//!     target: 1,
+//!     segment: 1,
 //!     remote_addr: 0x20_0000,
 //!     remote_location: None,
 //! };
@@ -123,16 +123,16 @@ pub enum Op {
 }
 
 /// One transfer: `local.len` bytes between `local` and `remote_addr` in the
-/// segment `target`.
+/// segment `segment`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransferRequest {
     /// Read or write.
     pub op: Op,
     /// The local memory; its length is the length of the transfer.
     pub local: Span,
-    /// The target segment (peer) handle.
-    pub target: u32,
-    /// First byte of the remote range in the target's address space.
+    /// The segment (peer) handle.
+    pub segment: u32,
+    /// First byte of the remote range in the segment's address space.
     pub remote_addr: u64,
     /// Where the remote bytes live, when the caller knows; `None` lets the
     /// target's registration decide.
@@ -143,7 +143,7 @@ impl TransferRequest {
     const EMPTY: TransferRequest = TransferRequest {
         op: Op::Read,
         local: Span::cpu(0, 0),
-        target: 0,
+        segment: 0,
         remote_addr: 0,
         remote_location: None,
     };
@@ -846,7 +846,7 @@ mod tests {
         TransferRequest {
             op: Op::Write,
             local: Span::cpu(0x1000, len),
-            target: 7,
+            segment: 7,
             remote_addr: 0x9000,
             remote_location: Some(Location::Sim(1)),
         }

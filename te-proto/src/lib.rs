@@ -51,7 +51,7 @@
 //! let read = TransferRequest {
 //!     op: Op::Read,
 //!     local: Span::cpu(LOCAL, 8),
-//!     target: 0,
+//!     segment: 0,
 //!     remote_addr: REMOTE,
 //!     remote_location: None,
 //! };

@@ -276,10 +276,10 @@ fn request() -> impl Strategy<Value = TransferRequest> {
     let op = prop_oneof![Just(Op::Read), Just(Op::Write)];
     let location = prop_oneof![Just(None), (0u16..4).prop_map(|n| Some(Location::Sim(n)))];
     (op, len, addr, 0u32..4, remote, location).prop_map(
-        |(op, len, addr, target, remote_addr, remote_location)| TransferRequest {
+        |(op, len, addr, segment, remote_addr, remote_location)| TransferRequest {
             op,
             local: Span::cpu(addr, len),
-            target,
+            segment,
             remote_addr,
             remote_location,
         },

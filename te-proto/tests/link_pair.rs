@@ -402,7 +402,7 @@ fn ended_read_leaves_memory_untouched(cancel: bool) {
     let req = te_proto::TransferRequest {
         op: Op::Read,
         local: Span::cpu(DST, 1 << 20),
-        target: 0,
+        segment: 0,
         remote_addr: REMOTE,
         remote_location: None,
     };

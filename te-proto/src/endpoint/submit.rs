@@ -59,7 +59,7 @@ impl<S: Storage> Endpoint<S> {
                 len: r.len,
                 location,
             },
-            target: r.segment.0,
+            segment: r.segment.0,
             remote_addr: r.remote,
             remote_location: None,
         };
@@ -228,7 +228,7 @@ impl<S: Storage> Endpoint<S> {
         let submitted = (0..total).filter_map(|index| self.batches.request(TaskId { batch, index }).ok());
         let segments = self.segments.as_mut();
         for s in submitted
-            .map(|r| r.target)
+            .map(|r| r.segment)
             .chain(more.iter().map(|r| r.segment.0))
         {
             if let Some(seg) = segments.get_mut(s as usize).filter(|g| g.used && g.mark != walk) {
@@ -253,7 +253,7 @@ impl<S: Storage> Endpoint<S> {
             return Ok(Cancel::Ended);
         }
         Ok(Cancel::OnLink {
-            segment: SegmentId(req.target),
+            segment: SegmentId(req.segment),
             local: req.local,
         })
     }

@@ -165,7 +165,7 @@ fn request(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
     TransferRequest {
         op,
         local,
-        target: 0,
+        segment: 0,
         remote_addr,
         remote_location: None,
     }

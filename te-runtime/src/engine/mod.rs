@@ -391,42 +391,42 @@ impl Engine {
 
     // ---- synchronous helpers (yr.datasystem.TransferEngine) ----
 
-    /// Reads `len` bytes at `remote` of segment `target` into `local`.
-    pub fn transfer_sync_read(&self, target: &str, local: u64, remote: u64, len: u64) -> Result<()> {
-        self.batch_transfer_sync(Op::Read, target, &[local], &[remote], &[len])
+    /// Reads `len` bytes at `remote` of segment `segment` into `local`.
+    pub fn transfer_sync_read(&self, segment: &str, local: u64, remote: u64, len: u64) -> Result<()> {
+        self.batch_transfer_sync(Op::Read, segment, &[local], &[remote], &[len])
     }
 
-    /// Writes `len` bytes at `local` to `remote` of segment `target`.
-    pub fn transfer_sync_write(&self, target: &str, local: u64, remote: u64, len: u64) -> Result<()> {
-        self.batch_transfer_sync(Op::Write, target, &[local], &[remote], &[len])
+    /// Writes `len` bytes at `local` to `remote` of segment `segment`.
+    pub fn transfer_sync_write(&self, segment: &str, local: u64, remote: u64, len: u64) -> Result<()> {
+        self.batch_transfer_sync(Op::Write, segment, &[local], &[remote], &[len])
     }
 
     /// Reads many spans at once; the lists must have equal, non-zero lengths.
     pub fn batch_transfer_sync_read(
         &self,
-        target: &str,
+        segment: &str,
         local: &[u64],
         remote: &[u64],
         lens: &[u64],
     ) -> Result<()> {
-        self.batch_transfer_sync(Op::Read, target, local, remote, lens)
+        self.batch_transfer_sync(Op::Read, segment, local, remote, lens)
     }
 
     /// Writes many spans at once; the lists must have equal, non-zero lengths.
     pub fn batch_transfer_sync_write(
         &self,
-        target: &str,
+        segment: &str,
         local: &[u64],
         remote: &[u64],
         lens: &[u64],
     ) -> Result<()> {
-        self.batch_transfer_sync(Op::Write, target, local, remote, lens)
+        self.batch_transfer_sync(Op::Write, segment, local, remote, lens)
     }
 
     fn batch_transfer_sync(
         &self,
         op: Op,
-        target: &str,
+        segment: &str,
         local: &[u64],
         remote: &[u64],
         lens: &[u64],
@@ -445,7 +445,7 @@ impl Engine {
         }
         let count = u32::try_from(local.len())
             .map_err(|_| status!(Invalid, "{} requests in one batch", local.len()))?;
-        let segment = self.segment_by_name(target)?;
+        let segment = self.segment_by_name(segment)?;
         let reqs: Vec<Request> = (0..local.len())
             .map(|i| Request {
                 op,

@@ -54,7 +54,7 @@
 //! let read = TransferRequest {
 //!     op: Op::Read,
 //!     local: Span::cpu(0x1_0000, 5),
-//!     target: 0,
+//!     segment: 0,
 //!     remote_addr: 0x2_0100,
 //!     remote_location: None,
 //! };

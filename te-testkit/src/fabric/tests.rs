@@ -39,7 +39,7 @@ fn pair(seed: u64) -> (Fabric, NodeId, NodeId, ConnId) {
     let write = TransferRequest {
         op: Op::Write,
         local: Span::cpu(A, LEN as u64),
-        target: 0,
+        segment: 0,
         remote_addr: B,
         remote_location: None,
     };

@@ -143,7 +143,7 @@ impl World {
                 TransferRequest {
                     op,
                     local: Span::cpu(local, len),
-                    target: p as u32,
+                    segment: p as u32,
                     remote_addr: remote,
                     remote_location: None,
                 },
