@@ -1680,7 +1680,7 @@ impl Harness {
                     assert!(!self.connected, "Connected twice");
                     self.connected = true;
                     if self.flags & F_MAPS != 0 {
-                        self.link.same_host_mut().set_local_copy(true);
+                        self.link.same_host_mut().set_available(true);
                     }
                     assert_eq!(self.link.state(), LinkState::Established);
                     assert!(self.link.peer().is_some());
@@ -1864,7 +1864,7 @@ impl Harness {
             };
             let m = LocalMap { id, base, len, fd: 5 };
             let may = self.flags & F_MAPS != 0
-                && self.link.same_host().local_copy()
+                && self.link.same_host().available()
                 && self
                     .link
                     .peer()

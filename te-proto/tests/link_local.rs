@@ -26,7 +26,7 @@ fn local_pair(b: LinkConfig) -> Pair {
     let mut p = Pair::new(offering("a:1"), b, 5);
     p.run();
     assert!(p.a.connected && p.b.connected);
-    p.a.link.same_host_mut().set_local_copy(true);
+    p.a.link.same_host_mut().set_available(true);
     p
 }
 
@@ -82,7 +82,7 @@ fn local_submission_needs_the_path_enabled() {
         p.a.submit_local(task(1, 0), Op::Read, Span::cpu(DST, 4096), REMOTE)
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    assert!(!p.a.link.same_host().local_copy());
+    assert!(!p.a.link.same_host().available());
 }
 
 #[test]
@@ -462,14 +462,14 @@ fn announcements_are_checked() {
     assert_eq!(e.code(), ErrorCode::NotSupported);
     // b maps buffers, but the path is not enabled on a: NotSupported.
     let mut p = local_pair(mapping("b:2"));
-    p.a.link.same_host_mut().set_local_copy(false);
+    p.a.link.same_host_mut().set_available(false);
     let e =
         p.a.link
             .same_host_mut()
             .announce_local_map(buffer(1, DST, 4096))
             .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    p.a.link.same_host_mut().set_local_copy(true);
+    p.a.link.same_host_mut().set_available(true);
     p.a.link
         .same_host_mut()
         .announce_local_map(buffer(1, DST, 4096))

@@ -20,7 +20,7 @@ use te_proto::{Entry, Instant, Registry, Span};
 
 use crate::devices::Devices;
 use crate::mem::{host_bytes, host_bytes_mut};
-use crate::shm::ConnShm;
+use crate::same_host::ConnShm;
 
 /// Read buffer: control frames and small payloads arrive through it.
 const READ_BUF: usize = 256 << 10;

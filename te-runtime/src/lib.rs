@@ -56,7 +56,7 @@ mod core;
 mod devices;
 mod engine;
 mod mem;
-mod shm;
+mod same_host;
 pub mod sync;
 
 pub use crate::config::EngineConfig;

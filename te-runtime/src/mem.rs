@@ -41,7 +41,7 @@ pub(crate) unsafe fn host_bytes_mut<'a>(span: Span) -> &'a mut [u8] {
 
 /// Page-aligned host memory owned by the engine: a sealed memfd mapped
 /// shared, so that a same-host peer can map the same pages (see
-/// `shm::maps`), or an anonymous mapping: for engines without the
+/// `same_host::maps`), or an anonymous mapping: for engines without the
 /// same-host path, which keep transparent huge pages where shared memory
 /// gets none, and where memfds are refused.
 pub(crate) struct HostBuffer {

@@ -60,7 +60,7 @@ impl<S: Storage> Endpoint<S> {
                 .path
                 .route(
                     req.local.location,
-                    link.same_host().local_copy(),
+                    link.same_host().available(),
                     shell.same_host_refusal(),
                 )
                 .and_then(|route| match route {

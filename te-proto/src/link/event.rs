@@ -69,7 +69,7 @@ impl PidChallenge {
 /// [`SameHost::poll_copy`](super::SameHost::poll_copy). `span` is this side's
 /// memory, validated and pinned; `peer_addr` is the peer's own memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LocalCopy {
+pub struct SameHostCopy {
     /// This side's registered memory.
     pub span: Span,
     /// The first byte in the peer process (`span.len` bytes).

@@ -44,7 +44,7 @@ mod transmit;
 
 pub use crate::wire::LocalMap;
 pub use config::{Caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
-pub use event::{Event, LocalCopy, Notification, PayloadDest, PidChallenge, SegmentPage, Transmit};
+pub use event::{Event, Notification, PayloadDest, PidChallenge, SameHostCopy, SegmentPage, Transmit};
 pub use maps::MAX_LOCAL_MAPS;
 pub use same_host::{SameHost, SameHostMut};
 

@@ -13,7 +13,7 @@ use core::ops::Deref;
 use heapless::Deque;
 
 use super::config::{Caps, PeerInfo, MAX_OUTSTANDING};
-use super::event::{LocalCopy, PidChallenge};
+use super::event::{PidChallenge, SameHostCopy};
 use super::maps::{InMaps, OutMaps};
 use super::target::{Response, Target};
 use super::tasks::Tasks;
@@ -31,12 +31,12 @@ use crate::wire::{LocalAccess, LocalMap};
 /// need nothing else. From [`Link::same_host`](super::Link::same_host).
 pub struct SameHost {
     /// The peer verified our process id: tasks may go as copies.
-    local_copy: bool,
+    available: bool,
     challenge_out: Option<PidChallenge>,
     challenge_in: Option<PidChallenge>,
     /// The peer's `LocalRead`/`LocalWrite`, validated and pinned, for the
     /// shell to copy.
-    copies: Deque<(u64, LocalCopy, PinKey), MAX_OUTSTANDING>,
+    copies: Deque<(u64, SameHostCopy, PinKey), MAX_OUTSTANDING>,
     /// This side's buffers announced to the peer (or about to be).
     maps_out: OutMaps,
     /// The peer's announced buffers.
@@ -46,7 +46,7 @@ pub struct SameHost {
 impl core::fmt::Debug for SameHost {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SameHost")
-            .field("local_copy", &self.local_copy)
+            .field("available", &self.available)
             .field("copies", &self.copies.len())
             .finish_non_exhaustive()
     }
@@ -57,7 +57,7 @@ type Reg<S> = Registry<S>;
 impl SameHost {
     pub(super) fn new() -> SameHost {
         SameHost {
-            local_copy: false,
+            available: false,
             challenge_out: None,
             challenge_in: None,
             copies: Deque::new(),
@@ -67,8 +67,8 @@ impl SameHost {
     }
 
     /// Whether [`SameHostMut::submit`] is enabled.
-    pub fn local_copy(&self) -> bool {
-        self.local_copy
+    pub fn available(&self) -> bool {
+        self.available
     }
 
     /// Whether buffer `id` is announced (or its announcement is queued) and
@@ -91,14 +91,14 @@ impl SameHost {
     /// The oldest of the peer's same-host copies not yet done: validated
     /// and pinned like a `ReadReq`/`WriteData`. The shell copies, then
     /// calls [`SameHostMut::copy_done`].
-    pub fn poll_copy(&self) -> Option<LocalCopy> {
+    pub fn poll_copy(&self) -> Option<SameHostCopy> {
         self.copies.front().map(|c| c.1)
     }
 
     /// Every copy waiting, oldest first ([`poll_copy`](Self::poll_copy) is
     /// the first), so that the shell can do several in one call; it still
     /// reports each with [`SameHostMut::copy_done`], in this order.
-    pub fn pending_copies(&self) -> impl Iterator<Item = LocalCopy> + '_ {
+    pub fn pending_copies(&self) -> impl Iterator<Item = SameHostCopy> + '_ {
         self.copies.iter().map(|c| c.1)
     }
 
@@ -134,7 +134,7 @@ impl SameHost {
         };
         match reg.pin_remote(a.addr, a.len as u64, a.location, perm) {
             Ok(pin) => {
-                let copy = LocalCopy {
+                let copy = SameHostCopy {
                     span: Span {
                         addr: a.addr,
                         len: a.len as u64,
@@ -199,7 +199,7 @@ impl SameHost {
         }
         self.challenge_out = None;
         self.challenge_in = None;
-        self.local_copy = false;
+        self.available = false;
         self.maps_out.clear();
         self.maps_in.clear();
     }
@@ -247,7 +247,7 @@ impl SameHostMut<'_> {
     }
 
     fn enabled(&self) -> Result<()> {
-        if self.half.local_copy {
+        if self.half.available {
             return Ok(());
         }
         Err(status!(
@@ -263,7 +263,7 @@ impl SameHostMut<'_> {
     /// memory.
     ///
     /// Errors as `Link::submit`, and `NotSupported` until
-    /// [`set_local_copy`](Self::set_local_copy) enabled the path.
+    /// [`set_available`](Self::set_available) enabled the path.
     pub fn submit(&mut self, task: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
         self.open()?;
         self.peer_offers()?;
@@ -273,8 +273,8 @@ impl SameHostMut<'_> {
 
     /// Enables (or disables) [`submit`](Self::submit): the shell calls it
     /// once the peer has verified this process's id.
-    pub fn set_local_copy(&mut self, on: bool) {
-        self.half.local_copy = on;
+    pub fn set_available(&mut self, on: bool) {
+        self.half.available = on;
     }
 
     /// Announces buffer `m` of this process's memory to the peer, which may
@@ -287,7 +287,7 @@ impl SameHostMut<'_> {
     /// announced or still being withdrawn, or a range overlapping an
     /// announced buffer; `NotSupported` when the peer did not set
     /// [`Caps::SHARED_MEMORY`] or the same-host path is not enabled
-    /// ([`local_copy`](SameHost::local_copy)); `NotReady` when
+    /// ([`available`](SameHost::available)); `NotReady` when
     /// [`MAX_LOCAL_MAPS`](super::MAX_LOCAL_MAPS) buffers are announced or
     /// waiting to be withdrawn; `Disconnected` when closed.
     pub fn announce_local_map(&mut self, m: LocalMap) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::config::EngineConfig;
 use crate::config::Path;
 use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
-use crate::shm::{ConnShm, SameHost};
+use crate::same_host::{ConnShm, SameHost};
 
 /// The engine, single-threaded and IO-driven by the caller's mio poll.
 ///

@@ -72,7 +72,7 @@ impl EngineCore {
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) if c.link.same_host().local_copy() => Ok(Path::Shm),
+            Some(c) if c.link.same_host().available() => Ok(Path::Shm),
             Some(_) => Ok(Path::Tcp),
             None => Err(status!(Disconnected, "segment {} is closed", seg.name)),
         }

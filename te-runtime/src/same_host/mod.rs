@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use te_proto::link::{Caps, Link, LinkConfig, LocalCopy, PidChallenge};
+use te_proto::link::{Caps, Link, LinkConfig, PidChallenge, SameHostCopy};
 use te_proto::{status, Instant, Location};
 use tracing::{debug, info, warn};
 
@@ -274,7 +274,7 @@ impl SameHost {
     }
 
     /// Does copy `c` between our span and the peer's bytes mapped at `theirs`.
-    fn copy_mapped(&self, c: &LocalCopy, theirs: *mut u8) {
+    fn copy_mapped(&self, c: &SameHostCopy, theirs: *mut u8) {
         let ours = c.span.addr as usize as *mut u8;
         let len = c.span.len as usize;
         let (dst, src) = if c.to_peer {
@@ -329,7 +329,7 @@ impl SameHost {
         st.answered = true;
         match outcome {
             Ok(()) => {
-                conn.link.same_host_mut().set_local_copy(true);
+                conn.link.same_host_mut().set_available(true);
                 st.refused = None;
                 info!(peer = %conn.peer_addr, "same-host path enabled");
             }

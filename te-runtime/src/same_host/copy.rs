@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use te_proto::link::LocalCopy;
+use te_proto::link::SameHostCopy;
 use te_proto::{status, Location, Result};
 
 /// A verified peer process: its pid and a pidfd that tells whether that
@@ -153,7 +153,7 @@ pub(crate) const BATCH: usize = te_proto::link::MAX_OUTSTANDING;
 
 /// Does several copies of one direction in one system call; any failure
 /// (the caller then does each alone, to answer each with its own error).
-pub(crate) fn run_all(pid: &Pid, copies: &[LocalCopy]) -> Result<()> {
+pub(crate) fn run_all(pid: &Pid, copies: &[SameHostCopy]) -> Result<()> {
     let empty = libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -200,7 +200,7 @@ fn iovec(addr: u64, len: u64) -> libc::iovec {
 }
 
 /// Does the peer's copy `c` between our span and process `pid`.
-pub(crate) fn run(pid: &Pid, c: &LocalCopy) -> Result<()> {
+pub(crate) fn run(pid: &Pid, c: &SameHostCopy) -> Result<()> {
     if c.span.location != Location::Cpu {
         return Err(status!(
             NotSupported,
@@ -263,8 +263,8 @@ mod tests {
 
     use super::*;
 
-    fn copy(span: &[u8], peer: u64, to_peer: bool) -> LocalCopy {
-        LocalCopy {
+    fn copy(span: &[u8], peer: u64, to_peer: bool) -> SameHostCopy {
+        SameHostCopy {
             span: Span::cpu(span.as_ptr() as u64, span.len() as u64),
             peer_addr: peer,
             to_peer,
@@ -298,7 +298,7 @@ mod tests {
         assert!(e.message().contains("0x10"), "{e}");
         let mixed = [
             good,
-            LocalCopy {
+            SameHostCopy {
                 to_peer: false,
                 ..good
             },
