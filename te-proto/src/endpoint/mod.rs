@@ -367,10 +367,15 @@ impl<S: Storage> Endpoint<S> {
             let Some(batch) = entry.ended.take() else {
                 continue;
             };
-            let note = core::mem::replace(&mut entry.note, false);
             let Ok(st) = self.batches.status(batch) else {
                 continue;
             };
+            if st.state == TaskState::Pending {
+                // Submitted to again since it ended: its end is reported
+                // when its new tasks end.
+                continue;
+            }
+            let note = core::mem::replace(&mut entry.note, false);
             let note = match (note, st.state) {
                 (false, _) => NoteOutcome::None,
                 (true, TaskState::Completed) => NoteOutcome::Send,
