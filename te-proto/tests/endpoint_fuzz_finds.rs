@@ -123,3 +123,40 @@ fn freeing_a_batch_whose_notification_was_due_gives_its_room_back() {
     ep.reserve_note(peer)
         .expect("the freed batch's notification still holds the room");
 }
+
+#[test]
+fn a_batch_with_a_notification_takes_no_submission_after_its_end_was_polled() {
+    let (mut regions, mut batches, mut tasks) = ([Entry::EMPTY; 2], [BatchSlot::EMPTY; 2], [Task::EMPTY; 4]);
+    let mut task_entries = [TaskEntry::EMPTY; 4];
+    let mut batch_entries = [BatchEntry::EMPTY, BatchEntry::EMPTY];
+    let mut segments = [SegmentEntry::EMPTY];
+    let mut ep = endpoint(Parts::<Borrowed> {
+        regions: &mut regions,
+        batches: &mut batches,
+        tasks: &mut tasks,
+        task_entries: &mut task_entries,
+        batch_entries: &mut batch_entries,
+        segments: &mut segments,
+    });
+    ep.register_batch(&[Region::new(0x1000, 4096, Location::Cpu, Perm::LOCAL_ONLY)])
+        .unwrap();
+    let peer = ep.open_segment("peer:1").unwrap();
+    let batch = ep.alloc_batch(2).unwrap();
+    let read = Request {
+        op: Op::Read,
+        local: 0x1000,
+        segment: peer,
+        remote: 0,
+        len: 64,
+    };
+    ep.submit_with_notify(Instant::ZERO, batch, &[read], None)
+        .unwrap();
+    ep.cancel_task(TaskId { batch, index: 0 }).unwrap();
+    while ep.poll_event().is_some() {}
+    let again = ep.submit(Instant::ZERO, batch, &[read], None);
+    assert_eq!(
+        again.map_err(|e| e.code()),
+        Err(te_proto::ErrorCode::Invalid),
+        "the notification's submission must be the batch's last"
+    );
+}

@@ -321,6 +321,7 @@ impl<S: Storage> Endpoint<S> {
             // reported for it any more.
             e.error = None;
             e.note = false;
+            e.sealed = false;
             e.ended = None;
         }
         Ok(())
