@@ -301,12 +301,27 @@ impl<S: Storage> Endpoint<S> {
     /// Frees a batch; `NotReady` while any of its tasks is pending.
     pub fn free_batch(&mut self, id: BatchId) -> Result<()> {
         let b = self.batches.batch_index(id)?;
+        // A notification due to be sent, whose end was not polled yet, is
+        // never sent now: the room it holds at each segment comes back.
+        let due = self
+            .batch_entries
+            .as_ref()
+            .get(b)
+            .is_some_and(|e| e.note && e.ended.is_some())
+            && self
+                .batches
+                .status(id)
+                .is_ok_and(|s| s.state == TaskState::Completed);
+        if due {
+            self.walk_segments(id, &[], |seg, _| seg.notes = seg.notes.saturating_sub(1))?;
+        }
         self.batches.free(id)?;
         if let Some(e) = self.batch_entries.as_mut().get_mut(b) {
             // Its place in the list of ended batches stays; nothing is
             // reported for it any more.
             e.error = None;
             e.note = false;
+            e.sealed = false;
             e.ended = None;
         }
         Ok(())

@@ -137,6 +137,8 @@ pub struct BatchEntry {
     pub(super) error: Option<Status>,
     /// The batch carries a notification, sent once every task completed.
     pub(super) note: bool,
+    /// A submission with a notification was its last: it takes no more.
+    pub(super) sealed: bool,
     /// The end to report, taken by `poll_event`.
     pub(super) ended: Option<BatchId>,
     /// Linked into the list of ended batches.
@@ -149,6 +151,7 @@ impl BatchEntry {
     pub const EMPTY: BatchEntry = BatchEntry {
         error: None,
         note: false,
+        sealed: false,
         ended: None,
         listed: false,
         next: NONE,

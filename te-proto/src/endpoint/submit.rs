@@ -36,7 +36,7 @@ impl<S: Storage> Endpoint<S> {
         self.check_running()?;
         // A stale batch id is the first thing wrong with any request list.
         let b = self.batches.batch_index(batch)?;
-        if self.batch_entries.as_ref().get(b).is_some_and(|e| e.note) {
+        if self.batch_entries.as_ref().get(b).is_some_and(|e| e.sealed) {
             return Err(status!(
                 Invalid,
                 "batch {batch} carries a notification: that submission must be its last"
@@ -171,6 +171,7 @@ impl<S: Storage> Endpoint<S> {
         let b = self.batches.batch_index(batch)?;
         if let Some(e) = self.batch_entries.as_mut().get_mut(b) {
             e.note = true;
+            e.sealed = true;
         }
         Ok(())
     }
