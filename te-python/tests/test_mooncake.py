@@ -284,3 +284,27 @@ def test_two_processes_write_and_read_each_others_arrays(peer):
     """)
     assert (b == 5).all()
     mine._engine.finalize()
+
+
+@pytest.mark.parametrize("name, host, port", [
+    ("10.0.0.1", "10.0.0.1", 0), ("10.0.0.1:5000", "10.0.0.1", 5000), ("10.0.0.1:5000:npu_3", "10.0.0.1", 5000),
+    ("[::1]", "::1", 0), ("[::1]:5000", "::1", 5000), ("[fe80::1]:5000:npu_0", "fe80::1", 5000),
+    ("fe80::1", "fe80::1", 0), ("", "127.0.0.1", 0),
+])
+def test_local_hostname_forms(name, host, port):
+    from te.compat.mooncake import _split_hostname
+
+    assert _split_hostname(name) == (host, port)
+
+
+def test_ipv6_session_as_sglang_writes_it():
+    """SGLang's session id for an IPv6 host is ``[host]:port``."""
+    a, b = TransferEngine(), TransferEngine()
+    assert a.initialize("::1", "P2PHANDSHAKE", "rdma", "") == 0
+    assert b.initialize("[::1]", "P2PHANDSHAKE", "rdma", "") == 0
+    src, dst = np.full(4096, 9, np.uint8), np.zeros(4096, np.uint8)
+    assert b.register_memory(dst.ctypes.data, dst.nbytes) == 0
+    assert a.transfer_sync_write(f"[::1]:{b.get_rpc_port()}", src.ctypes.data, dst.ctypes.data, 4096) == 0
+    assert (dst == 9).all()
+    a._engine.finalize()
+    b._engine.finalize()

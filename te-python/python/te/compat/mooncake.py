@@ -34,8 +34,8 @@ Conventions, as Mooncake's (checked against ``transfer_engine_py.cpp``):
 - The GIL is released in every call that waits or copies, so a
   ThreadPoolExecutor of workers transfers in parallel.
 - ``initialize(local_hostname, metadata_server, protocol, device_name)``:
-  ``local_hostname`` is ``host``, ``host:port`` or SGLang's
-  ``host:port:npu_N``; without a port te picks a free one
+  ``local_hostname`` is ``host``, ``host:port``, SGLang's Ascend
+  ``host:port:npu_N`` or an IPv6 address (``[::1]:port``, bare ``::1``); without a port te picks a free one
   (``get_rpc_port()`` tells). The session name peers use is
   ``f"{host}:{get_rpc_port()}"``. ``metadata_server`` must be
   ``"P2PHANDSHAKE"`` (te's peer-to-peer names). ``protocol`` ``"tcp"``
@@ -79,6 +79,7 @@ import enum
 import json
 import logging
 import os
+import re
 import threading
 from typing import Sequence
 
@@ -158,6 +159,28 @@ def _reg_code(e: te.Error) -> int:
     return ERR_INVALID_ARGUMENT
 
 
+_ASCEND = re.compile(r"^[^:\[\]]*:\d*:npu_\d+$")
+
+
+def _split_hostname(name: str) -> tuple[str, int]:
+    """``(host, port)`` of Mooncake's ``local_hostname``: ``host``,
+    ``host:port``, ``host:port:npu_N`` (Ascend), ``[v6]``, ``[v6]:port``,
+    ``[v6]:port:npu_N`` or a bare IPv6 address; port 0 when none is given.
+    A port that is not a number is ``ValueError``."""
+    if name.startswith("["):
+        close = name.find("]")
+        if close < 0:
+            raise ValueError(name)
+        host, rest = name[1:close], name[close + 1 :]
+        port = rest[1:].split(":")[0] if rest.startswith(":") else ""
+    elif name.count(":") >= 2 and not _ASCEND.match(name):
+        host, port = name, ""  # a bare IPv6 address
+    else:
+        host, _, rest = name.partition(":")
+        port = rest.split(":")[0]
+    return host or "127.0.0.1", int(port) if port else 0
+
+
 def _timeout_from_env() -> float:
     try:
         t = float(os.environ.get("MC_TRANSFER_TIMEOUT", "30"))
@@ -202,15 +225,11 @@ class TransferEngine:
                     metadata_server,
                 )
                 return -1
-            parts = str(local_hostname).split(":")
-            host = parts[0] or "127.0.0.1"
-            port = 0
-            if len(parts) >= 2 and parts[1]:
-                try:
-                    port = int(parts[1])
-                except ValueError:
-                    _log.error("initialize: bad port in local_hostname %r", local_hostname)
-                    return -1
+            try:
+                host, port = _split_hostname(str(local_hostname))
+            except ValueError:
+                _log.error("initialize: bad port in local_hostname %r", local_hostname)
+                return -1
             if protocol == "tcp":
                 path = "tcp"
             else:
@@ -222,7 +241,8 @@ class TransferEngine:
                     protocol,
                 )
             try:
-                self._engine = te.Engine(listen=f"{host}:{port}", path=path, transfer_timeout=self._timeout)
+                listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                self._engine = te.Engine(listen=listen, path=path, transfer_timeout=self._timeout)
             except te.Error as e:
                 _fail(e, "initialize")
                 return -1
