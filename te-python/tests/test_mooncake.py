@@ -91,10 +91,10 @@ def test_sglang_calls(pair):
     assert a.transfer_sync_write(session(b), src.ctypes.data, dst.ctypes.data, 4096) == 0
     assert np.array_equal(dst[:4096], src[:4096])
     assert a.send_probe(session(b)) == 0
-    assert a.send_probe(f"127.0.0.1:{free_port()}") == -5  # unreachable: te's RuntimeError
+    assert a.send_probe(f"127.0.0.1:{free_port()}") == -102  # unreachable: Mooncake's ERR_SOCKET
     assert b.unregister_memory(dst.ctypes.data) == 0
-    assert b.unregister_memory(dst.ctypes.data) == -3  # not found
-    assert a.transfer_sync_write(session(b), src.ctypes.data, dst.ctypes.data, 4096) == -9  # not authorized
+    assert b.unregister_memory(dst.ctypes.data) == -3  # ERR_ADDRESS_NOT_REGISTERED
+    assert a.transfer_sync_write(session(b), src.ctypes.data, dst.ctypes.data, 4096) == -1  # no longer registered
 
 
 def test_reads_batches_async_and_status(pair):
@@ -128,7 +128,10 @@ def test_reads_batches_async_and_status(pair):
     assert rc == -1
     bid = a.batch_transfer_async(session(b), [buf], [remote.ctypes.data], [block], TransferOpcode.Read)
     assert a.get_batch_transfer_status([bid]) == 0
-    assert a.batch_transfer_async_write(session(b), [], [], []) == 0  # failure is 0
+    assert a.batch_transfer_async_write(session(b), [buf], [], []) == 0  # failure is 0
+    empty = a.batch_transfer_async_write(session(b), [], [], [])  # as Mooncake: a batch, done at once
+    assert empty != 0 and a.transfer_check_status(empty) == 1
+    assert a.get_batch_transfer_status([a.batch_transfer_async_read(session(b), [], [], [])]) == 0
     assert a.get_first_buffer_address(session(b)) == remote.ctypes.data
     assert a.free_managed_buffer(buf, n * block) == 0
     assert a.free_managed_buffer(buf, n * block) < 0
@@ -149,16 +152,107 @@ def test_notifications_after_data(pair):
     assert a.transfer_sync(session(b), src.ctypes.data, dst.ctypes.data, 16, TransferOpcode.Read) == 0
 
 
-def test_errors_are_negative(pair):
+def test_failures_return_mooncakes_numbers(pair, caplog):
+    """Mooncake's sync transfers return -1 on any failure; registration
+    returns its error.h numbers. te's message goes to the log."""
     a, b = pair
     e = TransferEngine()
-    assert e.register_memory(4096, 4096) == -8  # not initialized
-    assert e.transfer_sync_write("127.0.0.1:1", 1, 1, 1) == -8
-    assert a.batch_register_memory([1, 2], [1]) == -2
-    assert a.batch_transfer_sync_write(session(b), [], [], []) == -2
-    assert a.register_memory(0, 10) == -2
-    with pytest.raises(NotImplementedError):
-        a.transfer_write_on_cuda(session(b), 0, 0, 0)
+    assert e.register_memory(4096, 4096) == -1  # not initialized
+    assert e.transfer_sync_write("127.0.0.1:1", 1, 1, 1) == -1
+    buf = np.zeros(8192, np.uint8)
+    x = buf.ctypes.data
+    assert a.batch_register_memory([1, 2], [1]) == -1  # ERR_INVALID_ARGUMENT
+    assert a.register_memory(0, 10) == -1
+    assert a.register_memory(x, 0) == -1  # zero length: ERR_INVALID_ARGUMENT
+    assert a.register_memory(x, 4096) == 0
+    assert a.register_memory(x + 16, 64) == -7  # ERR_ADDRESS_OVERLAPPED
+    assert a.batch_register_memory([x + 4096, x + 100], [64, 64]) == -7
+    assert a.unregister_memory(x + 16) == -3  # ERR_ADDRESS_NOT_REGISTERED
+    assert a.batch_register_memory([], []) == 0 and a.batch_unregister_memory([]) == 0
+    with caplog.at_level(logging.ERROR, logger="te.compat.mooncake"):
+        assert a.transfer_sync_write(session(b), x, 4096, 64) == -1  # the peer registered nothing
+        assert a.batch_transfer_sync_write(session(b), [x], [4096, 8192], [64]) == -1  # different lengths
+        assert a.transfer_sync_read(f"127.0.0.1:{free_port()}", x, 4096, 64) == -1  # unreachable
+    assert "unreachable" in caplog.text
+    assert a.batch_transfer_sync_write(session(b), [], [], []) == 0  # empty: done, as Mooncake
+
+
+def test_get_batch_transfer_status_frees_every_batch_on_failure(pair):
+    a, b = pair
+    n, block = 8, 1 << 16
+    remote = np.zeros(n * block, np.uint8)
+    assert b.register_memory(remote.ctypes.data, remote.nbytes) == 0
+    buf = a.allocate_managed_buffer(n * block)
+    good = [a.batch_transfer_async_write(session(b), [buf + i * block], [remote.ctypes.data + i * block], [block])
+            for i in range(n)]
+    bad = a.transfer_submit_write(session(b), buf, remote.ctypes.data + remote.nbytes - 1, block)
+    assert 0 not in good and bad != 0
+    assert a.get_batch_transfer_status([bad] + good) == -1
+    # Every batch was freed: none is known any more.
+    assert all(a.transfer_check_status(bid) == -1 for bid in [bad] + good)
+    assert a.transfer_sync_write(session(b), buf, remote.ctypes.data, block) == 0
+
+
+def test_module_surface_matches_mooncake_engine():
+    import te.compat.mooncake as engine
+
+    assert engine.TransferOpcode.Read == 0 and engine.TransferOpcode.Write == 1
+    assert engine.Read is engine.TransferOpcode.Read and engine.Write is engine.TransferOpcode.Write
+    assert engine.TransferEngine.TransferOpcode is engine.TransferOpcode
+    assert engine.SUPPORT_CUDA is False and engine.SUPPORT_EFA is False
+    n = TransferNotify()
+    assert (n.name, n.msg) == ("", "")
+    n = TransferNotify(name="a", msg="b")
+    n.msg = "c"
+    assert (n.name, n.msg) == ("a", "c")
+    # As a Mooncake built without CUDA: the *_on_cuda calls are absent.
+    e = TransferEngine()
+    for name in ("transfer_write_on_cuda", "transfer_read_on_cuda", "batch_transfer_write_on_cuda",
+                 "batch_transfer_read_on_cuda"):
+        assert not hasattr(e, name)
+    # Keyword names as pybind declares them.
+    import inspect
+
+    want = {
+        "transfer_sync_write": ["target_hostname", "buffer", "peer_buffer_address", "length", "transport_hint"],
+        "batch_transfer_sync_read": ["target_hostname", "buffers", "peer_buffer_addresses", "lengths",
+                                     "transport_hint"],
+        "transfer_sync": ["target_hostname", "buffer", "peer_buffer_address", "length", "opcode", "notify",
+                          "transport_hint"],
+        "batch_transfer_async": ["target_hostname", "buffers", "peer_buffer_addresses", "lengths", "opcode",
+                                 "transport_hint"],
+        "register_memory": ["buffer_addr", "capacity", "location"],
+        "batch_register_memory": ["buffer_addresses", "capacities", "location"],
+        "get_local_topology": ["device_name"],
+        "send_probe": ["peer_server_name"],
+        "warmup_efa_segment": ["segment_name"],
+    }
+    for name, params in want.items():
+        assert list(inspect.signature(getattr(e, name)).parameters) == params, name
+
+
+def test_sglang_wrapper_style(pair):
+    """As SGLang's MooncakeTransferEngine wraps it: session id from the host
+    and get_rpc_port(), register / batch_register checked with ``!= 0``,
+    transfers checked with ``ret < 0``, send_probe for a failed session."""
+    a, b = pair
+    src = [np.full(4096, i + 1, np.uint8) for i in range(4)]
+    dst = [np.zeros(4096, np.uint8) for _ in range(4)]
+    assert a.batch_register_memory([t.ctypes.data for t in src], [4096] * 4) == 0
+    for t in dst:
+        assert b.register_memory(t.ctypes.data, t.nbytes) == 0
+    session_id = f"127.0.0.1:{b.get_rpc_port()}"
+    ret = a.batch_transfer_sync_write(session_id, [t.ctypes.data for t in src], [t.ctypes.data for t in dst],
+                                      [4096] * 4)
+    assert not ret < 0
+    assert all((d == i + 1).all() for i, d in enumerate(dst))
+    ret = a.transfer_sync_write(session_id, src[0].ctypes.data, dst[3].ctypes.data, 4096)
+    assert ret == 0 and (dst[3] == 1).all()
+    assert a.send_probe(session_id) == 0
+    b._engine.finalize()  # the peer goes away
+    assert a.transfer_sync_write(session_id, src[0].ctypes.data, dst[3].ctypes.data, 4096) < 0
+    assert a.send_probe(session_id) != 0
+    assert a.batch_unregister_memory([t.ctypes.data for t in src]) == 0
 
 
 def test_two_processes_write_and_read_each_others_arrays(peer):
@@ -190,3 +284,27 @@ def test_two_processes_write_and_read_each_others_arrays(peer):
     """)
     assert (b == 5).all()
     mine._engine.finalize()
+
+
+@pytest.mark.parametrize("name, host, port", [
+    ("10.0.0.1", "10.0.0.1", 0), ("10.0.0.1:5000", "10.0.0.1", 5000), ("10.0.0.1:5000:npu_3", "10.0.0.1", 5000),
+    ("[::1]", "::1", 0), ("[::1]:5000", "::1", 5000), ("[fe80::1]:5000:npu_0", "fe80::1", 5000),
+    ("fe80::1", "fe80::1", 0), ("", "127.0.0.1", 0),
+])
+def test_local_hostname_forms(name, host, port):
+    from te.compat.mooncake import _split_hostname
+
+    assert _split_hostname(name) == (host, port)
+
+
+def test_ipv6_session_as_sglang_writes_it():
+    """SGLang's session id for an IPv6 host is ``[host]:port``."""
+    a, b = TransferEngine(), TransferEngine()
+    assert a.initialize("::1", "P2PHANDSHAKE", "rdma", "") == 0
+    assert b.initialize("[::1]", "P2PHANDSHAKE", "rdma", "") == 0
+    src, dst = np.full(4096, 9, np.uint8), np.zeros(4096, np.uint8)
+    assert b.register_memory(dst.ctypes.data, dst.nbytes) == 0
+    assert a.transfer_sync_write(f"[::1]:{b.get_rpc_port()}", src.ctypes.data, dst.ctypes.data, 4096) == 0
+    assert (dst == 9).all()
+    a._engine.finalize()
+    b._engine.finalize()

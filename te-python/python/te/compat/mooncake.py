@@ -6,41 +6,71 @@ signatures, return types and conventions as Mooncake's pybind module
 (``transfer_engine_py.cpp``), at least everything vLLM's MooncakeConnector
 and SGLang's MooncakeTransferEngine call.
 
-Conventions, as Mooncake's:
+Conventions, as Mooncake's (checked against ``transfer_engine_py.cpp``):
 
-- Addresses are plain ints; lengths are bytes.
-- Calls return ``0`` on success and a negative number on failure: ``-code``
-  with te's error code (``-2`` invalid argument, ``-3`` not found, ``-5``
-  runtime error such as an unreachable peer, ``-8`` not ready, ``-9`` not
-  authorized, ...); ``initialize`` returns ``0`` or ``-1``. Failures are
-  logged (logger ``te.compat.mooncake``) with te's message.
+- Addresses are plain ints; lengths are bytes. Module attributes as
+  Mooncake's: ``TransferOpcode`` (also ``TransferEngine.TransferOpcode``
+  and, as pybind11's ``export_values``, ``Read`` / ``Write``),
+  ``TransferNotify(name, msg)``, ``SUPPORT_CUDA`` and the other
+  ``SUPPORT_*`` flags (all False).
+- Return values are Mooncake's numbers, not te's codes (te's error and its
+  message go to the log, logger ``te.compat.mooncake``):
+  ``initialize``, every sync transfer (``transfer_sync_read/write``,
+  ``batch_transfer_sync_read/write``, ``transfer_sync``,
+  ``batch_transfer_sync``) and ``get_batch_transfer_status`` return ``0``
+  or ``-1``; ``register_memory`` / ``batch_register_memory`` /
+  ``unregister_memory`` / ``batch_unregister_memory`` return ``0`` or
+  Mooncake's error numbers (``-1`` ERR_INVALID_ARGUMENT, ``-3``
+  ERR_ADDRESS_NOT_REGISTERED, ``-7`` ERR_ADDRESS_OVERLAPPED);
+  ``send_probe`` returns ``0``, ``-102`` (ERR_SOCKET: the peer did not
+  answer) or ``-1``. Empty lists are an empty batch that succeeds (``0``),
+  as in Mooncake; lists of different lengths are ``-1``.
 - Async calls return a batch id (``0`` on failure).
   ``transfer_check_status(batch_id)`` returns ``1`` done, ``0`` pending,
   ``-1`` failed, ``-2`` timeout (the batch is freed once done or failed);
   ``get_batch_transfer_status(batch_ids)`` blocks until all are done
-  (``0``, the batches freed) or one failed or timed out (``-1``).
+  (``0``) or one failed or timed out (``-1``); either way every batch
+  given is freed (running ones canceled first).
 - The GIL is released in every call that waits or copies, so a
   ThreadPoolExecutor of workers transfers in parallel.
 - ``initialize(local_hostname, metadata_server, protocol, device_name)``:
-  ``local_hostname`` is ``host``, ``host:port`` or SGLang's
-  ``host:port:npu_N``; without a port te picks a free one
+  ``local_hostname`` is ``host``, ``host:port``, SGLang's Ascend
+  ``host:port:npu_N`` or an IPv6 address (``[::1]:port``, bare ``::1``); without a port te picks a free one
   (``get_rpc_port()`` tells). The session name peers use is
   ``f"{host}:{get_rpc_port()}"``. ``metadata_server`` must be
   ``"P2PHANDSHAKE"`` (te's peer-to-peer names). ``protocol`` ``"tcp"``
   forces TCP; any other (``"rdma"``, ``"ascend"``, ...) takes the best path
   te has (shared memory on the same host, TCP elsewhere) and says so once
   in the log. ``device_name`` (NIC names) is accepted and not used.
-- Local buffers need not be registered: a buffer outside the registered
-  regions is registered for the call (no copy), or goes through a bounce
-  buffer where it overlaps one.
+  ``MC_TRANSFER_TIMEOUT`` (seconds, at least 5) bounds sync transfers as in
+  Mooncake.
+- Local buffers of the sync calls need not be registered: a buffer outside
+  the registered regions is registered for the call (no copy), or goes
+  through a bounce buffer where it overlaps one. The async calls need
+  registered local buffers (as Mooncake over RDMA does).
 
-Not provided (they return ``-1``, ``0`` or raise ``NotImplementedError``
-as noted): metadata servers other than ``P2PHANDSHAKE`` (etcd, redis,
-http: ``initialize`` returns ``-1``); ``initialize_ext`` with such a
-metadata type; the CUDA-only ``*_on_cuda`` calls (``NotImplementedError``);
-``get_engine()`` / ``get_engine_ptr()`` (``NotImplementedError``: there is
-no C++ engine object); ``warmup_efa_segment`` (a no-op returning 0);
-``get_local_topology`` describes only host memory.
+Not provided, or different:
+
+- Metadata servers other than ``P2PHANDSHAKE`` (etcd, redis, http):
+  ``initialize`` / ``initialize_ext`` return ``-1``.
+- ``initialize`` on an initialized engine returns ``-1`` (Mooncake builds
+  a new engine over the old one).
+- The CUDA-stream calls (``transfer_write_on_cuda`` and the other
+  ``*_on_cuda``) are absent, as in a Mooncake built without CUDA
+  (``SUPPORT_CUDA`` is False).
+- ``get_engine()`` / ``get_engine_ptr()`` raise ``NotImplementedError``
+  (there is no C++ engine object); ``warmup_efa_segment`` is a no-op
+  returning 0; ``get_local_topology`` describes only host memory.
+- ``allocate_managed_buffer`` gives each buffer its own registered engine
+  memory (Mooncake carves slabs out of 2 GiB registered blocks);
+  ``free_managed_buffer`` of an address it did not give returns ``-3``
+  (Mooncake returns 0).
+- ``get_first_buffer_address`` is the lowest address the peer registered
+  (te's segment info is sorted by address); Mooncake's is the oldest
+  registration. They agree for a peer that registered one buffer.
+- ``transport_hint`` is accepted and not used.
+- The shared-segment and RPC-interface classes Mooncake's ``engine``
+  module also carries (``RpcInterface``, ``InnerTransferEngine``, ...).
 """
 
 from __future__ import annotations
@@ -49,13 +79,14 @@ import enum
 import json
 import logging
 import os
+import re
 import threading
 from typing import Sequence
 
 import te
 from te.compat import _local
 
-__all__ = ["TransferEngine", "TransferOpcode", "TransferNotify"]
+__all__ = ["TransferEngine", "TransferOpcode", "TransferNotify", "Read", "Write"]
 
 _log = logging.getLogger("te.compat.mooncake")
 _said: set[str] = set()
@@ -77,6 +108,19 @@ class TransferOpcode(enum.IntEnum):
     Write = 1
 
 
+# As pybind11's ``export_values()``: the opcodes at module level too.
+Read = TransferOpcode.Read
+Write = TransferOpcode.Write
+
+# Mooncake's build flags: te offers none of these transports.
+SUPPORT_EFA = False
+SUPPORT_HIP = False
+SUPPORT_MNNVL = False
+SUPPORT_MUSA = False
+SUPPORT_INTRA_NVLINK = False
+SUPPORT_CUDA = False
+
+
 class TransferNotify:
     """A notification: ``name`` and ``msg`` (str)."""
 
@@ -91,9 +135,50 @@ class TransferNotify:
         return isinstance(other, TransferNotify) and (self.name, self.msg) == (other.name, other.msg)
 
 
-def _fail(e: te.Error, what: str) -> int:
+# Mooncake's error numbers (mooncake-transfer-engine/include/error.h), for
+# the calls that return them.
+ERR_INVALID_ARGUMENT = -1
+ERR_ADDRESS_NOT_REGISTERED = -3
+ERR_ADDRESS_OVERLAPPED = -7
+ERR_SOCKET = -102
+
+
+def _fail(e: te.Error, what: str, rc: int = -1) -> int:
+    """Logs te's error and returns Mooncake's return value ``rc`` for it."""
     _log.error("%s: %s", what, e)
-    return -e.code
+    return rc
+
+
+def _reg_code(e: te.Error) -> int:
+    """What Mooncake's registerLocalMemory / unregisterLocalMemory return for
+    the failure te reports as ``e``."""
+    if isinstance(e, te.NotFoundError):
+        return ERR_ADDRESS_NOT_REGISTERED
+    if isinstance(e, te.InvalidError) and "overlaps" in e.message:
+        return ERR_ADDRESS_OVERLAPPED
+    return ERR_INVALID_ARGUMENT
+
+
+_ASCEND = re.compile(r"^[^:\[\]]*:\d*:npu_\d+$")
+
+
+def _split_hostname(name: str) -> tuple[str, int]:
+    """``(host, port)`` of Mooncake's ``local_hostname``: ``host``,
+    ``host:port``, ``host:port:npu_N`` (Ascend), ``[v6]``, ``[v6]:port``,
+    ``[v6]:port:npu_N`` or a bare IPv6 address; port 0 when none is given.
+    A port that is not a number is ``ValueError``."""
+    if name.startswith("["):
+        close = name.find("]")
+        if close < 0:
+            raise ValueError(name)
+        host, rest = name[1:close], name[close + 1 :]
+        port = rest[1:].split(":")[0] if rest.startswith(":") else ""
+    elif name.count(":") >= 2 and not _ASCEND.match(name):
+        host, port = name, ""  # a bare IPv6 address
+    else:
+        host, _, rest = name.partition(":")
+        port = rest.split(":")[0]
+    return host or "127.0.0.1", int(port) if port else 0
 
 
 def _timeout_from_env() -> float:
@@ -107,10 +192,15 @@ def _timeout_from_env() -> float:
 class TransferEngine:
     """Mooncake's transfer engine, on te."""
 
+    #: As Mooncake's ``TransferEngine.TransferOpcode``.
+    TransferOpcode = TransferOpcode
+
     def __init__(self) -> None:
         self._engine: te.Engine | None = None
         self._covered = _local.Covered()
         self._managed: dict[int, te.Memory] = {}
+        self._empty: set[int] = set()  # ids of empty async batches (done)
+        self._empty_next = 0
         self._lock = threading.Lock()
         self._timeout = _timeout_from_env()
         self._host = ""
@@ -135,15 +225,11 @@ class TransferEngine:
                     metadata_server,
                 )
                 return -1
-            parts = str(local_hostname).split(":")
-            host = parts[0] or "127.0.0.1"
-            port = 0
-            if len(parts) >= 2 and parts[1]:
-                try:
-                    port = int(parts[1])
-                except ValueError:
-                    _log.error("initialize: bad port in local_hostname %r", local_hostname)
-                    return -1
+            try:
+                host, port = _split_hostname(str(local_hostname))
+            except ValueError:
+                _log.error("initialize: bad port in local_hostname %r", local_hostname)
+                return -1
             if protocol == "tcp":
                 path = "tcp"
             else:
@@ -155,7 +241,8 @@ class TransferEngine:
                     protocol,
                 )
             try:
-                self._engine = te.Engine(listen=f"{host}:{port}", path=path, transfer_timeout=self._timeout)
+                listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                self._engine = te.Engine(listen=listen, path=path, transfer_timeout=self._timeout)
             except te.Error as e:
                 _fail(e, "initialize")
                 return -1
@@ -193,7 +280,7 @@ class TransferEngine:
         try:
             self._ready().register(buffer_addr, capacity)
         except te.Error as e:
-            return _fail(e, "register_memory")
+            return _fail(e, "register_memory", _reg_code(e))
         self._covered.add(buffer_addr, capacity)
         return 0
 
@@ -202,18 +289,21 @@ class TransferEngine:
         try:
             self._ready().unregister(buffer_addr)
         except te.Error as e:
-            return _fail(e, "unregister_memory")
+            return _fail(e, "unregister_memory", _reg_code(e))
         self._covered.remove(buffer_addr)
         return 0
 
     def batch_register_memory(self, buffer_addresses: Sequence[int], capacities: Sequence[int], location: str = "*") -> int:
         """Registers several regions, all or nothing."""
         try:
+            e = self._ready()
             if len(buffer_addresses) != len(capacities):
                 raise te.InvalidError(f"{len(buffer_addresses)} addresses but {len(capacities)} capacities")
-            self._ready().register_batch(list(buffer_addresses), list(capacities))
-        except te.Error as e:
-            return _fail(e, "batch_register_memory")
+            if not buffer_addresses:
+                return 0  # as Mooncake: nothing to register
+            e.register_batch(list(buffer_addresses), list(capacities))
+        except te.Error as x:
+            return _fail(x, "batch_register_memory", _reg_code(x))
         for a, n in zip(buffer_addresses, capacities):
             self._covered.add(a, n)
         return 0
@@ -244,7 +334,7 @@ class TransferEngine:
             m = self._managed.pop(user_tensor, None)
         if m is None:
             _log.error("free_managed_buffer: %#x is not a managed buffer", user_tensor)
-            return -te.NotFoundError.code
+            return ERR_ADDRESS_NOT_REGISTERED
         self._covered.remove(user_tensor)
         try:
             m.free()
@@ -272,9 +362,11 @@ class TransferEngine:
         """Copies ``length`` bytes of ``src_bytes`` to ``dest_address`` (memcpy)."""
         import ctypes
 
+        if isinstance(src_bytes, str):
+            src_bytes = src_bytes.encode()  # pybind11 passes a str as its UTF-8 bytes
         if length > len(src_bytes) or length < 0:
             _log.error("write_bytes_to_buffer: length %d outside the %d bytes given", length, len(src_bytes))
-            return -te.InvalidError.code
+            return ERR_INVALID_ARGUMENT
         ctypes.memmove(dest_address, bytes(src_bytes[:length]), length)
         return 0
 
@@ -299,11 +391,13 @@ class TransferEngine:
         try:
             e = self._ready()
             buffers, peers, lengths = list(buffers), list(peers), list(lengths)
-            if not buffers or not len(buffers) == len(peers) == len(lengths):
+            if not len(buffers) == len(peers) == len(lengths):
                 raise te.InvalidError(
-                    f"lists empty or of different lengths: {len(buffers)} buffers, {len(peers)} peer addresses, "
+                    f"lists of different lengths: {len(buffers)} buffers, {len(peers)} peer addresses, "
                     f"{len(lengths)} lengths"
                 )
+            if not buffers and notify is None:
+                return 0  # as Mooncake: an empty batch completes at once
             local, before, after = _local.prepare(e, self._covered, buffers, lengths, into_local=op == TransferOpcode.Read)
         except te.Error as x:
             return _fail(x, what)
@@ -379,8 +473,16 @@ class TransferEngine:
         """Submits a batch; its id, or 0. The local buffers must be registered."""
         try:
             e = self._ready()
-            if not buffers or not len(buffers) == len(peer_buffer_addresses) == len(lengths):
-                raise te.InvalidError("lists empty or of different lengths")
+            if not len(buffers) == len(peer_buffer_addresses) == len(lengths):
+                raise te.InvalidError("lists of different lengths")
+            if not buffers:
+                # As Mooncake: an empty batch is a valid id, done at once. Its
+                # id is outside te's (64-bit) ids.
+                with self._lock:
+                    self._empty_next += 1
+                    bid = (1 << 64) + self._empty_next
+                    self._empty.add(bid)
+                return bid
             seg = e.open_segment(target_hostname)
             o = "read" if TransferOpcode(opcode) == TransferOpcode.Read else "write"
             b = e.allocate_batch(len(buffers))
@@ -408,6 +510,10 @@ class TransferEngine:
 
     def transfer_check_status(self, batch_id: int) -> int:
         """``1`` done, ``0`` pending, ``-1`` failed, ``-2`` timeout; a done or failed batch is freed."""
+        with self._lock:
+            if batch_id in self._empty:
+                self._empty.discard(batch_id)
+                return 1
         try:
             e = self._ready()
             st = e.batch_status(batch_id - 1)
@@ -425,25 +531,43 @@ class TransferEngine:
         return 1 if st.ok else -1
 
     def get_batch_transfer_status(self, batch_ids: Sequence[int]) -> int:
-        """Blocks until every batch is done (``0``, each freed) or one failed or timed out (``-1``)."""
+        """Blocks until every batch is done (``0``) or one failed or timed out
+        (``-1``); as Mooncake's, every batch given is freed either way (on a
+        failure the ones still running are canceled first)."""
         try:
             e = self._ready()
         except te.Error as x:
             _fail(x, "get_batch_transfer_status")
             return -1
+        with self._lock:
+            left = [b for b in batch_ids if b not in self._empty]
+            self._empty.difference_update(batch_ids)
         rc = 0
-        for bid in batch_ids:
+        for i, bid in enumerate(left):
             try:
                 st = e.wait_batch(bid - 1, self._timeout + e.batch_status(bid - 1).length / 1e9)
                 if not st.ok:
                     _log.error("get_batch_transfer_status: batch %d ended %s", bid, st.state)
-                    return -1
-                e.free_batch(bid - 1)
+                    rc = -1
             except te.Error as x:
                 _fail(x, "get_batch_transfer_status")
                 rc = -1
+            if rc:
+                for b in left[i:]:
+                    self._drop(e, b - 1)
                 break
+            e.free_batch(bid - 1)
         return rc
+
+    def _drop(self, e: te.Engine, b: int) -> None:
+        """Cancels batch ``b`` if it still runs, and frees it."""
+        try:
+            if not e.batch_status(b).done:
+                e.cancel_batch(b)
+                e.wait_batch(b, self._timeout)
+            e.free_batch(b)
+        except te.Error as x:
+            _log.error("freeing batch %d: %s", b + 1, x)
 
     # ---- notifications and probes ----
 
@@ -460,17 +584,8 @@ class TransferEngine:
             e = self._ready()
             seg = e.open_segment(peer_server_name)
             e.segment_info(seg)
+        except (te.RuntimeError, te.DisconnectedError, te.TimeoutError) as x:
+            return _fail(x, "send_probe", ERR_SOCKET)  # as Mooncake: the peer did not answer
         except te.Error as x:
             return _fail(x, "send_probe")
         return 0
-
-    # ---- CUDA-only calls ----
-
-    def _no_cuda(self, *args: object, **kwargs: object) -> int:
-        """Not provided: te.compat.mooncake has no CUDA stream calls (NotImplementedError)."""
-        raise NotImplementedError("te.compat.mooncake has no CUDA stream calls")
-
-    transfer_write_on_cuda = _no_cuda
-    transfer_read_on_cuda = _no_cuda
-    batch_transfer_write_on_cuda = _no_cuda
-    batch_transfer_read_on_cuda = _no_cuda
