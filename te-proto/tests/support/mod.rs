@@ -268,6 +268,31 @@ impl Pair {
         moved
     }
 
+    /// As [`step`](Self::step), but b takes at most `budget` bytes from the
+    /// pipe from a (a slow link in that direction; the rest waits).
+    pub fn step_with_budget(&mut self, budget: usize) -> bool {
+        let mut moved = transmit(&mut self.a, &mut self.a_to_b, self.now);
+        if self.b_talks {
+            moved |= transmit(&mut self.b, &mut self.b_to_a, self.now);
+        }
+        let n = budget.min(self.a_to_b.len());
+        let mut part: VecDeque<u8> = self.a_to_b.drain(..n).collect();
+        moved |= receive(&mut self.b, &mut part, self.now, self.max_piece, &mut self.rng);
+        while let Some(b) = part.pop_back() {
+            self.a_to_b.push_front(b);
+        }
+        moved |= receive(
+            &mut self.a,
+            &mut self.b_to_a,
+            self.now,
+            self.max_piece,
+            &mut self.rng,
+        );
+        self.a.drain_events();
+        self.b.drain_events();
+        moved
+    }
+
     /// Advances virtual time by `d` and lets both links act on it.
     pub fn advance(&mut self, d: Duration) {
         self.now = self.now + d;
