@@ -431,6 +431,11 @@ struct Harness {
     in_writes: Vec<PeerRequest>,
     in_infos: Vec<u64>,
     in_pings: HashSet<u64>,
+    /// The peer's Ping the link has not answered yet: a second Ping
+    /// before that answer breaks the one-unanswered rule.
+    pong_owed: Option<u64>,
+    /// The peer broke that rule: the link must be closed.
+    ping_violation: bool,
 
     /// Decodes what the link sends, as the peer does.
     out_dec: Option<Decoder>,
@@ -533,6 +538,8 @@ impl Harness {
             in_writes: Vec::new(),
             in_infos: Vec::new(),
             in_pings: HashSet::new(),
+            pong_owed: None,
+            ping_violation: false,
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
             out_reads: Vec::new(),
@@ -1077,6 +1084,12 @@ impl Harness {
         if malformed {
             assert!(closed, "malformed input did not close the link");
         }
+        if std::mem::take(&mut self.ping_violation) {
+            assert!(
+                self.closed(),
+                "a Ping while the last one's Pong was owed left the link open"
+            );
+        }
         if !closed {
             self.in_dec = Some(dec);
         }
@@ -1169,6 +1182,11 @@ impl Harness {
             Seen::InfoReq { req_id, .. } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
                 self.in_pings.insert(token);
+                if self.pong_owed.is_some() {
+                    self.ping_violation = true;
+                } else {
+                    self.pong_owed = Some(token);
+                }
             }
             _ => {}
         }
@@ -1593,10 +1611,15 @@ impl Harness {
             Seen::Ping { token } => self.out_pings.push(token),
             // Token 0 is the keepalive a receiver sends unasked while a
             // payload arrives (docs/PROTOCOL.md 11.1).
-            Seen::Pong { token } => assert!(
-                token == 0 || self.in_pings.contains(&token),
-                "Pong {token} answers no ping"
-            ),
+            Seen::Pong { token } => {
+                assert!(
+                    token == 0 || self.in_pings.contains(&token),
+                    "Pong {token} answers no ping"
+                );
+                if self.pong_owed == Some(token) {
+                    self.pong_owed = None;
+                }
+            }
             Seen::Goodbye => {
                 assert!(closed_before, "Goodbye from an open link");
                 assert!(!self.sent_goodbye, "a second Goodbye");

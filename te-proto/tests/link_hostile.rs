@@ -178,9 +178,9 @@ fn a_range_ending_at_exactly_2_pow_64_counts_as_overflowing_everywhere() {
     assert!(err.to_string().contains("region"), "{err}");
 }
 
-#[test]
-fn a_nonzero_reserved_hello_field_is_reported_with_its_value() {
-    let hello = Hello {
+/// A connector's `Hello` without a secret, as a raw peer sends it.
+fn hello(name: &str) -> Vec<u8> {
+    encode(&Frame::Hello(Hello {
         caps: 0,
         max_payload: 4096,
         max_outstanding: 4,
@@ -188,9 +188,13 @@ fn a_nonzero_reserved_hello_field_is_reported_with_its_value() {
         host_id: [0; 32],
         nonce: [3; 32],
         mac: [0; 32],
-        name: "x",
-    };
-    let mut bytes = encode(&Frame::Hello(hello));
+        name,
+    }))
+}
+
+#[test]
+fn a_nonzero_reserved_hello_field_is_reported_with_its_value() {
+    let mut bytes = hello("x");
     // Body offset 13..16 is the 3-byte reserved field after `auth`.
     bytes[16 + 15] = 0x5a;
     let mut dec = Decoder::new(4096);
@@ -205,17 +209,7 @@ fn a_nonzero_reserved_hello_field_is_reported_with_its_value() {
 fn accepted(cfg: LinkConfig, now: Instant) -> (Link, Registry<[Entry; 4]>) {
     let mut reg = Registry::new([Entry::EMPTY; 4]);
     let mut link = Link::accept(cfg, now, [9; 32]).unwrap();
-    let hello = Hello {
-        caps: 0,
-        max_payload: 4096,
-        max_outstanding: 4,
-        auth: AUTH_NONE,
-        host_id: [0; 32],
-        nonce: [3; 32],
-        mac: [0; 32],
-        name: "trickler",
-    };
-    let bytes = encode(&Frame::Hello(hello));
+    let bytes = hello("trickler");
     assert_eq!(link.handle_input(now, &bytes, &mut reg), bytes.len());
     assert_eq!(link.state(), LinkState::Established);
     (link, reg)

@@ -243,29 +243,7 @@ impl Pair {
     /// One round: each side sends what it has, then each receives. Returns
     /// whether anything moved.
     pub fn step(&mut self) -> bool {
-        let mut moved = transmit(&mut self.a, &mut self.a_to_b, self.now);
-        if self.b_talks {
-            moved |= transmit(&mut self.b, &mut self.b_to_a, self.now);
-        }
-        moved |= receive(
-            &mut self.b,
-            &mut self.a_to_b,
-            self.now,
-            self.max_piece,
-            &mut self.rng,
-        );
-        moved |= receive(
-            &mut self.a,
-            &mut self.b_to_a,
-            self.now,
-            self.max_piece,
-            &mut self.rng,
-        );
-        moved |= copies(&mut self.b, &mut self.a);
-        moved |= copies(&mut self.a, &mut self.b);
-        self.a.drain_events();
-        self.b.drain_events();
-        moved
+        self.step_with_budget(usize::MAX)
     }
 
     /// As [`step`](Self::step), but b takes at most `budget` bytes from the
@@ -275,11 +253,20 @@ impl Pair {
         if self.b_talks {
             moved |= transmit(&mut self.b, &mut self.b_to_a, self.now);
         }
-        let n = budget.min(self.a_to_b.len());
-        let mut part: VecDeque<u8> = self.a_to_b.drain(..n).collect();
-        moved |= receive(&mut self.b, &mut part, self.now, self.max_piece, &mut self.rng);
-        while let Some(b) = part.pop_back() {
-            self.a_to_b.push_front(b);
+        if budget >= self.a_to_b.len() {
+            moved |= receive(
+                &mut self.b,
+                &mut self.a_to_b,
+                self.now,
+                self.max_piece,
+                &mut self.rng,
+            );
+        } else {
+            let mut part: VecDeque<u8> = self.a_to_b.drain(..budget).collect();
+            moved |= receive(&mut self.b, &mut part, self.now, self.max_piece, &mut self.rng);
+            while let Some(b) = part.pop_back() {
+                self.a_to_b.push_front(b);
+            }
         }
         moved |= receive(
             &mut self.a,
@@ -288,6 +275,8 @@ impl Pair {
             self.max_piece,
             &mut self.rng,
         );
+        moved |= copies(&mut self.b, &mut self.a);
+        moved |= copies(&mut self.a, &mut self.b);
         self.a.drain_events();
         self.b.drain_events();
         moved

@@ -168,7 +168,7 @@ impl SameHost {
         let Some(ends) = ends(conn) else { return };
         let (link, st) = (&mut conn.link, &mut conn.shm);
         let Some(peer) = link.peer() else { return };
-        let name = peer.segment_name.to_string();
+        let name = te_proto::text::Escaped(&peer.segment_name).to_string();
         if !peer.caps.contains(Caps::PROCESS_VM) {
             st.refused = Some(format!("peer {name} does not offer the same-host path"));
             return;
