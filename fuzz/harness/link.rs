@@ -434,8 +434,11 @@ struct Harness {
     /// The peer's Ping the link has not answered yet: a second Ping
     /// before that answer breaks the one-unanswered rule.
     pong_owed: Option<u64>,
-    /// The peer broke that rule: the link must be closed.
-    ping_violation: bool,
+    /// The peer broke that rule, or sent a second `PidChallenge`: the link
+    /// must be closed.
+    violation: bool,
+    /// The peer sent a `PidChallenge` (a link carries one).
+    challenged: bool,
 
     /// Decodes what the link sends, as the peer does.
     out_dec: Option<Decoder>,
@@ -539,7 +542,8 @@ impl Harness {
             in_infos: Vec::new(),
             in_pings: HashSet::new(),
             pong_owed: None,
-            ping_violation: false,
+            violation: false,
+            challenged: false,
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
             out_reads: Vec::new(),
@@ -1084,10 +1088,10 @@ impl Harness {
         if malformed {
             assert!(closed, "malformed input did not close the link");
         }
-        if std::mem::take(&mut self.ping_violation) {
+        if std::mem::take(&mut self.violation) {
             assert!(
                 self.closed(),
-                "a Ping while the last one's Pong was owed left the link open"
+                "a Ping while the last one's Pong was owed, or a second PidChallenge, left the link open"
             );
         }
         if !closed {
@@ -1169,7 +1173,7 @@ impl Harness {
                     region: None,
                 });
             }
-            Seen::PidChallenge => {}
+            Seen::PidChallenge => self.violation |= std::mem::replace(&mut self.challenged, true),
             Seen::LocalMap(m) => {
                 let Some(maps) = self.peer_maps.as_mut() else {
                     return;
@@ -1183,7 +1187,7 @@ impl Harness {
             Seen::Ping { token } => {
                 self.in_pings.insert(token);
                 if self.pong_owed.is_some() {
-                    self.ping_violation = true;
+                    self.violation = true;
                 } else {
                     self.pong_owed = Some(token);
                 }

@@ -27,6 +27,20 @@ use std::time::Duration;
 
 use te_proto::Instant;
 
+/// What counts as one source: an IPv4 address (an IPv4-mapped IPv6
+/// address counts as its IPv4 one), or an IPv6 address's /64 prefix, since
+/// one IPv6 host commonly holds a whole /64 and could otherwise take a new
+/// address for every connection.
+pub(crate) fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
 /// The bounds of [`Admission`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -114,8 +128,9 @@ impl Admission {
         self.slots.iter().filter(|s| !s.established).count()
     }
 
-    /// Connections in the table from `source`.
+    /// Connections in the table from `source` (see [`source_of`]).
     pub fn of_source(&self, source: IpAddr) -> usize {
+        let source = source_of(source);
         self.slots.iter().filter(|s| s.source == source).count()
     }
 
@@ -148,6 +163,7 @@ impl Admission {
 
     /// Decides on a connection from `source` (nothing changes).
     pub fn check(&self, source: IpAddr) -> Verdict {
+        let source = source_of(source);
         let l = self.limits;
         if self.of_source(source) >= l.per_source {
             return match self.oldest_handshaking(|s| s.source == source) {
@@ -168,6 +184,7 @@ impl Admission {
     /// [`check`](Self::check) said [`Verdict::Admit`]. The table never
     /// grows past its bound: an insert without room is refused (false).
     pub fn insert(&mut self, key: usize, source: IpAddr) -> bool {
+        let source = source_of(source);
         if self.check(source) != Verdict::Admit || self.slots.iter().any(|s| s.key == key) {
             debug_assert!(false, "insert without room, or of a key held");
             return false;
@@ -327,6 +344,24 @@ mod tests {
         assert_eq!(arrive(&mut a, 9, ip(98)), Err(Refusal::Full { limit: 8 }));
         a.remove(0);
         assert_eq!(arrive(&mut a, 9, ip(98)), Ok(vec![]));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source_and_a_mapped_ipv4_address_its_ipv4_one() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(other));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(source_of(mapped), ip(2));
+        let mut t = Admission::new(LIMITS);
+        for k in 0..3 {
+            arrive(&mut t, k, a).unwrap();
+            t.established(k);
+        }
+        assert_eq!(arrive(&mut t, 3, b), Err(Refusal::PerSource { limit: 3 }));
+        assert_eq!(arrive(&mut t, 4, other), Ok(vec![]));
     }
 
     #[test]

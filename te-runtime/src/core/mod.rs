@@ -291,7 +291,7 @@ impl EngineCore {
     /// evictions are logged at most once per source and interval.
     fn admit(&mut self, addr: SocketAddr) -> bool {
         let now = self.now();
-        let src = addr.ip();
+        let src = crate::admission::source_of(addr.ip());
         // One eviction makes room (admission.rs); the bound only guards.
         for _ in 0..4 {
             match self.admission.check(src) {
