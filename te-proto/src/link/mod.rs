@@ -610,6 +610,18 @@ impl Link {
         self.payload_sent(reg);
     }
 
+    /// Closes the link for a rule of docs/PROTOCOL.md that only the shell
+    /// can check, such as a `LocalMap` from a peer whose process the shell
+    /// has not proven (15.5): running tasks end with `why`, every pin is
+    /// released, and the peer is told with `Error(0)` carrying `why`. A link
+    /// already closed keeps its first reason.
+    pub fn refuse_peer<S>(&mut self, why: Status, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.s.shut(why, true, reg);
+    }
+
     /// Whether frames are still due for the peer (after a close: the
     /// `Error` or `Goodbye` that tells it why).
     pub fn wants_transmit(&self) -> bool {
