@@ -3,7 +3,9 @@
 //! each binds its sockets to 127.0.0.N before connecting) complete
 //! handshakes and hold them, or park connections in the handshake and
 //! reconnect whenever one is closed, while a good client from 127.0.0.1
-//! keeps connecting and transferring. It must get in every time.
+//! keeps connecting and transferring. It must get in every time. And a
+//! client that trickles a frame loses its slot, although each byte it
+//! sends counts as activity.
 //!
 //! No sleep synchronises anything: the test waits for the hogs' handshakes
 //! and for the parkers' connection counts; the parkers pace their loop by
@@ -202,4 +204,60 @@ fn a_good_client_gets_in_every_time_past_hogs_and_parked_handshakes() {
 #[test]
 fn a_good_client_with_the_secret_gets_in_past_clients_that_cannot_prove_it() {
     flood(Some(b"the good secret"));
+}
+
+#[test]
+fn a_client_trickling_a_frame_loses_its_slot_although_every_byte_is_activity() {
+    let target = Engine::start(EngineConfig {
+        idle_timeout: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_millis(300),
+        ..EngineConfig::default()
+    })
+    .expect("target");
+    let mut s = TcpStream::connect(target.segment_name()).expect("connect");
+    s.write_all(&hello(AUTH_NONE)).expect("hello");
+    assert!(got_hello_ack(&mut s), "handshake");
+    // An InfoReq (40 bytes), one byte every 150 ms: never silent for the
+    // idle timeout, but 6 s for the frame, far below 8 KiB/s.
+    let frame = te_tests::encode(&Frame::InfoReq {
+        req_id: 0x1_ff,
+        after: None,
+    });
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    for b in &frame {
+        if s.write_all(std::slice::from_ref(b)).is_err() {
+            break;
+        }
+        sent += 1;
+        // Pacing the trickle, not synchronisation.
+        thread::sleep(Duration::from_millis(150));
+    }
+    assert!(sent < frame.len(), "the engine took the whole trickled frame");
+    // What the engine said before closing: its Pings, then Error(0, Timeout).
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut dec = Decoder::new(16 << 20);
+    let mut byte = [0u8; 1];
+    let why = loop {
+        match s.read(&mut byte) {
+            Ok(1) => {}
+            _ => break None,
+        }
+        dec.feed(&byte).expect("te frames");
+        if dec.progress() != Progress::Frame {
+            continue;
+        }
+        if let Some(Ok(Frame::Error { req_id: 0, code, msg })) = dec.frame() {
+            break Some((code, msg.to_string()));
+        }
+        dec.next();
+    };
+    let (code, msg) = why.expect("the engine told why");
+    assert_eq!(code, te_runtime::ErrorCode::Timeout, "{msg}");
+    assert!(msg.contains("below the floor"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
