@@ -199,6 +199,12 @@ impl Admission {
         true
     }
 
+    /// Whether the connection `key` is in the table and still in its
+    /// handshake.
+    pub fn is_handshaking(&self, key: usize) -> bool {
+        self.slots.iter().any(|s| s.key == key && !s.established)
+    }
+
     /// The connection `key` finished its handshake (and, with a secret,
     /// proved it).
     pub fn established(&mut self, key: usize) {

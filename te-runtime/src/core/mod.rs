@@ -297,8 +297,8 @@ impl EngineCore {
             match self.admission.check(src) {
                 Verdict::Admit => return true,
                 Verdict::Evict(k) => {
-                    self.admission.remove(k);
                     let Some(victim) = self.conns.get(k).and_then(|c| c.as_ref()).map(|c| c.peer_addr) else {
+                        self.admission.remove(k);
                         continue;
                     };
                     if let Some(n) = self.refusals.note(victim.ip(), now) {
@@ -312,7 +312,12 @@ impl EngineCore {
                         Canceled,
                         "connection from {victim} closed in its handshake to make room"
                     );
+                    // It leaves the table with the connection (drop_conn).
                     self.fail_conn(k, why);
+                    debug_assert!(
+                        !self.admission.is_handshaking(k),
+                        "an evicted connection kept its slot"
+                    );
                 }
                 Verdict::Refuse(why) => {
                     if let Some(n) = self.refusals.note(src, now) {
@@ -468,7 +473,6 @@ impl EngineCore {
         let Some(mut conn) = self.conns.get_mut(c).and_then(|c| c.take()) else {
             return;
         };
-        self.admission.remove(c);
         // Release everything the link and the socket still hold, then report.
         conn.discard_writes(self.ep.registry_mut());
         conn.link.handle_disconnect(self.ep.registry_mut());
@@ -482,6 +486,7 @@ impl EngineCore {
         for e in events {
             self.on_link_event(c, seg, addr, e);
         }
+        self.admission.remove(c);
         if let Some(s) = seg {
             if self.segments[s].conn == Some(c) {
                 self.segments[s].conn = None;
@@ -567,6 +572,11 @@ impl EngineCore {
                     if let Some(n) = self.auth_refusals.note(addr.ip(), self.now()) {
                         warn!(peer = %addr, "link {side} {addr} refused: {why}{}", quieted(n));
                     }
+                } else if self.admission.is_handshaking(c) {
+                    // A client that never finished its handshake: a flood
+                    // of them must not flood the log (admission.rs logs
+                    // refusals and evictions, rate-limited).
+                    debug!(peer = %addr, "link {side} {addr} closed in its handshake: {why}");
                 } else {
                     info!(peer = %addr, "link {side} {addr} closed: {why}");
                 }
