@@ -431,6 +431,14 @@ struct Harness {
     in_writes: Vec<PeerRequest>,
     in_infos: Vec<u64>,
     in_pings: HashSet<u64>,
+    /// The peer's Ping the link has not answered yet: a second Ping
+    /// before that answer breaks the one-unanswered rule.
+    pong_owed: Option<u64>,
+    /// The peer broke that rule, or sent a second `PidChallenge`: the link
+    /// must be closed.
+    violation: bool,
+    /// The peer sent a `PidChallenge` (a link carries one).
+    challenged: bool,
 
     /// Decodes what the link sends, as the peer does.
     out_dec: Option<Decoder>,
@@ -533,6 +541,9 @@ impl Harness {
             in_writes: Vec::new(),
             in_infos: Vec::new(),
             in_pings: HashSet::new(),
+            pong_owed: None,
+            violation: false,
+            challenged: false,
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
             out_reads: Vec::new(),
@@ -1077,6 +1088,12 @@ impl Harness {
         if malformed {
             assert!(closed, "malformed input did not close the link");
         }
+        if std::mem::take(&mut self.violation) {
+            assert!(
+                self.closed(),
+                "a Ping while the last one's Pong was owed, or a second PidChallenge, left the link open"
+            );
+        }
         if !closed {
             self.in_dec = Some(dec);
         }
@@ -1156,7 +1173,7 @@ impl Harness {
                     region: None,
                 });
             }
-            Seen::PidChallenge => {}
+            Seen::PidChallenge => self.violation |= std::mem::replace(&mut self.challenged, true),
             Seen::LocalMap(m) => {
                 let Some(maps) = self.peer_maps.as_mut() else {
                     return;
@@ -1169,6 +1186,11 @@ impl Harness {
             Seen::InfoReq { req_id, .. } => self.in_infos.push(req_id),
             Seen::Ping { token } => {
                 self.in_pings.insert(token);
+                if self.pong_owed.is_some() {
+                    self.violation = true;
+                } else {
+                    self.pong_owed = Some(token);
+                }
             }
             _ => {}
         }
@@ -1591,7 +1613,17 @@ impl Harness {
                 assert!(count <= INFO_PAGE_MAX);
             }
             Seen::Ping { token } => self.out_pings.push(token),
-            Seen::Pong { token } => assert!(self.in_pings.contains(&token), "Pong {token} answers no ping"),
+            // Token 0 is the keepalive a receiver sends unasked while a
+            // payload arrives (docs/PROTOCOL.md 11.1).
+            Seen::Pong { token } => {
+                assert!(
+                    token == 0 || self.in_pings.contains(&token),
+                    "Pong {token} answers no ping"
+                );
+                if self.pong_owed == Some(token) {
+                    self.pong_owed = None;
+                }
+            }
             Seen::Goodbye => {
                 assert!(closed_before, "Goodbye from an open link");
                 assert!(!self.sent_goodbye, "a second Goodbye");

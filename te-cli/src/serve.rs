@@ -102,7 +102,12 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
         // sleeps rather than waits on the engine, which would spin in
         // busy-poll mode.
         for n in engine.take_notifications() {
-            out!("notification {:?} from {}: {} bytes", n.name, n.from, n.msg.len());
+            out!(
+                "notification {:?} from {:?}: {} bytes",
+                n.name,
+                n.from,
+                n.msg.len()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

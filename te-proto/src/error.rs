@@ -6,8 +6,9 @@
 
 use core::fmt;
 
-/// Capacity in bytes of a [`Status`] message; longer messages are truncated
-/// on a character boundary.
+/// Capacity in bytes of a [`Status`] message; a longer message is cut at a
+/// word boundary (or, without one near the end, a character boundary) and
+/// ends in `...`.
 pub const STATUS_MSG_CAP: usize = 120;
 
 /// Outcome code of an operation. `Ok` is included so that the code can be
@@ -97,8 +98,17 @@ impl fmt::Display for ErrorCode {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status {
     code: ErrorCode,
+    /// The message was cut: it ends in [`ELLIPSIS`] and takes no more text.
+    cut: bool,
     msg: heapless::String<STATUS_MSG_CAP>,
 }
+
+/// What ends a message cut at [`STATUS_MSG_CAP`].
+const ELLIPSIS: &str = "...";
+
+/// How far back from the cut a word boundary is looked for: a cut message
+/// loses at most this much more than the room forced.
+const WORD_BACKTRACK: usize = 24;
 
 impl Status {
     /// A status with a fixed message.
@@ -119,18 +129,45 @@ impl Status {
     fn empty(code: ErrorCode) -> Status {
         Status {
             code,
+            cut: false,
             msg: heapless::String::new(),
         }
     }
 
     fn push_truncated(&mut self, text: &str) {
+        if self.cut {
+            return;
+        }
         let room = STATUS_MSG_CAP - self.msg.len();
-        let mut end = text.len().min(room);
+        if text.len() <= room {
+            // It fits the remaining capacity, so the push cannot fail.
+            let _ = self.msg.push_str(text);
+            return;
+        }
+        // Too long: keep what fits before the ellipsis, back to the last
+        // space when there is one close to the cut.
+        let mut end = room.saturating_sub(ELLIPSIS.len()).min(text.len());
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        // `end` fits the remaining capacity, so the push cannot fail.
         let _ = self.msg.push_str(&text[..end]);
+        let mut keep = self.msg.len().min(STATUS_MSG_CAP - ELLIPSIS.len());
+        while !self.msg.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        let floor = keep.saturating_sub(WORD_BACKTRACK);
+        if let Some(space) = self.msg[..keep].rfind(' ').filter(|&at| at > floor) {
+            keep = space;
+        }
+        self.msg.truncate(keep);
+        let _ = self.msg.push_str(ELLIPSIS);
+        self.cut = true;
+    }
+
+    /// Whether the message was cut at [`STATUS_MSG_CAP`] bytes (it then
+    /// ends in `...`).
+    pub fn is_cut(&self) -> bool {
+        self.cut
     }
 
     /// The code.
@@ -206,9 +243,34 @@ mod tests {
         let long = "é".repeat(200);
         let s = Status::new(ErrorCode::Invalid, &long);
         assert!(s.message().len() <= STATUS_MSG_CAP);
-        assert!(s.message().chars().all(|c| c == 'é'));
+        let body = s.message().strip_suffix("...").expect("an ellipsis");
+        assert!(body.chars().all(|c| c == 'é'), "{s:?}");
+        assert!(s.is_cut());
         let f = crate::status!(NotFound, "base {:#x} {}", 0x1000u64, long);
         assert!(f.message().starts_with("base 0x1000 é"));
         assert_eq!(f.code(), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_word_with_an_ellipsis() {
+        // The message of issue 16: cut mid-word ("...or refu") before.
+        let words = "the peer closed the connection during the handshake: it may not speak te, or refuse this side for a reason of its own, see its log";
+        let s = Status::new(ErrorCode::RuntimeError, words);
+        let m = s.message();
+        assert!(m.len() <= STATUS_MSG_CAP, "{m:?}");
+        assert!(m.ends_with(" reason of its..."), "{m:?}");
+        // Formatting in pieces cuts the same way, and nothing follows the cut.
+        let f = crate::status!(RuntimeError, "{} {}", &words[..59], &words[60..]);
+        assert_eq!(f.message(), m);
+        // A message that fits is kept whole, without an ellipsis.
+        let exact = "x".repeat(STATUS_MSG_CAP);
+        let e = Status::new(ErrorCode::Invalid, &exact);
+        assert_eq!(e.message(), exact);
+        assert!(!e.is_cut());
+        // One word longer than the room is cut inside it.
+        let one = "y".repeat(STATUS_MSG_CAP + 1);
+        let o = Status::new(ErrorCode::Invalid, &one);
+        assert_eq!(o.message().len(), STATUS_MSG_CAP);
+        assert!(o.message().ends_with("y..."));
     }
 }

@@ -19,6 +19,7 @@
 //! | [`batch`] | batches of tasks with per-task status |
 //! | [`wire`] | frames, encoder and incremental decoder (`docs/PROTOCOL.md`) |
 //! | [`link`] | the per-peer state machine |
+//! | [`text`] | [`text::Escaped`]: a peer's text made safe to log |
 //! | [`endpoint`] | the layer above the links: per-segment queues, deadlines, results, notifications, path choice |
 //!
 //! # Two links driven by hand
@@ -103,6 +104,7 @@ pub mod link;
 pub mod location;
 pub mod region;
 pub mod registry;
+pub mod text;
 pub mod time;
 pub mod wire;
 

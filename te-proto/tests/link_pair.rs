@@ -598,7 +598,7 @@ fn garbage_closes_link(bytes: &[u8], want: ErrorCode) {
         .as_ref()
         .unwrap()
         .message()
-        .starts_with("peer closed the link"));
+        .starts_with("peer closed: "));
 }
 
 #[test]

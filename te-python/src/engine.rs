@@ -138,6 +138,11 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
             "max_batches" => c.max_batches = num("max_batches")? as usize,
             "max_tasks" => c.max_tasks = num("max_tasks")? as usize,
             "max_connections" => c.max_connections = num("max_connections")? as usize,
+            "max_connections_per_source" => {
+                c.max_connections_per_source = num("max_connections_per_source")? as usize
+            }
+            "max_handshaking" => c.max_handshaking = num("max_handshaking")? as usize,
+            "min_frame_rate" => c.min_frame_rate = small("min_frame_rate")?,
             "max_segments" => c.max_segments = num("max_segments")? as usize,
             "max_notifications" => c.max_notifications = num("max_notifications")? as usize,
             "busy_poll" => {
@@ -152,7 +157,8 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
                         "unknown EngineConfig field {other:?}; known: listen, segment_name, location, path, \
                          secret, max_payload, max_outstanding, connect_timeout, transfer_timeout, \
                          heartbeat_interval, idle_timeout, max_regions, max_batches, max_tasks, \
-                         max_connections, max_segments, max_notifications, busy_poll"
+                         max_connections, max_connections_per_source, max_handshaking, min_frame_rate, \
+                         max_segments, max_notifications, busy_poll"
                     ),
                 ))
             }
@@ -172,7 +178,8 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
 /// `"npu:N"`), `path` (`"auto"`, `"tcp"`, `"shm"`), `secret` (str or bytes),
 /// `max_payload`, `max_outstanding`, `connect_timeout`, `transfer_timeout`,
 /// `heartbeat_interval`, `idle_timeout` (seconds), `max_regions`,
-/// `max_batches`, `max_tasks`, `max_connections`, `max_segments`, `max_notifications`,
+/// `max_batches`, `max_tasks`, `max_connections`, `max_connections_per_source`,
+/// `max_handshaking`, `min_frame_rate` (bytes per second), `max_segments`, `max_notifications`,
 /// `busy_poll`. A bad value raises `te.InvalidError` naming it.
 ///
 /// Use it as a context manager (`with te.Engine() as e:`) or call

@@ -44,8 +44,23 @@ pub struct EngineConfig {
     pub max_batches: usize,
     /// Tasks over all batches at once (default 65536).
     pub max_tasks: usize,
-    /// Connections accepted at once (default 1024).
+    /// Connections accepted at once (default 1024). When all are taken, a
+    /// new one evicts a connection still in the handshake; only when all
+    /// are established is it refused (docs/DESIGN.md, "Admission").
     pub max_connections: usize,
+    /// Connections accepted at once from one source address (default 64;
+    /// more than `max_connections` counts as `max_connections`); beyond, the source's oldest connection
+    /// still in the handshake is closed, or the new one refused.
+    pub max_connections_per_source: usize,
+    /// Accepted connections still in the handshake at once (default 64;
+    /// more than `max_connections` counts as `max_connections`); beyond, the oldest handshake of the source
+    /// holding the most is closed to make room.
+    pub max_handshaking: usize,
+    /// The floor on the progress of a frame a peer has begun, bytes per
+    /// second (default 8192; 0: none): a frame of `n` bytes must be complete
+    /// `idle_timeout + n / min_frame_rate` after its first byte, else the
+    /// link closes with `Timeout` (docs/PROTOCOL.md 11.1).
+    pub min_frame_rate: u32,
     /// Peer segments this engine can open over its life (default 4096).
     pub max_segments: usize,
     /// Notifications kept until taken; beyond this the sending peers are
@@ -84,6 +99,9 @@ impl Default for EngineConfig {
             max_batches: 1024,
             max_tasks: 65536,
             max_connections: 1024,
+            max_connections_per_source: 64,
+            max_handshaking: 64,
+            min_frame_rate: te_proto::link::DEFAULT_MIN_FRAME_RATE,
             max_segments: 4096,
             max_notifications: 4096,
             busy_poll: false,
@@ -107,6 +125,14 @@ impl EngineConfig {
         ] {
             if v < min || v > u32::MAX as usize {
                 return Err(status!(Invalid, "{name} {v} out of range 1..={}", u32::MAX));
+            }
+        }
+        for (name, v) in [
+            ("max_connections_per_source", self.max_connections_per_source),
+            ("max_handshaking", self.max_handshaking),
+        ] {
+            if v == 0 {
+                return Err(status!(Invalid, "{name} is zero"));
             }
         }
         if self.max_outstanding as usize > MAX_OUTSTANDING {
@@ -136,10 +162,20 @@ impl EngineConfig {
         c.heartbeat_interval = self.heartbeat_interval;
         c.idle_timeout = self.idle_timeout;
         c.handshake_timeout = self.connect_timeout;
+        c.min_frame_rate = self.min_frame_rate;
         if let Some(s) = &self.secret {
             c = c.with_secret(s)?;
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The bounds of the admission of accepted connections.
+    pub(crate) fn admission_limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            max: self.max_connections,
+            per_source: self.max_connections_per_source.min(self.max_connections),
+            handshaking: self.max_handshaking.min(self.max_connections),
+        }
     }
 }

@@ -50,6 +50,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+mod admission;
 mod config;
 mod conn;
 mod core;

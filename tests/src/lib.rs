@@ -51,6 +51,31 @@ pub unsafe fn bytes<'a>(addr: u64, len: u64) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }
 }
 
+// ---- raw sockets ----
+
+/// `frame`'s bytes.
+pub fn encode(frame: &te_proto::wire::Frame<'_>) -> Vec<u8> {
+    let mut buf = vec![0; te_proto::wire::MAX_CONTROL_LEN];
+    let n = frame.encode(&mut buf).expect("encode");
+    buf.truncate(n);
+    buf
+}
+
+/// A raw client's `Hello` (segment `raw-client`, no same-host path) with
+/// auth mode `auth`.
+pub fn hello(auth: u8) -> Vec<u8> {
+    encode(&te_proto::wire::Frame::Hello(te_proto::wire::Hello {
+        caps: 0,
+        max_payload: 1 << 20,
+        max_outstanding: 32,
+        auth,
+        host_id: [0; 32],
+        nonce: [7; 32],
+        mac: [0; 32],
+        name: "raw-client",
+    }))
+}
+
 // ---- helpers of semantics.rs and transfers.rs ----
 
 /// Fills `len` bytes at `addr` with a fast deterministic pattern of 64-bit

@@ -12,13 +12,13 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use te_proto::wire::{
-    Decoder, Frame, Header, Hello, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, MAX_CONTROL_LEN,
-    MAX_PAYLOAD_LIMIT,
+    Decoder, Frame, Header, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE, MAX_PAYLOAD_LIMIT,
 };
 use te_runtime::{
     BatchId, BatchStatus, Engine, EngineConfig, ErrorCode, Op, Perm, Request, SegmentId, TaskState,
 };
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
+use te_tests::{encode, hello};
 use zerocopy::IntoBytes;
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
@@ -361,26 +361,6 @@ fn a_peer_killed_mid_write_fails_its_tasks_and_a_restarted_peer_is_reconnected()
 // ---------------------------------------------------------------------------
 // Raw sockets
 // ---------------------------------------------------------------------------
-
-fn encode(frame: &Frame<'_>) -> Vec<u8> {
-    let mut buf = vec![0; MAX_CONTROL_LEN];
-    let n = frame.encode(&mut buf).expect("encode");
-    buf.truncate(n);
-    buf
-}
-
-fn hello(auth: u8) -> Vec<u8> {
-    encode(&Frame::Hello(Hello {
-        caps: 0,
-        max_payload: 1 << 20,
-        max_outstanding: 32,
-        auth,
-        host_id: [0; 32],
-        nonce: [7; 32],
-        mac: [0; 32],
-        name: "raw-client",
-    }))
-}
 
 fn header(op: Opcode, body_len: usize, payload_len: u32) -> Vec<u8> {
     Header::new(op, 0, body_len, payload_len).as_bytes().to_vec()

@@ -551,3 +551,60 @@ fn a_peer_in_another_network_namespace_gets_tcp() {
         "expected the same-host path in one namespace, got {stdout:?}"
     );
 }
+
+#[test]
+fn a_local_map_from_a_peer_whose_process_is_not_proven_closes_the_link() {
+    use std::io::{Read, Write};
+    use te_proto::link::{Caps, LocalMap};
+    use te_proto::wire::{Decoder, Frame, Hello, Progress, AUTH_NONE};
+
+    let engine = te_tests::engine();
+    let mut s = std::net::TcpStream::connect(engine.segment_name()).expect("connect");
+    // A peer that offers the path, never proves its process, and announces
+    // a buffer right after its Hello.
+    let mut out = te_tests::encode(&Frame::Hello(Hello {
+        caps: (Caps::PROCESS_VM | Caps::SHARED_MEMORY).bits(),
+        max_payload: 1 << 20,
+        max_outstanding: 8,
+        auth: AUTH_NONE,
+        host_id: [0; 32],
+        nonce: [4; 32],
+        mac: [0; 32],
+        name: "unproven",
+    }));
+    out.extend(te_tests::encode(&Frame::LocalMap(LocalMap {
+        id: 5,
+        base: 0x10_0000,
+        len: 4096,
+        fd: 3,
+    })));
+    s.write_all(&out).expect("send");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut dec = Decoder::new(16 << 20);
+    let mut byte = [0u8; 1];
+    // The link closes before its HelloAck leaves (both came in one read).
+    let closing = loop {
+        assert_eq!(
+            s.read(&mut byte).expect("the engine answers"),
+            1,
+            "closed without a reason"
+        );
+        dec.feed(&byte).expect("te frames");
+        if dec.progress() != Progress::Frame {
+            continue;
+        }
+        if let Frame::Error { req_id: 0, code, msg } = dec.frame().expect("a frame").expect("valid") {
+            break (code, msg.to_string());
+        }
+        dec.next();
+    };
+    assert_eq!(closing.0, ErrorCode::Invalid, "{closing:?}");
+    // An engine that maps buffers says why; one that does not (the OS
+    // forbids the path here) refuses any LocalMap in te-proto.
+    let m = &closing.1;
+    assert!(
+        m.contains("buffer 0x5 with LocalMap before its process was proven")
+            || m.contains("does not map buffers"),
+        "{closing:?}"
+    );
+}

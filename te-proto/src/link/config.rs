@@ -11,6 +11,9 @@ use crate::wire::{MAX_PAYLOAD_LIMIT, SEGMENT_NAME_MAX};
 /// accepts from the peer: the ceiling for [`LinkConfig::max_outstanding`].
 pub const MAX_OUTSTANDING: usize = 64;
 
+/// The default of [`LinkConfig::min_frame_rate`], bytes per second.
+pub const DEFAULT_MIN_FRAME_RATE: u32 = 8192;
+
 /// Most tasks one link carries at once; further submissions answer
 /// `NotReady` until a task ends.
 pub const MAX_LINK_TASKS: usize = 128;
@@ -51,6 +54,14 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     /// Close the link when the handshake has not finished after this long (default 5 s).
     pub handshake_timeout: Duration,
+    /// The floor on the progress of a frame the peer has begun, in bytes per
+    /// second (default 8192; 0: no floor). A frame of `n` bytes (header,
+    /// body and payload) whose first byte came at `t` must be complete by
+    /// `t + idle_timeout + n / min_frame_rate`, else the link closes with
+    /// `Timeout`: a peer cannot hold a link by trickling a frame, since
+    /// bytes arriving keep the idle timeout away. The default lets a 1 MiB
+    /// frame take 138 s.
+    pub min_frame_rate: u32,
     /// Shared secret; when set, both sides must prove it (up to 64 bytes).
     pub secret: Option<heapless::Vec<u8, SECRET_MAX>>,
 }
@@ -76,6 +87,7 @@ impl LinkConfig {
             heartbeat_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            min_frame_rate: DEFAULT_MIN_FRAME_RATE,
             secret: None,
         })
     }

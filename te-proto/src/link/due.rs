@@ -21,6 +21,8 @@ pub(super) struct Due {
     pub pong: Option<u64>,
     /// A `Ping` (its token is chosen when it is sent).
     pub ping: bool,
+    /// A keepalive `Pong` (token 0) while the peer's payload arrives.
+    pub keepalive: bool,
     /// An `InfoReq` `(req_id, after)`, sent once the window has room.
     pub info: Option<(u64, Option<(Location, u64)>)>,
 }
@@ -36,12 +38,14 @@ impl Due {
             auth,
             pong,
             ping,
+            keepalive,
             info,
         } = self;
         *hello = false;
         *auth = None;
         *pong = None;
         *ping = false;
+        *keepalive = false;
         *info = None;
     }
 }

@@ -9,6 +9,12 @@ use crate::registry::Entry;
 use crate::status;
 use crate::wire::{Hello, AUTH_HMAC_SHA256, AUTH_NONE};
 
+/// How every refusal for the shared secret begins, on both sides: which
+/// side has none, or that the two differ, follows it, naming the segments
+/// (never "the peer", which reads wrong once the message reaches the
+/// other side).
+pub const SECRET_MISMATCH: &str = "shared secret mismatch: check --secret on both sides";
+
 impl State {
     /// This side's `Hello` (or `HelloAck`) fields.
     pub(super) fn hello(&self) -> Hello<'_> {
@@ -50,25 +56,18 @@ impl State {
     {
         self.record_peer(h);
         self.due.hello = true;
+        let own = self.cfg.segment_name.as_str();
         match &self.cfg.secret {
-            Some(_) if h.auth != AUTH_HMAC_SHA256 => self.shut(
-                status!(
-                    NotAuthorized,
-                    "peer offered no authentication; a shared secret is required"
-                ),
-                true,
-                reg,
-            ),
+            Some(_) if h.auth != AUTH_HMAC_SHA256 => {
+                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {:?} has none", h.name);
+                self.shut(st, true, reg)
+            }
             Some(secret) => {
                 self.hello_mac = auth::prove(secret, Side::Acceptor, &h.nonce, &self.nonce);
                 self.phase = Phase::AwaitAuth;
             }
             None if h.auth != AUTH_NONE => {
-                let st = status!(
-                    NotAuthorized,
-                    "peer {:?} wants a shared secret; none is configured here",
-                    h.name
-                );
+                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {own:?} has none");
                 self.shut(st, true, reg)
             }
             None => self.established(),
@@ -81,18 +80,25 @@ impl State {
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
         self.record_peer(h);
+        let own = self.cfg.segment_name.as_str();
         match &self.cfg.secret {
+            Some(_) if h.auth != AUTH_HMAC_SHA256 => {
+                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {:?} has none", h.name);
+                return self.shut(st, true, reg);
+            }
             Some(secret) => {
-                let proven = h.auth == AUTH_HMAC_SHA256
-                    && auth::verify(secret, Side::Acceptor, &self.nonce, &h.nonce, &h.mac);
-                if !proven {
-                    let st = status!(NotAuthorized, "peer {:?} did not prove the shared secret", h.name);
+                if !auth::verify(secret, Side::Acceptor, &self.nonce, &h.nonce, &h.mac) {
+                    let st = status!(
+                        NotAuthorized,
+                        "{SECRET_MISMATCH}: {own:?} and {:?} differ",
+                        h.name
+                    );
                     return self.shut(st, true, reg);
                 }
                 self.due.auth = Some(auth::prove(secret, Side::Connector, &self.nonce, &h.nonce));
             }
             None if h.auth != AUTH_NONE => {
-                let st = status!(NotAuthorized, "peer {:?} requires a shared secret", h.name);
+                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {own:?} has none");
                 return self.shut(st, true, reg);
             }
             None => {}
@@ -109,11 +115,10 @@ impl State {
         if auth::verify(secret, Side::Connector, &self.peer_nonce, &self.nonce, mac) {
             self.established();
         } else {
-            self.shut(
-                status!(NotAuthorized, "peer failed to prove the shared secret"),
-                true,
-                reg,
-            );
+            let peer = self.peer.as_ref().map_or("", |p| p.segment_name.as_str());
+            let own = self.cfg.segment_name.as_str();
+            let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {peer:?} and {own:?} differ");
+            self.shut(st, true, reg);
         }
     }
 

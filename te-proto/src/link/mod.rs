@@ -43,12 +43,13 @@ mod tasks;
 mod transmit;
 
 pub use crate::wire::LocalMap;
-pub use config::{Caps, LinkConfig, PeerInfo, MAX_LINK_TASKS, MAX_OUTSTANDING};
+pub use config::{Caps, LinkConfig, PeerInfo, DEFAULT_MIN_FRAME_RATE, MAX_LINK_TASKS, MAX_OUTSTANDING};
 pub use event::{Event, Notification, PayloadDest, PidChallenge, SameHostCopy, SegmentPage, Transmit};
+pub use handshake::SECRET_MISMATCH;
 pub use maps::MAX_LOCAL_MAPS;
 pub use same_host::{SameHost, SameHostMut};
 
-use self::state::{Phase, Reg, Role, State};
+use self::state::{FrameClock, Phase, Reg, Role, State};
 use crate::batch::{TaskId, TransferRequest};
 use crate::error::{ErrorCode, Result, Status};
 use crate::registry::Entry;
@@ -256,6 +257,26 @@ impl Link {
         if !input.is_empty() {
             self.s.last_rx = self.s.last_rx.max(now);
         }
+        let used = self.decode(input, reg);
+        self.track_frame(now);
+        used
+    }
+
+    /// Follows the frame the peer has begun, for the floor on its progress
+    /// (`LinkConfig::min_frame_rate`).
+    fn track_frame(&mut self, now: Instant) {
+        let s = &mut self.s;
+        s.frame = match (self.decoder.frame_in_progress(), s.frame) {
+            (None, _) => None,
+            (Some((n, len)), Some(f)) if f.n == n => Some(FrameClock { len, ..f }),
+            (Some((n, len)), _) => Some(FrameClock { n, began: now, len }),
+        };
+    }
+
+    fn decode<S>(&mut self, input: &[u8], reg: &mut Reg<S>) -> usize
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
         let mut used = 0;
         loop {
             match self.decoder.progress() {
@@ -330,6 +351,7 @@ impl Link {
         let n = n.min(left as u64);
         if n > 0 {
             self.s.last_rx = self.s.last_rx.max(now);
+            self.s.last_payload_rx = Some(now.max(self.s.last_payload_rx.unwrap_or(now)));
         }
         self.decoder.payload_consumed(n as u32);
         match self.s.reading.as_mut() {
@@ -339,6 +361,7 @@ impl Link {
         if n as u32 == left {
             self.s.finish_landing(reg);
         }
+        self.track_frame(now);
     }
 
     /// Writes the frames due into `buf` (which must hold at least
@@ -350,7 +373,6 @@ impl Link {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
-        let _ = now;
         if buf.len() < MAX_CONTROL_LEN {
             return None;
         }
@@ -369,7 +391,11 @@ impl Link {
                 None => break,
             }
         }
-        (len > 0).then_some(Transmit { len, payload })
+        if len == 0 {
+            return None;
+        }
+        self.s.last_tx = self.s.last_tx.max(now);
+        Some(Transmit { len, payload })
     }
 
     /// Reports that the payload of the last transmit has been sent in full
@@ -486,6 +512,8 @@ impl Link {
         } else if s.ping_outstanding.is_none() && !s.due.ping {
             t = earliest(t, Some(s.last_rx + s.cfg.heartbeat_interval));
         }
+        t = earliest(t, s.frame_deadline());
+        t = earliest(t, s.keepalive_at());
         earliest(t, s.tasks.earliest_deadline())
     }
 
@@ -500,16 +528,35 @@ impl Link {
             return;
         }
         if s.phase != Phase::Established && now >= s.started + s.cfg.handshake_timeout {
-            let st = status!(
-                Timeout,
-                "handshake not finished within {:?}",
-                s.cfg.handshake_timeout
-            );
+            let limit = s.cfg.handshake_timeout;
+            let st = if s.last_rx == s.started {
+                status!(
+                    Timeout,
+                    "handshake not finished within {limit:?}: the peer sent nothing (does it speak te?)"
+                )
+            } else {
+                status!(Timeout, "handshake not finished within {limit:?}")
+            };
             return s.shut(st, true, reg);
         }
         if now >= s.last_rx + s.cfg.idle_timeout {
             let st = status!(Timeout, "peer sent nothing for {:?}", now - s.last_rx);
             return s.shut(st, true, reg);
+        }
+        if let (Some(due), Some(f)) = (s.frame_deadline(), s.frame) {
+            if now >= due {
+                let st = status!(
+                    Timeout,
+                    "peer's frame of {} bytes unfinished after {:?}: below the floor of {} B/s",
+                    f.len,
+                    now - f.began,
+                    s.cfg.min_frame_rate
+                );
+                return s.shut(st, true, reg);
+            }
+        }
+        if s.keepalive_at().is_some_and(|at| now >= at) {
+            s.due.keepalive = true;
         }
         if s.phase == Phase::Established
             && s.ping_outstanding.is_none()
@@ -561,6 +608,18 @@ impl Link {
         self.s.due.link_error = None;
         self.s.due.goodbye = false;
         self.payload_sent(reg);
+    }
+
+    /// Closes the link for a rule of docs/PROTOCOL.md that only the shell
+    /// can check, such as a `LocalMap` from a peer whose process the shell
+    /// has not proven (15.5): running tasks end with `why`, every pin is
+    /// released, and the peer is told with `Error(0)` carrying `why`. A link
+    /// already closed keeps its first reason.
+    pub fn refuse_peer<S>(&mut self, why: Status, reg: &mut Reg<S>)
+    where
+        S: AsRef<[Entry]> + AsMut<[Entry]>,
+    {
+        self.s.shut(why, true, reg);
     }
 
     /// Whether frames are still due for the peer (after a close: the

@@ -7,6 +7,7 @@ use super::state::{Phase, Reading, Reg, State};
 use crate::batch::Op;
 use crate::registry::Entry;
 use crate::status;
+use crate::text::Escaped;
 use crate::wire::{Frame, LocalAccess};
 
 impl State {
@@ -17,7 +18,7 @@ impl State {
     {
         match (self.phase, frame) {
             (_, Frame::Error { req_id: 0, code, msg }) => {
-                self.shut(status!(=code, "peer closed the link: {msg}"), false, reg)
+                self.shut(status!(=code, "peer closed: {}", Escaped(msg)), false, reg)
             }
             (_, Frame::Goodbye { code }) => {
                 self.shut(status!(Disconnected, "peer said goodbye ({code})"), false, reg)
@@ -70,10 +71,14 @@ impl State {
                 if !self.request_room(req_id, reg) {
                     return;
                 }
-                if len > self.cfg.max_payload {
-                    let max = self.cfg.max_payload;
-                    return self
-                        .violation(reg, format_args!("read of {len} bytes exceeds max payload {max}"));
+                // The answer carries `len` bytes: more than either side's
+                // max_payload would break the initiator's own limit.
+                let max = self.send_payload_max();
+                if len > max {
+                    return self.violation(
+                        reg,
+                        format_args!("read of {len} bytes exceeds max payload {max} of this link"),
+                    );
                 }
                 self.target.on_read(req_id, addr, location, len, reg);
             }
@@ -110,7 +115,7 @@ impl State {
                 _ => self.violation(reg, format_args!("WriteAck answers no write {req_id:#x}")),
             },
             Frame::Error { req_id, code, msg } => {
-                let st = status!(=code, "{msg}");
+                let st = status!(=code, "{}", Escaped(msg));
                 if self.info.awaits(req_id) && self.due.info.is_none() {
                     self.info.refused(st);
                 } else if let Some((idx, _)) = self.tasks.chunk(req_id) {
@@ -149,6 +154,9 @@ impl State {
                 }
             }
             Frame::PidChallenge { token, socket } => match PidChallenge::new(token, socket) {
+                Ok(_) if self.same_host.challenged() => {
+                    self.violation(reg, format_args!("a second PidChallenge on this link"))
+                }
                 Ok(c) => self.same_host.on_challenge(c),
                 Err(e) => {
                     debug_assert!(false, "the decoder let through a bad challenge: {e}");
@@ -171,7 +179,15 @@ impl State {
                     self.shut(why, true, reg);
                 }
             }
-            Frame::Ping { token } => self.due.pong = Some(token),
+            Frame::Ping { token } => match self.due.pong {
+                // The sender keeps at most one Ping unanswered: this one
+                // came before the answer to the last one was even sent.
+                Some(prev) => self.violation(
+                    reg,
+                    format_args!("Ping {token:#x} while Ping {prev:#x} is unanswered"),
+                ),
+                None => self.due.pong = Some(token),
+            },
             Frame::Pong { token } => {
                 if self.ping_outstanding == Some(token) {
                     self.ping_outstanding = None;

@@ -34,6 +34,8 @@ pub struct SameHost {
     available: bool,
     challenge_out: Option<PidChallenge>,
     challenge_in: Option<PidChallenge>,
+    /// The peer's `PidChallenge` came (a second one is a violation).
+    challenged: bool,
     /// The peer's `LocalRead`/`LocalWrite`, validated and pinned, for the
     /// shell to copy.
     copies: Deque<(u64, SameHostCopy, PinKey), MAX_OUTSTANDING>,
@@ -60,6 +62,7 @@ impl SameHost {
             available: false,
             challenge_out: None,
             challenge_in: None,
+            challenged: false,
             copies: Deque::new(),
             maps_out: OutMaps::default(),
             maps_in: InMaps::default(),
@@ -151,8 +154,15 @@ impl SameHost {
         }
     }
 
-    /// The peer's `PidChallenge`: the latest one waits for the shell.
+    /// Whether the peer's `PidChallenge` came already: a link carries one.
+    pub(super) fn challenged(&self) -> bool {
+        self.challenged
+    }
+
+    /// The peer's `PidChallenge`, the one of the link: it waits for the shell.
     pub(super) fn on_challenge(&mut self, c: PidChallenge) {
+        debug_assert!(!self.challenged, "a second challenge admitted");
+        self.challenged = true;
         self.challenge_in = Some(c);
     }
 
@@ -328,7 +338,7 @@ impl SameHostMut<'_> {
         Ok(())
     }
 
-    /// The peer's latest `PidChallenge`, once. The shell answers it out of
+    /// The peer's `PidChallenge` (a link carries one), once. The shell answers it out of
     /// band (over the named Unix socket).
     pub fn take_pid_challenge(&mut self) -> Option<PidChallenge> {
         self.half.challenge_in.take()

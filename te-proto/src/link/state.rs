@@ -53,6 +53,16 @@ pub(super) struct Writing {
     pub frame: usize,
 }
 
+/// A frame the peer has begun to send: the `n`th of the link, its first
+/// byte at `began`, `len` bytes in all (docs/PROTOCOL.md 11.1: it must be
+/// complete by [`State::frame_deadline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FrameClock {
+    pub n: u64,
+    pub began: Instant,
+    pub len: u64,
+}
+
 pub(super) struct State {
     pub cfg: LinkConfig,
     pub role: Role,
@@ -63,7 +73,15 @@ pub(super) struct State {
     pub hello_mac: [u8; 32],
     pub peer: Option<PeerInfo>,
     pub started: Instant,
+    /// When the peer's last byte arrived.
     pub last_rx: Instant,
+    /// When the last byte of a payload from the peer landed.
+    pub last_payload_rx: Option<Instant>,
+    /// When this side last handed frames to the shell.
+    pub last_tx: Instant,
+    /// The frame the peer has begun and not finished: its number in the
+    /// decoder's count, when its first byte came, and its length.
+    pub frame: Option<FrameClock>,
     pub seq: u64,
     /// Frames this side owes the peer.
     pub due: Due,
@@ -103,6 +121,9 @@ impl State {
             peer: None,
             started: now,
             last_rx: now,
+            last_payload_rx: None,
+            last_tx: now,
+            frame: None,
             seq: 0,
             due: Due {
                 hello: role == Role::Connector,
@@ -125,6 +146,26 @@ impl State {
             same_host: SameHost::new(),
             cfg,
         }
+    }
+
+    /// When the frame the peer has begun must be complete: after the idle
+    /// timeout plus its length at [`LinkConfig::min_frame_rate`]; `None`
+    /// between frames or without a floor.
+    pub fn frame_deadline(&self) -> Option<Instant> {
+        let rate = u64::from(self.cfg.min_frame_rate);
+        let f = self.frame.filter(|_| rate > 0)?;
+        // len < 2^25 (a header, 4 KiB of body, 16 MiB of payload): no overflow.
+        let transfer = core::time::Duration::from_nanos(f.len.saturating_mul(1_000_000_000) / rate);
+        Some(f.began + self.cfg.idle_timeout + transfer)
+    }
+
+    /// When this side, receiving a payload and sending nothing, owes the
+    /// peer a keepalive (docs/PROTOCOL.md 11.1): a heartbeat interval after
+    /// it last sent, once payload bytes landed since.
+    pub fn keepalive_at(&self) -> Option<Instant> {
+        let landed = self.last_payload_rx?;
+        (self.phase == Phase::Established && landed > self.last_tx && !self.due.keepalive)
+            .then(|| self.last_tx + self.cfg.heartbeat_interval)
     }
 
     pub fn next_req_id(&mut self, low: u64) -> u64 {
@@ -171,7 +212,20 @@ impl State {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
-        self.shut(e.to_status(), true, reg);
+        let st = match e {
+            // The handshake's first frame does not even start with "TE".
+            WireError::BadMagic(m) if matches!(self.phase, Phase::AwaitHello | Phase::AwaitHelloAck) => {
+                Status::with_args(
+                    ErrorCode::Invalid,
+                    format_args!(
+                        "peer does not speak te: its first bytes {:02x} {:02x} are not a te frame",
+                        m[0], m[1]
+                    ),
+                )
+            }
+            e => e.to_status(),
+        };
+        self.shut(st, true, reg);
     }
 
     /// The peer broke a rule: close with `Invalid`, telling it why.

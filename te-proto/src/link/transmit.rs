@@ -10,6 +10,10 @@ use crate::region::Span;
 use crate::registry::Entry;
 use crate::wire::{Frame, LocalAccess};
 
+/// The token of a keepalive `Pong`, sent unasked while the peer's payload
+/// arrives (docs/PROTOCOL.md 11.1); this side's `Ping`s never use it.
+pub(super) const KEEPALIVE_TOKEN: u64 = 0;
+
 impl State {
     /// Mirrors `next_frame`: handshake frames go out in any phase, the
     /// rest only once the link is established.
@@ -20,6 +24,7 @@ impl State {
         self.phase == Phase::Established
             && (self.due.pong.is_some()
                 || self.due.ping
+                || self.due.keepalive
                 || (self.due.info.is_some() && self.window_has_room())
                 || !self.notify_out.is_empty()
                 || self.same_host.has_frames_due()
@@ -77,6 +82,15 @@ impl State {
         if let Some(token) = self.due.pong {
             let n = Frame::Pong { token }.encode(out).ok()?;
             self.due.pong = None;
+            return Some((n, None));
+        }
+        if self.due.keepalive {
+            let n = Frame::Pong {
+                token: KEEPALIVE_TOKEN,
+            }
+            .encode(out)
+            .ok()?;
+            self.due.keepalive = false;
             return Some((n, None));
         }
         if self.due.ping {

@@ -54,12 +54,18 @@ fn handshake<'a>(op: Opcode, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
             if name_len == 0 || name_len > SEGMENT_NAME_MAX || rest.len() != name_len {
                 return Err(field_len(op, "segment name length", name_len));
             }
-            if h.reserved != [0; 3] || h.reserved2.get() != 0 {
-                return Err(WireError::ReservedBits {
-                    opcode: op,
-                    field: "hello reserved",
-                    value: 0,
-                });
+            let [r0, r1, r2] = h.reserved;
+            for (field, value) in [
+                ("hello reserved", u64::from_be_bytes([0, 0, 0, 0, 0, r0, r1, r2])),
+                ("hello reserved2", u64::from(h.reserved2.get())),
+            ] {
+                if value != 0 {
+                    return Err(WireError::ReservedBits {
+                        opcode: op,
+                        field,
+                        value,
+                    });
+                }
             }
             if h.auth > AUTH_HMAC_SHA256 {
                 return Err(WireError::BadValue {
@@ -69,10 +75,17 @@ fn handshake<'a>(op: Opcode, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
                 });
             }
             if (op == Opcode::Hello || h.auth == AUTH_NONE) && h.mac != [0; 32] {
+                // Its first non-zero 8-byte word.
+                let value = h
+                    .mac
+                    .chunks_exact(8)
+                    .map(|w| w.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)))
+                    .find(|&w| w != 0)
+                    .unwrap_or_default();
                 return Err(WireError::ReservedBits {
                     opcode: op,
                     field: "hello mac",
-                    value: 0,
+                    value,
                 });
             }
             let max_payload = h.max_payload.get();
@@ -398,10 +411,11 @@ pub(super) fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
             value: e.perm as u64,
         })?;
     if e.reserved != [0; 3] {
+        let [r0, r1, r2] = e.reserved;
         return Err(WireError::ReservedBits {
             opcode: op,
             field: "region reserved",
-            value: 0,
+            value: u64::from_be_bytes([0, 0, 0, 0, 0, r0, r1, r2]),
         });
     }
     let (base, len) = (e.base.get(), e.len.get());

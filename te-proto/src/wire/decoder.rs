@@ -33,6 +33,11 @@ pub struct Decoder {
     parsed: Option<Header>,
     body: heapless::Vec<u8, MAX_BODY>,
     payload_left: u32,
+    /// Bytes of the frame in progress (header, body and payload), once its
+    /// header is in; kept while its payload arrives.
+    frame_len: u64,
+    /// Frames begun so far: a new one starts with its first header byte.
+    frames: u64,
     failed: Option<WireError>,
 }
 
@@ -46,6 +51,8 @@ impl Decoder {
             parsed: None,
             body: heapless::Vec::new(),
             payload_left: 0,
+            frame_len: 0,
+            frames: 0,
             failed: None,
         }
     }
@@ -79,6 +86,9 @@ impl Decoder {
         }
         let mut used = 0;
         if self.parsed.is_none() {
+            if self.header_filled == 0 && !input.is_empty() {
+                self.frames += 1;
+            }
             let take = (HEADER_LEN - self.header_filled).min(input.len());
             self.header[self.header_filled..self.header_filled + take].copy_from_slice(&input[..take]);
             self.header_filled += take;
@@ -91,6 +101,8 @@ impl Decoder {
             debug_assert!(header.is_ok(), "a header array of the wrong size");
             let header = header.unwrap_or_else(|_| Header::new_zeroed());
             header.validate(self.max_payload).map_err(|e| self.fail(e))?;
+            self.frame_len =
+                HEADER_LEN as u64 + u64::from(header.body_len.get()) + u64::from(header.payload_len.get());
             self.parsed = Some(header);
             self.body.clear();
         }
@@ -147,6 +159,22 @@ impl Decoder {
     /// bytes still due).
     pub fn payload_consumed(&mut self, n: u32) {
         self.payload_left -= n.min(self.payload_left);
+    }
+
+    /// The frame the peer has begun and not finished sending: its number
+    /// (frames are counted from 1 as their first byte arrives) and its
+    /// length in bytes (header, body and payload; 16 while the header is
+    /// incomplete). `None` between frames and while a whole header and body
+    /// wait to be handled ([`Progress::Frame`]): then nothing is owed by
+    /// the peer.
+    pub fn frame_in_progress(&self) -> Option<(u64, u64)> {
+        if self.failed.is_some() || self.frame_ready() {
+            return None;
+        }
+        if self.payload_left > 0 || self.parsed.is_some() {
+            return Some((self.frames, self.frame_len));
+        }
+        (self.header_filled > 0).then_some((self.frames, HEADER_LEN as u64))
     }
 
     /// The error that poisoned the decoder, if any.

@@ -243,17 +243,31 @@ impl Pair {
     /// One round: each side sends what it has, then each receives. Returns
     /// whether anything moved.
     pub fn step(&mut self) -> bool {
+        self.step_with_budget(usize::MAX)
+    }
+
+    /// As [`step`](Self::step), but b takes at most `budget` bytes from the
+    /// pipe from a (a slow link in that direction; the rest waits).
+    pub fn step_with_budget(&mut self, budget: usize) -> bool {
         let mut moved = transmit(&mut self.a, &mut self.a_to_b, self.now);
         if self.b_talks {
             moved |= transmit(&mut self.b, &mut self.b_to_a, self.now);
         }
-        moved |= receive(
-            &mut self.b,
-            &mut self.a_to_b,
-            self.now,
-            self.max_piece,
-            &mut self.rng,
-        );
+        if budget >= self.a_to_b.len() {
+            moved |= receive(
+                &mut self.b,
+                &mut self.a_to_b,
+                self.now,
+                self.max_piece,
+                &mut self.rng,
+            );
+        } else {
+            let mut part: VecDeque<u8> = self.a_to_b.drain(..budget).collect();
+            moved |= receive(&mut self.b, &mut part, self.now, self.max_piece, &mut self.rng);
+            while let Some(b) = part.pop_back() {
+                self.a_to_b.push_front(b);
+            }
+        }
         moved |= receive(
             &mut self.a,
             &mut self.b_to_a,

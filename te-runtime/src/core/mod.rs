@@ -12,12 +12,14 @@ use mio::{Interest, Token};
 use te_proto::batch::{TaskState, TaskStatus};
 use te_proto::endpoint::{self, Cancel, Endpoint, EndpointConfig, Feed, Heap, NoteOutcome, Parts};
 use te_proto::link::{Event, Link, LinkConfig, LinkState, LocalMap};
+use te_proto::text::Escaped;
 use te_proto::{
     status, BatchId, BatchStatus, ErrorCode, Instant, Location, Perm, PinKey, Region, Result, Span, Status,
     TaskId, Unregister,
 };
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, RateLog, Verdict};
 use crate::config::EngineConfig;
 use crate::config::Path;
 use crate::conn::{Conn, Flow};
@@ -57,6 +59,21 @@ pub struct EngineCore {
     /// `shutdown` has run.
     finalized: bool,
     same_host: SameHost,
+    /// Who of the accepted connections keeps a slot.
+    admission: Admission,
+    /// Refused and evicted connections, logged once per source and interval.
+    refusals: RateLog,
+    /// Peers refused for the shared secret, logged once per peer and interval.
+    auth_refusals: RateLog,
+}
+
+/// ", N more not logged" after a rate-limited line, or nothing.
+fn quieted(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more since the last report)")
+    }
 }
 
 fn io_status(what: &str, e: &io::Error) -> Status {
@@ -157,6 +174,9 @@ impl EngineCore {
             freeing: Vec::new(),
             finalized: false,
             same_host,
+            admission: Admission::new(cfg.admission_limits()),
+            refusals: RateLog::default(),
+            auth_refusals: RateLog::default(),
             cfg,
         })
     }
@@ -231,9 +251,11 @@ impl EngineCore {
             };
             match listener.accept() {
                 Ok((stream, addr)) => {
-                    let live = self.conns.iter().filter(|c| c.is_some()).count();
-                    if live >= self.cfg.max_connections || self.ep.is_finalizing() {
-                        warn!(peer = %addr, "refusing connection: {live} connections open");
+                    if self.ep.is_finalizing() {
+                        debug!(peer = %addr, "refusing connection: finalizing");
+                        continue;
+                    }
+                    if !self.admit(addr) {
                         continue;
                     }
                     tune(&stream);
@@ -246,6 +268,8 @@ impl EngineCore {
                     };
                     match self.insert_conn(Conn::new(stream, link, addr, None)) {
                         Ok(c) => {
+                            let entered = self.admission.insert(c, addr.ip());
+                            debug_assert!(entered, "admitted, then no room");
                             debug!(peer = %addr, "accepted");
                             self.service(c);
                         }
@@ -260,6 +284,50 @@ impl EngineCore {
                 }
             }
         }
+    }
+
+    /// Whether a connection from `addr` gets a slot, closing a connection
+    /// still in the handshake where [`Admission`] says so. Refusals and
+    /// evictions are logged at most once per source and interval.
+    fn admit(&mut self, addr: SocketAddr) -> bool {
+        let now = self.now();
+        let src = crate::admission::source_of(addr.ip());
+        // One eviction makes room (admission.rs); the bound only guards.
+        for _ in 0..4 {
+            match self.admission.check(src) {
+                Verdict::Admit => return true,
+                Verdict::Evict(k) => {
+                    let Some(victim) = self.conns.get(k).and_then(|c| c.as_ref()).map(|c| c.peer_addr) else {
+                        self.admission.remove(k);
+                        continue;
+                    };
+                    if let Some(n) = self.refusals.note(victim.ip(), now) {
+                        warn!(
+                            peer = %victim,
+                            "closing a connection still in the handshake to make room for {addr}{}",
+                            quieted(n)
+                        );
+                    }
+                    let why = status!(
+                        Canceled,
+                        "connection from {victim} closed in its handshake to make room"
+                    );
+                    // It leaves the table with the connection (drop_conn).
+                    self.fail_conn(k, why);
+                    debug_assert!(
+                        !self.admission.is_handshaking(k),
+                        "an evicted connection kept its slot"
+                    );
+                }
+                Verdict::Refuse(why) => {
+                    if let Some(n) = self.refusals.note(src, now) {
+                        warn!(peer = %addr, "refusing connections from {src}: {why}{}", quieted(n));
+                    }
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// Services connection `c`, then acts on what the endpoint reports.
@@ -325,6 +393,11 @@ impl EngineCore {
             let mut progressed = false;
             if !conn.connecting {
                 let failure = match conn.read(now, self.ep.registry_mut(), &mut self.devices) {
+                    Ok(Flow::Eof) if conn.link.state() == LinkState::Handshaking => Some(status!(
+                        Disconnected,
+                        "{} closed the connection in the handshake (not te, or it refused us)",
+                        conn.peer_addr
+                    )),
                     Ok(Flow::Eof) => Some(status!(
                         Disconnected,
                         "connection to {} closed by the peer",
@@ -409,10 +482,11 @@ impl EngineCore {
         while let Some(e) = conn.link.poll_event() {
             events.push(e);
         }
-        let seg = conn.segment;
+        let (seg, addr) = (conn.segment, conn.peer_addr);
         for e in events {
-            self.on_link_event(c, seg, e);
+            self.on_link_event(c, seg, addr, e);
         }
+        self.admission.remove(c);
         if let Some(s) = seg {
             if self.segments[s].conn == Some(c) {
                 self.segments[s].conn = None;
@@ -436,32 +510,29 @@ impl EngineCore {
             let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
                 return any;
             };
-            let seg = conn.segment;
+            let (seg, addr) = (conn.segment, conn.peer_addr);
             let Some(e) = conn.link.poll_event() else {
                 return any;
             };
             any = true;
-            self.on_link_event(c, seg, e);
+            self.on_link_event(c, seg, addr, e);
         }
     }
 
     /// One event of connection `c`'s link: the endpoint takes what is its
     /// own, the rest is the runtime's.
-    fn on_link_event(&mut self, c: usize, seg: Option<usize>, e: Event) {
+    fn on_link_event(&mut self, c: usize, seg: Option<usize>, addr: SocketAddr, e: Event) {
         let Some(e) = self.ep.handle_link_event(seg.map(|s| SegmentId(s as u32)), e) else {
             return;
         };
         match e {
             Event::Connected => {
                 let now = self.now();
+                self.admission.established(c);
                 if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
                     self.same_host.on_connected(conn, &self.link_cfg, now);
-                    let peer = conn
-                        .link
-                        .peer()
-                        .map(|p| p.segment_name.to_string())
-                        .unwrap_or_default();
-                    info!(peer = %peer, addr = %conn.peer_addr, "link established");
+                    let peer = conn.link.peer().map_or("", |p| p.segment_name.as_str());
+                    info!(peer = %Escaped(peer), addr = %conn.peer_addr, "link established");
                 }
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}
@@ -494,7 +565,21 @@ impl EngineCore {
                 }
             }
             Event::Closed(why) => {
-                info!("link closed: {why}");
+                let side = if seg.is_some() { "to" } else { "from" };
+                if why.code() == ErrorCode::NotAuthorized {
+                    // Once per peer and interval: a peer with the wrong
+                    // secret may retry in a loop.
+                    if let Some(n) = self.auth_refusals.note(addr.ip(), self.now()) {
+                        warn!(peer = %addr, "link {side} {addr} refused: {why}{}", quieted(n));
+                    }
+                } else if self.admission.is_handshaking(c) {
+                    // A client that never finished its handshake: a flood
+                    // of them must not flood the log (admission.rs logs
+                    // refusals and evictions, rate-limited).
+                    debug!(peer = %addr, "link {side} {addr} closed in its handshake: {why}");
+                } else {
+                    info!(peer = %addr, "link {side} {addr} closed: {why}");
+                }
                 if let Some(s) = seg {
                     if self.segments[s].info_result.is_none() && !self.segments[s].info.is_empty() {
                         self.segments[s].info_result = Some(Err(why));

@@ -85,6 +85,9 @@ pub(crate) struct ConnShm {
     claiming: Option<Claiming>,
     /// Our answer to the peer's challenge is settled, accepted or not.
     answered: bool,
+    /// Our verifier proved the peer's process for this link (looked up once
+    /// the peer announces a buffer).
+    peer_proven: bool,
     /// Why our requests do not use the path, once known.
     refused: Option<String>,
     /// The peer's announced buffers, as mapped here.
@@ -168,7 +171,7 @@ impl SameHost {
         let Some(ends) = ends(conn) else { return };
         let (link, st) = (&mut conn.link, &mut conn.shm);
         let Some(peer) = link.peer() else { return };
-        let name = peer.segment_name.to_string();
+        let name = te_proto::text::Escaped(&peer.segment_name).to_string();
         if !peer.caps.contains(Caps::PROCESS_VM) {
             st.refused = Some(format!("peer {name} does not offer the same-host path"));
             return;
@@ -213,6 +216,26 @@ impl SameHost {
                     st.refused = Some(why);
                     st.answered = true;
                 }
+            }
+        }
+        if !st.peer_proven && link.same_host().peer_local_maps().next().is_some() {
+            // A LocalMap before the proof (docs/PROTOCOL.md 15.5). Checked
+            // after the read, never before: the verifier records the proof
+            // before it answers the claimant, who announces only after that
+            // answer, so an honest peer's buffer always finds it recorded.
+            st.peer_proven = st
+                .token
+                .and_then(|t| self.verifier.as_ref()?.verified(&t))
+                .is_some();
+            if !st.peer_proven {
+                let id = link.same_host().peer_local_maps().next().map_or(0, |m| m.id);
+                let why = status!(
+                    Invalid,
+                    "peer announced buffer {id:#x} with LocalMap before its process was proven"
+                );
+                // Logged with the close, as every violation.
+                link.refuse_peer(why, reg);
+                return;
             }
         }
         st.maps.retain_announced(link);

@@ -396,7 +396,10 @@ pub(crate) fn claim(ch: &PidChallenge, ends: Ends) -> Result<(), String> {
     drop(held);
     match answer.split_once(' ') {
         _ if answer == "1" => Ok(()),
-        Some(("0", why)) => Err(format!("the peer's verifier refused our claim: {why}")),
+        Some(("0", why)) => Err(format!(
+            "the peer's verifier refused our claim: {}",
+            te_proto::text::Escaped(why)
+        )),
         _ => Err(format!("the peer's verifier answered {answer:?}")),
     }
 }
