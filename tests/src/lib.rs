@@ -3,6 +3,8 @@
 use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, TaskState};
 
 pub mod gate;
+pub mod impair;
+pub mod netns;
 pub mod proc;
 
 /// An engine with default settings on a free loopback port.

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct PeerProcess {
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     stderr: Option<JoinHandle<String>>,
+    /// The lines it prints after `READY`.
+    lines: Mutex<mpsc::Receiver<std::io::Result<String>>>,
     /// The peer's segment name (`127.0.0.1:<port>`).
     pub segment: String,
     /// Address of its region in the peer process.
@@ -82,29 +84,49 @@ impl PeerProcess {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let mut err_pipe = child.stderr.take().expect("piped stderr");
+        // With TE_PEER_STDERR=1 the peer's stderr (its log) is echoed as it
+        // comes, to follow a failing test.
+        let echo = std::env::var_os("TE_PEER_STDERR").is_some_and(|v| v == "1");
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
-            let _ = err_pipe.read_to_string(&mut s);
+            if echo {
+                for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                    eprintln!("[te-peer] {line}");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            } else {
+                let _ = err_pipe.read_to_string(&mut s);
+            }
             s
+        });
+        // Read stdout on a thread so that a peer that hangs cannot hang the
+        // test; every line goes to `lines`.
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let end = line.is_err();
+                if tx.send(line).is_err() || end {
+                    break;
+                }
+            }
         });
         let mut peer = PeerProcess {
             child: Some(child),
             stdin,
             stderr: Some(stderr),
+            lines: Mutex::new(lines),
             segment: String::new(),
             addr: 0,
             len: 0,
             seed,
         };
-        // Read the READY line on a thread so that a peer that hangs cannot
-        // hang the test.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-            let _ = tx.send(r);
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
+        let first = peer
+            .lines
+            .get_mut()
+            .expect("not poisoned")
+            .recv_timeout(READY_TIMEOUT);
+        let line = match first {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(peer.fail(&format!("reading its stdout: {e}"))),
             Err(_) => return Err(peer.fail(&format!("no READY line within {READY_TIMEOUT:?}"))),
@@ -128,6 +150,13 @@ impl PeerProcess {
         self.kill();
         let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
         format!("te-peer did not start: {why}; its stderr: {err:?}")
+    }
+
+    /// The next line the peer printed after `READY`, waiting up to
+    /// `timeout`; `None` when there is none by then or stdout closed.
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.recv_timeout(timeout).ok().and_then(Result::ok)
     }
 
     /// The port the peer listens on.

@@ -17,10 +17,14 @@ use std::time::Duration;
 use te_runtime::{
     Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState,
 };
+use te_tests::netns::{self, Network};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
 use te_tests::{assert_completed_or_refused, fill_fast, spin_until, SilentPeer};
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
+const NETEM: &str = env!("CARGO_BIN_EXE_te-netem");
+/// The network of the namespace test: 10.77.0.0/24.
+const NET: u8 = 77;
 const MIB: u64 = 1 << 20;
 const WAIT: Duration = Duration::from_secs(60);
 /// Sizes from 1 B to 64 MiB, with frame-boundary neighbours.
@@ -425,97 +429,34 @@ fn a_claim_waiting_on_the_peers_verifier_holds_up_no_api_call() {
 
 // ---- another network namespace ----
 
-/// Two namespaces joined by a veth pair, removed on drop (also on panic).
-struct Netns {
-    names: [String; 2],
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Netns {
-    /// `te-a-PID` (10.77.0.1) and `te-b-PID` (10.77.0.2).
-    fn create() -> Result<Netns, String> {
-        let pid = std::process::id();
-        let ns = Netns {
-            names: [format!("te-a-{pid}"), format!("te-b-{pid}")],
-        };
-        let [a, b] = &ns.names;
-        let (va, vb) = (format!("tva{}", pid % 100_000), format!("tvb{}", pid % 100_000));
-        ip(&["netns", "add", a])?;
-        ip(&["netns", "add", b])?;
-        // Created inside A, so that nothing is ever added to the host's namespace.
-        ip(&[
-            "-n", a, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", b,
-        ])?;
-        for (n, v, addr) in [(a, &va, "10.77.0.1/24"), (b, &vb, "10.77.0.2/24")] {
-            ip(&["-n", n, "addr", "add", addr, "dev", v])?;
-            ip(&["-n", n, "link", "set", v, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-/// Why the namespace test cannot run here, if it cannot.
-fn netns_unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string));
-    if euid.as_deref() != Some("0") {
-        return Some(format!(
-            "not root (euid {euid:?}): cannot create network namespaces"
-        ));
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => None,
-        _ => Some("`ip` (iproute2) not found".into()),
-    }
-}
-
 #[test]
 fn a_peer_in_another_network_namespace_gets_tcp() {
-    if let Some(why) = netns_unavailable() {
+    if let Some(why) = netns::unavailable() {
         println!("skipped: {why}");
         return;
     }
-    let ns = match Netns::create() {
-        Ok(ns) => ns,
+    let net = match Network::create(NET, 2, NETEM, 12) {
+        Ok(net) => net,
         Err(why) => {
             println!("skipped: cannot set up network namespaces: {why}");
             return;
         }
     };
-    let [a, b] = &ns.names;
+    let (a, b) = (net.host(0), net.host(1));
     // The target listens in B; a probing initiator in A opens it, reads
     // 64 KiB and reports the path it got and whether the bytes match.
-    let target = PeerProcess::spawn_in_netns(b, PEER, "10.77.0.2:0", MIB, 12, &[]);
+    let target = PeerProcess::spawn_in_netns(b, PEER, &format!("{}:0", net.addr(1)), MIB, 12, &[]);
     let remote = target.addr.to_string();
     let out = Command::new("ip")
-        .args(["netns", "exec", a, PEER, "10.77.0.1:0", "65536", "12"])
+        .args([
+            "netns",
+            "exec",
+            a,
+            PEER,
+            &format!("{}:0", net.addr(0)),
+            "65536",
+            "12",
+        ])
         .args(["--probe", &target.segment, &remote])
         .output()
         .expect("run the probing peer");
@@ -529,9 +470,7 @@ fn a_peer_in_another_network_namespace_gets_tcp() {
         stdout.lines().any(|l| l == "PROBE tcp ok"),
         "expected TCP across namespaces, got {stdout:?}"
     );
-    // The same probe from this host's namespace... is not possible (the
-    // veth ends live in A and B only); within one namespace the probe
-    // picks the same-host path:
+    // Within one namespace the same probe picks the same-host path:
     let local_target = peer(MIB, 13, &[]);
     let remote = local_target.addr.to_string();
     let out = Command::new(PEER)

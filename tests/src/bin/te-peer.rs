@@ -3,6 +3,8 @@
 //! known pattern, prints `READY <segment> <addr> <len>` and serves until
 //! its standard input closes (or it is killed).
 //!
+//! Logs to stderr as `TE_LOG` says (default `warn`).
+//!
 //! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]
 //! [--path tcp|shm|auto] [--user]`
 //!
@@ -14,27 +16,46 @@
 //! - `--probe <segment> <addr>`: instead of serving, open `segment`, read
 //!   `len` bytes at `addr` of it (filled by a peer with the same seed),
 //!   print `PROBE <path> ok` (or the error) and exit.
+//! - `--idle-ms <ms>`: the engine's idle timeout (the heartbeat a fifth of
+//!   it, the connect timeout the same), for tests of broken networks.
+//! - `--check-notify`: for each notification `check` with message
+//!   `<offset> <len> <seed> <start>`, check that the region's bytes at
+//!   `offset..offset + len` are `pattern(seed, start + i)` when it arrives,
+//!   and print `NOTIFY ok <offset>` or `NOTIFY bad <offset> <what>`.
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, Path, Perm};
+use te_runtime::{Engine, EngineConfig, Notification, Path, Perm};
 
 fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
     eprintln!(
         "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
-         [--path tcp|shm|auto] [--user] [--probe <segment> <addr>]"
+         [--path tcp|shm|auto] [--user] [--probe <segment> <addr>] [--idle-ms <ms>] \
+         [--check-notify]"
     );
     std::process::exit(2);
 }
 
 fn main() {
+    // The engine's log on stderr, as `TE_LOG` says (default: warnings).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let mut positional = Vec::new();
     let mut secret = None;
     let mut perm = Perm::REMOTE_READ_WRITE;
     let mut path = Path::Auto;
     let mut user = false;
     let mut probe = None;
+    let mut idle = None;
+    let mut check_notify = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -60,6 +81,11 @@ fn main() {
                 (Some(seg), Some(addr)) => probe = Some((seg, addr)),
                 _ => usage("--probe needs a segment and an address"),
             },
+            "--idle-ms" => match args.next().and_then(|a| a.parse::<u64>().ok()) {
+                Some(ms) if ms > 0 => idle = Some(Duration::from_millis(ms)),
+                _ => usage("--idle-ms needs a positive number of milliseconds"),
+            },
+            "--check-notify" => check_notify = true,
             _ => positional.push(a),
         }
     }
@@ -67,12 +93,17 @@ fn main() {
     let listen = positional.next().unwrap_or_else(|| "127.0.0.1:0".into());
     let len: u64 = positional.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
     let seed: u64 = positional.next().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let cfg = EngineConfig {
+    let mut cfg = EngineConfig {
         listen,
         secret,
         path,
         ..EngineConfig::default()
     };
+    if let Some(idle) = idle {
+        cfg.idle_timeout = idle;
+        cfg.heartbeat_interval = idle / 5;
+        cfg.connect_timeout = idle;
+    }
     let engine = match Engine::start(cfg) {
         Ok(e) => e,
         Err(e) => {
@@ -98,10 +129,45 @@ fn main() {
     unsafe { te_tests::fill(addr, len, seed) };
     println!("READY {} {addr} {len}", engine.segment_name());
     std::io::stdout().flush().expect("stdout");
-    // Serve until the test closes our stdin.
-    for _ in std::io::stdin().lock().lines() {}
+    let serving = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        if check_notify {
+            s.spawn(|| {
+                while serving.load(Ordering::Relaxed) {
+                    for n in engine.wait_notifications(Duration::from_millis(100)) {
+                        check_notification(addr, len, &n);
+                    }
+                }
+            });
+        }
+        // Serve until the test closes our stdin.
+        for _ in std::io::stdin().lock().lines() {}
+        serving.store(false, Ordering::Relaxed);
+    });
     engine.finalize();
     drop(heap);
+}
+
+/// Checks the bytes a `check` notification describes and prints the verdict.
+fn check_notification(addr: u64, region: u64, n: &Notification) {
+    if n.name != "check" {
+        return;
+    }
+    let text = String::from_utf8_lossy(&n.msg);
+    let nums: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let verdict = match nums.as_slice() {
+        &[off, len, seed, start] if off.checked_add(len).is_some_and(|end| end <= region) => {
+            // SAFETY: inside the region; the test writes nothing there
+            // until it has read this verdict.
+            match unsafe { te_tests::proc::check_pattern(addr + off, len, seed, start) } {
+                Ok(()) => format!("NOTIFY ok {off}"),
+                Err(e) => format!("NOTIFY bad {off} {e}"),
+            }
+        }
+        _ => format!("NOTIFY bad 0 message {text:?} is not <offset> <len> <seed> <start> in the region"),
+    };
+    println!("{verdict}");
+    let _ = std::io::stdout().flush();
 }
 
 /// Reads `len` bytes at `remote` of segment `seg` into `local`, checks them
