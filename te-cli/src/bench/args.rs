@@ -28,14 +28,26 @@ impl OpArg {
     }
 }
 
+/// What `te bench --help` says after the flags (`-h` leaves it out).
+const AFTER_HELP: &str = "\
+Every combination of --op, --threads, --batch and --block-size is one configuration, measured for \
+--duration seconds after --warmup. The effective configuration is printed first, then a row per \
+configuration: GB/s (1e9 bytes/s), operations/s, the seconds measured, and latencies per batch \
+(from submission until the batch's last block completed: average, p50, p99, p99.9); `op avg` is \
+the batch average divided by the blocks in the batch (amortized; --batch 1 measures a single \
+round trip). Sizes take B, K, M, G, T (binary multiples) and fractions (1.5M).
+
+Flags as in Mooncake's transfer_engine_bench / nixlbench: --op is --operation / --op_type, \
+--block-size is --block_size, --batch is --batch_size, --threads is --threads / --num_threads, \
+--buffer is --buffer_size / --total_buffer_size, --verify is --check_consistency.
+
+Configurations whose blocks exceed a thread's share of the buffer are skipped and listed; a run \
+that measures nothing exits 1. Ctrl-C (SIGINT) or SIGTERM abandons the configuration in flight, \
+prints the ones finished (valid JSON with --json) and exits 130 or 143.";
+
 /// Arguments of `te bench`.
-///
-/// Every combination of --op, --threads, --batch and --block-size is one
-/// configuration, measured for --duration after --warmup. Throughput is
-/// GB/s (1e9 bytes/s); a latency is the time of one batch, from submission
-/// until its last block completed, and `op avg` is that divided by the
-/// blocks in the batch.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = AFTER_HELP)]
 pub struct BenchArgs {
     /// Target segment (host:port); without it, a target is started on loopback in a child process.
     #[arg(long)]

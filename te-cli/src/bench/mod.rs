@@ -211,15 +211,15 @@ fn echo(
             },
         ),
         format!(
-            "  {} per configuration after {} s of warm-up; busy-poll {}",
+            "  {} per configuration (the batch in flight at the end finishes), after {} s of warm-up; busy-poll {}",
             match args.total_bytes {
                 Some(tb) => format!(
-                    "{} or {} s, whichever comes first,",
+                    "{} or {} s measured, whichever comes first,",
                     size::show(tb),
                     args.duration
                 ),
                 None => format!(
-                    "{} s measured (a batch in flight at the end finishes)",
+                    "{} s measured",
                     args.duration
                 ),
             },
