@@ -55,6 +55,11 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["bench", "--op", "copy"][..], "--op", "copy"),
         (&["bench", "--path", "RDMA"][..], "--path", "RDMA"),
         (&["bench", "--json", "--csv"][..], "--csv", "--json"),
+        (
+            &["bench", "--sweep", "--block-size", "4K"][..],
+            "--sweep",
+            "--block-size",
+        ),
     ] {
         let out = te(args);
         let err = String::from_utf8_lossy(&out.stderr);

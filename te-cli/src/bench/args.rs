@@ -66,7 +66,7 @@ pub struct BenchArgs {
           default_value = "4K,64K,1M,16M")]
     pub block_size: Vec<u64>,
     /// Sweep block sizes 4K, 16K, ..., 64M instead of --block-size.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "block_size")]
     pub sweep: bool,
     /// Blocks per batch, one configuration each (e.g. 1,32,128); capped so
     /// that a batch fits each thread's share of the buffer.
