@@ -37,13 +37,44 @@ impl Interrupted {
     }
 }
 
+/// Blocks (`block`) or unblocks SIGINT and SIGTERM in the calling thread.
+fn mask(block: bool) -> Result<()> {
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
+    // use; pthread_sigmask only changes the calling thread's mask.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, SIGINT);
+        libc::sigaddset(&mut set, SIGTERM);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut())
+    };
+    match rc {
+        0 => Ok(()),
+        e => Err(fail(format!(
+            "cannot mask SIGINT and SIGTERM: {}",
+            std::io::Error::from_raw_os_error(e)
+        ))),
+    }
+}
+
 /// Installs the handling; until [`defer`] is called a signal ends the process at once.
+///
+/// The signals are blocked in the calling thread, and so in every thread
+/// it starts later, and taken by a thread of their own: a signal to a
+/// thread inside a long system call (populating memory is one
+/// `MADV_POPULATE_WRITE`) would wait for the call to return, while an exit
+/// from the signal thread ends that call at once.
 pub fn install() -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| fail(format!("cannot handle SIGINT and SIGTERM: {e}")))?;
+    mask(true)?;
     std::thread::Builder::new()
         .name("te-signals".into())
         .spawn(move || {
+            if let Err(e) = mask(false) {
+                eprintln!("te: {e}");
+            }
             for sig in signals.forever() {
                 let first = SIGNAL
                     .compare_exchange(0, sig, Ordering::AcqRel, Ordering::Acquire)

@@ -43,16 +43,21 @@ fn spawn(args: &[&str]) -> Running {
 impl Running {
     /// Waits for a stderr line containing `what` (the timeout only keeps a broken tool from hanging the test).
     fn wait_for(&mut self, what: &str) {
+        self.wait_for_any(&[what]);
+    }
+
+    /// Waits for a stderr line containing one of `whats`; returns which.
+    fn wait_for_any(&mut self, whats: &[&str]) -> usize {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(120)) {
                 Ok(l) => {
-                    let hit = l.contains(what);
+                    let hit = whats.iter().position(|w| l.contains(w));
                     self.seen.push(l);
-                    if hit {
-                        return;
+                    if let Some(i) = hit {
+                        return i;
                     }
                 }
-                Err(e) => panic!("no line with {what:?} ({e}); stderr so far: {:#?}", self.seen),
+                Err(e) => panic!("no line with {whats:?} ({e}); stderr so far: {:#?}", self.seen),
             }
         }
     }
@@ -171,9 +176,28 @@ fn a_signal_while_memory_is_populated_ends_the_tool_at_once() {
         eprintln!("skipped: {avail} bytes available, the test populates up to 4G");
         return;
     }
-    let (code, stdout, stderr) = stopped(&["serve", "--size", "4G"], "allocating 4G", Signal::INT);
+    let mut te = spawn(&["serve", "--size", "4G"]);
+    // Population has run for a second and is not done: the signal comes in the middle of it.
+    if te.wait_for_any(&["of 4G after 1.0 s", "allocating 4G: done"]) == 1 {
+        eprintln!("skipped: 4G populated within a second here, nothing to interrupt");
+        te.signal(Signal::TERM);
+        return;
+    }
+    let before = te.seen.len();
+    te.signal(Signal::INT);
+    let (code, stdout, stderr) = te.finish();
+    let after: Vec<&str> = stderr.lines().skip(before).collect();
     assert_eq!(code, Some(130), "{stderr}");
     assert!(!stdout.contains("segment"), "served after the signal: {stdout}");
+    // At most the one progress line already on its way; never the end of the population.
+    assert!(
+        after.iter().filter(|l| l.contains("of 4G after")).count() <= 1,
+        "{after:#?}"
+    );
+    assert!(
+        !stderr.contains("done in"),
+        "populated to the end despite the signal: {stderr}"
+    );
     assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
 }
 
