@@ -106,7 +106,9 @@ install_deps() {
 
 [ "$INSTALL" = 1 ] && install_deps
 
-TE=$ROOT/target/release/te
+TARGET_DIR=${CARGO_TARGET_DIR:-target}     # where cargo builds, relative to the root unless absolute
+[[ $TARGET_DIR = /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+TE=$TARGET_DIR/release/te
 if [ "$BUILD" = 1 ] && wants te; then
     log "cargo build --release -p te-cli"
     if ! (cd "$ROOT" && cargo build --release -q -p te-cli); then

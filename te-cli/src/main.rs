@@ -10,17 +10,31 @@ macro_rules! out {
 
 mod bench;
 mod child;
+mod error;
+mod flags;
+mod info;
 mod memcpy;
+mod memory;
+mod meta;
+mod output;
+mod pattern;
 mod pingpong;
+mod progress;
 mod report;
 mod serve;
 mod size;
+mod stop;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
+/// The version line: the crate's version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TE_COMMIT"), ")");
+
 /// te: a transfer engine between the registered memory of processes.
 #[derive(Parser, Debug)]
-#[command(name = "te", version, about)]
+#[command(name = "te", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,7 +47,7 @@ enum Command {
     /// Measure transfers against a target (by default one started on loopback in a child process).
     Bench(bench::BenchArgs),
     /// List a peer segment's remotely visible regions.
-    Info(InfoArgs),
+    Info(info::InfoArgs),
     /// Raw-TCP ping-pong between this process and a child: the latency floor for `te bench --batch 1`.
     TcpPingpong(pingpong::PingPongArgs),
     /// One thread copying blocks in memory: the yardstick for the same-host path.
@@ -54,63 +68,43 @@ fn write_out(line: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Arguments of `te info`.
-#[derive(clap::Args, Debug)]
-struct InfoArgs {
-    /// The peer's segment name, host:port.
-    segment: String,
-    /// Shared secret of the peer.
-    #[arg(long)]
-    secret: Option<String>,
+/// Logs to stderr filtered by `TE_LOG` (default `warn`), coloured only on
+/// a terminal; an invalid `TE_LOG` is reported and the default used.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("TE_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("te: warning: ignoring TE_LOG={v:?} ({e}); logging warnings only, e.g. TE_LOG=debug or TE_LOG=te_runtime=info");
+            EnvFilter::new("warn")
+        }),
+        _ => EnvFilter::new("warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TE_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(a) => serve::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::Info(a) => info(a),
-        Command::TcpPingpong(a) => pingpong::run(a),
-        Command::Memcpy(a) => memcpy::run(a),
-    };
-    if let Err(e) = result {
+    if let Err(e) = stop::install() {
         eprintln!("te: {e}");
         std::process::exit(1);
     }
-}
-
-fn info(args: InfoArgs) -> Result<(), te_runtime::Status> {
-    let cfg = te_runtime::EngineConfig {
-        secret: args.secret.map(String::into_bytes),
-        ..Default::default()
+    let result = match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Info(a) => info::run(a),
+        Command::TcpPingpong(a) => pingpong::run(a),
+        Command::Memcpy(a) => memcpy::run(a),
     };
-    let engine = te_runtime::Engine::start(cfg)?;
-    let seg = engine.open_segment(&args.segment)?;
-    let regions = engine.segment_info(seg)?;
-    out!("{:<10} {:>18} {:>14} perm", "location", "base", "length");
-    for r in &regions {
-        let perm = match (
-            r.perm.contains(te_runtime::Perm::REMOTE_READ),
-            r.perm.contains(te_runtime::Perm::REMOTE_WRITE),
-        ) {
-            (true, true) => "rw",
-            (true, false) => "r",
-            (false, true) => "w",
-            (false, false) => "-",
-        };
-        out!(
-            "{:<10} {:>#18x} {:>14} {perm}",
-            r.span.location.to_string(),
-            r.span.addr,
-            r.span.len
-        );
+    match result {
+        Ok(ended) => std::process::exit(ended.exit_code()),
+        Err(e) => {
+            eprintln!("te: {e}");
+            std::process::exit(1);
+        }
     }
-    out!("{} regions", regions.len());
-    Ok(())
 }

@@ -1,28 +1,38 @@
 //! `te serve`: a target engine with one registered buffer.
 
 use std::io::{BufRead, Write};
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, Location, Path, Perm, Status};
+use te_runtime::{Engine, EngineConfig, Location, Path, Perm};
+
+use crate::error::{fail, Ended, Result};
+use crate::pattern;
+use crate::progress::Feedback;
+use crate::{memory, size, stop};
 
 /// Arguments of `te serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port). Beyond loopback,
+    /// give --secret too: without one any process that reaches the port
+    /// can read and write the buffer.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Size of the registered buffer (e.g. 1G, 256M).
-    #[arg(long, default_value = "1G", value_parser = crate::size::parse)]
+    /// Size of the registered buffer (e.g. 1G, 256M, 1.5G); checked
+    /// against the memory available.
+    #[arg(long, default_value = "1G", value_parser = size::parse, allow_hyphen_values = true)]
     pub size: u64,
     /// Memory location of the buffer: cpu, sim:N or npu:N.
     #[arg(long, default_value = "cpu", value_parser = parse_location)]
     pub location: Location,
-    /// Fill the buffer with the bench's byte pattern for this seed (for `te bench --verify`).
+    /// Fill the buffer with the bench's byte pattern for this seed (`te bench --verify`
+    /// recognises seed 1, what its own embedded target uses).
     #[arg(long)]
     pub fill: Option<u64>,
-    /// Shared secret peers must prove.
+    /// Shared secret peers must prove (authenticates links; does not encrypt them).
     #[arg(long)]
     pub secret: Option<String>,
     /// Also stop when standard input closes (for a parent process).
@@ -33,28 +43,41 @@ pub struct ServeArgs {
     pub busy_poll: bool,
     /// Path offered to peers: auto (the same-host path where a peer can
     /// take it), tcp (TCP only) or shm (as auto).
-    #[arg(long, default_value = "auto", value_parser = crate::bench::parse_path)]
+    #[arg(long, default_value = "auto", value_parser = crate::flags::parse_path)]
     pub path: Path,
 }
 
-fn parse_location(s: &str) -> Result<Location, String> {
+fn parse_location(s: &str) -> std::result::Result<Location, String> {
     s.parse::<Location>().map_err(|e| e.message().to_string())
 }
 
-/// The byte at offset `i` of a buffer filled with `seed`.
-pub fn pattern(seed: u64, i: u64) -> u8 {
-    let x = ((i / 8) ^ seed.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x.to_le_bytes()[(i % 8) as usize]
+/// Whether every address `listen` names is a loopback address (an
+/// unresolvable name counts as not loopback: the engine will say more).
+fn loopback_only(listen: &str) -> bool {
+    listen
+        .to_socket_addrs()
+        .map(|mut a| a.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false)
 }
 
-/// Fills `buf` as the bytes at offsets `base..` of a buffer filled with `seed`.
-pub fn fill(buf: &mut [u8], seed: u64, base: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = pattern(seed, base + i as u64);
+/// The warning for a buffer exposed beyond loopback without a secret.
+fn exposure_warning(listen: &str) -> String {
+    format!(
+        "warning: listening on {listen} without --secret: any process that can reach this port can read \
+         and write the whole registered buffer (every region with remote permission); pass --secret on \
+         both sides to authenticate peers (links are authenticated, never encrypted)"
+    )
+}
+
+/// Runs `te serve` until SIGINT or SIGTERM (or the end of standard input).
+pub fn run(args: ServeArgs) -> Result<Ended> {
+    let feedback = Feedback::new("te serve");
+    if args.location.is_host() {
+        memory::check(&format!("--size {}", size::show(args.size)), args.size)?;
     }
-}
-
-pub fn run(args: ServeArgs) -> Result<(), Status> {
+    if args.secret.is_none() && !loopback_only(&args.listen) {
+        feedback.line(&exposure_warning(&args.listen));
+    }
     let cfg = EngineConfig {
         listen: args.listen,
         location: args.location,
@@ -64,14 +87,16 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
         ..EngineConfig::default()
     };
     let engine = Engine::start(cfg)?;
-    let addr = engine.alloc_memory(args.size, Perm::REMOTE_READ_WRITE)?;
+    let addr = memory::populate(&feedback, args.size, || {
+        Ok(engine.alloc_memory(args.size, Perm::REMOTE_READ_WRITE)?)
+    })?;
     if let Some(seed) = args.fill {
         // Through the engine, so that device memory is filled too.
         let mut chunk = vec![0u8; args.size.min(1 << 20) as usize];
         let mut off = 0;
         while off < args.size {
             let n = (args.size - off).min(chunk.len() as u64) as usize;
-            fill(&mut chunk[..n], seed, off);
+            pattern::fill(&mut chunk[..n], seed, off);
             engine.write_memory(addr + off, &chunk[..n])?;
             off += n as u64;
         }
@@ -83,21 +108,17 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
     );
     std::io::stdout()
         .flush()
-        .map_err(|e| te_runtime::Status::new(te_runtime::ErrorCode::RuntimeError, &e.to_string()))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| te_proto_status(&format!("cannot handle signal {sig}: {e}")))?;
-    }
+        .map_err(|e| fail(format!("cannot write the segment line: {e}")))?;
+    stop::defer();
+    let stdin_closed = Arc::new(AtomicBool::new(false));
     if args.until_stdin_closes {
-        let s = Arc::clone(&stop);
+        let s = Arc::clone(&stdin_closed);
         std::thread::spawn(move || {
             for _ in std::io::stdin().lock().lines() {}
             s.store(true, Ordering::Release);
         });
     }
-    while !stop.load(Ordering::Acquire) {
+    while stop::requested().is_none() && !stdin_closed.load(Ordering::Acquire) {
         // Notifications are printed within a tenth of a second. This thread
         // sleeps rather than waits on the engine, which would spin in
         // busy-poll mode.
@@ -112,10 +133,26 @@ pub fn run(args: ServeArgs) -> Result<(), Status> {
         std::thread::sleep(Duration::from_millis(100));
     }
     engine.finalize();
-    eprintln!("te serve: stopped");
-    Ok(())
+    Ok(match stop::requested() {
+        Some(i) => {
+            feedback.line(&format!("stopped by {}", i.name()));
+            Ended::Stopped(i)
+        }
+        None => Ended::Done,
+    })
 }
 
-fn te_proto_status(msg: &str) -> Status {
-    Status::new(te_runtime::ErrorCode::RuntimeError, msg)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listeners_go_without_the_warning() {
+        assert!(loopback_only("127.0.0.1:0"));
+        assert!(loopback_only("[::1]:0"));
+        assert!(!loopback_only("0.0.0.0:0"));
+        assert!(!loopback_only("[::]:0"));
+        assert!(!loopback_only("no such host:0"));
+        assert!(exposure_warning("0.0.0.0:0").contains("without --secret"));
+    }
 }

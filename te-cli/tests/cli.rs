@@ -1,5 +1,6 @@
 //! The `te` binary: flag errors name the flag and the value; a short
-//! verified benchmark against an embedded target runs end to end.
+//! verified benchmark against an embedded target runs end to end; what the
+//! output carries; runs that cannot measure fail.
 
 use std::process::Command;
 
@@ -12,19 +13,34 @@ fn te(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn bad_flags_name_the_flag_and_the_value() {
-    for (args, flag, value) in [
-        (&["bench", "--block-size", "12X"][..], "--block-size", "12X"),
-        (&["bench", "--threads", "0"][..], "--threads", "0"),
-        (&["bench", "--duration", "0"][..], "--duration", "0"),
-        (&["serve", "--location", "gpu:0"][..], "--location", "gpu:0"),
-        (&["tcp-pingpong", "--block-size", "0"][..], "--block-size", "0"),
-        (&["tcp-pingpong", "--block-size", "1G"][..], "--block-size", "1G"),
-        (&["memcpy", "--buffer", "1Q"][..], "--buffer", "1Q"),
+    // Negative numbers reach the range checks (not "unexpected argument"); size errors list the units.
+    for (line, flag, value) in [
+        ("bench --block-size 12X", "--block-size", "12X"),
+        ("bench --threads 0", "--threads", "0"),
+        ("bench --duration 0", "--duration", "0"),
+        ("serve --location gpu:0", "--location", "gpu:0"),
+        ("tcp-pingpong --block-size 0", "--block-size", "0"),
+        ("tcp-pingpong --block-size 1G", "--block-size", "1G"),
+        ("memcpy --buffer 1Q", "--buffer", "1Q"),
+        ("bench --threads -1", "--threads", "-1 is not in 1..=256"),
+        ("bench --batch 1,-4", "--batch", "-4 is not in 1..=65536"),
+        ("bench --duration -1", "--duration", "\"-1\""),
+        ("bench --warmup -0.5", "--warmup", "\"-0.5\""),
+        ("bench --buffer -4K", "--buffer", "must be positive"),
+        ("bench --block-size 4K,-1M", "--block-size", "must be positive"),
+        ("serve --size -1G", "--size", "must be positive"),
+        ("bench --block-size 4X", "--block-size", "B, K, M, G, T"),
+        ("bench --block-size 0.1K", "--block-size", "whole number of bytes"),
+        ("bench --op copy", "--op", "copy"),
+        ("bench --path RDMA", "--path", "RDMA"),
+        ("bench --json --csv", "--csv", "--json"),
+        ("bench --sweep --block-size 4K", "--sweep", "--block-size"),
     ] {
-        let out = te(args);
+        let args: Vec<&str> = line.split(' ').collect();
+        let out = te(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(flag) && err.contains(value), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        assert!(err.contains(flag) && err.contains(value), "{line}: {err}");
     }
 }
 
@@ -115,7 +131,10 @@ fn memcpy_reports_each_block_size_and_refuses_blocks_beyond_the_buffer() {
     let out = te(&["memcpy", "--buffer", "1M", "--block-size", "2M"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("--block-size 2097152"), "{err}");
+    assert!(
+        err.contains("skipped copy 2M: larger than the 1M buffer") && err.contains("nothing measured"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -131,6 +150,13 @@ fn info_lists_the_targets_regions() {
         stdout.contains(&format!("{addr:#x}")) && stdout.contains("1048576") && stdout.contains("1 regions"),
         "{stdout}"
     );
+    let out = te(&["info", "--json", &engine.segment_name()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("te info --json is JSON");
+    assert_eq!(v["segment"], engine.segment_name().as_str());
+    assert_eq!(v["regions"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["regions"][0]["base"], addr);
+    assert_eq!(v["regions"][0]["length"], 1 << 20);
+    assert_eq!(v["regions"][0]["perm"], "r");
 }
 
 #[test]
@@ -155,4 +181,302 @@ fn a_reader_that_goes_away_ends_the_tool_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn oversized_allocations_fail_before_allocating_naming_both_sizes() {
+    for (args, what) in [
+        (&["serve", "--size", "64T"][..], "--size 64T needs 64T"),
+        (
+            &["bench", "--buffer", "64T"][..],
+            "--buffer 64T (this process's buffer, the embedded target's) needs 128T",
+        ),
+        (
+            &["memcpy", "--buffer", "64T"][..],
+            "--buffer 64T (two buffers) needs 128T",
+        ),
+    ] {
+        let out = te(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(what) && err.contains("is available (MemAvailable"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("allocating"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_run_that_measures_nothing_fails_and_lists_the_skipped_configurations_once() {
+    let out = te(&["bench", "--buffer", "8M", "--block-size", "1G,2G", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON even when empty");
+    assert_eq!(v["results"].as_array().unwrap().len(), 0);
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 4, "{v}");
+    assert_eq!(skipped[0]["block_bytes"], 1u64 << 30);
+    assert_eq!(err.matches("skipped ").count(), 1, "{err}");
+    assert!(
+        err.contains("skipped read 1G, read 2G, write 1G, write 2G: larger than the 8M buffer"),
+        "{err}"
+    );
+    assert!(err.contains("nothing measured"), "{err}");
+}
+
+#[test]
+fn sizes_with_fractions_ops_in_any_case_and_sweeps_of_batch_and_threads() {
+    let rows = json_rows(&[
+        "bench",
+        "--op",
+        "READ,Write",
+        "--block-size",
+        "1.5K",
+        "--batch",
+        "1,8",
+        "--threads",
+        "1,2",
+        "--buffer",
+        "0.5M",
+        "--duration",
+        "0.1",
+        "--warmup",
+        "0.05",
+    ]);
+    let got: Vec<(String, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["op"].as_str().unwrap().to_string(),
+                r["block_bytes"].as_u64().unwrap(),
+                r["batch"].as_u64().unwrap(),
+                r["threads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, u64, u64)> = ["read", "write"]
+        .iter()
+        .flat_map(|op| [(1, 1), (1, 8), (2, 1), (2, 8)].map(|(t, b)| (op.to_string(), 1536, b, t)))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn json_carries_the_build_the_time_the_settings_and_averages_beside_percentiles() {
+    let out = te(&[
+        "bench",
+        "--op",
+        "read",
+        "--block-size",
+        "4K",
+        "--buffer",
+        "1M",
+        "--duration",
+        "0.1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["te_version"], env!("CARGO_PKG_VERSION"));
+    assert!(!v["te_commit"].as_str().unwrap().is_empty(), "{v}");
+    let ts = v["timestamp"].as_str().unwrap();
+    assert!(
+        ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "{ts}"
+    );
+    assert_eq!(v["settings"]["block_bytes"][0], 4096);
+    assert_eq!(v["settings"]["buffer_bytes"], 1 << 20);
+    assert_eq!(v["settings"]["duration_s"], 0.1);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 0);
+    assert!(v["interrupted"].is_null());
+    let lat = &v["results"][0]["batch_latency_us"];
+    let (avg, p50, p999) = (
+        lat["avg"].as_f64().unwrap(),
+        lat["p50"].as_f64().unwrap(),
+        lat["p999"].as_f64().unwrap(),
+    );
+    assert!(avg > 0.0 && p50 > 0.0 && p999 >= p50, "{lat}");
+    assert!(lat["samples"].as_u64().unwrap() > 1, "{lat}");
+}
+
+#[test]
+fn memcpy_percentiles_are_measured_not_the_average() {
+    let rows = json_rows(&[
+        "memcpy",
+        "--buffer",
+        "8M",
+        "--block-size",
+        "4K,1M",
+        "--duration",
+        "0.2",
+    ]);
+    // 4K copies are timed in groups of 16 (64K), 1M copies one by one.
+    assert_eq!(
+        (rows[0]["batch"].as_u64(), rows[1]["batch"].as_u64()),
+        (Some(16), Some(1))
+    );
+    for r in &rows {
+        let lat = &r["batch_latency_us"];
+        assert!(lat["samples"].as_u64().unwrap() > 10, "{r}");
+        assert!(
+            lat["p999"].as_f64().unwrap() >= lat["p50"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn csv_gives_block_sizes_in_bytes_and_the_table_echoes_the_configuration() {
+    let out = te(&[
+        "bench",
+        "--op",
+        "write",
+        "--block-size",
+        "4K,64K",
+        "--buffer",
+        "1M",
+        "--duration",
+        "0.1",
+        "--csv",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("op,block_bytes,batch,threads"), "{stdout}");
+    assert!(
+        lines[1].starts_with("write,4096,128,1,cold,") && lines[2].starts_with("write,65536,16,1,"),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        stderr.contains("op write, block 4K,64K, batch 128, threads 1"),
+        "{stderr}"
+    );
+
+    let out = te(&[
+        "bench",
+        "--op",
+        "read",
+        "--block-size",
+        "4K",
+        "--buffer",
+        "1M",
+        "--duration",
+        "0.1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("te bench ") && first.contains("path shm"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("batch avg us  batch p50 us  batch p99 us  batch p99.9 us  op avg us"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("latency: per batch"), "{stdout}");
+}
+
+#[test]
+fn help_shows_defaults_in_the_syntax_the_flags_accept() {
+    let out = te(&["bench", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "[default: read,write]",
+        "[default: 4K,64K,1M,16M]",
+        "[default: 512M]",
+        "--warmup",
+        "--csv",
+    ] {
+        assert!(help.contains(want), "{want}: {help}");
+    }
+}
+
+#[test]
+fn verify_against_an_external_target_says_what_reads_are_compared_with() {
+    for (fill, says) in [(None, "snapshot"), (Some("1"), "fill pattern")] {
+        let mut args = vec!["serve", "--size", "2M"];
+        if let Some(f) = fill {
+            args.extend(["--fill", f]);
+        }
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_te"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("te serve");
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let segment = first.split_whitespace().nth(1).expect("segment").to_string();
+        let out = te(&[
+            "bench",
+            "--target",
+            &segment,
+            "--verify",
+            "--op",
+            "read,write,read",
+            "--block-size",
+            "4K",
+            "--buffer",
+            "2M",
+            "--duration",
+            "0.1",
+        ]);
+        let _ = serve.kill();
+        let _ = serve.wait();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{fill:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(says), "{fill:?}: {stdout}");
+    }
+}
+
+#[test]
+fn logs_have_no_colour_off_a_terminal_and_a_bad_te_log_is_a_warning() {
+    let out = Command::new(env!("CARGO_BIN_EXE_te"))
+        .args([
+            "memcpy",
+            "--buffer",
+            "1M",
+            "--block-size",
+            "4K",
+            "--duration",
+            "0.05",
+        ])
+        .env("TE_LOG", "te_runtime=bogus")
+        .output()
+        .expect("te runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ignoring TE_LOG=\"te_runtime=bogus\""),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_te"))
+        .args([
+            "bench",
+            "--op",
+            "read",
+            "--block-size",
+            "4K",
+            "--buffer",
+            "1M",
+            "--duration",
+            "0.05",
+        ])
+        .env("TE_LOG", "debug")
+        .output()
+        .expect("te runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("DEBUG"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes off a terminal: {err}");
 }

@@ -1,0 +1,253 @@
+//! `te bench`: the initiator side of a transfer benchmark.
+
+mod args;
+mod measure;
+mod plan;
+mod verify;
+
+use std::time::Duration;
+
+use serde_json::json;
+use te_runtime::{Engine, EngineConfig, Path, Perm};
+
+pub use args::BenchArgs;
+
+use crate::child::ChildTe;
+use crate::error::{fail, Ended, Result};
+use crate::output::Output;
+use crate::pattern::TARGET_SEED;
+use crate::progress::Feedback;
+use crate::{memory, size, stop};
+use measure::{measure, Measured, Run};
+use verify::Verifier;
+
+/// Starts `te serve` on loopback in a child process; returns it with its
+/// segment name. A benchmark of TCP (`--path tcp`) makes the target a
+/// TCP-only engine too, with the memory such an engine has.
+fn start_target(args: &BenchArgs) -> Result<ChildTe> {
+    let mut child: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--until-stdin-closes"]
+        .map(String::from)
+        .into();
+    child.extend([
+        "--size".into(),
+        args.buffer.to_string(),
+        "--fill".into(),
+        TARGET_SEED.to_string(),
+    ]);
+    if let Some(s) = &args.secret {
+        child.extend(["--secret".into(), s.clone()]);
+    }
+    if args.busy_poll {
+        child.push("--busy-poll".into());
+    }
+    if args.path == Path::Tcp {
+        child.extend(["--path".into(), "tcp".into()]);
+    }
+    ChildTe::start(&child, "segment ")
+}
+
+/// The memory this process needs beside the target: its buffer and, with
+/// --verify, the shadow of the target's.
+fn local_need(args: &BenchArgs, buffer: u64) -> u64 {
+    buffer.saturating_mul(if args.verify { 2 } else { 1 })
+}
+
+/// Runs `te bench`.
+pub fn run(args: BenchArgs) -> Result<Ended> {
+    let feedback = Feedback::new("te bench");
+    let child = match &args.target {
+        Some(_) => None,
+        None => {
+            memory::check(
+                &format!(
+                    "--buffer {} (this process's buffer, the embedded target's{})",
+                    size::show(args.buffer),
+                    if args.verify {
+                        " and the --verify shadow"
+                    } else {
+                        ""
+                    }
+                ),
+                local_need(&args, args.buffer).saturating_add(args.buffer),
+            )?;
+            Some(start_target(&args)?)
+        }
+    };
+    let target = match (&args.target, &child) {
+        (Some(t), _) => t.clone(),
+        (None, Some(c)) => c.address.clone(),
+        (None, None) => return Err(fail("no target")),
+    };
+    let engine = Engine::start(EngineConfig {
+        secret: args.secret.clone().map(String::into_bytes),
+        busy_poll: args.busy_poll,
+        path: args.path,
+        ..EngineConfig::default()
+    })?;
+    let segment = engine.open_segment(&target)?;
+    let auto = engine.segment_path(segment)?;
+    let path = match args.path {
+        Path::Auto => auto,
+        Path::Shm if auto != Path::Shm => {
+            return Err(fail(format!(
+                "--path shm: no same-host path to {target}: it offers only TCP, runs on another host or \
+                 network namespace, or refused this process (TE_LOG=info tells which)"
+            )))
+        }
+        forced => forced,
+    };
+    let regions = engine.segment_info(segment)?;
+    let region = regions
+        .iter()
+        .filter(|r| r.perm.contains(Perm::REMOTE_READ_WRITE) && r.span.location.is_host())
+        .max_by_key(|r| r.span.len)
+        .ok_or_else(|| fail(format!("segment {target} has no read-write host region")))?;
+    let buffer = args.buffer.min(region.span.len);
+    if child.is_none() {
+        memory::check(
+            &format!(
+                "--buffer {}{}",
+                size::show(buffer),
+                if args.verify {
+                    " (and the --verify shadow)"
+                } else {
+                    ""
+                }
+            ),
+            local_need(&args, buffer),
+        )?;
+    }
+    let local = memory::populate(&feedback, buffer, || {
+        Ok(engine.alloc_memory(buffer, Perm::LOCAL_ONLY)?)
+    })?;
+    let mut run = Run {
+        engine: &engine,
+        segment,
+        path,
+        remote: region.span.addr,
+        local,
+        hot: args.hot,
+        duration: Duration::from_secs_f64(args.duration),
+        warmup: Duration::from_secs_f64(args.warmup),
+        total_bytes: args.total_bytes,
+        verifier: None,
+    };
+    if args.verify {
+        run.verifier = Some(match child {
+            Some(_) => Verifier::of_pattern(buffer)?,
+            None => Verifier::of_target(&run, buffer)?,
+        });
+    }
+    let blocks = args.blocks();
+    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batch, &blocks, buffer);
+    let echo = echo(
+        &args,
+        &target,
+        path,
+        buffer,
+        child.is_some(),
+        run.verifier.as_ref(),
+    );
+    let settings = settings(&args, &blocks, buffer, child.is_some());
+    stop::defer();
+    let mut out = Output::begin(args.output, &feedback, &echo, skipped);
+    let mut abandoned = None;
+    {
+        let mut sweep = feedback.sweep(configs.len(), run.warmup + run.duration);
+        for &c in &configs {
+            sweep.start(&c.label());
+            match measure(&run, c, &sweep)? {
+                Measured::Row(row) => out.row(row),
+                Measured::Abandoned => {
+                    abandoned = Some(c.label());
+                    break;
+                }
+            }
+            sweep.done();
+            if stop::requested().is_some() {
+                break;
+            }
+        }
+    }
+    // This side closes its connections first, then the target stops: a
+    // deliberate stop leaves nothing half-done in either log.
+    drop(run);
+    engine.finalize();
+    drop(child);
+    out.finish("te bench", &target, &path.to_string(), settings, abandoned)
+}
+
+/// The effective configuration, printed before the table.
+fn echo(
+    args: &BenchArgs,
+    target: &str,
+    path: Path,
+    buffer: u64,
+    embedded: bool,
+    verifier: Option<&Verifier>,
+) -> Vec<String> {
+    let list = |v: Vec<String>| v.join(",");
+    let mut lines = vec![
+        format!(
+            "te bench {}: target {target}{}, path {path}",
+            env!("CARGO_PKG_VERSION"),
+            if embedded {
+                " (te serve in a child process)"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "  op {}, block {}, batch {}, threads {}; {} buffer on each side ({})",
+            list(args.op.iter().map(|o| o.name().to_string()).collect()),
+            list(args.blocks().into_iter().map(size::show).collect()),
+            list(args.batch.iter().map(u32::to_string).collect()),
+            list(args.threads.iter().map(u32::to_string).collect()),
+            size::show(buffer),
+            if args.hot {
+                "hot: one block reused per thread"
+            } else {
+                "cold: cycling through it"
+            },
+        ),
+        format!(
+            "  {} per configuration (the batch in flight at the end finishes), after {} s of warm-up; busy-poll {}",
+            match args.total_bytes {
+                Some(tb) => format!(
+                    "{} or {} s measured, whichever comes first,",
+                    size::show(tb),
+                    args.duration
+                ),
+                None => format!(
+                    "{} s measured",
+                    args.duration
+                ),
+            },
+            args.warmup,
+            if args.busy_poll { "on" } else { "off" },
+        ),
+    ];
+    if let Some(v) = verifier {
+        lines.push(format!("  verify: {}", v.source.describe()));
+    }
+    lines
+}
+
+/// The effective settings, for the JSON document.
+fn settings(args: &BenchArgs, blocks: &[u64], buffer: u64, embedded: bool) -> serde_json::Value {
+    json!({
+        "ops": args.op.iter().map(|o| o.name()).collect::<Vec<_>>(),
+        "block_bytes": blocks,
+        "batch": args.batch,
+        "threads": args.threads,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "total_bytes": args.total_bytes,
+        "buffer_bytes": buffer,
+        "regime": if args.hot { "hot" } else { "cold" },
+        "verify": args.verify,
+        "busy_poll": args.busy_poll,
+        "path_requested": args.path.to_string(),
+        "embedded_target": embedded,
+    })
+}

@@ -1,0 +1,49 @@
+//! Value parsers shared by the commands' flags; each error names the bad value.
+
+use te_runtime::{Path, Status};
+
+/// Parses `tcp`, `shm` or `auto` (any case).
+pub fn parse_path(s: &str) -> Result<Path, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_: Status| format!("invalid path {s:?}: expected tcp, shm or auto"))
+}
+
+/// Parses a positive number of seconds (at most a day).
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "invalid duration {s:?}: expected seconds in (0, 86400], e.g. 2 or 0.5"
+        )),
+    }
+}
+
+/// Parses a number of seconds that may be zero (at most a day).
+pub fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid duration {s:?}: expected seconds in [0, 86400], e.g. 0 or 0.5"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_seconds() {
+        assert_eq!(parse_path("TCP"), Ok(Path::Tcp));
+        assert_eq!(parse_path("shm"), Ok(Path::Shm));
+        assert!(parse_path("rdma").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert_eq!(parse_seconds_or_zero("0"), Ok(0.0));
+        assert!(parse_seconds_or_zero("-0.5").is_err());
+    }
+}
