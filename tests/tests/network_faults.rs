@@ -65,6 +65,10 @@ const RSS_SLACK: u64 = 64 * MIB;
 enum Expect {
     /// Every task completes, the notification arrives and checks out.
     Complete,
+    /// As [`Broken`](Expect::Broken), but no task need fail and the bound
+    /// is the transfer timeout: for heavy loss, where TCP's backoff of
+    /// retransmissions can silence a link longer than the idle timeout.
+    Tolerant,
     /// Tasks complete, or fail with `Disconnected` (the link broke under
     /// them), `Timeout` (the peer fell silent) or `RuntimeError` (no new
     /// link could be made during the fault), all within [`FAIL_BOUND`] of
@@ -258,7 +262,7 @@ impl Suite {
                     "{what}: {st:?} ({why:?}); tasks {tasks:?}"
                 );
             }
-            Expect::Broken => {
+            Expect::Broken | Expect::Tolerant => {
                 for (i, t) in tasks.iter().enumerate() {
                     assert!(
                         matches!(
@@ -272,9 +276,14 @@ impl Suite {
                         t.state
                     );
                 }
+                let bound = if expect == Expect::Broken {
+                    FAIL_BOUND
+                } else {
+                    TRANSFER_TIMEOUT + IDLE
+                };
                 assert!(
-                    took <= FAIL_BOUND,
-                    "{what}: tasks took {took:?} to end after the fault (bound {FAIL_BOUND:?})"
+                    took <= bound,
+                    "{what}: tasks took {took:?} to end after the fault (bound {bound:?})"
                 );
             }
         }
@@ -300,7 +309,7 @@ impl Suite {
         let submitted = self.engine.submit(rb, &reqs);
         let read = match (submitted, expect) {
             (Ok(()), _) => self.end("reads", rb, expect, since.max(read_at)),
-            (Err(e), Expect::Broken) => {
+            (Err(e), Expect::Broken | Expect::Tolerant) => {
                 let _ = self.engine.free_batch(rb);
                 assert!(
                     matches!(e.code(), ErrorCode::RuntimeError | ErrorCode::Disconnected),
@@ -337,7 +346,7 @@ impl Suite {
             Some(l) if l == want => {}
             Some(l) => panic!("the target said {l:?}, expected {want:?}"),
             // A completed batch whose notification was lost with its link.
-            None if expect == Expect::Broken => {}
+            None if expect != Expect::Complete => {}
             None => panic!("no notification verdict within {bound:?}, expected {want:?}"),
         }
     }
@@ -530,8 +539,17 @@ impl Fault {
                 s.run(&name, Expect::Complete, false, |s| s.netem(&set), none)
             }
             Fault::Loss { pct } => {
+                // Loss acts on whole offloaded segments (up to 64 KiB):
+                // beyond a few percent a retransmission can be lost again
+                // and again until TCP's backoff is longer than the idle
+                // timeout, and then the link must close.
+                let expect = if pct <= 3 {
+                    Expect::Complete
+                } else {
+                    Expect::Tolerant
+                };
                 let set = format!("set p1 loss_pct={pct}");
-                s.run(&name, Expect::Complete, false, |s| s.netem(&set), none)
+                s.run(&name, expect, false, |s| s.netem(&set), none)
             }
             Fault::Reorder { delay_ms, pct } => {
                 let set = format!("set p1 delay_ms={delay_ms} reorder_pct={pct}");
@@ -605,7 +623,7 @@ fn soak() {
     while Instant::now() < end {
         n += 1;
         let fault = Fault::random(&mut rng);
-        print!("soak seed {seed} scenario {n}: ");
+        println!("soak seed {seed} scenario {n}: {fault:?}");
         fault.run(&mut s);
     }
     println!(
