@@ -79,7 +79,6 @@ enum Expect {
 /// A round in flight.
 struct Round {
     writes: BatchId,
-    reads: Option<BatchId>,
     off: u64,
     blocks: Vec<u64>,
     seed: u64,
@@ -199,7 +198,6 @@ impl Suite {
             .expect("submit writes");
         Round {
             writes: writes.0,
-            reads: None,
             off,
             blocks,
             seed,
@@ -293,7 +291,7 @@ impl Suite {
     /// Ends a round: its writes, the notification, then reads of the same
     /// range, whose completed tasks must bring back what completed writes
     /// put there. Returns whether any task failed.
-    fn finish(&mut self, mut round: Round, expect: Expect, since: Instant) -> bool {
+    fn finish(&mut self, round: Round, expect: Expect, since: Instant) -> bool {
         let wrote = self.end("writes", round.writes, expect, since);
         let all_written = wrote.iter().all(|&d| d);
         let total: u64 = round.blocks.iter().sum();
@@ -304,7 +302,6 @@ impl Suite {
             self.expect_notify(&want, expect);
         }
         let (rb, reqs) = self.batch(Op::Read, round.off, &round.blocks);
-        round.reads = Some(rb);
         let read_at = Instant::now();
         let submitted = self.engine.submit(rb, &reqs);
         let read = match (submitted, expect) {

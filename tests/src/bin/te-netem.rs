@@ -72,6 +72,15 @@ struct Port {
     heal_at: Option<Duration>,
 }
 
+impl Port {
+    /// Gives both directions of the port `imp`, until `heal_at` if given.
+    fn set(&mut self, imp: Impairment, heal_at: Option<Duration>) {
+        self.from.impairment = imp;
+        self.to.impairment = imp;
+        self.heal_at = heal_at;
+    }
+}
+
 fn fail(why: String) -> ! {
     eprintln!("te-netem: {why}");
     std::process::exit(2);
@@ -241,9 +250,7 @@ impl Switch {
         }
         for p in &mut self.ports {
             if p.heal_at.is_some_and(|t| t <= now) {
-                p.heal_at = None;
-                p.from.impairment = Impairment::default();
-                p.to.impairment = Impairment::default();
+                p.set(Impairment::default(), None);
                 let _ = writeln!(out, "healed {}", p.name);
                 let _ = out.flush();
             }
@@ -267,35 +274,21 @@ impl Switch {
                     .iter()
                     .position(|p| p.name == name)
                     .ok_or_else(|| format!("no port {name:?}"))?;
-                let mut lasts = None;
-                let rest: Vec<&str> = words
-                    .filter(|w| match w.strip_prefix("for_ms=") {
-                        Some(v) => {
-                            lasts = Some(v.to_string());
-                            false
-                        }
-                        None => true,
-                    })
-                    .collect();
+                let (lasts, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("for_ms="));
                 let imp = Impairment::parse(rest)?;
-                let heal_at = match lasts {
+                let heal_at = match lasts.last().map(|w| &w["for_ms=".len()..]) {
                     Some(v) => {
                         let ms: u64 = v.parse().map_err(|_| format!("for_ms: {v:?} is not a number"))?;
                         Some(self.now() + Duration::from_millis(ms))
                     }
                     None => None,
                 };
-                let p = &mut self.ports[i];
-                p.from.impairment = imp;
-                p.to.impairment = imp;
-                p.heal_at = heal_at;
+                self.ports[i].set(imp, heal_at);
                 Ok(())
             }
             Some("clear") => {
                 for p in &mut self.ports {
-                    p.from.impairment = Impairment::default();
-                    p.to.impairment = Impairment::default();
-                    p.heal_at = None;
+                    p.set(Impairment::default(), None);
                 }
                 Ok(())
             }
