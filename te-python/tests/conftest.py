@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(pid: int, timeout: float = 30.0) -> None:
+    """Sends SIGSTOP to ``pid`` and returns once every thread of it is
+    stopped: ``kill`` returns when the signal is queued, and a thread that
+    was already runnable may still serve a request before it stops."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    tasks = Path(f"/proc/{pid}/task")
+    while True:
+        states = []
+        for task in tasks.iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:
+                continue  # a thread that has just exited
+            states.append(stat[stat.rindex(")") + 2])
+        if states and all(s in "Tt" for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop within {timeout} s: {states}")
+        time.sleep(0.001)  # polling a state, not synchronising by time
 
 
 class Peer:

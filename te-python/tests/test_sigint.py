@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import stop_process
+
 
 def test_sigint_during_wait_cancels_and_frees(peer):
     name, remote, pid = peer.run("""
@@ -24,7 +26,7 @@ def test_sigint_during_wait_cancels_and_frees(peer):
     assert child.stdin and child.stdout
     try:
         assert child.stdout.readline().strip() == "opened"
-        os.kill(pid, signal.SIGSTOP)  # the target answers nothing from now on
+        stop_process(pid)  # the target answers nothing from now on
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "waiting sync"

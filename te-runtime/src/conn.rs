@@ -65,6 +65,12 @@ pub(crate) struct Conn {
     pub closed_at: Option<Instant>,
     /// The same-host path's state.
     pub shm: ConnShm,
+    /// Accepted connections: where the peer's `Hello` came in the order of
+    /// all `Hello`s this engine accepted (core/lineage.rs).
+    pub ticket: Option<u64>,
+    /// Accepted connections: the peer has acted on this link, and its older
+    /// links are closed.
+    pub fenced: bool,
     rbuf: Box<[u8]>,
     rpos: usize,
     rend: usize,
@@ -103,6 +109,8 @@ impl Conn {
             connecting: segment.is_some(),
             closed_at: None,
             shm: ConnShm::default(),
+            ticket: None,
+            fenced: false,
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             rpos: 0,
             rend: 0,
@@ -113,6 +121,12 @@ impl Conn {
             large_payloads: false,
             bounce: Vec::new(),
         }
+    }
+
+    /// Makes the coming close a reset (`SO_LINGER` 0): the kernel drops
+    /// what is queued instead of delivering it after the link is gone.
+    pub fn reset_on_close(&self) {
+        let _ = rustix::net::sockopt::set_socket_linger(&self.stream, Some(std::time::Duration::ZERO));
     }
 
     /// Forgets every byte not yet written (the socket is gone or the peer

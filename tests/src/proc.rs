@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::pattern;
 
@@ -184,6 +184,9 @@ impl PeerProcess {
 
     /// Sends a signal by name (`STOP`, `CONT`, ...) with `kill(1)`;
     /// `SIGSTOP` makes the peer silent without closing its connections.
+    /// For `STOP` this returns only once every thread of the peer has
+    /// stopped: `kill` returns when the signal is queued, and a thread that
+    /// was runnable then may still answer a request before it stops.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("peer is running").id();
         let status = Command::new("kill")
@@ -191,6 +194,9 @@ impl PeerProcess {
             .status()
             .unwrap_or_else(|e| panic!("cannot run kill -s {sig}: {e}"));
         assert!(status.success(), "kill -s {sig} {pid}: {status}");
+        if sig == "STOP" {
+            wait_stopped(pid);
+        }
     }
 
     /// Closes the peer's stdin (it finalizes its engine and exits) and
@@ -205,6 +211,37 @@ impl Drop for PeerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until every thread of process `pid` is in the stopped state
+/// (`T` in `/proc/PID/task/TID/stat`); panics after 30 s.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = thread_states(pid);
+        if !states.is_empty() && states.iter().all(|s| matches!(s, 'T' | 't')) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop within 30 s: thread states {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1)); // polling a state
+    }
+}
+
+/// The state letter of each thread of `pid` (threads that exit while
+/// they are read are left out).
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        // "tid (comm) S ...": comm may hold spaces and parentheses.
+        .filter_map(|stat| stat.rsplit_once(") ")?.1.chars().next())
+        .collect()
 }
 
 /// Checks that the `len` bytes at `addr` are `pattern(seed, start + i)`;

@@ -93,6 +93,20 @@ impl Fixture {
         }
     }
 
+    /// Moves the fixture's segment behind `gate` and returns it; the direct
+    /// link is closed first, since te keeps one link per pair of engines
+    /// (docs/PROTOCOL.md 11.3).
+    fn open_through(&mut self, gate: &Gate) -> SegmentId {
+        self.initiator
+            .close_segment(self.seg)
+            .expect("close the direct link");
+        self.seg = self
+            .initiator
+            .open_segment(&gate.name())
+            .expect("open through the gate");
+        self.seg
+    }
+
     fn base(&self) -> u64 {
         addr(&self.mem)
     }
@@ -460,10 +474,7 @@ fn unregister_of_a_region_peers_are_writing_waits_then_memory_is_untouched() {
     // the second in part) whatever the machine's speed. Each write has its
     // own source bytes: any frame landing later changes the region.
     let gate = Gate::start(&fx.name, Direction::ToTarget, 3 * MIB);
-    fx.seg = fx
-        .initiator
-        .open_segment(&gate.name())
-        .expect("open through the gate");
+    fx.open_through(&gate);
     for i in 0..TASKS as u64 {
         // SAFETY: engine memory; no transfer runs yet.
         unsafe { fill_fast(fx.local + i * LEN, LEN, 1000 + i) };
@@ -509,10 +520,7 @@ fn unregister_of_a_region_a_stalled_peer_reads_returns_and_memory_is_not_read() 
     // target blocks sending an answer (its socket buffers full, a few MiB)
     // and the unregister meets a read under way.
     let gate = Gate::start(&fx.name, Direction::FromTarget, 3 * MIB);
-    fx.seg = fx
-        .initiator
-        .open_segment(&gate.name())
-        .expect("open through the gate");
+    fx.open_through(&gate);
     let reqs: Vec<Request> = (0..TASKS)
         .map(|_| request(Op::Read, fx.local, fx.seg, b, LEN))
         .collect();
@@ -1419,10 +1427,7 @@ fn canceled_reads_leave_local_memory_untouched_afterwards() {
     // The answers pass a gate that lets 2 MiB through and then holds until
     // the tasks are canceled: the rest arrive after the cancel.
     let gate = Gate::start(&fx.name, Direction::FromTarget, 2 * MIB);
-    fx.seg = fx
-        .initiator
-        .open_segment(&gate.name())
-        .expect("open through the gate");
+    fx.open_through(&gate);
     let e = &fx.initiator;
     let batch = e.allocate_batch(TASKS as u32).expect("allocate");
     let reqs = shifted_reads(fx.local, fx.seg, b, LEN, TASKS);
@@ -1463,17 +1468,14 @@ fn frames_from(got: &[u8], allowed: &[&[u8]]) -> Result<(), usize> {
 #[test]
 fn canceled_write_no_longer_reads_local_memory() {
     const LEN: u64 = 128 * MIB;
-    let fx = Fixture::new(LEN, LEN + 4096);
+    let mut fx = Fixture::new(LEN, LEN + 4096);
     let b = fx.base();
     fx.register(0, LEN, Perm::REMOTE_READ_WRITE);
     let before = fx.mem.clone();
     // The write passes a gate that lets 2 MiB through and then holds until
     // the write is canceled: it is under way, the rest not yet sent.
     let gate = Gate::start(&fx.name, Direction::ToTarget, 2 * MIB);
-    let seg = fx
-        .initiator
-        .open_segment(&gate.name())
-        .expect("open through the gate");
+    let seg = fx.open_through(&gate);
     let e = &fx.initiator;
     // SAFETY: engine memory; no transfer runs yet.
     unsafe { fill_fast(fx.local, LEN, 21) };

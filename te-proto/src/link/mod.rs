@@ -124,6 +124,13 @@ impl Link {
         self.s.peer.as_ref()
     }
 
+    /// Whether the peer has sent anything but `Ping` and `Pong` since the
+    /// handshake (a request, an answer, a notification). A target orders
+    /// the links of one peer by it: docs/PROTOCOL.md 11.3.
+    pub fn peer_acted(&self) -> bool {
+        self.s.peer_acted
+    }
+
     /// This link's configuration.
     pub fn config(&self) -> &LinkConfig {
         &self.s.cfg

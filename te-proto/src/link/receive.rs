@@ -61,6 +61,7 @@ impl State {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
+        self.peer_acted |= !matches!(frame, Frame::Ping { .. } | Frame::Pong { .. });
         match frame {
             Frame::ReadReq {
                 req_id,

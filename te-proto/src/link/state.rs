@@ -90,6 +90,8 @@ pub(super) struct State {
     pub notify_out: Deque<Notification, NOTIFY_QUEUE>,
     // Reports owed to the shell.
     pub connected_due: bool,
+    /// The peer has sent a frame other than `Ping`/`Pong` since the handshake.
+    pub peer_acted: bool,
     pub inbox: Deque<Notification, NOTIFY_QUEUE>,
     pub inbox_announced: usize,
     pub info: InfoQuery,
@@ -133,6 +135,7 @@ impl State {
             ping_seq: 0,
             notify_out: Deque::new(),
             connected_due: false,
+            peer_acted: false,
             inbox: Deque::new(),
             inbox_announced: 0,
             info: InfoQuery::default(),

@@ -65,6 +65,8 @@ pub struct EngineCore {
     refusals: RateLog,
     /// Peers refused for the shared secret, logged once per peer and interval.
     auth_refusals: RateLog,
+    /// The last ticket handed to an accepted link (lineage.rs).
+    tickets: u64,
 }
 
 /// ", N more not logged" after a rate-limited line, or nothing.
@@ -102,6 +104,7 @@ fn tune(stream: &TcpStream) {
 }
 
 mod batches;
+mod lineage;
 mod memory;
 mod notify;
 mod segments;
@@ -177,6 +180,7 @@ impl EngineCore {
             admission: Admission::new(cfg.admission_limits()),
             refusals: RateLog::default(),
             auth_refusals: RateLog::default(),
+            tickets: 0,
             cfg,
         })
     }
@@ -413,6 +417,12 @@ impl EngineCore {
                 if let Some(why) = failure {
                     return self.fail_conn(c, why);
                 }
+                // Before anything is written (the HelloAck) or another
+                // connection is read.
+                self.order_links(c);
+                let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
+                    return;
+                };
                 self.same_host
                     .after_read(conn, &self.link_cfg, self.ep.registry_mut());
             }
@@ -443,6 +453,8 @@ impl EngineCore {
                     .close_reason()
                     .is_some_and(|r| r.code() == ErrorCode::Timeout);
                 if silent {
+                    // What is queued would only reach it late, if ever.
+                    conn.reset_on_close();
                     return self.drop_conn(c);
                 }
                 if conn.closed_at.is_none() {
@@ -534,6 +546,7 @@ impl EngineCore {
                     let peer = conn.link.peer().map_or("", |p| p.segment_name.as_str());
                     info!(peer = %Escaped(peer), addr = %conn.peer_addr, "link established");
                 }
+                self.check_one_link_per_peer(c);
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}
             Event::Notification => self.pull_notifications(c),

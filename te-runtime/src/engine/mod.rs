@@ -253,7 +253,9 @@ impl Engine {
         });
         match state {
             Ok(Ok(())) => Ok(id),
-            Ok(Err(e)) | Err(e) if e.code() == ErrorCode::NotAuthorized => Err(e),
+            Ok(Err(e)) | Err(e) if matches!(e.code(), ErrorCode::NotAuthorized | ErrorCode::Invalid) => {
+                Err(e)
+            }
             Ok(Err(e)) | Err(e) => Err(status!(
                 RuntimeError,
                 "segment {name} unreachable: {}",
