@@ -80,6 +80,17 @@ pub struct EngineConfig {
     /// the peer offers it, else TCP); [`Path::Tcp`] also stops offering the
     /// same-host path to peers.
     pub path: Path,
+    /// The directory where this engine publishes its segment name and
+    /// looks up the names it opens: `etcd://host:port[,host:port...]` or
+    /// `redis://host:port[/db]` (default none: peer-to-peer, names are
+    /// `host:port`). See [`crate::directory`].
+    pub directory: Option<String>,
+    /// The namespace of this cluster's keys in the directory (default `te`).
+    pub directory_prefix: String,
+    /// How long the directory keeps this engine's entry without a renewal
+    /// (default 10 s, renewed every third of it): a crashed engine's name is
+    /// free again after this.
+    pub directory_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +119,9 @@ impl Default for EngineConfig {
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimConfig::default(),
             path: Path::Auto,
+            directory: None,
+            directory_prefix: "te".into(),
+            directory_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +162,17 @@ impl EngineConfig {
         ] {
             if d.is_zero() {
                 return Err(status!(Invalid, "{name} is zero"));
+            }
+        }
+        if let Some(url) = &self.directory {
+            crate::directory::check(url, &self.directory_prefix)?;
+            if self.directory_ttl < Duration::from_secs(1) || self.directory_ttl > Duration::from_secs(86_400)
+            {
+                return Err(status!(
+                    Invalid,
+                    "directory_ttl {:?} out of range 1 s..=1 day",
+                    self.directory_ttl
+                ));
             }
         }
         self.link_config("validate")?;

@@ -55,6 +55,7 @@ mod config;
 mod conn;
 mod core;
 mod devices;
+pub mod directory;
 mod engine;
 mod mem;
 mod same_host;

@@ -6,6 +6,7 @@ pub mod gate;
 pub mod impair;
 pub mod netns;
 pub mod proc;
+pub mod stores;
 
 /// An engine with default settings on a free loopback port.
 pub fn engine() -> Engine {

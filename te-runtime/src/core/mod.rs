@@ -546,6 +546,7 @@ impl EngineCore {
                     let peer = conn.link.peer().map_or("", |p| p.segment_name.as_str());
                     info!(peer = %Escaped(peer), addr = %conn.peer_addr, "link established");
                 }
+                self.check_peer_name(c);
                 self.check_one_link_per_peer(c);
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}

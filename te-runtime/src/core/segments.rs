@@ -9,6 +9,8 @@ pub(super) const SEGMENT_INFO_CAP: usize = 1 << 16;
 pub(super) struct Segment {
     pub(super) name: String,
     pub(super) addr: SocketAddr,
+    /// Found through a directory: the peer must announce this name.
+    pub(super) named: bool,
     pub(super) conn: Option<usize>,
     /// Notifications waiting for room in the link's queue.
     pub(super) notes: VecDeque<(String, Vec<u8>)>,
@@ -30,6 +32,34 @@ impl EngineCore {
             .map_err(|e| status!(Invalid, "segment name {name:?} is not host:port: {e}"))?
             .next()
             .ok_or_else(|| status!(Invalid, "segment {name:?} resolves to no address"))?;
+        self.open_new_segment(name, addr, false)
+    }
+
+    /// Opens the peer segment `name` at `addr`, where a directory says it
+    /// runs, and starts connecting; the engine that answers there must call
+    /// itself `name`, else the link fails `RuntimeError` (a stale entry). An
+    /// open segment whose connection was lost reconnects to `addr`.
+    pub fn open_segment_at(&mut self, name: &str, addr: SocketAddr) -> Result<SegmentId> {
+        self.check_running()?;
+        if let Some(&i) = self.segment_by_name.get(name) {
+            let seg = &mut self.segments[i];
+            if seg.conn.is_none() {
+                seg.addr = addr;
+                seg.named = true;
+            }
+            self.ensure_connection(i)?;
+            return Ok(SegmentId(i as u32));
+        }
+        self.open_new_segment(name, addr, true)
+    }
+
+    /// The open segment `name` whose connection is up or being set up.
+    pub fn connected_segment(&self, name: &str) -> Option<SegmentId> {
+        let &i = self.segment_by_name.get(name)?;
+        self.segments[i].conn.map(|_| SegmentId(i as u32))
+    }
+
+    fn open_new_segment(&mut self, name: &str, addr: SocketAddr, named: bool) -> Result<SegmentId> {
         // Another name of an open segment (`localhost:P` and `127.0.0.1:P`):
         // the same segment, since te keeps one link per pair of engines.
         // (Not remembered under this name: names are the caller's, unbounded.)
@@ -43,6 +73,7 @@ impl EngineCore {
         self.segments.push(Segment {
             name: name.to_string(),
             addr,
+            named,
             conn: None,
             notes: VecDeque::new(),
             info: Vec::new(),
@@ -51,6 +82,30 @@ impl EngineCore {
         self.segment_by_name.insert(name.to_string(), i);
         self.ensure_connection(i)?;
         Ok(SegmentId(i as u32))
+    }
+
+    /// Fails connection `c` when its segment was found through a directory
+    /// and the engine that answered has another name: the entry was stale
+    /// (its port now someone else's).
+    pub(super) fn check_peer_name(&mut self, c: usize) {
+        let Some(conn) = self.conns.get(c).and_then(|c| c.as_ref()) else {
+            return;
+        };
+        let (Some(s), Some(peer)) = (conn.segment, conn.link.peer()) else {
+            return;
+        };
+        let seg = &self.segments[s];
+        if !seg.named || peer.segment_name.as_str() == seg.name {
+            return;
+        }
+        let why = status!(
+            RuntimeError,
+            "stale directory entry: {} answers as {}",
+            seg.addr,
+            Escaped(&peer.segment_name)
+        );
+        warn!(segment = %Escaped(&seg.name), "{}", why.message());
+        self.fail_conn(c, why);
     }
 
     pub(super) fn segment(&self, id: SegmentId) -> Result<&Segment> {

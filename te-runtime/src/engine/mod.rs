@@ -16,6 +16,7 @@ use tracing::warn;
 use crate::config::EngineConfig;
 use crate::config::Path;
 use crate::core::{EngineCore, Notification, Request, SegmentId};
+use crate::directory::{Directory, Entry, Publication};
 use crate::sync::Monitor;
 
 mod event_loop;
@@ -47,6 +48,10 @@ pub struct Engine {
     segment_name: String,
     local_addr: SocketAddr,
     cfg: EngineConfig,
+    /// Where names are looked up, when the config names a directory.
+    directory: Option<Arc<Directory>>,
+    /// This engine's entry in the directory, withdrawn by `finalize`.
+    publication: std::sync::Mutex<Option<Publication>>,
 }
 
 impl Engine {
@@ -58,6 +63,15 @@ impl Engine {
         let core = EngineCore::new(cfg.clone(), poll.registry(), BASE)?;
         let segment_name = core.segment_name().to_string();
         let local_addr = core.local_addr();
+        let (directory, publication) = match &cfg.directory {
+            None => (None, None),
+            Some(url) => {
+                let dir = Arc::new(Directory::open(url, &cfg.directory_prefix, cfg.connect_timeout)?);
+                let entry = own_entry(&cfg, &segment_name, local_addr)?;
+                let publication = Publication::start(Arc::clone(&dir), entry, cfg.directory_ttl)?;
+                (Some(dir), Some(publication))
+            }
+        };
         let shared = Arc::new(Shared {
             core: Monitor::new(core),
             poller: std::sync::Mutex::new(Poller {
@@ -84,6 +98,8 @@ impl Engine {
             segment_name,
             local_addr,
             cfg,
+            directory,
+            publication: std::sync::Mutex::new(publication),
         })
     }
 
@@ -239,11 +255,31 @@ impl Engine {
 
     // ---- segments ----
 
-    /// Opens the peer `name` (`host:port`) and waits for the handshake.
-    /// An unreachable peer is `RuntimeError` naming the address; a refused
-    /// secret is `NotAuthorized`.
+    /// Opens the peer `name` and waits for the handshake. Without a
+    /// directory `name` is `host:port`; with one it is looked up there
+    /// (when it is not open already, so a peer whose link was lost is
+    /// looked up again and reached where it runs now), and a name the
+    /// directory does not hold is `NotFound` unless it is a `host:port`.
+    /// An unreachable peer or directory is `RuntimeError` naming it; a
+    /// refused secret is `NotAuthorized`.
     pub fn open_segment(&self, name: &str) -> Result<SegmentId> {
-        let id = self.with_core(|c| c.open_segment(name))?;
+        let id = match &self.directory {
+            None => self.with_core(|c| c.open_segment(name))?,
+            Some(dir) => match self.connected_segment(name) {
+                Some(id) => id,
+                None => match dir.lookup(name)? {
+                    Some(entry) => self.with_core(|c| c.open_segment_at(name, entry.tcp))?,
+                    None if is_host_port(name) => self.with_core(|c| c.open_segment(name))?,
+                    None => {
+                        return Err(status!(
+                            NotFound,
+                            "segment {name} is not in directory {}",
+                            dir.url()
+                        ));
+                    }
+                },
+            },
+        };
         let state = self.wait(self.cfg.connect_timeout * 2, "open segment", |c| {
             match c.segment_state(id) {
                 Ok(false) => None,
@@ -262,6 +298,12 @@ impl Engine {
                 e.message()
             )),
         }
+    }
+
+    /// The open segment `name` whose link is up or being set up (the core's
+    /// lock is released before the caller goes on).
+    fn connected_segment(&self, name: &str) -> Option<SegmentId> {
+        self.shared.core.lock().connected_segment(name)
     }
 
     /// Closes the connection to a segment; its running tasks end `Canceled`.
@@ -519,6 +561,13 @@ impl Engine {
     /// the transfer timeout, fails the rest, closes every connection and
     /// stops the event loop. Idempotent.
     pub fn finalize(&self) {
+        // Peers stop finding this engine first.
+        let publication = self.publication.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut p) = publication {
+            if let Err(e) = p.withdraw() {
+                warn!("{}: the entry expires with its lease", e.message());
+            }
+        }
         self.with_core(|c| c.begin_finalize());
         // Our tasks, and the requests peers made of us, finish first.
         let _ = self.wait(self.cfg.transfer_timeout, "finalize", |c| {
@@ -534,6 +583,36 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `name` reads as `host:port` (a port after the last colon).
+fn is_host_port(name: &str) -> bool {
+    name.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// What this engine publishes in the directory.
+fn own_entry(cfg: &EngineConfig, name: &str, addr: SocketAddr) -> Result<Entry> {
+    if addr.ip().is_unspecified() {
+        return Err(status!(
+            Invalid,
+            "listen {addr} is no address peers can reach: with a directory, listen on the one they use"
+        ));
+    }
+    let nonce = crate::core::random_nonce();
+    let mut paths = vec!["tcp".to_string()];
+    if cfg.path != Path::Tcp {
+        paths.push("shm".into());
+    }
+    Ok(Entry {
+        name: name.to_string(),
+        tcp: addr,
+        paths,
+        location: cfg.location.to_string(),
+        host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        pid: std::process::id(),
+        instance: nonce[..8].iter().map(|b| format!("{b:02x}")).collect(),
+    })
 }
 
 impl Drop for Engine {

@@ -18,6 +18,9 @@
 //!   print `PROBE <path> ok` (or the error) and exit.
 //! - `--idle-ms <ms>`: the engine's idle timeout (the heartbeat a fifth of
 //!   it, the connect timeout the same), for tests of broken networks.
+//! - `--name <name> --directory <url>`: the engine's segment name, published in
+//!   the directory at `url`; `--directory-ttl-ms <ms>` its time to live.
+//!   A named peer prints `LISTEN <port>` after its READY line.
 //! - `--check-notify`: for each notification `check` with message
 //!   `<offset> <len> <seed> <start>`, check that the region's bytes at
 //!   `offset..offset + len` are `pattern(seed, start + i)` when it arrives,
@@ -34,7 +37,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
          [--path tcp|shm|auto] [--user] [--probe <segment> <addr>] [--idle-ms <ms>] \
-         [--check-notify]"
+         [--check-notify] [--name <name> --directory <url> [--directory-ttl-ms <ms>]]"
     );
     std::process::exit(2);
 }
@@ -56,6 +59,7 @@ fn main() {
     let mut probe = None;
     let mut idle = None;
     let mut check_notify = false;
+    let (mut name, mut directory, mut ttl) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -86,6 +90,14 @@ fn main() {
                 _ => usage("--idle-ms needs a positive number of milliseconds"),
             },
             "--check-notify" => check_notify = true,
+            "--name" => name = Some(args.next().unwrap_or_else(|| usage("--name needs a value"))),
+            "--directory" => {
+                directory = Some(args.next().unwrap_or_else(|| usage("--directory needs a URL")))
+            }
+            "--directory-ttl-ms" => match args.next().and_then(|a| a.parse::<u64>().ok()) {
+                Some(ms) => ttl = Some(Duration::from_millis(ms)),
+                _ => usage("--directory-ttl-ms needs a number of milliseconds"),
+            },
             _ => positional.push(a),
         }
     }
@@ -97,8 +109,14 @@ fn main() {
         listen,
         secret,
         path,
+        segment_name: name.clone(),
+        directory,
         ..EngineConfig::default()
     };
+    if let Some(ttl) = ttl {
+        cfg.directory_ttl = ttl;
+    }
+    let named = name.is_some();
     if let Some(idle) = idle {
         cfg.idle_timeout = idle;
         cfg.heartbeat_interval = idle / 5;
@@ -128,6 +146,9 @@ fn main() {
     // SAFETY: freshly allocated engine memory of `len` bytes.
     unsafe { te_tests::fill(addr, len, seed) };
     println!("READY {} {addr} {len}", engine.segment_name());
+    if named {
+        println!("LISTEN {}", engine.rpc_port());
+    }
     std::io::stdout().flush().expect("stdout");
     let serving = AtomicBool::new(true);
     std::thread::scope(|s| {
