@@ -1,6 +1,29 @@
 //! Value parsers shared by the commands' flags; each error names the bad value.
 
-use te_runtime::{Path, Status};
+use te_runtime::{EngineConfig, Path, Status};
+
+/// Where segment names are looked up (and `te serve --name` published).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirectoryArgs {
+    /// Directory of segment names: etcd://host:port[,host:port...] or
+    /// redis://host:port[/db]; without it names are host:port (peer to peer).
+    #[arg(long)]
+    pub directory: Option<String>,
+    /// Namespace of this cluster's keys in the directory.
+    #[arg(long, default_value = "te", requires = "directory")]
+    pub directory_prefix: String,
+}
+
+impl DirectoryArgs {
+    /// `cfg` with this directory.
+    pub fn apply(&self, cfg: EngineConfig) -> EngineConfig {
+        EngineConfig {
+            directory: self.directory.clone(),
+            directory_prefix: self.directory_prefix.clone(),
+            ..cfg
+        }
+    }
+}
 
 /// Parses `tcp`, `shm` or `auto` (any case).
 pub fn parse_path(s: &str) -> Result<Path, String> {

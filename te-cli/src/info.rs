@@ -8,8 +8,12 @@ use crate::error::{Ended, Result};
 /// Arguments of `te info`.
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// The peer's segment name, host:port (what `te serve` prints on its first line).
+    /// The peer's segment name: host:port (what `te serve` prints on its
+    /// first line), or a name in --directory.
     pub segment: String,
+    /// Where names are looked up.
+    #[command(flatten)]
+    pub directory: crate::flags::DirectoryArgs,
     /// Shared secret of the peer.
     #[arg(long)]
     pub secret: Option<String>,
@@ -33,10 +37,10 @@ fn perm(r: &Region) -> &'static str {
 
 /// Runs `te info`.
 pub fn run(args: InfoArgs) -> Result<Ended> {
-    let engine = Engine::start(EngineConfig {
+    let engine = Engine::start(args.directory.apply(EngineConfig {
         secret: args.secret.map(String::into_bytes),
         ..Default::default()
-    })?;
+    }))?;
     let seg = engine.open_segment(&args.segment)?;
     let regions = engine.segment_info(seg)?;
     if args.json {

@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// Shared secret peers must prove (authenticates links; does not encrypt them).
     #[arg(long)]
     pub secret: Option<String>,
+    /// Segment name to publish in --directory (default: the listen address).
+    #[arg(long, requires = "directory")]
+    pub name: Option<String>,
+    /// Where the name is published, renewed while this runs and removed at the end.
+    #[command(flatten)]
+    pub directory: crate::flags::DirectoryArgs,
     /// Also stop when standard input closes (for a parent process).
     #[arg(long)]
     pub until_stdin_closes: bool,
@@ -78,14 +84,15 @@ pub fn run(args: ServeArgs) -> Result<Ended> {
     if args.secret.is_none() && !loopback_only(&args.listen) {
         feedback.line(&exposure_warning(&args.listen));
     }
-    let cfg = EngineConfig {
+    let cfg = args.directory.apply(EngineConfig {
         listen: args.listen,
+        segment_name: args.name,
         location: args.location,
         secret: args.secret.map(String::into_bytes),
         busy_poll: args.busy_poll,
         path: args.path,
         ..EngineConfig::default()
-    };
+    });
     let engine = Engine::start(cfg)?;
     let addr = memory::populate(&feedback, args.size, || {
         Ok(engine.alloc_memory(args.size, Perm::REMOTE_READ_WRITE)?)

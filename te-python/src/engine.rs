@@ -114,6 +114,15 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
                     Some(text("segment_name")?)
                 }
             }
+            "directory" => {
+                c.directory = if v.is_none() {
+                    None
+                } else {
+                    Some(text("directory")?)
+                }
+            }
+            "directory_prefix" => c.directory_prefix = text("directory_prefix")?,
+            "directory_ttl" => c.directory_ttl = seconds(py, "directory_ttl", &v)?,
             "location" => c.location = text("location")?.parse::<Location>().or_raise(py)?,
             "path" => c.path = parse_path(py, &text("path")?)?,
             "secret" => {
@@ -158,7 +167,8 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
                          secret, max_payload, max_outstanding, connect_timeout, transfer_timeout, \
                          heartbeat_interval, idle_timeout, max_regions, max_batches, max_tasks, \
                          max_connections, max_connections_per_source, max_handshaking, min_frame_rate, \
-                         max_segments, max_notifications, busy_poll"
+                         max_segments, max_notifications, busy_poll, directory, directory_prefix, \
+                         directory_ttl"
                     ),
                 ))
             }
@@ -180,7 +190,10 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
 /// `heartbeat_interval`, `idle_timeout` (seconds), `max_regions`,
 /// `max_batches`, `max_tasks`, `max_connections`, `max_connections_per_source`,
 /// `max_handshaking`, `min_frame_rate` (bytes per second), `max_segments`, `max_notifications`,
-/// `busy_poll`. A bad value raises `te.InvalidError` naming it.
+/// `busy_poll`, `directory` (`"etcd://host:port"` or `"redis://host:port[/db]"`:
+/// `segment_name` is published there and names are looked up there),
+/// `directory_prefix` (default `"te"`), `directory_ttl` (seconds, default 10).
+/// A bad value raises `te.InvalidError` naming it.
 ///
 /// Use it as a context manager (`with te.Engine() as e:`) or call
 /// `finalize()`. Every method may be called from any thread; calls that

@@ -30,8 +30,8 @@ def test_initialize_conventions(caplog):
     e = TransferEngine()
     assert e.get_rpc_port() == -1
     with caplog.at_level(logging.ERROR, logger="te.compat.mooncake"):
-        assert e.initialize("127.0.0.1", "etcd://127.0.0.1:2379", "tcp", "") == -1
-    assert "P2PHANDSHAKE" in caplog.text
+        assert e.initialize("127.0.0.1", "http://127.0.0.1:8080/metadata", "tcp", "") == -1
+    assert "etcd://, redis:// and P2PHANDSHAKE" in caplog.text
     port = free_port()
     assert e.initialize(f"127.0.0.1:{port}:npu_0", "P2PHANDSHAKE", "ascend", "") == 0  # SGLang's Ascend form
     assert e.get_rpc_port() == port

@@ -49,9 +49,14 @@ prints the ones finished (valid JSON with --json) and exits 130 or 143.";
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// Target segment (host:port); without it, a target is started on loopback in a child process.
+    /// Target segment (host:port, or a name in --directory); without it, a
+    /// target is started on loopback in a child process.
     #[arg(long)]
     pub target: Option<String>,
+    /// Where --target is looked up; the cost of a lookup (cold and cached)
+    /// is reported before the results.
+    #[command(flatten)]
+    pub directory: crate::flags::DirectoryArgs,
     /// Operations to measure, one configuration each (any case: READ, WRITE as nixlbench spells them).
     #[arg(
         long,

@@ -1,6 +1,7 @@
 //! `te bench`: the initiator side of a transfer benchmark.
 
 mod args;
+mod lookup;
 mod measure;
 mod plan;
 mod verify;
@@ -78,13 +79,21 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         (None, Some(c)) => c.address.clone(),
         (None, None) => return Err(fail("no target")),
     };
-    let engine = Engine::start(EngineConfig {
+    let engine = Engine::start(args.directory.apply(EngineConfig {
         secret: args.secret.clone().map(String::into_bytes),
         busy_poll: args.busy_poll,
         path: args.path,
         ..EngineConfig::default()
-    })?;
+    }))?;
     let segment = engine.open_segment(&target)?;
+    if let Some(url) = &args.directory.directory {
+        feedback.line(&lookup::report(
+            &engine,
+            url,
+            &args.directory.directory_prefix,
+            &target,
+        )?);
+    }
     let auto = engine.segment_path(segment)?;
     let path = match args.path {
         Path::Auto => auto,

@@ -110,6 +110,9 @@ class Engine:
         max_segments: int = ...,
         max_notifications: int = ...,
         busy_poll: bool = ...,
+        directory: Optional[str] = ...,
+        directory_prefix: str = ...,
+        directory_ttl: float = ...,
     ) -> None: ...
     @property
     def segment_name(self) -> str: ...

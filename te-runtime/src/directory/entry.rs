@@ -10,7 +10,7 @@ use te_proto::{status, Result};
 const VERSION: u64 = 1;
 
 /// What a peer needs to connect to a segment, published under its name
-/// (docs/PROTOCOL.md 12.2). Only where to connect: the handshake
+/// (docs/PROTOCOL.md 16.2). Only where to connect: the handshake
 /// authenticates whoever answers there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

@@ -7,7 +7,7 @@
 //! engine's entry expires, a clean finalize removes it at once. Peers look
 //! the name up to learn where to connect, and nothing more: the handshake
 //! (and the shared secret, when set) still authenticates whoever answers.
-//! The key layout is docs/PROTOCOL.md section 12.
+//! The key layout is docs/PROTOCOL.md section 16.
 //!
 //! Every operation opens its own connection to the store and is bounded by
 //! the timeout given to [`Directory::open`], so an outage of the store is a

@@ -37,8 +37,15 @@ Conventions, as Mooncake's (checked against ``transfer_engine_py.cpp``):
   ``local_hostname`` is ``host``, ``host:port``, SGLang's Ascend
   ``host:port:npu_N`` or an IPv6 address (``[::1]:port``, bare ``::1``); without a port te picks a free one
   (``get_rpc_port()`` tells). The session name peers use is
-  ``f"{host}:{get_rpc_port()}"``. ``metadata_server`` must be
-  ``"P2PHANDSHAKE"`` (te's peer-to-peer names). ``protocol`` ``"tcp"``
+  ``f"{host}:{get_rpc_port()}"``. ``metadata_server`` is
+  ``"P2PHANDSHAKE"`` (te's peer-to-peer names), or a store as Mooncake
+  spells it: ``"etcd://host:port"`` (several endpoints separated by ``,``
+  or ``;``), ``"redis://host:port[/db]"``, or a bare ``"host:port"``
+  (etcd, as in Mooncake; ``metadata_type`` ``"redis"`` makes it Redis).
+  With a store the session name is ``local_hostname`` as given, published
+  there (te's own entries under the prefix ``te``, or ``te/<id>`` with
+  ``MC_METADATA_CLUSTER_ID``: docs/PROTOCOL.md 16), and the names of
+  peers are looked up there. ``protocol`` ``"tcp"``
   forces TCP; any other (``"rdma"``, ``"ascend"``, ...) takes the best path
   te has (shared memory on the same host, TCP elsewhere) and says so once
   in the log. ``device_name`` (NIC names) is accepted and not used.
@@ -51,8 +58,9 @@ Conventions, as Mooncake's (checked against ``transfer_engine_py.cpp``):
 
 Not provided, or different:
 
-- Metadata servers other than ``P2PHANDSHAKE`` (etcd, redis, http):
-  ``initialize`` / ``initialize_ext`` return ``-1``.
+- Mooncake's HTTP metadata server (``http://...``): ``initialize`` /
+  ``initialize_ext`` return ``-1``. te's entries in etcd and Redis are
+  te's own (a Mooncake engine cannot read them, nor te Mooncake's).
 - ``initialize`` on an initialized engine returns ``-1`` (Mooncake builds
   a new engine over the old one).
 - The CUDA-stream calls (``transfer_write_on_cuda`` and the other
@@ -81,7 +89,7 @@ import logging
 import os
 import re
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 import te
 from te.compat import _local
@@ -181,6 +189,21 @@ def _split_hostname(name: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port) if port else 0
 
 
+def _directory(metadata_server: str, metadata_type: str) -> str | None:
+    """te's directory URL for Mooncake's ``metadata_server`` (``None``:
+    peer to peer); ``ValueError`` naming what te does not provide."""
+    if metadata_server == "P2PHANDSHAKE" or metadata_type.lower() == "p2p":
+        return None
+    scheme, sep, rest = metadata_server.partition("://")
+    if not sep:
+        scheme, rest = (metadata_type.lower() or "etcd"), metadata_server
+    if scheme not in ("etcd", "redis"):
+        raise ValueError(f"metadata server {metadata_server!r}: te provides etcd://, redis:// and P2PHANDSHAKE")
+    if scheme == "etcd":
+        rest = ",".join(e.removeprefix("http://") for e in rest.replace(";", ",").split(",") if e)
+    return f"{scheme}://{rest}"
+
+
 def _timeout_from_env() -> float:
     try:
         t = float(os.environ.get("MC_TRANSFER_TIMEOUT", "30"))
@@ -214,16 +237,15 @@ class TransferEngine:
     def initialize_ext(
         self, local_hostname: str, metadata_server: str, protocol: str, device_name: str, metadata_type: str
     ) -> int:
-        """``initialize`` with a metadata type (only ``P2PHANDSHAKE`` is provided)."""
+        """``initialize`` with a metadata type (``p2p``, ``etcd`` or ``redis``)."""
         with self._lock:
             if self._engine is not None:
                 _log.error("initialize: already initialized")
                 return -1
-            if metadata_server != "P2PHANDSHAKE":
-                _log.error(
-                    "initialize: metadata server %r is not provided by te.compat.mooncake; use P2PHANDSHAKE",
-                    metadata_server,
-                )
+            try:
+                directory = _directory(str(metadata_server), str(metadata_type or ""))
+            except ValueError as e:
+                _log.error("initialize: %s", e)
                 return -1
             try:
                 host, port = _split_hostname(str(local_hostname))
@@ -242,7 +264,15 @@ class TransferEngine:
                 )
             try:
                 listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                self._engine = te.Engine(listen=listen, path=path, transfer_timeout=self._timeout)
+                named: dict[str, Any] = {}
+                if directory is not None:
+                    cluster = os.environ.get("MC_METADATA_CLUSTER_ID", "")
+                    named = {
+                        "directory": directory,
+                        "segment_name": str(local_hostname),
+                        "directory_prefix": f"te/{cluster}" if cluster else "te",
+                    }
+                self._engine = te.Engine(listen=listen, path=path, transfer_timeout=self._timeout, **named)
             except te.Error as e:
                 _fail(e, "initialize")
                 return -1
