@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use te_runtime::directory::{Directory, Entry};
 use te_runtime::{Engine, EngineConfig, ErrorCode, Perm};
 use te_tests::proc::{check_pattern, PeerProcess};
 use te_tests::stores::{poll_until, Kind, StoreServer};
@@ -228,6 +229,55 @@ fn a_hundred_segments_register_at_once(kind: Kind) {
     }
 }
 
+fn a_stale_entry_reaches_no_other_engine(kind: Kind) {
+    let Some(store) = StoreServer::start(kind) else {
+        return;
+    };
+    // An entry for "ghost" that points at a port where another engine runs now.
+    let other = engine(&store, Some("other")).expect("other starts");
+    let ghost = Entry {
+        name: "ghost".into(),
+        tcp: format!("127.0.0.1:{}", other.rpc_port()).parse().unwrap(),
+        paths: vec!["tcp".into()],
+        location: "cpu".into(),
+        host: "gone".into(),
+        pid: 1,
+        instance: "0".into(),
+    };
+    let dir = store.directory();
+    let _lease = dir.publish(&ghost, Duration::from_secs(30)).expect("published");
+    let initiator = engine(&store, None).expect("initiator starts");
+    let e = initiator.open_segment("ghost").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RuntimeError, "{e}");
+    assert!(
+        e.message().contains("stale directory entry") && e.message().contains("other"),
+        "{e}"
+    );
+    // The engine that answered is still reachable under its own name.
+    initiator.open_segment("other").expect("other by its own name");
+}
+
+/// etcd's endpoints are tried in order: a dead first endpoint costs a refused connect, no failure.
+#[test]
+fn etcd_endpoints_are_tried_in_order() {
+    let Some(store) = StoreServer::start(Kind::Etcd) else {
+        return;
+    };
+    let _target = engine(&store, Some("prefill-3")).expect("target starts");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = store.url();
+    let url = format!("etcd://{dead},{}", live.trim_start_matches("etcd://"));
+    let dir = Directory::open(&url, "te", Duration::from_secs(5)).unwrap();
+    assert!(dir.lookup("prefill-3").unwrap().is_some());
+    let only_dead = Directory::open(&format!("etcd://{dead}"), "te", Duration::from_secs(5)).unwrap();
+    let e = only_dead.lookup("prefill-3").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RuntimeError, "{e}");
+    assert!(e.message().contains(&dead.to_string()), "{e}");
+}
+
 macro_rules! on_both_stores {
     ($($case:ident),* $(,)?) => {
         mod etcd {
@@ -246,4 +296,5 @@ on_both_stores!(
     a_second_engine_may_not_take_a_held_name,
     a_store_outage_keeps_links_and_fails_lookups_clearly,
     a_hundred_segments_register_at_once,
+    a_stale_entry_reaches_no_other_engine,
 );

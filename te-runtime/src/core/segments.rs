@@ -63,7 +63,13 @@ impl EngineCore {
         // Another name of an open segment (`localhost:P` and `127.0.0.1:P`):
         // the same segment, since te keeps one link per pair of engines.
         // (Not remembered under this name: names are the caller's, unbounded.)
-        if let Some(i) = self.segments.iter().position(|s| s.addr == addr) {
+        // A name from a directory is not an alias of another such name: the
+        // other's entry may be stale, and the name check tells them apart.
+        if let Some(i) = self
+            .segments
+            .iter()
+            .position(|s| s.addr == addr && !(named && s.named))
+        {
             self.ensure_connection(i)?;
             return Ok(SegmentId(i as u32));
         }
