@@ -138,6 +138,59 @@ fn memcpy_reports_each_block_size_and_refuses_blocks_beyond_the_buffer() {
 }
 
 #[test]
+fn info_and_bench_find_a_target_by_name_in_a_directory() {
+    use te_tests::stores::{Kind, StoreServer};
+    let Some(store) = StoreServer::start(Kind::Redis) else {
+        return;
+    };
+    let url = store.url();
+    let engine = te_runtime::Engine::start(te_runtime::EngineConfig {
+        segment_name: Some("kv-target".into()),
+        directory: Some(url.clone()),
+        ..te_runtime::EngineConfig::default()
+    })
+    .unwrap();
+    let addr = engine
+        .alloc_memory(1 << 20, te_runtime::Perm::REMOTE_READ_WRITE)
+        .unwrap();
+    let out = te(&["info", "kv-target", "--directory", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("{addr:#x}")),
+        "{stdout}"
+    );
+    // Without the directory the name means nothing.
+    let out = te(&["info", "kv-target"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kv-target"));
+    let out = te(&[
+        "bench",
+        "--target",
+        "kv-target",
+        "--directory",
+        &url,
+        "--verify",
+        "--duration",
+        "0.2",
+        "--buffer",
+        "1M",
+        "--block-size",
+        "4K",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("directory lookup of kv-target in redis://"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches("\nread ").count()
+            + String::from_utf8_lossy(&out.stdout).matches("\nwrite ").count(),
+        2
+    );
+}
+
+#[test]
 fn info_lists_the_targets_regions() {
     let engine = te_runtime::Engine::start(te_runtime::EngineConfig::default()).unwrap();
     let addr = engine
