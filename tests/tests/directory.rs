@@ -298,3 +298,58 @@ on_both_stores!(
     a_hundred_segments_register_at_once,
     a_stale_entry_reaches_no_other_engine,
 );
+
+/// Bad directory settings are refused at start, naming the bad value, before any store is asked.
+#[test]
+fn bad_directory_settings_are_refused_at_start() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (cfg, says) in [
+        (
+            EngineConfig {
+                directory: Some("mysql://h:1".into()),
+                ..EngineConfig::default()
+            },
+            "scheme \"mysql\"",
+        ),
+        (
+            EngineConfig {
+                directory: Some(format!("redis://{dead}")),
+                directory_ttl: Duration::from_millis(500),
+                ..EngineConfig::default()
+            },
+            "directory_ttl",
+        ),
+        (
+            EngineConfig {
+                directory: Some(format!("redis://{dead}")),
+                directory_prefix: "a b".into(),
+                ..EngineConfig::default()
+            },
+            "prefix",
+        ),
+        (
+            EngineConfig {
+                listen: "0.0.0.0:0".into(),
+                directory: Some(format!("redis://{dead}")),
+                ..EngineConfig::default()
+            },
+            "no address peers can reach",
+        ),
+    ] {
+        let e = Engine::start(cfg).map(drop).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Invalid, "{e}");
+        assert!(e.message().contains(says), "{e}");
+    }
+    // A store that is not there: RuntimeError naming it.
+    let e = Engine::start(EngineConfig {
+        directory: Some(format!("redis://{dead}")),
+        ..EngineConfig::default()
+    })
+    .map(drop)
+    .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RuntimeError, "{e}");
+    assert!(e.message().contains(&dead.to_string()), "{e}");
+}
