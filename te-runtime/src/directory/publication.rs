@@ -22,7 +22,6 @@ type Stop = Arc<(Mutex<bool>, Condvar)>;
 /// took the name, which it logs and retries).
 pub struct Publication {
     name: String,
-    url: String,
     stop: Stop,
     keeper: Option<JoinHandle<Option<Lease>>>,
     directory: Arc<Directory>,
@@ -32,7 +31,7 @@ impl std::fmt::Debug for Publication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publication")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &self.directory.url())
             .finish()
     }
 }
@@ -60,7 +59,6 @@ impl Publication {
         };
         Ok(Publication {
             name: entry.name,
-            url: directory.url().to_string(),
             stop,
             keeper: Some(keeper),
             directory,
@@ -94,7 +92,7 @@ impl Drop for Publication {
             warn!(
                 "withdrawing {} from directory {}: {}",
                 Escaped(&self.name),
-                self.url,
+                self.directory.url(),
                 e.message()
             );
         }
