@@ -76,6 +76,12 @@ pub struct EngineConfig {
     /// to `sim:7`, of 4 GiB each).
     #[cfg(feature = "sim")]
     pub sim: te_driver_sim::SimConfig,
+    /// How this engine finds and uses CANN's ACL runtime for `npu:N`
+    /// memory (default: `libascendcl.so` from `$TE_ACL_LIBRARY`,
+    /// `$ASCEND_HOME_PATH/lib64` or the loader path, loaded at the first
+    /// use of an `npu:N` location; see te-driver-ascend).
+    #[cfg(feature = "ascend")]
+    pub ascend: te_driver_ascend::AscendConfig,
     /// The path to peers (default [`Path::Auto`]: the same-host path where
     /// the peer offers it, else TCP); [`Path::Tcp`] also stops offering the
     /// same-host path to peers.
@@ -118,6 +124,8 @@ impl Default for EngineConfig {
             busy_poll: false,
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimConfig::default(),
+            #[cfg(feature = "ascend")]
+            ascend: te_driver_ascend::AscendConfig::default(),
             path: Path::Auto,
             directory: None,
             directory_prefix: "te".into(),

@@ -2,7 +2,10 @@
 //! the copies between device memory and host bytes that the data path and
 //! the API need. Everything here goes through te-proto's
 //! [`DeviceDriver`] interface; only the construction knows which drivers
-//! this engine was built with (`sim` with the cargo feature of that name).
+//! this engine was built with (`sim` and `ascend` with the cargo features
+//! of those names). The Ascend driver loads `libascendcl.so` at the first
+//! use of an `npu:N` location (at start for an engine in one), so an engine
+//! that never touches NPU memory never loads it.
 
 use te_proto::driver::{DeviceAddr, DeviceDriver, DeviceIndex};
 use te_proto::{status, Location, Result, Span};
@@ -13,6 +16,16 @@ use crate::config::EngineConfig;
 pub(crate) struct Devices {
     #[cfg(feature = "sim")]
     sim: te_driver_sim::SimDriver,
+    #[cfg(feature = "ascend")]
+    ascend: Ascend,
+}
+
+/// The Ascend driver, loaded at first use.
+#[cfg(feature = "ascend")]
+enum Ascend {
+    /// Not needed yet: how to load it.
+    Unloaded(te_driver_ascend::AscendConfig),
+    Loaded(Box<te_driver_ascend::AscendDriver>),
 }
 
 impl Devices {
@@ -23,6 +36,8 @@ impl Devices {
         let mut devices = Devices {
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimDriver::new(cfg.sim)?,
+            #[cfg(feature = "ascend")]
+            ascend: Ascend::Unloaded(cfg.ascend.clone()),
         };
         // An engine in a location without a driver would fail only at its
         // first allocation: refuse it now.
@@ -39,6 +54,12 @@ impl Devices {
             #[cfg(feature = "sim")]
             Location::Sim(n) => Ok((&mut self.sim, n)),
             Location::Cpu => Err(status!(Invalid, "cpu memory has no device driver")),
+            #[cfg(feature = "ascend")]
+            Location::Npu(n) => match self.ascend() {
+                Ok(d) => Ok((d, n)),
+                Err(e) => Err(status!(=e.code(), "{loc}: {}", e.message())),
+            },
+            #[cfg(not(feature = "ascend"))]
             Location::Npu(_) => Err(status!(
                 NotSupported,
                 "location {loc} needs the Ascend NPU driver (te-driver-ascend), which this build does not have"
@@ -48,6 +69,24 @@ impl Devices {
                 NotSupported,
                 "location {other} needs a device driver this engine was built without"
             )),
+        }
+    }
+
+    /// The Ascend driver, loaded now if it was not: `NotSupported` naming
+    /// the library tried or the symbol missing (the whole reason is logged).
+    #[cfg(feature = "ascend")]
+    fn ascend(&mut self) -> Result<&mut te_driver_ascend::AscendDriver> {
+        if let Ascend::Unloaded(cfg) = &self.ascend {
+            let driver = te_driver_ascend::AscendDriver::new(cfg.clone()).map_err(|e| {
+                tracing::warn!("npu memory unavailable: {e}");
+                e.status()
+            })?;
+            tracing::info!("npu: ACL loaded from {}", driver.library_path().display());
+            self.ascend = Ascend::Loaded(Box::new(driver));
+        }
+        match &mut self.ascend {
+            Ascend::Loaded(d) => Ok(d),
+            Ascend::Unloaded(_) => Err(status!(RuntimeError, "npu driver not loaded")),
         }
     }
 
