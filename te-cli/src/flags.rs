@@ -53,6 +53,12 @@ pub fn parse_seconds_or_zero(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A memory location flag: cpu, sim:N or npu:N.
+pub fn parse_location(s: &str) -> std::result::Result<te_runtime::Location, String> {
+    s.parse::<te_runtime::Location>()
+        .map_err(|e| e.message().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

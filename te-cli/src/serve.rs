@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1G", value_parser = size::parse, allow_hyphen_values = true)]
     pub size: u64,
     /// Memory location of the buffer: cpu, sim:N or npu:N.
-    #[arg(long, default_value = "cpu", value_parser = parse_location)]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::parse_location)]
     pub location: Location,
     /// Fill the buffer with the bench's byte pattern for this seed (`te bench --verify`
     /// recognises seed 1, what its own embedded target uses).
@@ -51,10 +51,6 @@ pub struct ServeArgs {
     /// take it), tcp (TCP only) or shm (as auto).
     #[arg(long, default_value = "auto", value_parser = crate::flags::parse_path)]
     pub path: Path,
-}
-
-fn parse_location(s: &str) -> std::result::Result<Location, String> {
-    s.parse::<Location>().map_err(|e| e.message().to_string())
 }
 
 /// Whether every address `listen` names is a loopback address (an

@@ -1,6 +1,6 @@
 //! The flags of `te bench`.
 
-use te_runtime::Path;
+use te_runtime::{Location, Path};
 
 use crate::flags::{parse_path, parse_seconds, parse_seconds_or_zero};
 use crate::output::OutputArgs;
@@ -117,6 +117,16 @@ pub struct BenchArgs {
     /// is not on this host) or auto (shm where possible).
     #[arg(long, default_value = "auto", value_parser = parse_path)]
     pub path: Path,
+    /// Memory of this side's buffer: cpu, sim:N or npu:N (device memory is
+    /// staged through host memory by the engine; nixlbench's
+    /// --initiator_seg_type).
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::parse_location)]
+    pub location: Location,
+    /// Memory of the embedded target's buffer (default: --location;
+    /// nixlbench's --target_seg_type). With --target, the target's largest
+    /// read-write region is used, wherever it lies.
+    #[arg(long, value_parser = crate::flags::parse_location, conflicts_with = "target")]
+    pub target_location: Option<Location>,
 }
 
 impl BenchArgs {

@@ -44,13 +44,25 @@ fn start_target(args: &BenchArgs) -> Result<ChildTe> {
     if args.path == Path::Tcp {
         child.extend(["--path".into(), "tcp".into()]);
     }
+    let location = args.target_location.unwrap_or(args.location);
+    child.extend(["--location".into(), location.to_string()]);
     ChildTe::start(&child, "segment ")
 }
 
-/// The memory this process needs beside the target: its buffer and, with
-/// --verify, the shadow of the target's.
+/// The host memory this process needs beside the target: its buffer (unless
+/// it is device memory) and, with --verify, the shadow of the target's.
 fn local_need(args: &BenchArgs, buffer: u64) -> u64 {
-    buffer.saturating_mul(if args.verify { 2 } else { 1 })
+    let own = if args.location.is_host() { buffer } else { 0 };
+    own.saturating_add(if args.verify { buffer } else { 0 })
+}
+
+/// The host memory the embedded target needs: its buffer, unless that is
+/// device memory.
+fn target_need(args: &BenchArgs) -> u64 {
+    match args.target_location.unwrap_or(args.location) {
+        l if l.is_host() => args.buffer,
+        _ => 0,
+    }
 }
 
 /// Runs `te bench`.
@@ -69,7 +81,7 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
                         ""
                     }
                 ),
-                local_need(&args, args.buffer).saturating_add(args.buffer),
+                local_need(&args, args.buffer).saturating_add(target_need(&args)),
             )?;
             Some(start_target(&args)?)
         }
@@ -83,6 +95,7 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         secret: args.secret.clone().map(String::into_bytes),
         busy_poll: args.busy_poll,
         path: args.path,
+        location: args.location,
         ..EngineConfig::default()
     }))?;
     let segment = engine.open_segment(&target)?;
@@ -108,9 +121,9 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
     let regions = engine.segment_info(segment)?;
     let region = regions
         .iter()
-        .filter(|r| r.perm.contains(Perm::REMOTE_READ_WRITE) && r.span.location.is_host())
+        .filter(|r| r.perm.contains(Perm::REMOTE_READ_WRITE))
         .max_by_key(|r| r.span.len)
-        .ok_or_else(|| fail(format!("segment {target} has no read-write host region")))?;
+        .ok_or_else(|| fail(format!("segment {target} has no read-write region")))?;
     let buffer = args.buffer.min(region.span.len);
     if child.is_none() {
         memory::check(

@@ -12,8 +12,10 @@ them and te keeps them:
   is ``host:port`` with a nonzero port (else ``kInvalid``); ``protocol`` is
   accepted and not checked; ``device_name`` is ``npu:<digits>`` (te also
   accepts ``cpu`` and ``sim:N``; anything else, e.g. ``gpu:0`` or ``0``, is
-  ``kInvalid``). ``npu:N`` needs the Ascend driver; without it
-  ``initialize`` is ``kNotSupported`` naming what is missing. Initializing
+  ``kInvalid``). ``npu:N`` is NPU memory through te-driver-ascend, which
+  loads CANN's ``libascendcl.so`` (``$TE_ACL_LIBRARY``,
+  ``$ASCEND_HOME_PATH/lib64`` or the loader path); without it ``initialize``
+  is ``kNotSupported`` naming the library tried. Initializing
   twice is ``kInvalid``.
 - ``get_rpc_port()`` is -1 before ``initialize`` and after ``finalize``.
 - Registering or transferring before ``initialize`` (or after
@@ -183,12 +185,9 @@ class TransferEngine:
                         _emulation_logged = True
                     location = "cpu"
                 else:
-                    return _err(
-                        ErrorCode.kNotSupported,
-                        f"device {device_name} needs the Ascend NPU driver (libascendcl.so through "
-                        f"te-driver-ascend), which this te does not have; use cpu or sim:N, or set "
-                        f"TE_DATASYSTEM_NPU=host to use host memory",
-                    )
+                    # te-driver-ascend: the engine loads libascendcl.so, and
+                    # refuses with kNotSupported naming it where it is missing.
+                    location = device_name
             else:
                 location = device_name
             if not isinstance(local_hostname, str):
