@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Memory location of the buffer: cpu, sim:N or npu:N.
     #[arg(long, default_value = "cpu", value_parser = crate::flags::parse_location)]
     pub location: Location,
+    /// Staging slots per connection for device payloads (1..=16).
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub staging_slots: u8,
     /// Fill the buffer with the bench's byte pattern for this seed (`te bench --verify`
     /// recognises seed 1, what its own embedded target uses).
     #[arg(long)]
@@ -84,6 +87,7 @@ pub fn run(args: ServeArgs) -> Result<Ended> {
         listen: args.listen,
         segment_name: args.name,
         location: args.location,
+        staging_slots: usize::from(args.staging_slots),
         secret: args.secret.map(String::into_bytes),
         busy_poll: args.busy_poll,
         path: args.path,

@@ -68,6 +68,13 @@ pub struct EngineConfig {
     /// notifications waiting to be sent to one segment, standalone or with
     /// their batch together: beyond, sending is `NotReady`.
     pub max_notifications: usize,
+    /// Staging slots per connection and direction for device payloads
+    /// (default 4, 1..=16): how many frame payloads of device memory are
+    /// copied ahead of the socket. 1 copies one payload at a time, with no
+    /// overlap of the device copy and the socket (for measuring what the
+    /// overlap gains); each slot is at most `max_payload` bytes of pinned
+    /// host memory.
+    pub staging_slots: usize,
     /// Busy-poll: the event loop never sleeps in the kernel and blocked
     /// callers spin instead of sleeping, for the lowest latency at the
     /// price of a core kept busy (default off).
@@ -121,6 +128,7 @@ impl Default for EngineConfig {
             min_frame_rate: te_proto::link::DEFAULT_MIN_FRAME_RATE,
             max_segments: 4096,
             max_notifications: 4096,
+            staging_slots: 4,
             busy_poll: false,
             #[cfg(feature = "sim")]
             sim: te_driver_sim::SimConfig::default(),
@@ -156,6 +164,13 @@ impl EngineConfig {
             if v == 0 {
                 return Err(status!(Invalid, "{name} is zero"));
             }
+        }
+        if !(1..=16).contains(&self.staging_slots) {
+            return Err(status!(
+                Invalid,
+                "staging_slots {} out of range 1..=16",
+                self.staging_slots
+            ));
         }
         if self.max_outstanding as usize > MAX_OUTSTANDING {
             return Err(status!(

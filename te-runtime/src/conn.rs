@@ -3,15 +3,20 @@
 //! registered host memory: one vectored write of frame headers plus the
 //! payload span, one read straight into the destination span.
 //!
-//! Device memory, which the host cannot address, is staged through two
-//! bounded buffers of the connection, reused for every payload: arriving
-//! bytes land in the read buffer and the driver copies them to the device;
-//! a payload to send is copied from the device into the bounce buffer
-//! (at most one frame's payload) before its frame leaves, so a failed copy
-//! fails that one transfer instead of the connection.
+//! Device memory, which the host cannot address, is staged through the
+//! connection's two rings of driver staging buffers (crate::staging), with
+//! asynchronous copies: a payload to send is copied from the device into a
+//! slot while the frames before it are still on the socket, and its frame
+//! leaves only once the copy has ended, so a failed copy fails that one
+//! transfer instead of the connection; arriving bytes are copied from the
+//! read buffer into a slot and on to the device while the next ones are
+//! read, and are reported landed (which may complete the transfer) only
+//! once their copy has ended.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use te_proto::link::{Link, PayloadDest};
@@ -21,6 +26,7 @@ use te_proto::{Entry, Instant, Registry, Span};
 use crate::devices::Devices;
 use crate::mem::{host_bytes, host_bytes_mut};
 use crate::same_host::ConnShm;
+use crate::staging::{Copy, Ring};
 
 /// Read buffer: control frames and small payloads arrive through it.
 const READ_BUF: usize = 256 << 10;
@@ -37,6 +43,8 @@ const DIRECT_READ_MIN: u64 = 32 << 10;
 /// payload bytes, so that the rest of the payload is read straight into its
 /// destination instead of being copied twice.
 const HEADER_READ: usize = 64;
+/// How long a connection going away waits for its device copies.
+const COPY_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub(crate) type Reg = Registry<Box<[Entry]>>;
 
@@ -51,6 +59,8 @@ pub(crate) enum Flow {
     Stalled,
     /// The peer closed its side.
     Eof,
+    /// Waiting for a device copy to end.
+    Device,
 }
 
 pub(crate) struct Conn {
@@ -74,33 +84,87 @@ pub(crate) struct Conn {
     rbuf: Box<[u8]>,
     rpos: usize,
     rend: usize,
-    wbuf: Box<[u8]>,
-    wpos: usize,
-    wend: usize,
-    /// The payload following `wbuf[..wend]`.
-    payload: Option<Payload>,
+    /// What is to be written, in order: batches of frames, each with the
+    /// payload that follows them.
+    out: VecDeque<Batch>,
+    /// Buffers of written batches, for the next ones.
+    spare: Vec<Box<[u8]>>,
     /// The last frame read carried a large payload: the next is likely to,
     /// so the read buffer takes only [`HEADER_READ`] bytes at a time.
     large_payloads: bool,
-    /// A payload copied out for sending (device memory, or the unsent rest
-    /// of a host payload cut loose by [`detach_payload`](Conn::detach_payload));
-    /// it grows to the largest such payload (at most the negotiated frame
-    /// payload) and is reused.
-    bounce: Vec<u8>,
+    /// Staging slots of device payloads being sent.
+    send_ring: Ring,
+    /// Staging slots of device payloads arriving.
+    recv_ring: Ring,
+    /// Copies of arriving device payload bytes to the device, in order.
+    landings: VecDeque<Landing>,
+    /// A copy of the arriving payload failed: the landing fails with this
+    /// once the copies still in flight have ended.
+    landing_error: Option<te_proto::Status>,
+    /// Bytes of that payload taken from the socket and not placed.
+    discarded: u64,
+}
+
+/// Frames gathered for one write, and the payload that follows them.
+struct Batch {
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    payload: Option<Payload>,
+}
+
+impl Batch {
+    /// The link gives out no further frame while this batch's payload holds
+    /// its memory.
+    fn holds_link(&self) -> bool {
+        matches!(
+            self.payload,
+            Some(Payload::Memory { .. }) | Some(Payload::Staged { copy: Some(_), .. })
+        )
+    }
+
+    /// Whether more frames may be gathered into it.
+    fn open(&self) -> bool {
+        self.payload.is_none() && self.buf.len() - self.end >= MAX_CONTROL_LEN
+    }
 }
 
 /// A frame payload being sent, and how much of it is sent.
-#[derive(Clone, Copy)]
 enum Payload {
     /// Sent straight from host memory the link holds (a pinned region or a
     /// running write task's span) until it reports `payload_sent`.
     Memory { span: Span, sent: usize },
-    /// Sent from `bounce[..len]`: the link's hold has been released.
-    Bounce { len: usize, sent: usize },
+    /// The unsent rest of a host payload cut loose by
+    /// [`detach_payload`](Conn::detach_payload): the link's hold is released.
+    Bounce { bytes: Vec<u8>, sent: usize },
+    /// Device memory copied into slot `slot` of the send ring: while `copy`
+    /// runs the link holds the memory and no byte of the batch is written;
+    /// after it, the slot's bytes are sent.
+    Staged {
+        slot: usize,
+        len: usize,
+        sent: usize,
+        copy: Option<Copy>,
+    },
+}
+
+/// Arriving payload bytes on their way from a receive slot to the device.
+struct Landing {
+    slot: usize,
+    len: u64,
+    copy: Copy,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, link: Link, peer_addr: SocketAddr, segment: Option<usize>) -> Conn {
+    /// A connection staging device payloads through `staging_slots` slots
+    /// per direction.
+    pub fn new(
+        stream: TcpStream,
+        link: Link,
+        peer_addr: SocketAddr,
+        segment: Option<usize>,
+        staging_slots: usize,
+    ) -> Conn {
         Conn {
             stream,
             link,
@@ -114,12 +178,14 @@ impl Conn {
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             rpos: 0,
             rend: 0,
-            wbuf: vec![0; WRITE_BUF].into_boxed_slice(),
-            wpos: 0,
-            wend: 0,
-            payload: None,
+            out: VecDeque::new(),
+            spare: Vec::new(),
             large_payloads: false,
-            bounce: Vec::new(),
+            send_ring: Ring::new(staging_slots),
+            recv_ring: Ring::new(staging_slots),
+            landings: VecDeque::new(),
+            landing_error: None,
+            discarded: 0,
         }
     }
 
@@ -130,58 +196,115 @@ impl Conn {
     }
 
     /// Forgets every byte not yet written (the socket is gone or the peer
-    /// does not read), releasing the payload's hold on its memory.
-    pub fn discard_writes(&mut self, reg: &mut Reg) {
-        self.wpos = 0;
-        self.wend = 0;
-        if let Some(Payload::Memory { .. }) = self.payload.take() {
+    /// does not read), releasing the payloads' holds on their memory once
+    /// no device copies it any more, and gives the staging slots back.
+    pub fn discard_writes(&mut self, now: impl Fn() -> Instant, reg: &mut Reg, devices: &mut Devices) {
+        for batch in self.out.drain(..) {
+            match batch.payload {
+                Some(Payload::Memory { .. }) => self.link.payload_sent(reg),
+                Some(Payload::Staged { copy: Some(c), .. }) => {
+                    if c.wait(devices, &now, COPY_DRAIN_LIMIT).is_none() {
+                        tracing::error!(
+                            "a device copy of {} did not end in {COPY_DRAIN_LIMIT:?}",
+                            self.peer_addr
+                        );
+                    }
+                    self.link.payload_sent(reg);
+                }
+                _ => {}
+            }
+        }
+        // Arriving bytes still on their way to the device are not reported:
+        // the link fails their transfer when it learns of the disconnect.
+        for l in self.landings.drain(..) {
+            let _ = l.copy.wait(devices, &now, COPY_DRAIN_LIMIT);
+        }
+        self.send_ring.free_all(devices);
+        self.recv_ring.free_all(devices);
+    }
+
+    /// When a payload being sent lies in `within` (host memory), copies its
+    /// unsent rest into a buffer of its own and releases the link's hold on
+    /// that memory: a cancel or an unregister then ends at once, however
+    /// slowly the peer reads. Costs at most one frame payload of copying.
+    /// (A device payload's hold ends with its copy to staging.)
+    pub fn detach_payload(&mut self, within: Span, reg: &mut Reg) {
+        for batch in self.out.iter_mut() {
+            let Some(Payload::Memory { span, sent }) = batch.payload else {
+                continue;
+            };
+            let overlaps = span.location == within.location
+                && span.addr < within.addr.saturating_add(within.len)
+                && within.addr < span.addr.saturating_add(span.len);
+            if !overlaps {
+                continue;
+            }
+            // SAFETY: as in `flush`: the link still holds this memory.
+            let rest = unsafe { &host_bytes(span)[sent..] };
+            batch.payload = Some(Payload::Bounce {
+                bytes: rest.to_vec(),
+                sent: 0,
+            });
             self.link.payload_sent(reg);
         }
     }
 
-    /// When the payload being sent lies in `within` (host memory), copies
-    /// its unsent rest into the bounce buffer and releases the link's hold
-    /// on that memory: a cancel or an unregister then ends at once, however
-    /// slowly the peer reads. Costs at most one frame payload of copying.
-    pub fn detach_payload(&mut self, within: Span, reg: &mut Reg) {
-        let Some(Payload::Memory { span, sent }) = self.payload else {
-            return;
-        };
-        let overlaps = span.location == within.location
-            && span.addr < within.addr.saturating_add(within.len)
-            && within.addr < span.addr.saturating_add(span.len);
-        if !overlaps {
-            return;
-        }
-        // SAFETY: as in `flush`: the link still holds this memory.
-        let rest = unsafe { &host_bytes(span)[sent..] };
-        self.bounce.clear();
-        self.bounce.extend_from_slice(rest);
-        self.payload = Some(Payload::Bounce {
-            len: rest.len(),
-            sent: 0,
-        });
-        self.link.payload_sent(reg);
-    }
-
-    /// Bytes of the bounce buffer (device payloads, and host payloads cut
-    /// loose by [`detach_payload`](Self::detach_payload)).
+    /// Bytes of host memory this connection holds to stage payloads: its
+    /// staging slots and the rests of host payloads cut loose.
     pub fn bounce_len(&self) -> usize {
-        self.bounce.len()
+        let cut: usize = self
+            .out
+            .iter()
+            .map(|b| match &b.payload {
+                Some(Payload::Bounce { bytes, .. }) => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        cut + self.send_ring.bytes_held() + self.recv_ring.bytes_held()
     }
 
     /// Whether bytes are waiting to be written.
     pub fn has_pending_write(&self) -> bool {
-        self.wpos < self.wend || self.payload.is_some() || self.link.wants_transmit()
+        !self.out.is_empty() || self.link.wants_transmit()
+    }
+
+    /// Whether a device copy of this connection is in flight (the event
+    /// loop then looks at it again after [`DEVICE_POLL`](crate::staging::DEVICE_POLL)).
+    pub fn copies_in_flight(&self) -> bool {
+        !self.landings.is_empty()
+            || self
+                .out
+                .back()
+                .is_some_and(|b| matches!(b.payload, Some(Payload::Staged { copy: Some(_), .. })))
     }
 
     /// Reads until the socket would block, feeding the link and landing
     /// payloads where it says.
     pub fn read(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) -> io::Result<Flow> {
         loop {
+            if !self.landings.is_empty() && self.poll_landings(now, reg, devices) {
+                continue;
+            }
             if let Some(dest) = self.link.poll_payload() {
                 let buffered = self.rend - self.rpos;
                 match dest {
+                    PayloadDest::Memory(span) if !span.location.is_host() => {
+                        let ahead: u64 = self.landings.iter().map(|l| l.len).sum();
+                        if ahead >= span.len {
+                            // All of it is on its way to the device.
+                            return Ok(Flow::Device);
+                        }
+                        if buffered == 0 {
+                            if let Some(flow) = self.refill()? {
+                                return Ok(flow);
+                            }
+                            continue;
+                        }
+                        let n = buffered.min((span.len - ahead) as usize);
+                        if !self.stage_landing(now, span, ahead, n, reg, devices) {
+                            return Ok(Flow::Device);
+                        }
+                    }
                     PayloadDest::Memory(span) if buffered > 0 => {
                         let n = buffered.min(span.len as usize);
                         let part = Span {
@@ -189,20 +312,14 @@ impl Conn {
                             ..span
                         };
                         let src = &self.rbuf[self.rpos..self.rpos + n];
-                        if span.location.is_host() {
-                            // SAFETY: te-proto hands out destinations only inside
-                            // registered regions (pinned for the peer's write) or a
-                            // running task's local span (pinned at submission).
-                            unsafe { host_bytes_mut(part) }.copy_from_slice(src);
-                        } else if let Err(e) = devices.write(part, src) {
-                            // The bytes stay buffered; the link now discards them.
-                            self.link.landing_failed(e, reg);
-                            continue;
-                        }
+                        // SAFETY: te-proto hands out destinations only inside
+                        // registered regions (pinned for the peer's write) or a
+                        // running task's local span (pinned at submission).
+                        unsafe { host_bytes_mut(part) }.copy_from_slice(src);
                         self.rpos += n;
                         self.link.payload_landed(now, n as u64, reg);
                     }
-                    PayloadDest::Memory(span) if span.len >= DIRECT_READ_MIN && span.location.is_host() => {
+                    PayloadDest::Memory(span) if span.len >= DIRECT_READ_MIN => {
                         // SAFETY: as above.
                         let dst = unsafe { host_bytes_mut(span) };
                         match read_some(&mut self.stream, dst)? {
@@ -245,6 +362,94 @@ impl Conn {
         }
     }
 
+    /// Starts copying the next `n` buffered bytes of the device payload
+    /// `span` (of which `ahead` bytes are on their way already) through a
+    /// receive slot; `false` while every slot is busy or a failed landing
+    /// waits for its copies. A copy that cannot start fails the landing.
+    fn stage_landing(
+        &mut self,
+        now: Instant,
+        span: Span,
+        ahead: u64,
+        n: usize,
+        reg: &mut Reg,
+        devices: &mut Devices,
+    ) -> bool {
+        if self.landing_error.is_some() {
+            return false;
+        }
+        let started = match self.recv_ring.take(devices, span.location, n) {
+            Ok(None) => return false,
+            Ok(Some(slot)) => self
+                .recv_ring
+                .bytes_mut(devices, slot)
+                .map(|dst| dst[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]))
+                .and_then(|()| {
+                    self.recv_ring
+                        .store(devices, now, slot, span.location, span.addr + ahead, n as u64)
+                })
+                .map(|copy| (slot, copy))
+                .inspect_err(|_| self.recv_ring.release(slot)),
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok((slot, copy)) => {
+                self.rpos += n;
+                self.landings.push_back(Landing {
+                    slot,
+                    len: n as u64,
+                    copy,
+                });
+            }
+            // The bytes stay buffered; the link discards them with the rest
+            // once the copies before them have ended.
+            Err(e) => self.landing_error = Some(e),
+        }
+        self.end_failed_landing(now, reg);
+        true
+    }
+
+    /// Reports the arriving bytes whose copies to the device have ended, in
+    /// order; `true` when any were. After a failed copy, the bytes of the
+    /// copies behind it are not reported landed but discarded.
+    fn poll_landings(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) -> bool {
+        let mut progressed = false;
+        while let Some(front) = self.landings.front() {
+            let Some(outcome) = front.copy.poll(devices, now) else {
+                break;
+            };
+            let l = self.landings.pop_front().expect("front");
+            self.recv_ring.release(l.slot);
+            match outcome {
+                Ok(()) if self.landing_error.is_none() => self.link.payload_landed(now, l.len, reg),
+                Ok(()) => self.discarded += l.len,
+                Err(e) => {
+                    self.discarded += l.len;
+                    self.landing_error.get_or_insert(e);
+                }
+            }
+            progressed = true;
+        }
+        self.end_failed_landing(now, reg);
+        progressed
+    }
+
+    /// Once a failed landing's copies have all ended (so that no device
+    /// writes memory the link then releases), the link fails its transfer
+    /// and discards its bytes, those taken from the socket included.
+    fn end_failed_landing(&mut self, now: Instant, reg: &mut Reg) {
+        if !self.landings.is_empty() {
+            return;
+        }
+        if let Some(why) = self.landing_error.take() {
+            self.link.landing_failed(why, reg);
+            let taken = std::mem::take(&mut self.discarded);
+            if taken > 0 {
+                self.link.payload_landed(now, taken, reg);
+            }
+        }
+    }
+
     /// Reads into the (drained) read buffer; `Some` when nothing was read.
     fn refill(&mut self) -> io::Result<Option<Flow>> {
         if self.rpos == self.rend {
@@ -282,26 +487,38 @@ impl Conn {
         }
     }
 
-    /// Writes what the link has until the socket would block.
+    /// Writes what the link has until the socket would block (or the next
+    /// batch waits for its device copy).
     pub fn flush(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) -> io::Result<Flow> {
         loop {
-            if self.wpos == self.wend && self.payload.is_none() {
-                self.wpos = 0;
-                self.wend = 0;
-                self.gather(now, reg, devices);
-                if self.wend == 0 {
-                    return Ok(Flow::Idle);
-                }
+            self.poll_staged(now, reg, devices);
+            self.gather(now, reg, devices);
+            let Some(batch) = self.out.front_mut() else {
+                return Ok(Flow::Idle);
+            };
+            if matches!(batch.payload, Some(Payload::Staged { copy: Some(_), .. })) {
+                // No byte of a frame leaves before its payload is in hand.
+                return Ok(Flow::Device);
             }
-            let head = &self.wbuf[self.wpos..self.wend];
-            let tail: &[u8] = match self.payload {
+            let head = &batch.buf[batch.pos..batch.end];
+            let tail: &[u8] = match &batch.payload {
                 // SAFETY: te-proto names only spans of registered memory pinned
                 // for a peer's read, or a running write task's local span,
                 // and holds them until `payload_sent`.
-                Some(Payload::Memory { span, sent }) => unsafe { &host_bytes(span)[sent..] },
-                Some(Payload::Bounce { len, sent }) => &self.bounce[sent..len],
+                Some(Payload::Memory { span, sent }) => unsafe { &host_bytes(*span)[*sent..] },
+                Some(Payload::Bounce { bytes, sent }) => &bytes[*sent..],
+                Some(Payload::Staged { slot, len, sent, .. }) => {
+                    match self.send_ring.bytes(devices, *slot, *len) {
+                        Ok(b) => &b[*sent..],
+                        Err(e) => return Err(io::Error::other(format!("staging slot {slot}: {e}"))),
+                    }
+                }
                 None => &[],
             };
+            if head.is_empty() && tail.is_empty() {
+                self.retire_front(reg);
+                continue;
+            }
             let bufs = [IoSlice::new(head), IoSlice::new(tail)];
             let n = match self.stream.write_vectored(&bufs) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -311,66 +528,138 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             let from_head = n.min(head.len());
-            self.wpos += from_head;
-            match self.payload.as_mut() {
-                Some(Payload::Memory { span, sent }) => {
-                    *sent += n - from_head;
-                    if *sent as u64 == span.len {
-                        self.payload = None;
-                        self.link.payload_sent(reg);
-                    }
-                }
-                Some(Payload::Bounce { len, sent }) => {
-                    *sent += n - from_head;
-                    if sent == len {
-                        self.payload = None;
-                    }
-                }
+            batch.pos += from_head;
+            match batch.payload.as_mut() {
+                Some(Payload::Memory { sent, .. })
+                | Some(Payload::Bounce { sent, .. })
+                | Some(Payload::Staged { sent, .. }) => *sent += n - from_head,
                 None => {}
+            }
+        }
+    }
+
+    /// Drops the written front batch: its memory payload's hold ends, its
+    /// staging slot is free again and its buffer kept for the next batch.
+    fn retire_front(&mut self, reg: &mut Reg) {
+        let Some(batch) = self.out.pop_front() else {
+            return;
+        };
+        match batch.payload {
+            Some(Payload::Memory { .. }) => self.link.payload_sent(reg),
+            Some(Payload::Staged { slot, .. }) => self.send_ring.release(slot),
+            _ => {}
+        }
+        self.spare.push(batch.buf);
+    }
+
+    /// Ends the hold of the last batch's device payload once its copy to
+    /// staging has ended; a failed copy takes its frame back, and the link
+    /// fails that one transfer.
+    fn poll_staged(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) {
+        let Some(batch) = self.out.back_mut() else {
+            return;
+        };
+        let Some(Payload::Staged {
+            slot, copy: Some(c), ..
+        }) = &batch.payload
+        else {
+            return;
+        };
+        let slot = *slot;
+        match c.poll(devices, now) {
+            None => {}
+            Some(Ok(())) => {
+                if let Some(Payload::Staged { copy, .. }) = batch.payload.as_mut() {
+                    *copy = None;
+                }
+                self.link.payload_sent(reg);
+            }
+            Some(Err(e)) => {
+                batch.payload = None;
+                batch.end -= self.link.payload_unavailable(e, reg);
+                self.send_ring.release(slot);
             }
         }
     }
 }
 
 impl Conn {
-    /// Fills the write buffer with as many frames as fit. Small payloads
+    /// Gathers frames into batches, ahead of the socket. Small payloads
     /// are copied in behind their headers, so that a burst of small frames
-    /// leaves in one system call; the first large payload ends the gathering
-    /// and is sent straight from its memory (host) or from the bounce
-    /// buffer it was copied into (device). A device payload that cannot be
-    /// copied is not sent: its frame is taken back and the link fails that
-    /// one transfer.
+    /// leaves in one system call; a large payload closes its batch and is
+    /// sent straight from its memory (host) or from the staging slot it is
+    /// being copied into (device). While a device payload's copy runs the
+    /// link gives out nothing more; once it has ended, the next frames are
+    /// gathered into a new batch (and their device payload copied) while
+    /// the batch before them is still on the socket, up to one batch per
+    /// staging slot (so that a device payload always finds a free slot).
+    /// A device payload that cannot be copied is not sent: its frame is
+    /// taken back and the link fails that one transfer.
     fn gather(&mut self, now: Instant, reg: &mut Reg, devices: &mut Devices) {
-        while self.wbuf.len() - self.wend >= MAX_CONTROL_LEN {
-            let Some(t) = self.link.poll_transmit(now, &mut self.wbuf[self.wend..], reg) else {
+        loop {
+            if self.out.back().is_some_and(Batch::holds_link) {
+                return;
+            }
+            if !self.out.back().is_some_and(Batch::open) {
+                if self.out.len() >= self.send_ring.cap() || !self.link.wants_transmit() {
+                    return;
+                }
+                let buf = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| vec![0; WRITE_BUF].into_boxed_slice());
+                self.out.push_back(Batch {
+                    buf,
+                    pos: 0,
+                    end: 0,
+                    payload: None,
+                });
+            }
+            let batch = self.out.back_mut().expect("a batch");
+            let Some(t) = self.link.poll_transmit(now, &mut batch.buf[batch.end..], reg) else {
+                if batch.end == 0 {
+                    let b = self.out.pop_back().expect("the empty batch");
+                    self.spare.push(b.buf);
+                }
                 return;
             };
-            self.wend += t.len;
+            batch.end += t.len;
             let Some(span) = t.payload else { continue };
             let len = span.len as usize;
-            let inline = len <= COPY_PAYLOAD_MAX && self.wbuf.len() - self.wend >= len;
-            let staged = if inline {
-                load(span, &mut self.wbuf[self.wend..self.wend + len], devices)
+            if len <= COPY_PAYLOAD_MAX && batch.buf.len() - batch.end >= len {
+                let dst = &mut batch.buf[batch.end..batch.end + len];
+                match load(span, dst, devices) {
+                    Ok(()) => {
+                        batch.end += len;
+                        self.link.payload_sent(reg);
+                    }
+                    Err(e) => batch.end -= self.link.payload_unavailable(e, reg),
+                }
             } else if span.location.is_host() {
-                self.payload = Some(Payload::Memory { span, sent: 0 });
+                batch.payload = Some(Payload::Memory { span, sent: 0 });
                 return;
             } else {
-                if self.bounce.len() < len {
-                    self.bounce.resize(len, 0);
-                }
-                devices.read(span, &mut self.bounce[..len])
-            };
-            match staged {
-                Err(e) => self.wend -= self.link.payload_unavailable(e, reg),
-                Ok(()) if inline => {
-                    self.wend += len;
-                    self.link.payload_sent(reg);
-                }
-                Ok(()) => {
-                    // Copied out: the link's hold can go now.
-                    self.link.payload_sent(reg);
-                    self.payload = Some(Payload::Bounce { len, sent: 0 });
-                    return;
+                let staged = match self.send_ring.take(devices, span.location, len) {
+                    Ok(Some(slot)) => self
+                        .send_ring
+                        .load(devices, now, slot, span.addr, span.len)
+                        .map(|copy| (slot, copy))
+                        .inspect_err(|_| self.send_ring.release(slot)),
+                    // One slot per batch: a batch without a slot cannot be.
+                    Ok(None) => Err(te_proto::status!(RuntimeError, "no staging slot free")),
+                    Err(e) => Err(e),
+                };
+                match staged {
+                    Ok((slot, copy)) => {
+                        batch.payload = Some(Payload::Staged {
+                            slot,
+                            len,
+                            sent: 0,
+                            copy: Some(copy),
+                        });
+                        return;
+                    }
+                    Err(e) => batch.end -= self.link.payload_unavailable(e, reg),
                 }
             }
         }

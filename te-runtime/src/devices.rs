@@ -7,10 +7,11 @@
 //! use of an `npu:N` location (at start for an engine in one), so an engine
 //! that never touches NPU memory never loads it.
 
-use te_proto::driver::{DeviceAddr, DeviceDriver, DeviceIndex};
-use te_proto::{status, Location, Result, Span};
+use te_proto::driver::{CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, StagingId};
+use te_proto::{status, Instant, Location, Result, Span};
 
 use crate::config::EngineConfig;
+use crate::staging::Copy;
 
 /// The device drivers of one engine.
 pub(crate) struct Devices {
@@ -124,5 +125,51 @@ impl Devices {
     pub fn write(&mut self, span: Span, src: &[u8]) -> Result<()> {
         let (d, dev) = self.driver(span.location)?;
         d.copy_from_host(dev, src, DeviceAddr(span.addr))
+    }
+
+    /// A pinned staging buffer of `len` bytes from `loc`'s driver.
+    pub fn alloc_staging(&mut self, loc: Location, len: usize) -> Result<StagingId> {
+        let (d, _) = self.driver(loc)?;
+        d.alloc_staging(len as u64)
+    }
+
+    /// Gives a staging buffer back to `loc`'s driver.
+    pub fn free_staging(&mut self, loc: Location, id: StagingId) -> Result<()> {
+        let (d, _) = self.driver(loc)?;
+        d.free_staging(id)
+    }
+
+    /// The bytes of a staging buffer of `loc`'s driver.
+    pub fn staging(&mut self, loc: Location, id: StagingId) -> Result<&[u8]> {
+        let (d, _) = self.driver(loc)?;
+        d.staging(id)
+    }
+
+    /// The bytes of a staging buffer of `loc`'s driver, for writing.
+    pub fn staging_mut(&mut self, loc: Location, id: StagingId) -> Result<&mut [u8]> {
+        let (d, _) = self.driver(loc)?;
+        d.staging_mut(id)
+    }
+
+    /// Starts the asynchronous copy `op(device, addr)` on `loc`'s device,
+    /// `addr` being the device address in `loc` it touches.
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        loc: Location,
+        addr: u64,
+        op: impl FnOnce(DeviceIndex, DeviceAddr) -> CopyOp,
+    ) -> Result<Copy> {
+        let (d, dev) = self.driver(loc)?;
+        let id = d.submit_copy(now, op(dev, DeviceAddr(addr)))?;
+        Ok(Copy { loc, id })
+    }
+
+    /// The outcome of copy `id` of `loc`'s driver once it has ended.
+    pub fn poll(&mut self, now: Instant, loc: Location, id: CopyId) -> Option<Result<()>> {
+        match self.driver(loc) {
+            Ok((d, _)) => d.poll_copy(id, now),
+            Err(e) => Some(Err(e)),
+        }
     }
 }

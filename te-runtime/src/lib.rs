@@ -59,6 +59,7 @@ pub mod directory;
 mod engine;
 mod mem;
 mod same_host;
+mod staging;
 pub mod sync;
 
 pub use crate::config::EngineConfig;

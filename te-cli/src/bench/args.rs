@@ -127,6 +127,11 @@ pub struct BenchArgs {
     /// read-write region is used, wherever it lies.
     #[arg(long, value_parser = crate::flags::parse_location, conflicts_with = "target")]
     pub target_location: Option<Location>,
+    /// Staging slots per connection for device payloads, on both sides
+    /// (1..=16): 1 copies one payload at a time, without overlapping the
+    /// device copy and the socket.
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub staging_slots: u8,
 }
 
 impl BenchArgs {

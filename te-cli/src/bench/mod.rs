@@ -45,7 +45,12 @@ fn start_target(args: &BenchArgs) -> Result<ChildTe> {
         child.extend(["--path".into(), "tcp".into()]);
     }
     let location = args.target_location.unwrap_or(args.location);
-    child.extend(["--location".into(), location.to_string()]);
+    child.extend([
+        "--location".into(),
+        location.to_string(),
+        "--staging-slots".into(),
+        args.staging_slots.to_string(),
+    ]);
     ChildTe::start(&child, "segment ")
 }
 
@@ -96,6 +101,7 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         busy_poll: args.busy_poll,
         path: args.path,
         location: args.location,
+        staging_slots: usize::from(args.staging_slots),
         ..EngineConfig::default()
     }))?;
     let segment = engine.open_segment(&target)?;
@@ -249,6 +255,14 @@ fn echo(
             if args.busy_poll { "on" } else { "off" },
         ),
     ];
+    if !args.location.is_host() || args.target_location.is_some_and(|l| !l.is_host()) {
+        lines.push(format!(
+            "  memory: {} here, {} at the target; device payloads staged through {} slot(s) per connection and direction",
+            args.location,
+            args.target_location.unwrap_or(args.location),
+            args.staging_slots
+        ));
+    }
     if let Some(v) = verifier {
         lines.push(format!("  verify: {}", v.source.describe()));
     }
@@ -271,5 +285,8 @@ fn settings(args: &BenchArgs, blocks: &[u64], buffer: u64, embedded: bool) -> se
         "busy_poll": args.busy_poll,
         "path_requested": args.path.to_string(),
         "embedded_target": embedded,
+        "location": args.location.to_string(),
+        "target_location": args.target_location.unwrap_or(args.location).to_string(),
+        "staging_slots": args.staging_slots,
     })
 }

@@ -25,6 +25,7 @@ use crate::config::Path;
 use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
 use crate::same_host::{ConnShm, SameHost};
+use crate::staging::DEVICE_POLL;
 
 /// The engine, single-threaded and IO-driven by the caller's mio poll.
 ///
@@ -270,7 +271,7 @@ impl EngineCore {
                             continue;
                         }
                     };
-                    match self.insert_conn(Conn::new(stream, link, addr, None)) {
+                    match self.insert_conn(Conn::new(stream, link, addr, None, self.cfg.staging_slots)) {
                         Ok(c) => {
                             let entered = self.admission.insert(c, addr.ip());
                             debug_assert!(entered, "admitted, then no room");
@@ -486,7 +487,9 @@ impl EngineCore {
             return;
         };
         // Release everything the link and the socket still hold, then report.
-        conn.discard_writes(self.ep.registry_mut());
+        let epoch = self.epoch;
+        let clock = move || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+        conn.discard_writes(clock, self.ep.registry_mut(), &mut self.devices);
         conn.link.handle_disconnect(self.ep.registry_mut());
         let _ = self.poll.deregister(&mut conn.stream);
         self.same_host.forget(&conn.shm);
@@ -662,7 +665,14 @@ impl EngineCore {
             .flatten()
             .flat_map(|c| [c.link.poll_timeout().or(c.closed_at), c.shm.deadline()])
             .flatten();
-        links.chain(self.ep.poll_timeout()).min()
+        // Device copies end without telling: look again soon.
+        let copies = self
+            .conns
+            .iter()
+            .flatten()
+            .any(Conn::copies_in_flight)
+            .then(|| self.now() + DEVICE_POLL);
+        links.chain(self.ep.poll_timeout()).chain(copies).min()
     }
 
     /// Takes the outcome of every claim that has ended and serves those
@@ -693,6 +703,8 @@ impl EngineCore {
             conn.shm.expire(now);
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
                 conn.link.handle_timeout(now, self.ep.registry_mut());
+                self.service_conn(c);
+            } else if conn.copies_in_flight() {
                 self.service_conn(c);
             }
         }

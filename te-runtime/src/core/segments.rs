@@ -168,7 +168,7 @@ impl EngineCore {
             TcpStream::connect(addr).map_err(|e| status!(RuntimeError, "connect to {addr} failed: {e}"))?;
         tune(&stream);
         let link = Link::connect(self.link_cfg.clone(), self.now(), random_nonce())?;
-        let c = self.insert_conn(Conn::new(stream, link, addr, Some(i)))?;
+        let c = self.insert_conn(Conn::new(stream, link, addr, Some(i), self.cfg.staging_slots))?;
         self.segments[i].conn = Some(c);
         self.ep.link_up(SegmentId(i as u32))?;
         debug!(peer = %addr, "connecting");

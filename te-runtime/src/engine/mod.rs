@@ -108,6 +108,12 @@ impl Engine {
         self.segment_name.clone()
     }
 
+    /// Where memory from [`alloc_memory`](Self::alloc_memory) lives: the
+    /// configured location (`cpu`, `sim:N`, `npu:N`).
+    pub fn location(&self) -> te_proto::Location {
+        self.cfg.location
+    }
+
     /// The port the engine listens on.
     pub fn rpc_port(&self) -> u16 {
         self.local_addr.port()
