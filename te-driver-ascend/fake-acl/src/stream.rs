@@ -170,7 +170,12 @@ impl Stream {
                     q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let started = Instant::now();
+            // A slow device: the task starts its work only after the stall, so nothing it does
+            // is visible early.
+            let stall = fault::stall_ms();
+            if stall > 0 {
+                std::thread::sleep(Duration::from_millis(u64::from(stall)));
+            }
             let result = match task {
                 Task::Copy { fail, .. } if fail != 0 => Err(fail),
                 Task::Copy { dst, src, count, .. } => copy(&dst, &src, count),
@@ -183,10 +188,6 @@ impl Stream {
                     Ok(())
                 }
             };
-            let stall = Duration::from_millis(u64::from(fault::stall_ms()));
-            if let Some(rest) = stall.checked_sub(started.elapsed()) {
-                std::thread::sleep(rest);
-            }
             let mut q = lock(&self.q);
             if let Err(code) = result {
                 if q.sticky == 0 {
