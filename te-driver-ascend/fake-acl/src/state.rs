@@ -541,6 +541,9 @@ impl State {
     /// `aclrtIpcMemImportByKey`: maps an exported range; returns its address here.
     pub fn import(&mut self, key: &str) -> Result<u64, i32> {
         if let Some((&slot, imp)) = self.imports.iter_mut().find(|(_, i)| i.key == key) {
+            if !imp.record.exists() {
+                return Err(ACL_ERROR_RT_IPC_ERROR);
+            }
             imp.refs += 1;
             return Ok(DEV_BASE | IMPORT_BIT | (slot << OFF_BITS));
         }
