@@ -660,8 +660,9 @@ pub unsafe extern "C" fn aclrtDestroyStream(stream: Handle) -> AclError {
     })())
 }
 
-fn sync_stream(call: &str, stream: Handle, timeout: Option<Duration>) -> Result<(), i32> {
+fn sync_stream(call: &str, stream: Handle, timeout: Result<Option<Duration>, i32>) -> Result<(), i32> {
     enter(call)?;
+    let timeout = timeout?;
     let s: Arc<Stream> = state().stream(stream as usize)?;
     s.sync(timeout)
 }
@@ -673,7 +674,7 @@ fn sync_stream(call: &str, stream: Handle, timeout: Option<Duration>) -> Result<
 /// The handle is not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtSynchronizeStream(stream: Handle) -> AclError {
-    ret(sync_stream("aclrtSynchronizeStream", stream, None))
+    ret(sync_stream("aclrtSynchronizeStream", stream, Ok(None)))
 }
 
 /// `aclError aclrtSynchronizeStreamWithTimeout(aclrtStream stream, int32_t timeout)`: `timeout`
@@ -684,12 +685,9 @@ pub unsafe extern "C" fn aclrtSynchronizeStream(stream: Handle) -> AclError {
 #[no_mangle]
 pub unsafe extern "C" fn aclrtSynchronizeStreamWithTimeout(stream: Handle, timeout: i32) -> AclError {
     let t = match timeout {
-        -1 => None,
-        t if t > 0 => Some(Duration::from_millis(t as u64)),
-        _ => {
-            fault::enter("aclrtSynchronizeStreamWithTimeout");
-            return ACL_ERROR_INVALID_PARAM;
-        }
+        -1 => Ok(None),
+        t if t > 0 => Ok(Some(Duration::from_millis(t as u64))),
+        _ => Err(ACL_ERROR_INVALID_PARAM),
     };
     ret(sync_stream("aclrtSynchronizeStreamWithTimeout", stream, t))
 }
@@ -757,9 +755,9 @@ pub unsafe extern "C" fn aclrtRecordEvent(event: Handle, stream: Handle) -> AclE
     })())
 }
 
-fn query(call: &str, event: Handle) -> Result<EvStatus, i32> {
+fn query(call: &str, event: Handle, status: *mut i32) -> Result<EvStatus, i32> {
     enter(call)?;
-    if event.is_null() {
+    if event.is_null() || status.is_null() {
         return Err(ACL_ERROR_INVALID_PARAM);
     }
     let ev = state().event(event as usize)?;
@@ -774,11 +772,7 @@ fn query(call: &str, event: Handle) -> Result<EvStatus, i32> {
 #[no_mangle]
 pub unsafe extern "C" fn aclrtQueryEventStatus(event: Handle, status: *mut i32) -> AclError {
     ret((|| {
-        if status.is_null() {
-            fault::enter("aclrtQueryEventStatus");
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let v = match query("aclrtQueryEventStatus", event)? {
+        let v = match query("aclrtQueryEventStatus", event, status)? {
             EvStatus::Complete => ACL_EVENT_RECORDED_STATUS_COMPLETE,
             EvStatus::NotReady => ACL_EVENT_RECORDED_STATUS_NOT_READY,
         };
@@ -795,11 +789,7 @@ pub unsafe extern "C" fn aclrtQueryEventStatus(event: Handle, status: *mut i32) 
 #[no_mangle]
 pub unsafe extern "C" fn aclrtQueryEvent(event: Handle, status: *mut i32) -> AclError {
     ret((|| {
-        if status.is_null() {
-            fault::enter("aclrtQueryEvent");
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let v = match query("aclrtQueryEvent", event)? {
+        let v = match query("aclrtQueryEvent", event, status)? {
             EvStatus::Complete => ACL_EVENT_STATUS_COMPLETE,
             EvStatus::NotReady => ACL_EVENT_STATUS_NOT_READY,
         };

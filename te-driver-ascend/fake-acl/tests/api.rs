@@ -616,3 +616,51 @@ fn peers_tgid_and_leak_counters() {
     }
     a.finalize_ok();
 }
+
+#[test]
+fn concurrent_threads_each_with_a_device() {
+    let _g = serial();
+    let a = acl();
+    a.init_ok();
+    let workers: Vec<_> = (0..4)
+        .map(|t: usize| {
+            std::thread::spawn(move || {
+                let a = acl();
+                a.set_device_ok((t % 2) as i32);
+                let s = a.stream();
+                let ev = a.event();
+                for i in 0..40usize {
+                    let len = 512 * (1 + (t * 7 + i) % 9) + i;
+                    let data = pattern(len, (t * 40 + i) as u8);
+                    let (x, y) = (a.dmalloc(len), a.dmalloc(len));
+                    assert_eq!(a.h2d(x, &data), OK);
+                    let mut back = vec![0u8; len];
+                    // SAFETY: `back` outlives the copies (the event is waited for); device
+                    // pointers are never dereferenced.
+                    unsafe {
+                        assert_eq!((a.memcpy_async)(y, len, x, len, D2D, s), OK);
+                        assert_eq!(
+                            (a.memcpy_async)(back.as_mut_ptr().cast(), len, y, len, D2H, s),
+                            OK
+                        );
+                        assert_eq!((a.record_event)(ev, s), OK);
+                    }
+                    assert_eq!(a.poll_event(ev), Ok(1));
+                    assert_eq!(back, data);
+                    a.dfree(x);
+                    a.dfree(y);
+                }
+                // SAFETY: live handles.
+                unsafe {
+                    assert_eq!((a.destroy_event)(ev), OK);
+                    assert_eq!((a.destroy_stream)(s), OK);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(a.live(), (0, 0, 0));
+    a.finalize_ok();
+}

@@ -224,3 +224,49 @@ fn ipc_between_processes() {
         .collect();
     assert!(leftovers.is_empty(), "files left: {leftovers:?}");
 }
+
+/// Inits, allocates and leaves a copy queued, then lets the process exit without aclFinalize.
+#[test]
+fn exit_child() {
+    if std::env::var("TE_FAKE_ACL_IPC_ROLE").as_deref() != Ok("exit") {
+        return;
+    }
+    let a = acl();
+    a.init_ok();
+    a.set_device_ok(0);
+    let x = a.dmalloc(4096);
+    let _key = export(a, x, 4096, 0).unwrap();
+    let s = a.stream();
+    let data: &'static [u8] = Box::leak(vec![1u8; 4096].into_boxed_slice());
+    // SAFETY: `data` is leaked, so it outlives the queued copy.
+    unsafe {
+        (a.stall)(50);
+        assert_eq!((a.memcpy_async)(x, 4096, data.as_ptr().cast(), 4096, H2D, s), OK);
+    }
+}
+
+#[test]
+fn files_are_removed_at_exit() {
+    if std::env::var_os("TE_FAKE_ACL_IPC_ROLE").is_some() {
+        return;
+    }
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "exit_child", "--test-threads=1"])
+        .env("TE_FAKE_ACL_IPC_ROLE", "exit")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let prefix = format!("te-fake-acl-{pid}-");
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "device files and export records of an exited process: {left:?}"
+    );
+}
