@@ -446,7 +446,8 @@ pub unsafe extern "C" fn aclrtFree(dev_ptr: *mut c_void) -> AclError {
     })())
 }
 
-/// `aclError aclrtMallocHost(void **hostPtr, size_t size)`: zeroed, page-aligned host memory.
+/// `aclError aclrtMallocHost(void **hostPtr, size_t size)`: page-aligned host memory, filled
+/// with `0xA5` (ACL leaves it uninitialized; the fill catches code that assumes zeros).
 ///
 /// # Safety
 /// `host_ptr` is null or valid for a write.
@@ -459,10 +460,12 @@ pub unsafe extern "C" fn aclrtMallocHost(host_ptr: *mut *mut c_void, size: usize
         }
         let layout = std::alloc::Layout::from_size_align(size, 4096).map_err(|_| ACL_ERROR_INVALID_PARAM)?;
         // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let p = unsafe { std::alloc::alloc(layout) };
         if p.is_null() {
             return Err(ACL_ERROR_RT_MEMORY_ALLOCATION);
         }
+        // SAFETY: `p` was just allocated with `size` bytes.
+        unsafe { p.write_bytes(0xA5, size) };
         state().add_host(p as usize, layout);
         // SAFETY: out parameter, caller contract.
         unsafe { put(host_ptr, p.cast()) }
@@ -483,7 +486,7 @@ pub unsafe extern "C" fn aclrtFreeHost(host_ptr: *mut c_void) -> AclError {
         let layout = state()
             .take_host(host_ptr as usize)
             .ok_or(ACL_ERROR_RT_PARAM_INVALID)?;
-        // SAFETY: the pointer was returned by alloc_zeroed with this layout and is freed once
+        // SAFETY: the pointer was returned by alloc with this layout and is freed once
         // (it was just removed from the table).
         unsafe { std::alloc::dealloc(host_ptr.cast(), layout) };
         Ok(())
@@ -596,6 +599,10 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
 ) -> AclError {
     ret((|| {
         let fail = enter("aclrtMemcpyAsync")?;
+        if kind == ACL_MEMCPY_HOST_TO_HOST {
+            // CANN documents that asynchronous copies within the host are not supported.
+            return Err(ACL_ERROR_RT_FEATURE_NOT_SUPPORT);
+        }
         let mut st = state();
         let plan = plan_copy(&st, dst, dest_max, src, count, kind)?;
         let s = st.stream(stream as usize)?;

@@ -223,9 +223,13 @@ fn copies_round_trip_and_check_their_arguments() {
             "no allocation"
         );
         assert_eq!((a.memcpy)(end, 64, hp, 0, H2D), OK, "count 0");
-        // Host to host.
+        // Host to host: synchronous only (CANN does not support it asynchronously).
         assert_eq!((a.memcpy)(hp, 64, data.as_ptr().cast(), 64, H2H), OK);
         assert_eq!(host[..], data[..64]);
+        assert_eq!(
+            (a.memcpy_async)(hp, 64, data.as_ptr().cast(), 64, H2H, null_mut()),
+            207000
+        );
         // Device to device, within a device and across devices.
         let y = a.dmalloc(4096);
         assert_eq!((a.memcpy)(y, 4096, x, 4096, D2D), OK);
@@ -600,8 +604,10 @@ fn peers_tgid_and_leak_counters() {
         for p in &mut h {
             assert_eq!((a.malloc_host)(p, 10000), OK);
             assert_eq!(*p as usize % 4096, 0);
-            // Pinned host memory is host memory.
-            std::slice::from_raw_parts_mut(p.cast::<u8>(), 10000).fill(0xAB);
+            // Pinned host memory is host memory, and not zeroed (ACL leaves it uninitialized).
+            let m = std::slice::from_raw_parts_mut(p.cast::<u8>(), 10000);
+            assert!(m.iter().all(|&b| b == 0xA5));
+            m.fill(0xAB);
         }
         assert_eq!(a.live(), (base.0 + 3, base.1 + 2, base.2));
         assert_eq!((a.free_host)(d[0]), RT_PARAM_INVALID, "not a host allocation");
