@@ -22,7 +22,8 @@
 //!   `aclrtCreateEvent`, `aclrtRecordEvent`, `aclrtStreamWaitEvent`, stream calls on the null
 //!   (default) stream, `aclrtDeviceEnablePeerAccess`, `aclrtIpcMemGetExportKey`,
 //!   `aclrtIpcMemImportByKey`) fail with `ACL_ERROR_RT_CONTEXT_NULL` (107002) on a thread that
-//!   never called it. `aclrtMallocHost` needs no device.
+//!   never called it. `aclrtMallocHost` needs no device; its memory is filled with `0xA5`
+//!   (CANN leaves it uninitialized), device memory from `aclrtMalloc` reads as zeros.
 //! * **Device memory is not host-addressable.** A device address is
 //!   `0x7E00_0000_0000_0000 | (device << 40) | offset`, an imported IPC range is
 //!   `0x7E80_0000_0000_0000 | (slot << 40) | offset` (slot 1..32767). Both are non-canonical on
@@ -34,7 +35,10 @@
 //! * **Copies** check pointers and the kind: a pointer is "device" when it is in the fake range;
 //!   a kind that disagrees with the pointers gives 107000; a device range must lie wholly inside
 //!   one live allocation or imported range (107000 otherwise); `count > destMax` or a null
-//!   pointer gives 100000; `count == 0` succeeds and does nothing.
+//!   pointer gives 100000; `count == 0` succeeds and does nothing. HOST_TO_HOST works with
+//!   `aclrtMemcpy`; `aclrtMemcpyAsync` refuses it with `ACL_ERROR_RT_FEATURE_NOT_SUPPORT` (207000),
+//!   as CANN documents. Every asynchronous copy is queued, also from pageable host memory (CANN
+//!   makes those synchronous; treating them as asynchronous is the stricter choice).
 //! * **Streams** run their tasks (copy, event record, event wait) on one worker thread each, so
 //!   `aclrtMemcpyAsync` really completes later. The null stream is a per-device default stream
 //!   of the calling thread's device. `aclrtSynchronizeStreamWithTimeout(s, ms)` takes `ms > 0` or
@@ -53,7 +57,11 @@
 //!   returns an imported address; unknown, closed or non-whitelisted keys, or a dead exporter,
 //!   give 507022. `aclrtIpcMemClose` in the exporter revokes (removes the record): later imports
 //!   fail and every copy through an existing mapping fails with 507022 (checked on each copy);
-//!   in an importer it unmaps (imports of the same key are reference counted).
+//!   in an importer it unmaps (imports of the same key are reference counted). CANN requires the
+//!   importers to close before the exporter does and the memory to stay allocated until then;
+//!   the fake lets both happen but counts them (`te_fake_acl_ipc_misuse`, with a line on stderr):
+//!   an exporter's close while a live process still imports the key (each import leaves a marker
+//!   file `<record>.imp-<pid>`), and `aclrtFree` of memory with an open export.
 //! * **Peers.** `aclrtDeviceCanAccessPeer` says 1 for two different valid devices, 0 for the
 //!   same. `aclrtDeviceEnablePeerAccess(peer, 0)` succeeds for a valid peer other than the
 //!   calling thread's device (the same device gives 107000, flags other than 0 give 100000).
@@ -85,6 +93,8 @@
 //!   te_fake_acl_live_host_allocations(void)`, `uint64_t te_fake_acl_live_ipc(void)` (exports plus
 //!   imports of this process): leak checks. Check them before `aclFinalize`, which drops device
 //!   allocations and IPC state.
+//! * `uint64_t te_fake_acl_ipc_misuse(void)`: IPC orderings CANN calls undefined (above), since
+//!   the library was loaded.
 //!
 //! # Finding the built library
 //!
@@ -1001,6 +1011,15 @@ pub extern "C" fn te_fake_acl_live_allocations() -> u64 {
 #[no_mangle]
 pub extern "C" fn te_fake_acl_live_host_allocations() -> u64 {
     state().live_host()
+}
+
+/// `uint64_t te_fake_acl_ipc_misuse(void)`: IPC uses that CANN documents as leading to
+/// exceptions, counted in this process: the exporter's `aclrtIpcMemClose` while another live
+/// process still imports the key (importers must close first), and `aclrtFree` of memory whose
+/// export was not closed. Each is also reported on stderr; the calls themselves still succeed.
+#[no_mangle]
+pub extern "C" fn te_fake_acl_ipc_misuse() -> u64 {
+    state().misuses()
 }
 
 /// `uint64_t te_fake_acl_live_ipc(void)`: live exports plus imports of this process.

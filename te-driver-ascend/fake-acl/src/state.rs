@@ -53,6 +53,9 @@ pub struct Device {
 /// An export made by this process.
 struct Export {
     record: PathBuf,
+    dev: u32,
+    off: u64,
+    size: u64,
     validate: bool,
     pids: Vec<i32>,
     dev_path: PathBuf,
@@ -65,6 +68,8 @@ struct Import {
     off: u64,
     size: u64,
     record: PathBuf,
+    /// `<record>.imp-<our pid>`: tells the exporter that we still map the range.
+    marker: PathBuf,
     refs: u32,
 }
 
@@ -87,6 +92,7 @@ pub struct State {
     imports: HashMap<u64, Import>,
     next_slot: u64,
     export_seq: u64,
+    misuse: u64,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::default()));
@@ -294,6 +300,20 @@ impl State {
         for e in self.exports.values() {
             let _ = std::fs::remove_file(&e.record);
         }
+        for i in self.imports.values() {
+            let _ = std::fs::remove_file(&i.marker);
+        }
+    }
+
+    /// Counts a use of IPC that real ACL documents as undefined, and says so on stderr.
+    fn misuse(&mut self, what: std::fmt::Arguments<'_>) {
+        self.misuse += 1;
+        eprintln!("te-fake-acl: IPC misuse (undefined on real ACL): {what}");
+    }
+
+    /// IPC misuses seen so far (see `te_fake_acl_ipc_misuse`).
+    pub fn misuses(&self) -> u64 {
+        self.misuse
     }
 
     /// Number of devices.
@@ -379,6 +399,16 @@ impl State {
         let a = d.allocs.remove(&off).ok_or(ACL_ERROR_RT_PARAM_INVALID)?;
         d.used -= a.span;
         zero_range(&d.file, off, a.span);
+        let exported = self
+            .exports
+            .values()
+            .filter(|e| e.dev == dev && e.off < off + a.span && off < e.off + e.size)
+            .count();
+        if exported > 0 {
+            self.misuse(format_args!(
+                "aclrtFree({addr:#x}) while {exported} export(s) of it are not closed"
+            ));
+        }
         Ok(())
     }
 
@@ -522,6 +552,9 @@ impl State {
         let record = self.dir.join(record_name(&k));
         let e = Export {
             record: record.clone(),
+            dev,
+            off: k.off,
+            size,
             validate,
             pids: Vec::new(),
             dev_path: self.devices[dev as usize].path.clone(),
@@ -536,6 +569,21 @@ impl State {
         let e = self.exports.get_mut(key).ok_or(ACL_ERROR_RT_IPC_ERROR)?;
         e.pids.extend_from_slice(pids);
         write_record(&e.record, e)
+    }
+
+    /// Live processes whose import marker for this record exists.
+    fn importers(&self, record: &Path) -> Vec<i32> {
+        let Some(name) = record.file_name().and_then(|n| n.to_str()) else {
+            return Vec::new();
+        };
+        let prefix = format!("{name}.imp-");
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse::<i32>().ok())
+            .filter(|&p| pid_alive(p))
+            .collect()
     }
 
     /// `aclrtIpcMemImportByKey`: maps an exported range; returns its address here.
@@ -581,6 +629,10 @@ impl State {
             }
         }
         let slot = slot.ok_or(ACL_ERROR_RT_IPC_ERROR)?;
+        let mut marker = record.clone().into_os_string();
+        marker.push(format!(".imp-{}", pid()));
+        let marker = PathBuf::from(marker);
+        std::fs::write(&marker, b"").map_err(|_| ACL_ERROR_RT_IPC_ERROR)?;
         self.imports.insert(
             slot,
             Import {
@@ -589,6 +641,7 @@ impl State {
                 off: k.off,
                 size: k.size,
                 record,
+                marker,
                 refs: 1,
             },
         );
@@ -600,12 +653,19 @@ impl State {
         if let Some((&slot, imp)) = self.imports.iter_mut().find(|(_, i)| i.key == key) {
             imp.refs -= 1;
             if imp.refs == 0 {
+                let _ = std::fs::remove_file(&imp.marker);
                 self.imports.remove(&slot);
             }
             return Ok(());
         }
         let e = self.exports.remove(key).ok_or(ACL_ERROR_RT_IPC_ERROR)?;
         let _ = std::fs::remove_file(&e.record);
+        let importers = self.importers(&e.record);
+        if !importers.is_empty() {
+            self.misuse(format_args!(
+                "aclrtIpcMemClose({key}) in the exporter while pid(s) {importers:?} still import it"
+            ));
+        }
         Ok(())
     }
 }

@@ -195,9 +195,16 @@ fn ipc_between_processes() {
         "the importer's writes landed in the exporter"
     );
 
+    // SAFETY: no arguments.
+    assert_eq!(unsafe { (a.ipc_misuse)() }, 0);
     // SAFETY: NUL-terminated keys.
     unsafe {
         assert_eq!((a.ipc_close)(key.as_ptr()), OK, "revoke");
+        assert_eq!(
+            (a.ipc_misuse)(),
+            1,
+            "CANN wants importers to close first: counted"
+        );
         assert_eq!((a.ipc_close)(key.as_ptr()), RT_IPC_ERROR, "already revoked");
     }
     writeln!(to, "revoked").unwrap();
@@ -207,10 +214,24 @@ fn ipc_between_processes() {
         "copies through a revoked mapping and new imports fail; closing unmaps"
     );
     assert!(child.wait().unwrap().success());
-    // SAFETY: NUL-terminated key.
-    assert_eq!(unsafe { (a.ipc_close)(open_key.as_ptr()) }, OK);
+    // SAFETY: NUL-terminated key; no arguments.
+    unsafe {
+        assert_eq!((a.ipc_close)(open_key.as_ptr()), OK);
+        assert_eq!((a.ipc_misuse)(), 1, "the importer closed first: fine");
+    }
     assert_eq!(a.live().2, 0);
+    // Freeing memory whose export is still open is counted too.
+    let y = a.dmalloc(512);
+    let ykey = export(a, y, 512, 0).unwrap();
+    a.dfree(y);
+    // SAFETY: NUL-terminated key; no arguments.
+    unsafe {
+        assert_eq!((a.ipc_misuse)(), 2, "aclrtFree before aclrtIpcMemClose");
+        assert_eq!((a.ipc_close)(ykey.as_ptr()), OK);
+    }
     a.dfree(x);
+    // SAFETY: no arguments.
+    assert_eq!(unsafe { (a.ipc_misuse)() }, 2, "freeing after closing is fine");
     assert_eq!(a.live(), (0, 0, 0));
     a.finalize_ok();
     let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")

@@ -70,6 +70,7 @@ pub struct Acl {
     pub live_allocations: unsafe extern "C" fn() -> u64,
     pub live_host_allocations: unsafe extern "C" fn() -> u64,
     pub live_ipc: unsafe extern "C" fn() -> u64,
+    pub ipc_misuse: unsafe extern "C" fn() -> u64,
 }
 
 /// Where the fake library is: `TE_FAKE_ACL_LIB`, else next to the test binary (`deps/`), else
@@ -145,6 +146,7 @@ pub fn acl() -> &'static Acl {
             live_allocations: sym!(lib, "te_fake_acl_live_allocations"),
             live_host_allocations: sym!(lib, "te_fake_acl_live_host_allocations"),
             live_ipc: sym!(lib, "te_fake_acl_live_ipc"),
+            ipc_misuse: sym!(lib, "te_fake_acl_ipc_misuse"),
         };
         (lib, acl)
     })
