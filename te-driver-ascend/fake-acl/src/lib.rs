@@ -110,6 +110,9 @@
 //!   (`std::env::current_exe()` is `<target>/<profile>/deps/<test>-<hash>`).
 //!
 //! So a test looks in `current_exe().parent()` (deps) first, then its parent (`<profile>`).
+//! To stand in where a driver searches for the real library, a symlink is enough:
+//! `<dir>/lib64/libascendcl.so -> .../libte_fake_acl.so` with `ASCEND_HOME_PATH=<dir>` (or the
+//! directory on `LD_LIBRARY_PATH`); `tests/ascend_home.rs` loads it that way.
 //! The library pins itself in memory at the first `aclInit` (`RTLD_NODELETE`), because stream
 //! worker threads may outlive a `dlclose`.
 

@@ -278,8 +278,9 @@ fn async_copy_completes_when_its_event_does() {
     );
     let data = pattern(8192, 3);
     let async_before = a.calls("aclrtMemcpyAsync");
+    // Each task (the copy, then the record) waits 250 ms before it does anything.
     // SAFETY: no pointers.
-    unsafe { (a.stall)(100) };
+    unsafe { (a.stall)(250) };
     // SAFETY: `data` outlives the copy (the stream is synchronised below); handles are live.
     unsafe {
         assert_eq!((a.memcpy_async)(x, 8192, data.as_ptr().cast(), 8192, H2D, s), OK);

@@ -270,7 +270,7 @@ impl Acl {
                 return r;
             }
             assert!(Instant::now() < deadline, "event never completed");
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
