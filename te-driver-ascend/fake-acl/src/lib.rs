@@ -7,6 +7,16 @@
 //! tests against this library makes the same calls, in the same order and on the same threads,
 //! that real ACL requires. Nothing here links or needs CANN.
 //!
+//! Exported ACL symbols: `aclInit`, `aclFinalize`, `aclrtSetDevice`, `aclrtResetDevice`,
+//! `aclrtGetDevice`, `aclrtGetDeviceCount`, `aclrtGetMemInfo`, `aclrtMalloc`, `aclrtFree`,
+//! `aclrtMallocHost`, `aclrtFreeHost`, `aclrtMemcpy`, `aclrtMemcpyAsync`, `aclrtMemset`,
+//! `aclrtMemsetAsync`, `aclrtCreateStream`, `aclrtDestroyStream`, `aclrtSynchronizeStream`,
+//! `aclrtSynchronizeStreamWithTimeout`, `aclrtCreateEvent`, `aclrtDestroyEvent`,
+//! `aclrtRecordEvent`, `aclrtQueryEventStatus`, `aclrtQueryEvent`, `aclrtSynchronizeEvent`,
+//! `aclrtStreamWaitEvent`, `aclrtDeviceCanAccessPeer`, `aclrtDeviceEnablePeerAccess`,
+//! `aclrtMemGetAddressRange`, `aclrtIpcMemGetExportKey`, `aclrtIpcMemSetImportPid`,
+//! `aclrtIpcMemImportByKey`, `aclrtIpcMemClose`, `aclrtDeviceGetBareTgid`.
+//!
 //! # What is faked, and how
 //!
 //! * **Init.** Every call but `aclInit` fails with `ACL_ERROR_UNINITIALIZE` (100001) before
@@ -18,7 +28,8 @@
 //! * **Devices.** `TE_FAKE_ACL_DEVICES` devices (default 2, at most 16) of `TE_FAKE_ACL_HBM_MB`
 //!   MiB HBM each (default 4096), read at `aclInit`. `aclrtSetDevice` binds a device to the
 //!   **calling thread only**; calls that need a context (`aclrtGetDevice`, `aclrtGetMemInfo`,
-//!   `aclrtMalloc`, `aclrtFree`, `aclrtMemcpy`, `aclrtMemcpyAsync`, `aclrtCreateStream`,
+//!   `aclrtMalloc`, `aclrtFree`, `aclrtMemcpy`, `aclrtMemcpyAsync`, `aclrtMemset[Async]`,
+//!   `aclrtCreateStream`,
 //!   `aclrtCreateEvent`, `aclrtRecordEvent`, `aclrtStreamWaitEvent`, stream calls on the null
 //!   (default) stream, `aclrtDeviceEnablePeerAccess`, `aclrtIpcMemGetExportKey`,
 //!   `aclrtIpcMemImportByKey`) fail with `ACL_ERROR_RT_CONTEXT_NULL` (107002) on a thread that
@@ -634,6 +645,80 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
                 fail,
             }),
             None => {}
+        }
+        Ok(())
+    })())
+}
+
+/// Validates a memset and resolves its target; `None` for `count == 0`.
+fn plan_fill(
+    st: &state::State,
+    dev_ptr: *mut c_void,
+    max_count: usize,
+    count: usize,
+) -> Result<Option<Loc>, i32> {
+    if dev_ptr.is_null() || count > max_count {
+        return Err(ACL_ERROR_INVALID_PARAM);
+    }
+    st.cur_dev()?;
+    if count == 0 {
+        return Ok(None);
+    }
+    let a = dev_ptr as usize as u64;
+    if is_device_addr(a) {
+        st.resolve(a, count as u64).map(Some)
+    } else {
+        Ok(Some(Loc::Host(dev_ptr.cast())))
+    }
+}
+
+/// `aclError aclrtMemset(void *devPtr, size_t maxCount, int32_t value, size_t count)`: sets
+/// `count` bytes to `(uint8_t)value`; host or device memory, told apart by the address.
+///
+/// # Safety
+/// A host `devPtr` is valid for writes of `count` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtMemset(
+    dev_ptr: *mut c_void,
+    max_count: usize,
+    value: i32,
+    count: usize,
+) -> AclError {
+    ret((|| {
+        enter("aclrtMemset")?;
+        let plan = plan_fill(&state(), dev_ptr, max_count, count)?;
+        match plan {
+            Some(dst) => stream::fill(&dst, value as u8, count),
+            None => Ok(()),
+        }
+    })())
+}
+
+/// `aclError aclrtMemsetAsync(void *devPtr, size_t maxCount, int32_t value, size_t count,
+/// aclrtStream stream)`: `aclrtMemset` queued on `stream` (null = default stream).
+///
+/// # Safety
+/// A host `devPtr` stays valid for `count` bytes until the task ran.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtMemsetAsync(
+    dev_ptr: *mut c_void,
+    max_count: usize,
+    value: i32,
+    count: usize,
+    stream: Handle,
+) -> AclError {
+    ret((|| {
+        enter("aclrtMemsetAsync")?;
+        let mut st = state();
+        let plan = plan_fill(&st, dev_ptr, max_count, count)?;
+        let s = st.stream(stream as usize)?;
+        drop(st);
+        if let Some(dst) = plan {
+            s.push(Task::Fill {
+                dst,
+                value: value as u8,
+                count,
+            });
         }
         Ok(())
     })())

@@ -97,6 +97,28 @@ pub fn copy(dst: &Loc, src: &Loc, count: usize) -> Result<(), i32> {
     }
 }
 
+/// Sets `count` bytes at `dst` to `value`. Imported ranges are checked for revocation first.
+pub fn fill(dst: &Loc, value: u8, count: usize) -> Result<(), i32> {
+    check_revoked(dst)?;
+    match dst {
+        Loc::Host(d) => {
+            // SAFETY: the caller vouches that `d` is valid for writes of `count` bytes.
+            unsafe { d.write_bytes(value, count) };
+            Ok(())
+        }
+        Loc::Dev { file, off, .. } => {
+            let buf = vec![value; count.min(CHUNK)];
+            let mut done = 0usize;
+            while done < count {
+                let n = (count - done).min(CHUNK);
+                file.write_all_at(&buf[..n], off + done as u64).map_err(io_err)?;
+                done += n;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A task on a stream.
 pub enum Task {
     /// A copy; `fail != 0` makes it fail with that code without copying (injected fault).
@@ -106,6 +128,8 @@ pub enum Task {
         count: usize,
         fail: i32,
     },
+    /// Sets `count` bytes at `dst` to `value`.
+    Fill { dst: Loc, value: u8, count: usize },
     /// Completes generation `gen` of an event.
     Record { ev: Arc<Event>, gen: u64 },
     /// Holds the stream until generation `gen` of an event completed.
@@ -179,6 +203,7 @@ impl Stream {
             let result = match task {
                 Task::Copy { fail, .. } if fail != 0 => Err(fail),
                 Task::Copy { dst, src, count, .. } => copy(&dst, &src, count),
+                Task::Fill { dst, value, count } => fill(&dst, value, count),
                 Task::Record { ev, gen } => {
                     ev.complete(gen, sticky);
                     Ok(())

@@ -671,3 +671,51 @@ fn concurrent_threads_each_with_a_device() {
     assert_eq!(a.live(), (0, 0, 0));
     a.finalize_ok();
 }
+
+#[test]
+fn memset_sync_and_async() {
+    let _g = serial();
+    let a = acl();
+    let lib = libloading_memset();
+    a.init_ok();
+    a.set_device_ok(0);
+    let x = a.dmalloc(4096);
+    // SAFETY: device pointer inside the allocation; host buffer valid for its length.
+    unsafe {
+        assert_eq!((lib.0)(x, 4096, 0x5A, 4096), OK);
+        assert_eq!((lib.0)(x, 16, 0x5A, 32), INVALID_PARAM, "count > maxCount");
+        assert_eq!(
+            (lib.0)(x.cast::<u8>().add(4000).cast(), 4096, 0, 200),
+            RT_PARAM_INVALID,
+            "past the end"
+        );
+        assert_eq!(
+            (lib.1)(x.cast::<u8>().add(100).cast(), 100, 0x100 + 7, 100, null_mut()),
+            OK
+        );
+        assert_eq!((a.sync_stream)(null_mut()), OK);
+        let mut host = [1u8; 8];
+        assert_eq!((lib.0)(host.as_mut_ptr().cast(), 8, 9, 8), OK);
+        assert_eq!(host, [9u8; 8]);
+    }
+    let mut expect = vec![0x5Au8; 4096];
+    expect[100..200].fill(7);
+    assert_eq!(a.d2h(x, 4096).unwrap(), expect);
+    a.dfree(x);
+    a.finalize_ok();
+}
+
+type Memset = unsafe extern "C" fn(H, usize, i32, usize) -> E;
+type MemsetAsync = unsafe extern "C" fn(H, usize, i32, usize, H) -> E;
+
+fn libloading_memset() -> (Memset, MemsetAsync) {
+    // SAFETY: the same library `acl()` loaded (dlopen returns the loaded object); signatures
+    // of acl_rt.h.
+    unsafe {
+        let lib = libloading::Library::new(lib_path()).unwrap();
+        let m: Memset = *lib.get(b"aclrtMemset\0").unwrap();
+        let ma: MemsetAsync = *lib.get(b"aclrtMemsetAsync\0").unwrap();
+        std::mem::forget(lib);
+        (m, ma)
+    }
+}
