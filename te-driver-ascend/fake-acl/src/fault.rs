@@ -22,6 +22,8 @@ struct Rule {
     at: u64,
     code: i32,
     on_stream: bool,
+    /// Armed from `TE_FAKE_ACL_FAIL` (replaced at the next `aclInit`).
+    from_env: bool,
 }
 
 #[derive(Default)]
@@ -59,6 +61,10 @@ pub fn enter(call: &str) -> Option<Fired> {
 
 /// Arms a fault on the `nth` call of `call` from now (1 = the next call).
 pub fn arm(call: &str, nth: u64, code: i32, on_stream: bool) {
+    arm_rule(call, nth, code, on_stream, false);
+}
+
+fn arm_rule(call: &str, nth: u64, code: i32, on_stream: bool, from_env: bool) {
     let mut f = faults();
     let now = f.calls.get(call).copied().unwrap_or(0);
     f.rules.push(Rule {
@@ -66,6 +72,7 @@ pub fn arm(call: &str, nth: u64, code: i32, on_stream: bool) {
         at: now + nth,
         code,
         on_stream,
+        from_env,
     });
 }
 
@@ -91,8 +98,10 @@ pub fn stall_ms() -> u32 {
 }
 
 /// Parses `TE_FAKE_ACL_FAIL` (`name:nth:code[:async],...`) and arms its rules, counted from now.
-/// Entries that do not parse are reported on stderr and skipped.
+/// Rules a previous `aclInit` armed from it and that did not fire are dropped first. Entries that
+/// do not parse are reported on stderr and skipped.
 pub fn arm_from_env(spec: &str) {
+    faults().rules.retain(|r| !r.from_env);
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let parts: Vec<&str> = item.split(':').collect();
         let parsed = match parts.as_slice() {
@@ -102,7 +111,7 @@ pub fn arm_from_env(spec: &str) {
         };
         match parsed {
             Some((name, Ok(nth), Ok(code), on_stream)) if nth > 0 && !name.is_empty() => {
-                arm(name, nth, code, on_stream)
+                arm_rule(name, nth, code, on_stream, true)
             }
             _ => eprintln!("te-fake-acl: ignoring TE_FAKE_ACL_FAIL entry {item:?}"),
         }

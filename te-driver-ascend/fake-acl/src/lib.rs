@@ -84,7 +84,8 @@
 //! Environment, read at `aclInit`:
 //! * `TE_FAKE_ACL_DEVICES`, `TE_FAKE_ACL_HBM_MB`, `TE_FAKE_ACL_SHM_DIR` (above).
 //! * `TE_FAKE_ACL_FAIL="aclrtMemcpyAsync:3:507053,aclrtMalloc:1:207001"`: the Nth call (1-based,
-//!   counted from that `aclInit`) of the named function returns the code and does nothing. With
+//!   counted from that `aclInit`; rules an earlier `aclInit` armed from the variable and that did
+//!   not fire are dropped) of the named function returns the code and does nothing. With
 //!   a suffix `:async` (`aclrtMemcpyAsync:2:507053:async`, honoured by `aclrtMemcpyAsync` only)
 //!   the call returns 0 and its task fails on the stream: the bytes are not copied, the stream
 //!   keeps the error, `aclrtQueryEventStatus`/`aclrtQueryEvent`/`aclrtSynchronizeEvent` of any
@@ -252,9 +253,7 @@ pub unsafe extern "C" fn aclInit(_config_path: *const c_char) -> AclError {
     {
         fault::set_stall_ms(ms);
     }
-    if let Ok(spec) = std::env::var("TE_FAKE_ACL_FAIL") {
-        fault::arm_from_env(&spec);
-    }
+    fault::arm_from_env(&std::env::var("TE_FAKE_ACL_FAIL").unwrap_or_default());
     ACL_SUCCESS
 }
 

@@ -719,3 +719,26 @@ fn libloading_memset() -> (Memset, MemsetAsync) {
         (m, ma)
     }
 }
+
+#[test]
+fn env_faults_that_did_not_fire_end_at_the_next_init() {
+    let _g = serial();
+    let a = acl();
+    std::env::set_var("TE_FAKE_ACL_FAIL", "aclrtMalloc:2:207001");
+    a.init_ok();
+    std::env::remove_var("TE_FAKE_ACL_FAIL");
+    a.finalize_ok();
+    // A control-symbol fault armed while finalized survives the next aclInit.
+    a.arm("aclrtFree", 3, 507899, false);
+    a.init_ok();
+    a.set_device_ok(0);
+    let p: Vec<H> = (0..4).map(|_| a.dmalloc(512)).collect();
+    a.dfree(p[0]);
+    a.dfree(p[1]);
+    // SAFETY: device address from aclrtMalloc.
+    assert_eq!(unsafe { (a.free)(p[2]) }, 507899);
+    for q in &p[2..] {
+        a.dfree(*q);
+    }
+    a.finalize_ok();
+}
