@@ -33,7 +33,12 @@
 //!   `aclrtCreateEvent`, `aclrtRecordEvent`, `aclrtStreamWaitEvent`, stream calls on the null
 //!   (default) stream, `aclrtDeviceEnablePeerAccess`, `aclrtIpcMemGetExportKey`,
 //!   `aclrtIpcMemImportByKey`) fail with `ACL_ERROR_RT_CONTEXT_NULL` (107002) on a thread that
-//!   never called it. `aclrtMallocHost` needs no device; its memory is filled with `0xA5`
+//!   never called it. `aclrtResetDevice` follows ACL's reference count: every `aclrtSetDevice`
+//!   (on any thread) adds one, every reset drops one, and at zero the device's default context
+//!   goes: its default stream and the streams created on it are drained and destroyed (their
+//!   handles then give 107000), every thread bound to it gets 107002, and device memory stays. A
+//!   reset without a reference gives 107000 (ACL reports an error; the number is a guess).
+//!   `aclrtMallocHost` needs no device; its memory is filled with `0xA5`
 //!   (CANN leaves it uninitialized), device memory from `aclrtMalloc` reads as zeros.
 //! * **Device memory is not host-addressable.** A device address is
 //!   `0x7E00_0000_0000_0000 | (device << 40) | offset`, an imported IPC range is
@@ -296,15 +301,18 @@ pub unsafe extern "C" fn aclFinalize() -> AclError {
 pub unsafe extern "C" fn aclrtSetDevice(device_id: i32) -> AclError {
     ret((|| {
         enter("aclrtSetDevice")?;
-        let st = state();
+        let mut st = state();
         let d = st.check_dev(device_id)?;
         st.bind(d);
         Ok(())
     })())
 }
 
-/// `aclError aclrtResetDevice(int32_t deviceId)`: unbinds the device from the calling thread if
-/// bound to it.
+/// `aclError aclrtResetDevice(int32_t deviceId)`: drops one reference taken by
+/// `aclrtSetDevice` (counted per process, over all threads); when none is left, the device's
+/// default context is released: its default stream and the streams created on it are drained and
+/// destroyed, and every thread bound to it has no context any more (107002). Without a
+/// reference: 107000.
 ///
 /// # Safety
 /// Callable from any thread.
@@ -312,9 +320,14 @@ pub unsafe extern "C" fn aclrtSetDevice(device_id: i32) -> AclError {
 pub unsafe extern "C" fn aclrtResetDevice(device_id: i32) -> AclError {
     ret((|| {
         enter("aclrtResetDevice")?;
-        let st = state();
-        let d = st.check_dev(device_id)?;
-        st.unbind(d);
+        let gone = {
+            let mut st = state();
+            let d = st.check_dev(device_id)?;
+            st.reset(d)?
+        };
+        for s in gone {
+            s.shutdown();
+        }
         Ok(())
     })())
 }
@@ -738,8 +751,8 @@ pub unsafe extern "C" fn aclrtCreateStream(stream: *mut Handle) -> AclError {
             return Err(ACL_ERROR_INVALID_PARAM);
         }
         let mut st = state();
-        st.cur_dev()?;
-        let h = st.add_stream(Stream::start()?);
+        let dev = st.cur_dev()?;
+        let h = st.add_stream(dev, Stream::start()?);
         // SAFETY: out parameter, caller contract.
         unsafe { put(stream, h as *mut c_void) }
     })())

@@ -48,6 +48,11 @@ pub struct Device {
     used: u64,
     allocs: BTreeMap<u64, Alloc>,
     default_stream: Option<Arc<Stream>>,
+    /// `aclrtSetDevice` calls minus `aclrtResetDevice` calls (process-wide, as in ACL).
+    refs: u64,
+    /// Bumped when the reference count drops to 0 and the default context is released:
+    /// thread bindings of an older generation are void.
+    gen: u64,
 }
 
 /// An export made by this process.
@@ -85,7 +90,8 @@ pub struct State {
     devices: Vec<Device>,
     dir: PathBuf,
     host: HashMap<usize, Layout>,
-    streams: HashMap<usize, Arc<Stream>>,
+    /// Explicit streams and the device they were created on.
+    streams: HashMap<usize, (u32, Arc<Stream>)>,
     events: HashMap<usize, Arc<Event>>,
     next_handle: usize,
     exports: HashMap<String, Export>,
@@ -112,8 +118,9 @@ pub fn try_state() -> Option<MutexGuard<'static, State>> {
 }
 
 thread_local! {
-    /// (epoch, device) bound to this thread by `aclrtSetDevice`; device -1 = none.
-    static BOUND: Cell<(u64, i32)> = const { Cell::new((0, -1)) };
+    /// (epoch, device, device generation) bound to this thread by `aclrtSetDevice`; device -1 =
+    /// none.
+    static BOUND: Cell<(u64, i32, u64)> = const { Cell::new((0, -1, 0)) };
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -256,6 +263,8 @@ impl State {
                     used: 0,
                     allocs: BTreeMap::new(),
                     default_stream: None,
+                    refs: 0,
+                    gen: 0,
                 }),
                 Err(e) => {
                     eprintln!("te-fake-acl: cannot create {}: {e}", path.display());
@@ -280,7 +289,7 @@ impl State {
     /// the caller may still touch them). Returns the streams to drain and stop outside the lock.
     pub fn stop(&mut self) -> Vec<Arc<Stream>> {
         self.remove_files();
-        let mut streams: Vec<Arc<Stream>> = self.streams.drain().map(|(_, s)| s).collect();
+        let mut streams: Vec<Arc<Stream>> = self.streams.drain().map(|(_, (_, s))| s).collect();
         for d in self.devices.drain(..) {
             streams.extend(d.default_stream);
         }
@@ -330,27 +339,49 @@ impl State {
         }
     }
 
-    /// Binds device `id` to the calling thread.
-    pub fn bind(&self, id: u32) {
-        BOUND.with(|b| b.set((self.epoch, id as i32)));
+    /// `aclrtSetDevice`: binds device `id` to the calling thread and counts a reference.
+    pub fn bind(&mut self, id: u32) {
+        let d = &mut self.devices[id as usize];
+        d.refs += 1;
+        BOUND.with(|b| b.set((self.epoch, id as i32, d.gen)));
     }
 
-    /// Unbinds the calling thread if it is bound to `id`.
-    pub fn unbind(&self, id: u32) {
-        BOUND.with(|b| {
-            if b.get() == (self.epoch, id as i32) {
-                b.set((0, -1))
-            }
-        });
+    /// `aclrtResetDevice`: drops a reference; at 0 the device's default context goes: every
+    /// thread binding to it ends (`ACL_ERROR_RT_CONTEXT_NULL` afterwards) and its default stream
+    /// and the streams created on it are unregistered. Returns those streams, to drain and stop
+    /// outside the lock. A device without references gives `ACL_ERROR_RT_PARAM_INVALID`.
+    pub fn reset(&mut self, id: u32) -> Result<Vec<Arc<Stream>>, i32> {
+        let d = &mut self.devices[id as usize];
+        if d.refs == 0 {
+            return Err(ACL_ERROR_RT_PARAM_INVALID);
+        }
+        d.refs -= 1;
+        if d.refs > 0 {
+            return Ok(Vec::new());
+        }
+        d.gen += 1;
+        let mut gone: Vec<Arc<Stream>> = d.default_stream.take().into_iter().collect();
+        let hs: Vec<usize> = self
+            .streams
+            .iter()
+            .filter(|(_, (dev, _))| *dev == id)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in hs {
+            gone.extend(self.streams.remove(&h).map(|(_, s)| s));
+        }
+        Ok(gone)
     }
 
     /// The device bound to the calling thread, or `ACL_ERROR_RT_CONTEXT_NULL`.
     pub fn cur_dev(&self) -> Result<u32, i32> {
-        let (epoch, dev) = BOUND.with(|b| b.get());
-        if epoch == self.epoch && dev >= 0 && (dev as usize) < self.devices.len() {
-            Ok(dev as u32)
-        } else {
-            Err(ACL_ERROR_RT_CONTEXT_NULL)
+        let (epoch, dev, gen) = BOUND.with(|b| b.get());
+        if epoch != self.epoch || dev < 0 {
+            return Err(ACL_ERROR_RT_CONTEXT_NULL);
+        }
+        match self.devices.get(dev as usize) {
+            Some(d) if d.gen == gen => Ok(dev as u32),
+            _ => Err(ACL_ERROR_RT_CONTEXT_NULL),
         }
     }
 
@@ -489,22 +520,26 @@ impl State {
         h
     }
 
-    /// Registers a stream, returning its handle.
-    pub fn add_stream(&mut self, s: Arc<Stream>) -> usize {
+    /// Registers a stream created on `dev`, returning its handle.
+    pub fn add_stream(&mut self, dev: u32, s: Arc<Stream>) -> usize {
         let h = self.handle();
-        self.streams.insert(h, s);
+        self.streams.insert(h, (dev, s));
         h
     }
 
     /// Unregisters a stream.
     pub fn take_stream(&mut self, h: usize) -> Option<Arc<Stream>> {
-        self.streams.remove(&h)
+        self.streams.remove(&h).map(|(_, s)| s)
     }
 
     /// The stream behind a handle; null is the default stream of the calling thread's device.
     pub fn stream(&mut self, h: usize) -> Result<Arc<Stream>, i32> {
         if h != 0 {
-            return self.streams.get(&h).cloned().ok_or(ACL_ERROR_RT_PARAM_INVALID);
+            return self
+                .streams
+                .get(&h)
+                .map(|(_, s)| Arc::clone(s))
+                .ok_or(ACL_ERROR_RT_PARAM_INVALID);
         }
         let dev = self.cur_dev()?;
         let d = &mut self.devices[dev as usize];

@@ -742,3 +742,64 @@ fn env_faults_that_did_not_fire_end_at_the_next_init() {
     }
     a.finalize_ok();
 }
+
+#[test]
+fn reset_device_counts_references_over_threads() {
+    let _g = serial();
+    let a = acl();
+    a.init_ok();
+    a.set_device_ok(0);
+    let x = a.dmalloc(4096);
+    let (to_helper, helper_rx) = std::sync::mpsc::channel::<()>();
+    let (to_main, main_rx) = std::sync::mpsc::channel::<E>();
+    let helper = std::thread::spawn(move || {
+        let a = acl();
+        a.set_device_ok(0); // second reference
+        let mut p: H = null_mut();
+        // SAFETY: valid out pointer.
+        let r = unsafe { (a.malloc)(&mut p, 512, 0) };
+        a.dfree(p);
+        to_main.send(r).unwrap();
+        helper_rx.recv().unwrap();
+        // The main thread released the last reference meanwhile: no context here either.
+        // SAFETY: valid out pointer.
+        to_main.send(unsafe { (a.malloc)(&mut p, 512, 0) }).unwrap();
+    });
+    assert_eq!(main_rx.recv().unwrap(), OK);
+    // SAFETY: no pointers.
+    assert_eq!(unsafe { (a.reset_device)(0) }, OK, "two references, one left");
+    let s = a.stream();
+    let data = pattern(4096, 8);
+    // SAFETY: `data` outlives the copy (the reset drains the stream); live handle.
+    unsafe {
+        (a.stall)(100);
+        assert_eq!((a.memcpy_async)(x, 4096, data.as_ptr().cast(), 4096, H2D, s), OK);
+        // The helper's reference: the last one. The queued copy still runs first.
+        assert_eq!((a.reset_device)(0), OK);
+        (a.stall)(0);
+        assert_eq!(
+            (a.destroy_stream)(s),
+            RT_PARAM_INVALID,
+            "streams of the device went with it"
+        );
+        assert_eq!((a.reset_device)(0), RT_PARAM_INVALID, "no reference left");
+    }
+    let mut d = 0;
+    // SAFETY: valid out pointer.
+    assert_eq!(unsafe { (a.get_device)(&mut d) }, RT_CONTEXT_NULL);
+    to_helper.send(()).unwrap();
+    assert_eq!(
+        main_rx.recv().unwrap(),
+        RT_CONTEXT_NULL,
+        "the helper's binding ended too"
+    );
+    helper.join().unwrap();
+    a.set_device_ok(0);
+    assert_eq!(
+        a.d2h(x, 4096).unwrap(),
+        data,
+        "device memory stays; the drained copy landed"
+    );
+    a.dfree(x);
+    a.finalize_ok();
+}
