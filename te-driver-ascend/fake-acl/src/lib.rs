@@ -29,8 +29,7 @@
 //!   MiB HBM each (default 4096), read at `aclInit`. `aclrtSetDevice` binds a device to the
 //!   **calling thread only**; calls that need a context (`aclrtGetDevice`, `aclrtGetMemInfo`,
 //!   `aclrtMalloc`, `aclrtFree`, `aclrtMemcpy`, `aclrtMemcpyAsync`, `aclrtMemset[Async]`,
-//!   `aclrtCreateStream`,
-//!   `aclrtCreateEvent`, `aclrtRecordEvent`, `aclrtStreamWaitEvent`, stream calls on the null
+//!   `aclrtCreateStream`, `aclrtCreateEvent`, `aclrtRecordEvent`, `aclrtStreamWaitEvent`, stream calls on the null
 //!   (default) stream, `aclrtDeviceEnablePeerAccess`, `aclrtIpcMemGetExportKey`,
 //!   `aclrtIpcMemImportByKey`) fail with `ACL_ERROR_RT_CONTEXT_NULL` (107002) on a thread that
 //!   never called it. `aclrtResetDevice` follows ACL's reference count: every `aclrtSetDevice`
@@ -96,7 +95,8 @@
 //!   keeps the error, `aclrtQueryEventStatus`/`aclrtQueryEvent`/`aclrtSynchronizeEvent` of any
 //!   event recorded on that stream after the failed task return the code, and the next
 //!   `aclrtSynchronizeStream[WithTimeout]` returns it and clears it. Later tasks still run.
-//! * `TE_FAKE_ACL_STALL_MS=N`: every stream task takes at least N ms.
+//! * `TE_FAKE_ACL_STALL_MS=N`: every stream task (copy, memset, event record, event wait) first
+//!   sleeps N ms, then does its work, so nothing it does is visible early (a slow device).
 //!
 //! Control symbols (C ABI, resolve them like the ACL ones):
 //! * `int32_t te_fake_acl_fail(const char *call, uint32_t nth, int32_t code, int32_t async_)`:
