@@ -136,9 +136,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod codes;
+mod control;
 mod fault;
+mod locate;
 mod state;
 mod stream;
+
+pub use control::Control;
+pub use locate::library_path;
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Arc, Once};

@@ -73,22 +73,9 @@ pub struct Acl {
     pub ipc_misuse: unsafe extern "C" fn() -> u64,
 }
 
-/// Where the fake library is: `TE_FAKE_ACL_LIB`, else next to the test binary (`deps/`), else
-/// one directory up (`<profile>/`).
+/// Where the fake library is (see [`te_fake_acl::library_path`]).
 pub fn lib_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("TE_FAKE_ACL_LIB") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent();
-    while let Some(d) = dir {
-        let p = d.join("libte_fake_acl.so");
-        if p.exists() {
-            return p;
-        }
-        dir = d.parent();
-    }
-    panic!("libte_fake_acl.so not found above {}", exe.display());
+    te_fake_acl::library_path().expect("libte_fake_acl.so not built next to this test")
 }
 
 static LIB: OnceLock<(libloading::Library, Acl)> = OnceLock::new();
