@@ -66,6 +66,10 @@ pub use crate::config::EngineConfig;
 pub use crate::config::Path;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+/// The Ascend NPU driver behind `npu:N` locations (te-driver-ascend), set
+/// up through [`EngineConfig::ascend`].
+#[cfg(feature = "ascend")]
+pub use te_driver_ascend as ascend;
 /// The simulated devices behind `sim:N` locations (te-driver-sim), for
 /// fault injection and statistics through [`Engine::with_sim_driver`].
 #[cfg(feature = "sim")]

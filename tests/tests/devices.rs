@@ -1,11 +1,14 @@
-//! Device memory (`sim:N`) through the runtime: two engines in one process
-//! over loopback move data cpu <-> sim and sim <-> sim byte-exact, staged
-//! through bounded, reused buffers; injected driver faults fail exactly the
-//! affected tasks with the driver's code and message.
+//! Device memory (`sim:N`, and `npu:N` on the fake libascendcl.so) through
+//! the runtime: two engines in one process over loopback move data between
+//! host and device memory byte-exact, staged through bounded, reused
+//! buffers; injected driver faults fail exactly the affected tasks with the
+//! driver's code and message.
 
 use std::time::Duration;
 
+use te_fake_acl::Control;
 use te_proto::driver::DeviceDriver;
+use te_runtime::ascend::AscendConfig;
 use te_runtime::sim::{Faults, SimConfig};
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, TaskState,
@@ -15,11 +18,30 @@ use te_tests::fill_fast;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn engine_at(location: Location) -> Engine {
-    Engine::start(EngineConfig {
+    Engine::start(config_at(location)).expect("engine starts")
+}
+
+/// An engine's settings in `location`; `npu:N` runs on the fake
+/// libascendcl.so.
+fn config_at(location: Location) -> EngineConfig {
+    EngineConfig {
         location,
+        ascend: AscendConfig {
+            library: te_fake_acl::library_path(),
+            ..AscendConfig::default()
+        },
         ..EngineConfig::default()
-    })
-    .expect("engine starts")
+    }
+}
+
+/// The fake ACL's faults and counters are process-wide: tests that use
+/// them run one at a time.
+fn fake_acl() -> (std::sync::MutexGuard<'static, ()>, &'static Control) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Control::get().expect("the fake libascendcl.so is built next to this test");
+    c.reset();
+    (g, c)
 }
 
 fn device(loc: Location) -> u16 {
@@ -151,6 +173,115 @@ fn sim_to_cpu_is_byte_exact_from_1_byte_to_64_mib() {
 fn sim_to_sim_is_byte_exact_from_1_byte_to_64_mib() {
     round_trip(Location::Sim(7), Location::Sim(1), SIZES);
     round_trip(Location::Sim(2), Location::Sim(2), &[1, 4096, (1 << 20) + 3]);
+}
+
+#[test]
+fn npu_memory_on_acl_moves_byte_exact_to_and_from_host_sim_and_npu_memory() {
+    let (_g, fake) = fake_acl();
+    round_trip(Location::Cpu, Location::Npu(0), SIZES);
+    round_trip(Location::Npu(1), Location::Cpu, SIZES);
+    round_trip(
+        Location::Npu(0),
+        Location::Npu(1),
+        &[1, 4097, (1 << 20) + 3, 16 << 20],
+    );
+    round_trip(Location::Sim(3), Location::Npu(0), &[65_537, 8 << 20]);
+    // Large payloads went through the streams, and nothing was left behind.
+    assert!(fake.calls("aclrtMemcpyAsync") > 0);
+    assert_eq!(fake.live(), (0, 0), "allocations and staging freed");
+}
+
+#[test]
+fn npu_copies_stalled_on_the_device_are_waited_for_with_one_staging_slot_or_several() {
+    let (_g, fake) = fake_acl();
+    for slots in [1, 4] {
+        let start = |location| {
+            Engine::start(EngineConfig {
+                staging_slots: slots,
+                ..config_at(location)
+            })
+            .expect("engine starts")
+        };
+        // Every stream task of the fake takes 2 ms: copies end well after
+        // they were queued, on both sides.
+        fake.stall(2);
+        round_trip_between(
+            &start(Location::Npu(0)),
+            &start(Location::Npu(1)),
+            &[65_537, 8 << 20],
+        );
+        fake.stall(0);
+    }
+}
+
+/// 16 reads or writes of 64 KiB (staged through the streams) with one
+/// `aclrtMemcpyAsync` failing on its stream on the target: exactly that
+/// task fails, with ACL's code named, and the others are byte-exact.
+fn one_acl_fault_on_the_target(op: Op) {
+    let (_g, fake) = fake_acl();
+    let target = engine_at(Location::Npu(0));
+    let initiator = engine_at(Location::Cpu);
+    const N: u64 = 16;
+    const LEN: u64 = 64 << 10;
+    let mine = initiator.alloc_memory(N * LEN, Perm::LOCAL_ONLY).expect("local");
+    let theirs = target
+        .alloc_memory(N * LEN, Perm::REMOTE_READ_WRITE)
+        .expect("remote");
+    let seg = initiator.open_segment(&target.segment_name()).expect("open");
+    let (src_engine, src) = match op {
+        Op::Write => (&initiator, mine),
+        Op::Read => (&target, theirs),
+    };
+    src_engine.write_memory(src, &data(N * LEN, 5)).expect("fill");
+    fake.fail("aclrtMemcpyAsync", 5, 507_053, true);
+    let reqs: Vec<Request> = (0..N)
+        .map(|i| Request {
+            op,
+            local: mine + i * LEN,
+            segment: seg,
+            remote: theirs + i * LEN,
+            len: LEN,
+        })
+        .collect();
+    let (batch, states) = run_batch(&initiator, &reqs);
+    let failed: Vec<usize> = (0..N as usize)
+        .filter(|&i| states[i] != TaskState::Completed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{op:?}: {states:?}");
+    assert_eq!(states[failed[0]], TaskState::Failed(ErrorCode::RuntimeError));
+    let err = initiator.batch_error(batch).expect("the failure is recorded");
+    assert!(
+        err.message()
+            .contains("aclrtMemcpyAsync on npu:0: ACL error 507053 (ACL_ERROR_RT_DEVICE_MEM_ERROR)"),
+        "{op:?}: {err}"
+    );
+    let want = data(N * LEN, 5);
+    let (dst_engine, dst) = match op {
+        Op::Write => (&target, theirs),
+        Op::Read => (&initiator, mine),
+    };
+    for i in (0..N as usize).filter(|i| *i != failed[0]) {
+        let at = i as u64 * LEN;
+        assert!(
+            read_back(dst_engine, dst + at, LEN) == want[at as usize..(at + LEN) as usize],
+            "{op:?}: task {i} not byte-exact"
+        );
+    }
+    let (_, again) = run_batch(&initiator, &reqs);
+    assert!(
+        again.iter().all(|s| *s == TaskState::Completed),
+        "{op:?}: {again:?}"
+    );
+}
+
+#[test]
+fn a_failed_acl_copy_on_the_target_fails_only_its_read() {
+    one_acl_fault_on_the_target(Op::Read);
+}
+
+#[test]
+fn a_failed_acl_copy_on_the_target_fails_only_its_write() {
+    one_acl_fault_on_the_target(Op::Write);
 }
 
 #[test]
