@@ -66,6 +66,44 @@ fn verified_bench_against_an_embedded_target_moves_every_byte() {
     }
 }
 
+#[test]
+fn npu_buffers_on_acl_are_benchmarked_and_verified_end_to_end() {
+    let fake = te_fake_acl::library_path().expect("the fake libascendcl.so is built");
+    for (here, there) in [("npu:0", "npu:1"), ("npu:1", "cpu"), ("cpu", "npu:0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_te"))
+            .args(["bench", "--location", here, "--target-location", there])
+            .args(["--block-size", "4K,1M", "--batch", "16", "--buffer", "8M"])
+            .args(["--duration", "0.3", "--verify", "--json"])
+            .env("TE_ACL_LIBRARY", &fake)
+            .output()
+            .expect("te runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{here} -> {there}: {stdout}{err}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        assert_eq!(v["settings"]["location"], here);
+        assert_eq!(v["settings"]["target_location"], there);
+        let rows = v["results"].as_array().expect("results");
+        assert_eq!(rows.len(), 4, "{here} -> {there}: {stdout}");
+        for r in rows {
+            assert!(r["bytes"].as_u64().unwrap() > 0, "{here} -> {there}: {r}");
+        }
+    }
+    // Without the library, an npu buffer is refused at once, naming what is missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_te"))
+        .args(["bench", "--location", "npu:0", "--duration", "0.3"])
+        .env_remove("TE_ACL_LIBRARY")
+        .env_remove("ASCEND_HOME_PATH")
+        .output()
+        .expect("te runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("NotSupported") && err.contains("libascendcl.so"),
+        "{err}"
+    );
+}
+
 /// Runs `te ARGS --json` and returns its result rows, each checked to have moved bytes.
 fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
     let out = te(&[args, &["--json"]].concat());

@@ -122,6 +122,9 @@ pub(super) struct Poller {
     pub(super) events: Events,
 }
 
+/// The shortest wait the poll can sleep for (epoll counts milliseconds).
+const SLEEP_GRAIN: Duration = Duration::from_millis(1);
+
 /// One round of the event loop: waits up to `wait` for IO, hands the
 /// events to the core, acts on passed deadlines and wakes the waiting
 /// callers. `Ok(false)` when it found nothing to do.
@@ -136,8 +139,12 @@ fn poll_round(shared: &Shared, p: &mut Poller, wait: Option<Duration>) -> std::i
         (Some(w), Some(t)) => Some(w.min(t)),
         (w, t) => w.or(t),
     };
-    p.poll.poll(&mut p.events, wait)?;
+    // The poll sleeps in whole milliseconds: a deadline closer than that
+    // (device copies in flight are looked at every 20 us) is waited for by
+    // polling without sleeping, yielding the core between rounds.
     let due = timeout.is_some_and(|t| t <= wait.unwrap_or(t));
+    let wait = wait.map(|w| if w < SLEEP_GRAIN { Duration::ZERO } else { w });
+    p.poll.poll(&mut p.events, wait)?;
     if p.events.is_empty() && !due {
         return Ok(false);
     }
@@ -177,11 +184,10 @@ pub(super) fn run(shared: &Shared, busy: bool) {
         };
         match poll_round(shared, &mut p, if busy { Some(Duration::ZERO) } else { None }) {
             Ok(true) => {}
-            Ok(false) if busy => {
+            Ok(false) => {
                 drop(p);
                 std::thread::yield_now();
             }
-            Ok(false) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 warn!("poll failed, event loop stops: {e}");
