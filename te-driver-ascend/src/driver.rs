@@ -365,10 +365,10 @@ impl AscendDriver {
 
     /// `NotReady` while a copy in flight uses staging buffer `id`.
     fn staging_idle(&self, id: StagingId) -> Result<()> {
-        let busy = self.copies.iter().find(|(_, c)| match c.op {
-            CopyOp::ToHost { staging, .. } | CopyOp::FromHost { staging, .. } => staging == id,
-            CopyOp::Device { .. } => false,
-        });
+        let busy = self
+            .copies
+            .iter()
+            .find(|(_, c)| c.op.staging().is_some_and(|(s, _, _)| s == id));
         match busy {
             Some((copy, _)) => Err(status!(
                 NotReady,
@@ -452,36 +452,14 @@ impl AscendDriver {
 
     /// Checks an asynchronous copy's arguments.
     fn check_op(&self, op: &CopyOp) -> Result<()> {
-        match *op {
-            CopyOp::ToHost {
-                dev,
-                src: addr,
-                staging,
-                offset,
-                len,
-            }
-            | CopyOp::FromHost {
-                staging,
-                offset,
-                dev,
-                dst: addr,
-                len,
-            } => {
-                self.locate(dev, addr, len)?;
-                self.staging_at(staging, offset, len)?;
-                self.staging_idle(staging)
-            }
-            CopyOp::Device {
-                src_dev,
-                src,
-                dst_dev,
-                dst,
-                len,
-            } => {
-                self.locate(src_dev, src, len)?;
-                self.locate(dst_dev, dst, len)
-            }
+        for (dev, addr, len) in op.device_ranges() {
+            self.locate(dev, addr, len)?;
         }
+        if let Some((staging, offset, len)) = op.staging() {
+            self.staging_at(staging, offset, len)?;
+            self.staging_idle(staging)?;
+        }
+        Ok(())
     }
 }
 

@@ -296,10 +296,10 @@ impl SimDriver {
 
     /// `NotReady` while a copy in flight uses staging buffer `id`.
     fn staging_idle(&self, id: StagingId) -> Result<()> {
-        let busy = self.copies.iter().find(|(_, p)| match p.op {
-            CopyOp::ToHost { staging, .. } | CopyOp::FromHost { staging, .. } => staging == id,
-            CopyOp::Device { .. } => false,
-        });
+        let busy = self
+            .copies
+            .iter()
+            .find(|(_, p)| p.op.staging().is_some_and(|(s, _, _)| s == id));
         match busy {
             Some((copy, _)) => Err(status!(
                 NotReady,
@@ -310,40 +310,19 @@ impl SimDriver {
         }
     }
 
-    /// Checks an asynchronous copy's arguments; returns the devices it touches.
+    /// Checks an asynchronous copy's arguments; returns the devices it
+    /// touches (the same one twice for a copy to or from the host).
     fn check_op(&self, op: &CopyOp) -> Result<(DeviceIndex, DeviceIndex)> {
-        match *op {
-            CopyOp::ToHost {
-                dev,
-                src: addr,
-                staging,
-                offset,
-                len,
-            }
-            | CopyOp::FromHost {
-                staging,
-                offset,
-                dev,
-                dst: addr,
-                len,
-            } => {
-                self.locate(dev, addr, len)?;
-                self.staging_range(staging, offset, len)?;
-                self.staging_idle(staging)?;
-                Ok((dev, dev))
-            }
-            CopyOp::Device {
-                src_dev,
-                src,
-                dst_dev,
-                dst,
-                len,
-            } => {
-                self.locate(src_dev, src, len)?;
-                self.locate(dst_dev, dst, len)?;
-                Ok((src_dev, dst_dev))
-            }
+        for (dev, addr, len) in op.device_ranges() {
+            self.locate(dev, addr, len)?;
         }
+        if let Some((staging, offset, len)) = op.staging() {
+            self.staging_range(staging, offset, len)?;
+            self.staging_idle(staging)?;
+        }
+        let mut devs = op.device_ranges().map(|(d, _, _)| d);
+        let first = devs.next().unwrap_or_default();
+        Ok((first, devs.next().unwrap_or(first)))
     }
 
     /// Performs an asynchronous copy at its completion.

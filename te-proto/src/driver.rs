@@ -138,6 +138,39 @@ pub enum CopyOp {
     },
 }
 
+impl CopyOp {
+    /// The staging buffer the copy uses, with the offset and length in it;
+    /// `None` for a device-to-device copy.
+    pub fn staging(&self) -> Option<(StagingId, u64, u64)> {
+        match *self {
+            CopyOp::ToHost {
+                staging, offset, len, ..
+            }
+            | CopyOp::FromHost {
+                staging, offset, len, ..
+            } => Some((staging, offset, len)),
+            CopyOp::Device { .. } => None,
+        }
+    }
+
+    /// The device ranges the copy touches, as `(device, address, length)`:
+    /// one, or two for a device-to-device copy.
+    pub fn device_ranges(&self) -> impl Iterator<Item = (DeviceIndex, DeviceAddr, u64)> {
+        let (first, second) = match *self {
+            CopyOp::ToHost { dev, src, len, .. } => ((dev, src, len), None),
+            CopyOp::FromHost { dev, dst, len, .. } => ((dev, dst, len), None),
+            CopyOp::Device {
+                src_dev,
+                src,
+                dst_dev,
+                dst,
+                len,
+            } => ((src_dev, src, len), Some((dst_dev, dst, len))),
+        };
+        core::iter::once(first).chain(second)
+    }
+}
+
 /// A device driver: memory on devices the host cannot address, and the
 /// copies that reach it. See the [module docs](self) for the rules every
 /// implementation follows.

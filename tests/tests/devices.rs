@@ -214,64 +214,17 @@ fn npu_copies_stalled_on_the_device_are_waited_for_with_one_staging_slot_or_seve
     }
 }
 
-/// 16 reads or writes of 64 KiB (staged through the streams) with one
+/// Reads or writes of 64 KiB (staged through the streams) with one
 /// `aclrtMemcpyAsync` failing on its stream on the target: exactly that
-/// task fails, with ACL's code named, and the others are byte-exact.
+/// task fails, with ACL's code named.
 fn one_acl_fault_on_the_target(op: Op) {
     let (_g, fake) = fake_acl();
     let target = engine_at(Location::Npu(0));
     let initiator = engine_at(Location::Cpu);
-    const N: u64 = 16;
-    const LEN: u64 = 64 << 10;
-    let mine = initiator.alloc_memory(N * LEN, Perm::LOCAL_ONLY).expect("local");
-    let theirs = target
-        .alloc_memory(N * LEN, Perm::REMOTE_READ_WRITE)
-        .expect("remote");
-    let seg = initiator.open_segment(&target.segment_name()).expect("open");
-    let (src_engine, src) = match op {
-        Op::Write => (&initiator, mine),
-        Op::Read => (&target, theirs),
-    };
-    src_engine.write_memory(src, &data(N * LEN, 5)).expect("fill");
-    fake.fail("aclrtMemcpyAsync", 5, 507_053, true);
-    let reqs: Vec<Request> = (0..N)
-        .map(|i| Request {
-            op,
-            local: mine + i * LEN,
-            segment: seg,
-            remote: theirs + i * LEN,
-            len: LEN,
-        })
-        .collect();
-    let (batch, states) = run_batch(&initiator, &reqs);
-    let failed: Vec<usize> = (0..N as usize)
-        .filter(|&i| states[i] != TaskState::Completed)
-        .collect();
-    assert_eq!(failed.len(), 1, "{op:?}: {states:?}");
-    assert_eq!(states[failed[0]], TaskState::Failed(ErrorCode::RuntimeError));
-    let err = initiator.batch_error(batch).expect("the failure is recorded");
-    assert!(
-        err.message()
-            .contains("aclrtMemcpyAsync on npu:0: ACL error 507053 (ACL_ERROR_RT_DEVICE_MEM_ERROR)"),
-        "{op:?}: {err}"
-    );
-    let want = data(N * LEN, 5);
-    let (dst_engine, dst) = match op {
-        Op::Write => (&target, theirs),
-        Op::Read => (&initiator, mine),
-    };
-    for i in (0..N as usize).filter(|i| *i != failed[0]) {
-        let at = i as u64 * LEN;
-        assert!(
-            read_back(dst_engine, dst + at, LEN) == want[at as usize..(at + LEN) as usize],
-            "{op:?}: task {i} not byte-exact"
-        );
-    }
-    let (_, again) = run_batch(&initiator, &reqs);
-    assert!(
-        again.iter().all(|s| *s == TaskState::Completed),
-        "{op:?}: {again:?}"
-    );
+    expect_one_failure(&initiator, &target, op, 64 << 10, ErrorCode::RuntimeError, || {
+        fake.fail("aclrtMemcpyAsync", 5, 507_053, true);
+        "aclrtMemcpyAsync on npu:0: ACL error 507053 (ACL_ERROR_RT_DEVICE_MEM_ERROR)".to_string()
+    });
 }
 
 #[test]
@@ -343,9 +296,73 @@ enum Side {
     Target,
 }
 
-/// 16 tasks of 4 KiB in one batch with the 3rd next operation of the
-/// faulty side's device failing: exactly one task fails, with the driver's
-/// code and message, and the 15 others are byte-exact.
+/// 16 tasks of `len` bytes in one batch from `initiator` to `target`, with
+/// one device copy failing as `inject` (run once the source is filled)
+/// arranges it: exactly one task fails, with `code` and a message holding
+/// what `inject` returns, the others are byte-exact, and the same batch
+/// again completes in full.
+fn expect_one_failure(
+    initiator: &Engine,
+    target: &Engine,
+    op: Op,
+    len: u64,
+    code: ErrorCode,
+    inject: impl FnOnce() -> String,
+) {
+    const N: u64 = 16;
+    let mine = initiator.alloc_memory(N * len, Perm::LOCAL_ONLY).expect("local");
+    let theirs = target
+        .alloc_memory(N * len, Perm::REMOTE_READ_WRITE)
+        .expect("remote");
+    let seg = initiator.open_segment(&target.segment_name()).expect("open");
+    let (src_engine, src) = match op {
+        Op::Write => (initiator, mine),
+        Op::Read => (target, theirs),
+    };
+    src_engine.write_memory(src, &data(N * len, 9)).expect("fill");
+    let names = inject();
+    let reqs: Vec<Request> = (0..N)
+        .map(|i| Request {
+            op,
+            local: mine + i * len,
+            segment: seg,
+            remote: theirs + i * len,
+            len,
+        })
+        .collect();
+    let (batch, states) = run_batch(initiator, &reqs);
+    let case = format!("{op:?}, {} -> {}", initiator.location(), target.location());
+    let failed: Vec<usize> = (0..N as usize)
+        .filter(|&i| states[i] != TaskState::Completed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{case}: {states:?}");
+    assert_eq!(states[failed[0]], TaskState::Failed(code), "{case}");
+    let err = initiator.batch_error(batch).expect("the failure is recorded");
+    assert_eq!(err.code(), code);
+    assert!(err.message().contains(&names), "{case}: {err}");
+    let want = data(N * len, 9);
+    let (dst_engine, dst) = match op {
+        Op::Write => (target, theirs),
+        Op::Read => (initiator, mine),
+    };
+    for i in (0..N as usize).filter(|i| *i != failed[0]) {
+        let at = i as u64 * len;
+        let got = read_back(dst_engine, dst + at, len);
+        assert!(
+            got == want[at as usize..(at + len) as usize],
+            "{case}: task {i} not byte-exact"
+        );
+    }
+    // Both engines carry on.
+    let (_, again) = run_batch(initiator, &reqs);
+    assert!(
+        again.iter().all(|s| *s == TaskState::Completed),
+        "{case}: {again:?}"
+    );
+}
+
+/// The 3rd next operation of the faulty side's `sim:N` fails: exactly its
+/// task fails, naming the injected failure.
 fn one_fault_in_a_batch(op: Op, faulty: Side) {
     let (local, remote) = match faulty {
         Side::Initiator => (Location::Sim(5), Location::Cpu),
@@ -353,74 +370,20 @@ fn one_fault_in_a_batch(op: Op, faulty: Side) {
     };
     let target = engine_at(remote);
     let initiator = engine_at(local);
-    const N: u64 = 16;
-    const LEN: u64 = 4096;
-    let mine = initiator.alloc_memory(N * LEN, Perm::LOCAL_ONLY).expect("local");
-    let theirs = target
-        .alloc_memory(N * LEN, Perm::REMOTE_READ_WRITE)
-        .expect("remote");
-    let seg = initiator.open_segment(&target.segment_name()).expect("open");
-    let (src_engine, src) = match op {
-        Op::Write => (&initiator, mine),
-        Op::Read => (&target, theirs),
-    };
-    src_engine.write_memory(src, &data(N * LEN, 9)).expect("fill");
     let (sick, dev) = match faulty {
         Side::Initiator => (&initiator, device(local)),
         Side::Target => (&target, device(remote)),
     };
-    let nth = sick.with_sim_driver(|s| s.stats(dev)).expect("stats").ops + 3;
-    let faults = Faults {
-        fail_op: Some((nth, ErrorCode::NotSupported)),
-        ..Faults::default()
-    };
-    sick.with_sim_driver(|s| s.set_faults(dev, faults))
-        .expect("faults");
-
-    let reqs: Vec<Request> = (0..N)
-        .map(|i| Request {
-            op,
-            local: mine + i * LEN,
-            segment: seg,
-            remote: theirs + i * LEN,
-            len: LEN,
-        })
-        .collect();
-    let (batch, states) = run_batch(&initiator, &reqs);
-    let case = format!("{op:?} with the fault on the {faulty:?}");
-    let failed: Vec<usize> = (0..N as usize)
-        .filter(|&i| states[i] != TaskState::Completed)
-        .collect();
-    assert_eq!(failed.len(), 1, "{case}: {states:?}");
-    assert_eq!(
-        states[failed[0]],
-        TaskState::Failed(ErrorCode::NotSupported),
-        "{case}"
-    );
-    let err = initiator.batch_error(batch).expect("the failure is recorded");
-    assert_eq!(err.code(), ErrorCode::NotSupported);
-    let names = format!("sim:{dev}: injected failure of operation {nth}");
-    assert!(err.message().contains(&names), "{case}: {err}");
-
-    let want = data(N * LEN, 9);
-    let (dst_engine, dst) = match op {
-        Op::Write => (&target, theirs),
-        Op::Read => (&initiator, mine),
-    };
-    for i in (0..N as usize).filter(|i| *i != failed[0]) {
-        let at = i as u64 * LEN;
-        let got = read_back(dst_engine, dst + at, LEN);
-        assert!(
-            got == want[at as usize..(at + LEN) as usize],
-            "{case}: task {i} not byte-exact"
-        );
-    }
-    // Both engines carry on: the same batch again completes in full.
-    let (_, again) = run_batch(&initiator, &reqs);
-    assert!(
-        again.iter().all(|s| *s == TaskState::Completed),
-        "{case}: {again:?}"
-    );
+    expect_one_failure(&initiator, &target, op, 4096, ErrorCode::NotSupported, || {
+        let nth = sick.with_sim_driver(|s| s.stats(dev)).expect("stats").ops + 3;
+        let faults = Faults {
+            fail_op: Some((nth, ErrorCode::NotSupported)),
+            ..Faults::default()
+        };
+        sick.with_sim_driver(|s| s.set_faults(dev, faults))
+            .expect("faults");
+        format!("sim:{dev}: injected failure of operation {nth}")
+    });
 }
 
 #[test]
