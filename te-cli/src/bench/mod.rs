@@ -70,6 +70,22 @@ fn target_need(args: &BenchArgs) -> u64 {
     }
 }
 
+/// The host buffers [`local_need`] (and, with `embedded`, [`target_need`])
+/// count, for the message of a failed memory check.
+fn host_buffers(args: &BenchArgs, embedded: bool) -> String {
+    let mut parts = Vec::new();
+    if args.location.is_host() {
+        parts.push("this process's buffer");
+    }
+    if embedded && target_need(args) > 0 {
+        parts.push("the embedded target's");
+    }
+    if args.verify {
+        parts.push("the --verify shadow");
+    }
+    parts.join(", ")
+}
+
 /// Runs `te bench`.
 pub fn run(args: BenchArgs) -> Result<Ended> {
     let feedback = Feedback::new("te bench");
@@ -78,13 +94,9 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         None => {
             memory::check(
                 &format!(
-                    "--buffer {} (this process's buffer, the embedded target's{})",
+                    "--buffer {} ({})",
                     size::show(args.buffer),
-                    if args.verify {
-                        " and the --verify shadow"
-                    } else {
-                        ""
-                    }
+                    host_buffers(&args, true)
                 ),
                 local_need(&args, args.buffer).saturating_add(target_need(&args)),
             )?;
@@ -133,15 +145,7 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
     let buffer = args.buffer.min(region.span.len);
     if child.is_none() {
         memory::check(
-            &format!(
-                "--buffer {}{}",
-                size::show(buffer),
-                if args.verify {
-                    " (and the --verify shadow)"
-                } else {
-                    ""
-                }
-            ),
+            &format!("--buffer {} ({})", size::show(buffer), host_buffers(&args, false)),
             local_need(&args, buffer),
         )?;
     }
