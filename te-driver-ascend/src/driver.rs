@@ -1,5 +1,5 @@
 //! [`AscendDriver`]: `npu:N` memory behind te-proto's [`DeviceDriver`]
-//! interface, through the ACL functions of [`library`](crate::library).
+//! interface, through the ACL functions of [`library`].
 //!
 //! Device addresses are ACL's own (`aclrtMalloc`'s pointers as numbers):
 //! the host never dereferences them, only ACL's copy calls do. Staging
@@ -38,7 +38,7 @@ const HOST_CHUNK: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AscendConfig {
     /// `libascendcl.so` to load; `None` looks in the usual places (see
-    /// [`library`](crate::library)).
+    /// [`library`]).
     pub library: Option<PathBuf>,
     /// How long draining a stream may take (`aclrtSynchronizeStreamWithTimeout`,
     /// milliseconds) when a copy failed or the driver closes. Default 10 s.
