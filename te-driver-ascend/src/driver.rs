@@ -163,27 +163,24 @@ impl AscendDriver {
             .0
             .checked_add(len)
             .ok_or_else(|| status!(Invalid, "npu:{dev}: {len} bytes at {addr} wrap around"))?;
-        if let Some((&base, &(owner, size))) = self.allocs.range(..=addr.0).next_back() {
-            if addr.0 < base + size {
-                if owner != dev {
-                    return Err(status!(Invalid, "{addr} belongs to npu:{owner}, not npu:{dev}"));
-                }
-                if end > base + size {
-                    return Err(status!(
-                        Invalid,
-                        "npu:{dev}: {len} bytes at {addr} run past the allocation's end ({} bytes left)",
-                        base + size - addr.0
-                    ));
-                }
-                return Ok(());
+        let own = self
+            .allocs
+            .range(..=addr.0)
+            .next_back()
+            .filter(|(&base, &(_, size))| addr.0 < base + size);
+        let (base, size) = match own {
+            Some((_, &(owner, _))) if owner != dev => {
+                return Err(status!(Invalid, "{addr} belongs to npu:{owner}, not npu:{dev}"))
             }
-        }
-        let (base, size) = self.foreign_range(dev, addr)?;
-        if end > base + size {
+            Some((&base, &(_, size))) => (base, size),
+            None => self.foreign_range(dev, addr)?,
+        };
+        // One check for both: ACL's answer is not trusted to contain `addr`.
+        if addr.0 < base || end > base.saturating_add(size) {
             return Err(status!(
                 Invalid,
                 "npu:{dev}: {len} bytes at {addr} run past the allocation's end ({} bytes left)",
-                base + size - addr.0
+                base.saturating_add(size).saturating_sub(addr.0)
             ));
         }
         Ok(())
