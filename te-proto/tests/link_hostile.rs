@@ -329,25 +329,57 @@ fn secret_pair(a: Option<&[u8]>, b: Option<&[u8]>) -> Pair {
 
 #[test]
 fn secret_mismatches_say_so_and_name_the_side_that_lacks_one() {
-    // (connector, acceptor) -> who is named as lacking a secret.
-    for (a, b, lacking) in [
-        (None, Some(&b"x"[..]), Some("\"node-a\" has none")),
-        (Some(&b"x"[..]), None, Some("\"node-b\" has none")),
-        (Some(&b"x"[..]), Some(&b"y"[..]), None),
+    // a (connector) and b (acceptor) with their secrets, and what each
+    // side says, in its own words: "this side" and the peer's name.
+    let x = Some(&b"x"[..]);
+    let y = Some(&b"y"[..]);
+    for (a, b, says_a, says_b) in [
+        (
+            None,
+            x,
+            "this side has none, the peer one (\"node-b\")",
+            "this side has one, the peer none (\"node-a\")",
+        ),
+        (
+            x,
+            None,
+            "this side has one, the peer none (\"node-b\")",
+            "this side has none, the peer one (\"node-a\")",
+        ),
+        (
+            x,
+            y,
+            "this side's and the peer's differ (\"node-b\")",
+            "this side's and the peer's differ (\"node-a\")",
+        ),
     ] {
         let p = secret_pair(a, b);
-        for side in [&p.a, &p.b] {
+        for (side, says) in [(&p.a, says_a), (&p.b, says_b)] {
             let why = side.closed.as_ref().expect("refused");
             assert_eq!(why.code(), ErrorCode::NotAuthorized);
             let m = why.message();
-            assert!(m.contains(SECRET_MISMATCH), "{m:?}");
-            assert!(!m.contains("..."), "cut: {m:?}");
-            match lacking {
-                Some(l) => assert!(m.contains(l), "{m:?}"),
-                None => assert!(m.contains("\"node-a\" and \"node-b\" differ"), "{m:?}"),
-            }
+            assert_eq!(m, format!("{SECRET_MISMATCH}: {says}"), "{a:?} {b:?}");
         }
     }
+}
+
+#[test]
+fn a_mismatch_with_a_long_peer_name_loses_only_the_name_to_the_cut() {
+    let long = "n".repeat(te_proto::wire::SEGMENT_NAME_MAX);
+    let ca = config(&long, 4096);
+    let cb = config("node-b", 4096).with_secret(b"x").unwrap();
+    let mut p = Pair::new(ca, cb, 9);
+    p.run();
+    let why = p.b.closed.as_ref().expect("refused");
+    let m = why.message();
+    assert!(why.is_cut(), "{m:?}");
+    assert!(
+        m.starts_with(&format!(
+            "{SECRET_MISMATCH}: this side has one, the peer none (\"nnn"
+        )),
+        "{m:?}"
+    );
+    assert!(m.ends_with("..."), "{m:?}");
 }
 
 #[test]

@@ -30,15 +30,24 @@ fn open_error(target: &Engine, secret: Option<&str>) -> te_runtime::Status {
 }
 
 #[test]
-fn secret_mismatches_say_check_the_secret_and_name_the_side_without_one() {
+fn secret_mismatches_say_check_the_secret_and_which_side_has_none() {
+    // What the client says, in its own words.
     let cases = [
         (
             Some("one"),
             Some("two"),
-            "\"the-client\" and \"the-server\" differ",
+            "this side's and the peer's differ (\"the-server\")",
         ),
-        (Some("one"), None, "\"the-server\" has none"),
-        (None, Some("two"), "\"the-client\" has none"),
+        (
+            Some("one"),
+            None,
+            "this side has one, the peer none (\"the-server\")",
+        ),
+        (
+            None,
+            Some("two"),
+            "this side has none, the peer one (\"the-server\")",
+        ),
     ];
     for (client, server, names) in cases {
         let target = engine("the-server", server);
@@ -75,6 +84,7 @@ fn a_port_that_does_not_speak_te_is_reported_at_once() {
         t.elapsed()
     );
     assert!(e.message().contains("does not speak te"), "{e}");
+    assert!(e.message().starts_with(&format!("segment {addr}: ")), "{e}");
     assert!(!e.is_cut(), "{e}");
     drop(client);
     banner.join().expect("server");

@@ -5,15 +5,43 @@
 use super::config::{Caps, PeerInfo};
 use super::state::{Phase, Reg, State};
 use crate::auth::{self, Side};
+use crate::error::Status;
 use crate::registry::Entry;
 use crate::status;
 use crate::wire::{Hello, AUTH_HMAC_SHA256, AUTH_NONE};
 
-/// How every refusal for the shared secret begins, on both sides: which
-/// side has none, or that the two differ, follows it, naming the segments
-/// (never "the peer", which reads wrong once the message reaches the
-/// other side).
+/// How every refusal for the shared secret begins, on both sides; which
+/// side has none, or that the two differ, follows it, as "this side" and
+/// "the peer", whose segment name comes last (a long one is what a cut
+/// message loses). Each side finds the mismatch itself (an
+/// acceptor that refuses still sends its `HelloAck` first, so that the
+/// connector sees which secret the acceptor has): a message about "this
+/// side" never has to cross the link.
 pub const SECRET_MISMATCH: &str = "shared secret mismatch: check --secret on both sides";
+
+/// The refusal when this side has a secret and the peer `name` none.
+fn peer_has_none(name: &str) -> Status {
+    status!(
+        NotAuthorized,
+        "{SECRET_MISMATCH}: this side has one, the peer none ({name:?})"
+    )
+}
+
+/// The refusal when the peer `name` has a secret and this side none.
+fn this_has_none(name: &str) -> Status {
+    status!(
+        NotAuthorized,
+        "{SECRET_MISMATCH}: this side has none, the peer one ({name:?})"
+    )
+}
+
+/// The refusal when both sides have a secret and they differ.
+pub(super) fn secrets_differ(name: &str) -> Status {
+    status!(
+        NotAuthorized,
+        "{SECRET_MISMATCH}: this side's and the peer's differ ({name:?})"
+    )
+}
 
 impl State {
     /// This side's `Hello` (or `HelloAck`) fields.
@@ -56,22 +84,20 @@ impl State {
     {
         self.record_peer(h);
         self.due.hello = true;
-        let own = self.cfg.segment_name.as_str();
-        match &self.cfg.secret {
-            Some(_) if h.auth != AUTH_HMAC_SHA256 => {
-                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {:?} has none", h.name);
-                self.shut(st, true, reg)
-            }
+        let refusal = match &self.cfg.secret {
+            Some(_) if h.auth != AUTH_HMAC_SHA256 => peer_has_none(h.name),
             Some(secret) => {
                 self.hello_mac = auth::prove(secret, Side::Acceptor, &h.nonce, &self.nonce);
                 self.phase = Phase::AwaitAuth;
+                return;
             }
-            None if h.auth != AUTH_NONE => {
-                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {own:?} has none");
-                self.shut(st, true, reg)
-            }
-            None => self.established(),
-        }
+            None if h.auth != AUTH_NONE => this_has_none(h.name),
+            None => return self.established(),
+        };
+        // The `HelloAck` still goes out, before the `Error`: from its auth
+        // field the connector finds the mismatch itself.
+        self.shut(refusal, true, reg);
+        self.due.hello = true;
     }
 
     /// The connector's side: the acceptor's `HelloAck`.
@@ -80,27 +106,15 @@ impl State {
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
         self.record_peer(h);
-        let own = self.cfg.segment_name.as_str();
         match &self.cfg.secret {
-            Some(_) if h.auth != AUTH_HMAC_SHA256 => {
-                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {:?} has none", h.name);
-                return self.shut(st, true, reg);
-            }
+            Some(_) if h.auth != AUTH_HMAC_SHA256 => return self.shut(peer_has_none(h.name), true, reg),
             Some(secret) => {
                 if !auth::verify(secret, Side::Acceptor, &self.nonce, &h.nonce, &h.mac) {
-                    let st = status!(
-                        NotAuthorized,
-                        "{SECRET_MISMATCH}: {own:?} and {:?} differ",
-                        h.name
-                    );
-                    return self.shut(st, true, reg);
+                    return self.shut(secrets_differ(h.name), true, reg);
                 }
                 self.due.auth = Some(auth::prove(secret, Side::Connector, &self.nonce, &h.nonce));
             }
-            None if h.auth != AUTH_NONE => {
-                let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {own:?} has none");
-                return self.shut(st, true, reg);
-            }
+            None if h.auth != AUTH_NONE => return self.shut(this_has_none(h.name), true, reg),
             None => {}
         }
         self.established();
@@ -115,10 +129,8 @@ impl State {
         if auth::verify(secret, Side::Connector, &self.peer_nonce, &self.nonce, mac) {
             self.established();
         } else {
-            let peer = self.peer.as_ref().map_or("", |p| p.segment_name.as_str());
-            let own = self.cfg.segment_name.as_str();
-            let st = status!(NotAuthorized, "{SECRET_MISMATCH}: {peer:?} and {own:?} differ");
-            self.shut(st, true, reg);
+            let why = secrets_differ(self.peer_name());
+            self.shut(why, true, reg);
         }
     }
 

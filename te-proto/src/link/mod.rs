@@ -598,8 +598,7 @@ impl Link {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
-        let peer = self.s.peer.as_ref().map_or("", |p| p.segment_name.as_str());
-        let why = status!(Disconnected, "connection to peer {peer:?} lost");
+        let why = status!(Disconnected, "connection to peer {:?} lost", self.s.peer_name());
         self.abort(why, reg);
     }
 

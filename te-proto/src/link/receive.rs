@@ -5,6 +5,7 @@ use super::config::Caps;
 use super::event::{Notification, PidChallenge};
 use super::state::{Phase, Reading, Reg, State};
 use crate::batch::Op;
+use crate::error::ErrorCode;
 use crate::registry::Entry;
 use crate::status;
 use crate::text::Escaped;
@@ -17,6 +18,13 @@ impl State {
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
         match (self.phase, frame) {
+            // Only the shared secret makes a connector refuse an acceptor's
+            // `HelloAck` with NotAuthorized: this side says so in its own
+            // words rather than in the peer's.
+            (Phase::AwaitAuth, Frame::Error { req_id: 0, code, .. }) if code == ErrorCode::NotAuthorized => {
+                let why = super::handshake::secrets_differ(self.peer_name());
+                self.shut(why, false, reg)
+            }
             (_, Frame::Error { req_id: 0, code, msg }) => {
                 self.shut(status!(=code, "peer closed: {}", Escaped(msg)), false, reg)
             }

@@ -109,6 +109,11 @@ pub(super) struct State {
 }
 
 impl State {
+    /// The peer's segment name from its handshake; empty before it.
+    pub fn peer_name(&self) -> &str {
+        self.peer.as_ref().map_or("", |p| p.segment_name.as_str())
+    }
+
     pub fn new(cfg: LinkConfig, now: Instant, nonce: [u8; 32], role: Role) -> State {
         State {
             role,

@@ -1,5 +1,6 @@
-//! Frames to send, in priority order: the closing `Error` or `Goodbye`, the
-//! handshake, heartbeats, the segment-info query, same-host control frames,
+//! Frames to send, in priority order: `Hello`/`HelloAck` (an acceptor that
+//! refuses the connector's secret still sends its `HelloAck`, before the
+//! `Error`), the closing `Error` or `Goodbye`, `Auth`, heartbeats, the segment-info query, same-host control frames,
 //! notifications, then answers and requests alternately.
 
 use super::state::{Phase, Reg, Role, State, Writing};
@@ -41,6 +42,19 @@ impl State {
     where
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
+        // A refusing acceptor's `HelloAck` precedes its `Error`
+        // (handshake.rs); `shut` clears `hello` in every other case.
+        if self.due.hello {
+            let h = self.hello();
+            let f = if self.role == Role::Connector {
+                Frame::Hello(h)
+            } else {
+                Frame::HelloAck(h)
+            };
+            let n = f.encode(out).ok()?;
+            self.due.hello = false;
+            return Some((n, None));
+        }
         if let Some(st) = &self.due.link_error {
             let n = Frame::Error {
                 req_id: 0,
@@ -59,17 +73,6 @@ impl State {
                 return Some((n, None));
             }
             return None;
-        }
-        if self.due.hello {
-            let h = self.hello();
-            let f = if self.role == Role::Connector {
-                Frame::Hello(h)
-            } else {
-                Frame::HelloAck(h)
-            };
-            let n = f.encode(out).ok()?;
-            self.due.hello = false;
-            return Some((n, None));
         }
         if let Some(mac) = self.due.auth {
             let n = Frame::Auth { mac }.encode(out).ok()?;

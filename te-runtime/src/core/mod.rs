@@ -587,7 +587,19 @@ impl EngineCore {
                     // Once per peer and interval: a peer with the wrong
                     // secret may retry in a loop.
                     if let Some(n) = self.auth_refusals.note(addr.ip(), self.now()) {
-                        warn!(peer = %addr, "link {side} {addr} refused: {why}{}", quieted(n));
+                        // The peer's name in full, should the reason be cut.
+                        let name = self
+                            .conns
+                            .get(c)
+                            .and_then(|c| c.as_ref())
+                            .and_then(|c| c.link.peer());
+                        let name = name.map_or("", |p| p.segment_name.as_str());
+                        warn!(
+                            peer = %addr,
+                            segment = %Escaped(name),
+                            "link {side} {addr} refused: {why}{}",
+                            quieted(n)
+                        );
                     }
                 } else if self.admission.is_handshaking(c) {
                     // A client that never finished its handshake: a flood

@@ -295,8 +295,10 @@ impl Engine {
         });
         match state {
             Ok(Ok(())) => Ok(id),
-            Ok(Err(e)) | Err(e) if matches!(e.code(), ErrorCode::NotAuthorized | ErrorCode::Invalid) => {
-                Err(e)
+            // A secret mismatch names the peer by its segment name already.
+            Ok(Err(e)) | Err(e) if e.code() == ErrorCode::NotAuthorized => Err(e),
+            Ok(Err(e)) | Err(e) if e.code() == ErrorCode::Invalid => {
+                Err(status!(Invalid, "segment {name}: {}", e.message()))
             }
             Ok(Err(e)) | Err(e) => Err(status!(
                 RuntimeError,
