@@ -69,21 +69,46 @@ fn write_out(line: std::fmt::Arguments<'_>) {
 }
 
 /// Logs to stderr filtered by `TE_LOG` (default `warn`), coloured only on
-/// a terminal; an invalid `TE_LOG` is reported and the default used.
+/// a terminal. `TE_LOG` adds to the default: a directive that does not
+/// parse is reported and left out, and one that can match nothing of te
+/// (a bare word that is neither a level nor a te module) is reported too.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("TE_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v).unwrap_or_else(|e| {
-            eprintln!("te: warning: ignoring TE_LOG={v:?} ({e}); logging warnings only, e.g. TE_LOG=debug or TE_LOG=te_runtime=info");
-            EnvFilter::new("warn")
-        }),
-        _ => EnvFilter::new("warn"),
-    };
+    let mut filter = EnvFilter::new("warn");
+    if let Ok(v) = std::env::var("TE_LOG") {
+        for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            match d.parse() {
+                Ok(directive) => {
+                    if let Some(why) = matches_nothing(d) {
+                        eprintln!("te: warning: TE_LOG directive {d:?} {why}; e.g. TE_LOG=debug or TE_LOG=te_runtime=info");
+                    }
+                    filter = filter.add_directive(directive);
+                }
+                Err(e) => eprintln!(
+                    "te: warning: ignoring TE_LOG directive {d:?} ({e}); e.g. TE_LOG=debug or TE_LOG=te_runtime=info"
+                ),
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Why a parsed `TE_LOG` directive can show nothing of te, if it cannot:
+/// its target (what precedes `=` or `[`) is not a te module.
+fn matches_nothing(directive: &str) -> Option<&'static str> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let target = directive.split(['=', '[']).next().unwrap_or("");
+    if target.is_empty() || LEVELS.iter().any(|l| target.eq_ignore_ascii_case(l)) {
+        return None;
+    }
+    if target == "te" || target.starts_with("te_") {
+        return None;
+    }
+    Some("names neither a level nor a te module (te_runtime, te_proto, te_cli, ...), so it shows nothing")
 }
 
 fn main() {

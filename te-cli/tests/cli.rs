@@ -549,7 +549,7 @@ fn logs_have_no_colour_off_a_terminal_and_a_bad_te_log_is_a_warning() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("warning: ignoring TE_LOG=\"te_runtime=bogus\""),
+        err.contains("warning: ignoring TE_LOG directive \"te_runtime=bogus\""),
         "{err}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_te"))

@@ -217,3 +217,70 @@ fn serve_warns_when_it_listens_beyond_loopback_without_a_secret_and_stops_on_sig
         assert_eq!(stderr.contains("without --secret"), warned, "{listen}: {stderr}");
     }
 }
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused_at_warn_once_and_named_by_both_sides() {
+    let mut te = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--size",
+        "1M",
+        "--secret",
+        "right",
+    ]);
+    let stdout = te.child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("segment line");
+    let addr = first
+        .split_whitespace()
+        .nth(1)
+        .expect("segment address")
+        .to_string();
+    // Three clients from one address, two with the wrong secret and one
+    // with none; a bare word in TE_LOG keeps the default warnings.
+    for (i, secret) in [Some("wrong"), None, Some("wrong")].into_iter().enumerate() {
+        let mut info = Command::new(env!("CARGO_BIN_EXE_te"));
+        info.args(["info", &addr]).env("TE_LOG", "bogus");
+        if let Some(s) = secret {
+            info.args(["--secret", s]);
+        }
+        let out = info.output().expect("te info runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        let says = match secret {
+            Some(_) => "this side's and the peer's differ",
+            None => "this side has none, the peer one",
+        };
+        assert!(
+            err.contains("shared secret mismatch: check --secret on both sides"),
+            "{err}"
+        );
+        assert!(err.contains(says), "{secret:?}: {err}");
+        if i == 0 {
+            assert!(
+                err.contains("TE_LOG directive \"bogus\" names neither a level nor a te module"),
+                "{err}"
+            );
+            assert!(
+                err.contains("WARN") && err.contains("refused"),
+                "default warnings hidden: {err}"
+            );
+        }
+    }
+    te.signal(Signal::TERM);
+    let (code, _, stderr) = te.finish();
+    assert_eq!(code, Some(143), "{stderr}");
+    let refusals: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("refused"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "once per peer: {stderr}");
+    assert!(
+        refusals[0].contains("this side has one") || refusals[0].contains("differ"),
+        "{stderr}"
+    );
+    assert!(refusals[0].contains("127.0.0.1:"), "the peer's address: {stderr}");
+}
