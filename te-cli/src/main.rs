@@ -25,7 +25,6 @@ mod serve;
 mod size;
 mod stop;
 
-use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
@@ -69,7 +68,7 @@ fn write_out(line: std::fmt::Arguments<'_>) {
 }
 
 /// Logs to stderr filtered by `TE_LOG` (default `warn`), coloured only on
-/// a terminal. `TE_LOG` adds to the default: a directive that does not
+/// a terminal that draws colours. `TE_LOG` adds to the default: a directive that does not
 /// parse is reported and left out, and one that can match nothing of te
 /// (a bare word that is neither a level nor a te module) is reported too.
 fn init_logging() {
@@ -92,7 +91,7 @@ fn init_logging() {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(progress::draws())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -1,5 +1,5 @@
 //! Feedback on stderr while the tool works: progress bars (indicatif) when
-//! stderr is a terminal, plain lines otherwise (one per step, so that a
+//! stderr is a terminal that draws them, plain lines otherwise (one per step, so that a
 //! log or a script sees where a run is).
 
 use std::io::IsTerminal;
@@ -17,6 +17,12 @@ pub struct Feedback {
     multi: Option<MultiProgress>,
 }
 
+/// Whether stderr is a terminal that draws bars and colours (not
+/// `TERM=dumb` or unset, where indicatif draws nothing).
+pub fn draws() -> bool {
+    std::io::stderr().is_terminal() && !ProgressDrawTarget::stderr().is_hidden()
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -24,12 +30,13 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Feedback {
-    /// Feedback for `tool`, with bars when stderr is a terminal.
+    /// Feedback for `tool`, with bars when stderr is a terminal that can
+    /// draw them (not `TERM=dumb` or unset, where indicatif draws nothing:
+    /// plain lines there too).
     pub fn new(tool: &'static str) -> Feedback {
-        let tty = std::io::stderr().is_terminal();
         Feedback {
             tool,
-            multi: tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            multi: draws().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
         }
     }
 

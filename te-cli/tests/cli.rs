@@ -571,3 +571,30 @@ fn logs_have_no_colour_off_a_terminal_and_a_bad_te_log_is_a_warning() {
     assert!(out.status.success() && err.contains("DEBUG"), "{err}");
     assert!(!err.contains('\u{1b}'), "ANSI escapes off a terminal: {err}");
 }
+
+#[test]
+fn a_terminal_gets_progress_bars_and_a_dumb_terminal_plain_lines() {
+    // `script` (util-linux) runs the tool on a pseudo-terminal and copies
+    // what it draws to stdout.
+    let te = env!("CARGO_BIN_EXE_te");
+    let run = format!("'{te}' bench --op read --block-size 4K,64K --buffer 1M --duration 0.3 >/dev/null");
+    for (term, bars) in [("xterm", true), ("dumb", false)] {
+        let out = Command::new("script")
+            .args(["-qec", &run, "/dev/null"])
+            .env("TERM", term)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        let drawn = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "TERM={term}: {drawn}");
+        if bars {
+            assert!(drawn.contains("configuration 2/2"), "TERM={term}: {drawn}");
+            assert!(drawn.contains("elapsed, about"), "an estimate of the time left: {drawn}");
+            assert!(drawn.contains("[=") && drawn.contains('\u{1b}'), "a drawn bar: {drawn}");
+            assert!(!drawn.contains("[1/2]"), "no plain lines beside the bars: {drawn}");
+        } else {
+            assert!(drawn.contains("[1/2] read 4K") && drawn.contains("[2/2] read 64K"), "{drawn}");
+            assert!(!drawn.contains('\u{1b}'), "TERM={term}: {drawn}");
+        }
+    }
+}
