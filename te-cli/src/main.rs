@@ -25,7 +25,6 @@ mod serve;
 mod size;
 mod stop;
 
-
 use clap::{Parser, Subcommand};
 
 /// The version line: the crate's version and the commit it was built from.

@@ -33,8 +33,9 @@ pub struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    /// Prints the effective configuration (`echo`, one line each) and the
-    /// column heads: to stdout for a table, to stderr for CSV and JSON.
+    /// Prints the effective configuration (`echo`, one line each: to
+    /// stdout for a table, to stderr for CSV and JSON) and the skipped
+    /// configurations; the column heads follow with the first row.
     pub fn begin(args: OutputArgs, feedback: &'a Feedback, echo: &[String], skipped: Vec<Skipped>) -> Self {
         for l in echo {
             if args.json || args.csv {
@@ -46,11 +47,6 @@ impl<'a> Output<'a> {
         for l in report::skipped_lines(&skipped) {
             feedback.line(&l);
         }
-        if args.csv {
-            feedback.out(format_args!("{}", report::CSV_HEADER));
-        } else if !args.json {
-            feedback.out(format_args!("{}", report::HEADER));
-        }
         Output {
             args,
             feedback,
@@ -61,6 +57,15 @@ impl<'a> Output<'a> {
 
     /// A configuration finished.
     pub fn row(&mut self, r: Row) {
+        // The column heads come with the first row: a run that measures
+        // nothing prints none.
+        if self.rows.is_empty() {
+            if self.args.csv {
+                self.feedback.out(format_args!("{}", report::CSV_HEADER));
+            } else if !self.args.json {
+                self.feedback.out(format_args!("{}", report::HEADER));
+            }
+        }
         if self.args.csv {
             self.feedback.out(format_args!("{}", report::csv(&r)));
         } else if !self.args.json {

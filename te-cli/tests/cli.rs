@@ -314,6 +314,17 @@ fn a_run_that_measures_nothing_fails_and_lists_the_skipped_configurations_once()
         "{err}"
     );
     assert!(err.contains("nothing measured"), "{err}");
+    // Found before anything starts: no target, no allocation; and without
+    // --json not even the column heads.
+    assert!(!err.contains("allocating"), "{err}");
+    let out = te(&["bench", "--buffer", "8M", "--block-size", "1G"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !err.contains("allocating") && err.contains("nothing measured"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -589,11 +600,23 @@ fn a_terminal_gets_progress_bars_and_a_dumb_terminal_plain_lines() {
         assert!(out.status.success(), "TERM={term}: {drawn}");
         if bars {
             assert!(drawn.contains("configuration 2/2"), "TERM={term}: {drawn}");
-            assert!(drawn.contains("elapsed, about"), "an estimate of the time left: {drawn}");
-            assert!(drawn.contains("[=") && drawn.contains('\u{1b}'), "a drawn bar: {drawn}");
-            assert!(!drawn.contains("[1/2]"), "no plain lines beside the bars: {drawn}");
+            assert!(
+                drawn.contains("elapsed, about"),
+                "an estimate of the time left: {drawn}"
+            );
+            assert!(
+                drawn.contains("[=") && drawn.contains('\u{1b}'),
+                "a drawn bar: {drawn}"
+            );
+            assert!(
+                !drawn.contains("[1/2]"),
+                "no plain lines beside the bars: {drawn}"
+            );
         } else {
-            assert!(drawn.contains("[1/2] read 4K") && drawn.contains("[2/2] read 64K"), "{drawn}");
+            assert!(
+                drawn.contains("[1/2] read 4K") && drawn.contains("[2/2] read 64K"),
+                "{drawn}"
+            );
             assert!(!drawn.contains('\u{1b}'), "TERM={term}: {drawn}");
         }
     }

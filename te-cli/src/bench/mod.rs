@@ -86,12 +86,36 @@ fn host_buffers(args: &BenchArgs, embedded: bool) -> String {
     parts.join(", ")
 }
 
+/// When every configuration would be skipped over a `buffer` of bytes,
+/// the run ends before anything more is started or allocated, with the
+/// skipped configurations listed (and the JSON document, with `--json`)
+/// and the error that nothing was measured.
+fn nothing_to_run(
+    args: &BenchArgs,
+    feedback: &Feedback,
+    buffer: u64,
+    target: Option<(&str, Path)>,
+) -> Option<Result<Ended>> {
+    let blocks = args.blocks();
+    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batch, &blocks, buffer);
+    if !configs.is_empty() {
+        return None;
+    }
+    let out = Output::begin(args.output, feedback, &[], skipped);
+    let (target, path) = target.unwrap_or(("", args.path));
+    let settings = settings(args, &blocks, buffer, args.target.is_none());
+    Some(out.finish("te bench", target, &path.to_string(), settings, None))
+}
+
 /// Runs `te bench`.
 pub fn run(args: BenchArgs) -> Result<Ended> {
     let feedback = Feedback::new("te bench");
     let child = match &args.target {
         Some(_) => None,
         None => {
+            if let Some(empty) = nothing_to_run(&args, &feedback, args.buffer, None) {
+                return empty;
+            }
             memory::check(
                 &format!(
                     "--buffer {} ({})",
@@ -144,6 +168,9 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         .ok_or_else(|| fail(format!("segment {target} has no read-write region")))?;
     let buffer = args.buffer.min(region.span.len);
     if child.is_none() {
+        if let Some(empty) = nothing_to_run(&args, &feedback, buffer, Some((&target, path))) {
+            return empty;
+        }
         memory::check(
             &format!("--buffer {} ({})", size::show(buffer), host_buffers(&args, false)),
             local_need(&args, buffer),
