@@ -165,7 +165,8 @@ pub fn row_json(r: &Row) -> Value {
 pub struct Document<'a> {
     /// `te bench`, `te memcpy`, `te tcp-pingpong`.
     pub tool: &'static str,
-    /// The target (segment name, child address, or `memcpy`).
+    /// The target (segment name, child address, or `memcpy`); empty when
+    /// none was started (`null` in the JSON).
     pub target: &'a str,
     /// The path the bytes took: `tcp`/`shm` for te, `raw-tcp` or `memory` for the yardsticks.
     pub path: &'a str,
@@ -189,7 +190,7 @@ pub fn json(d: &Document<'_>) -> Value {
         "te_version": env!("CARGO_PKG_VERSION"),
         "te_commit": crate::meta::COMMIT,
         "timestamp": crate::meta::utc_now(),
-        "target": d.target,
+        "target": (!d.target.is_empty()).then_some(d.target),
         "path": d.path,
         "settings": d.settings,
         "results": d.rows.iter().map(row_json).collect::<Vec<_>>(),

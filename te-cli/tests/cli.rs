@@ -305,6 +305,7 @@ fn a_run_that_measures_nothing_fails_and_lists_the_skipped_configurations_once()
     assert_eq!(out.status.code(), Some(1), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON even when empty");
     assert_eq!(v["results"].as_array().unwrap().len(), 0);
+    assert!(v["target"].is_null(), "no target started: {v}");
     let skipped = v["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 4, "{v}");
     assert_eq!(skipped[0]["block_bytes"], 1u64 << 30);
