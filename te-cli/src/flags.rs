@@ -76,3 +76,34 @@ mod tests {
         assert!(parse_seconds_or_zero("-0.5").is_err());
     }
 }
+
+/// One item of a list flag: a value, or `START..MAX`, every value from
+/// START doubling while it is at most MAX (as nixlbench sweeps between its
+/// `--start_*` and `--max_*` flags). Each end is parsed by `one`.
+pub fn doubling(s: &str, one: fn(&str) -> Result<u64, String>) -> Result<Vec<u64>, String> {
+    let Some((start, max)) = s.split_once("..") else {
+        return Ok(vec![one(s)?]);
+    };
+    let (start, max) = (one(start)?, one(max)?);
+    if start > max {
+        return Err(format!("invalid range {s:?}: the start is larger than the end"));
+    }
+    Ok(std::iter::successors(Some(start), |v| v.checked_mul(2).filter(|n| *n <= max)).collect())
+}
+
+/// A batch size of `te bench --batch`: 1..=65536.
+pub fn parse_batch(s: &str) -> Result<u64, String> {
+    let v: i64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid batch size {s:?}: expected a whole number of blocks"))?;
+    if !(1..=65536).contains(&v) {
+        return Err(format!("{v} is not in 1..=65536"));
+    }
+    Ok(v as u64)
+}
+
+/// One item of `--batch`: a batch size or `START..MAX`, doubling.
+pub fn parse_batches(s: &str) -> Result<Vec<u64>, String> {
+    doubling(s, parse_batch)
+}

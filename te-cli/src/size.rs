@@ -58,6 +58,13 @@ pub fn parse(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// Parses one item of a list flag: a size, or `START..MAX`, every size
+/// from START doubling up to MAX (nixlbench's `--start_block_size` and
+/// `--max_block_size`).
+pub fn parse_sweep(s: &str) -> Result<Vec<u64>, String> {
+    crate::flags::doubling(s, parse)
+}
+
 /// Prints a size the way it is parsed: `4K`, `64K`, `1M`, `1.5G`
 /// (whole units where exact, else up to two decimals of the largest unit).
 pub fn show(v: u64) -> String {

@@ -35,6 +35,14 @@ fn bad_flags_name_the_flag_and_the_value() {
         ("bench --path RDMA", "--path", "RDMA"),
         ("bench --json --csv", "--csv", "--json"),
         ("bench --sweep --block-size 4K", "--sweep", "--block-size"),
+        (
+            "bench --block-size 16K..4K",
+            "--block-size",
+            "the start is larger than the end",
+        ),
+        ("bench --block-size 4K..1Q", "--block-size", "B, K, M, G, T"),
+        ("bench --batch 1..x", "--batch", "\"x\""),
+        ("bench --batch 0..8", "--batch", "0 is not in 1..=65536"),
     ] {
         let args: Vec<&str> = line.split(' ').collect();
         let out = te(&args);
@@ -104,8 +112,8 @@ fn npu_buffers_on_acl_are_benchmarked_and_verified_end_to_end() {
     );
 }
 
-/// Runs `te ARGS --json` and returns its result rows, each checked to have moved bytes.
-fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+/// Runs `te ARGS --json`, checks that it succeeded, and returns the document.
+fn json_doc(args: &[&str]) -> serde_json::Value {
     let out = te(&[args, &["--json"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -113,7 +121,12 @@ fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
         "{args:?}: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    serde_json::from_str(&stdout).expect("json")
+}
+
+/// Runs `te ARGS --json` and returns its result rows, each checked to have moved bytes.
+fn json_rows(args: &[&str]) -> Vec<serde_json::Value> {
+    let v = json_doc(args);
     let rows = v["results"].as_array().expect("results").clone();
     for r in &rows {
         assert!(r["bytes"].as_u64().unwrap() > 0, "{args:?}: {r}");
@@ -329,6 +342,29 @@ fn a_run_that_measures_nothing_fails_and_lists_the_skipped_configurations_once()
 }
 
 #[test]
+fn start_max_ranges_double_as_nixlbench_sweeps() {
+    let v = json_doc(&[
+        "bench",
+        "--op",
+        "READ",
+        "--block-size",
+        "4K..16K,1M",
+        "--batch",
+        "1..4",
+        "--buffer",
+        "4M",
+        "--duration",
+        "0.05",
+    ]);
+    assert_eq!(
+        v["settings"]["block_bytes"],
+        serde_json::json!([4096, 8192, 16384, 1 << 20])
+    );
+    assert_eq!(v["settings"]["batch"], serde_json::json!([1, 2, 4]));
+    assert_eq!(v["results"].as_array().unwrap().len(), 12, "{v}");
+}
+
+#[test]
 fn sizes_with_fractions_ops_in_any_case_and_sweeps_of_batch_and_threads() {
     let rows = json_rows(&[
         "bench",
@@ -401,6 +437,13 @@ fn json_carries_the_build_the_time_the_settings_and_averages_beside_percentiles(
     );
     assert!(avg > 0.0 && p50 > 0.0 && p999 >= p50, "{lat}");
     assert!(lat["samples"].as_u64().unwrap() > 1, "{lat}");
+    // Per operation only the mean: a batch percentile divided by the batch
+    // size would be an average dressed as a percentile.
+    let op = &v["results"][0]["op_latency_us"];
+    let batch = v["results"][0]["batch"].as_f64().unwrap();
+    assert_eq!(op.as_object().unwrap().len(), 2, "{op}");
+    assert!((op["avg"].as_f64().unwrap() - avg / batch).abs() < 1e-9, "{op}");
+    assert_eq!(op["amortized_over_batch"], true);
 }
 
 #[test]

@@ -39,7 +39,9 @@ round trip). Sizes take B, K, M, G, T (binary multiples) and fractions (1.5M).
 
 Flags as in Mooncake's transfer_engine_bench / nixlbench: --op is --operation / --op_type, \
 --block-size is --block_size, --batch is --batch_size, --threads is --threads / --num_threads, \
---buffer is --buffer_size / --total_buffer_size, --verify is --check_consistency.
+--buffer is --buffer_size / --total_buffer_size, --verify is --check_consistency, --warmup is \
+--warmup_iter (in seconds). nixlbench's sweeps --start_block_size=4K --max_block_size=64M and \
+--start_batch_size=1 --max_batch_size=128 are --block-size 4K..64M and --batch 1..128 (doubling).
 
 Configurations whose blocks exceed a thread's share of the buffer are skipped and listed; a run \
 that measures nothing exits 1. Ctrl-C (SIGINT) or SIGTERM abandons the configuration in flight, \
@@ -66,18 +68,19 @@ pub struct BenchArgs {
         default_value = "read,write"
     )]
     pub op: Vec<OpArg>,
-    /// Block sizes (bytes per operation), one configuration each: 4096, 4K, 1.5M, 1G ...
-    #[arg(long, value_delimiter = ',', value_parser = size::parse, allow_hyphen_values = true,
+    /// Block sizes (bytes per operation), one configuration each: 4096, 4K, 1.5M, 1G ...;
+    /// START..MAX doubles from START up to MAX (4K..1M is 4K,8K,...,1M).
+    #[arg(long, value_delimiter = ',', value_parser = size::parse_sweep, allow_hyphen_values = true,
           default_value = "4K,64K,1M,16M")]
-    pub block_size: Vec<u64>,
+    pub block_size: Vec<Vec<u64>>,
     /// Sweep block sizes 4K, 16K, ..., 64M instead of --block-size.
     #[arg(long, conflicts_with = "block_size")]
     pub sweep: bool,
-    /// Blocks per batch, one configuration each (e.g. 1,32,128); capped so
-    /// that a batch fits each thread's share of the buffer.
+    /// Blocks per batch, one configuration each (e.g. 1,32,128, or 1..128
+    /// doubling); capped so that a batch fits each thread's share of the buffer.
     #[arg(long, value_delimiter = ',', default_value = "128", allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub batch: Vec<u32>,
+          value_parser = crate::flags::parse_batches)]
+    batch: Vec<Vec<u64>>,
     /// Threads submitting batches at once, one configuration each (e.g. 1,2,4).
     #[arg(long, value_delimiter = ',', default_value = "1", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -140,7 +143,13 @@ impl BenchArgs {
         if self.sweep {
             (0..=7).map(|i| 4096u64 << (2 * i)).collect()
         } else {
-            self.block_size.clone()
+            self.block_size.concat()
         }
+    }
+
+    /// The batch sizes to measure.
+    pub fn batches(&self) -> Vec<u32> {
+        // parse_batch bounds each to 1..=65536.
+        self.batch.concat().into_iter().map(|b| b as u32).collect()
     }
 }

@@ -97,7 +97,7 @@ fn nothing_to_run(
     target: Option<(&str, Path)>,
 ) -> Option<Result<Ended>> {
     let blocks = args.blocks();
-    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batch, &blocks, buffer);
+    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batches(), &blocks, buffer);
     if !configs.is_empty() {
         return None;
     }
@@ -198,7 +198,7 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         });
     }
     let blocks = args.blocks();
-    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batch, &blocks, buffer);
+    let (configs, skipped) = plan::plan(&args.op, &args.threads, &args.batches(), &blocks, buffer);
     let echo = echo(
         &args,
         &target,
@@ -260,7 +260,7 @@ fn echo(
             "  op {}, block {}, batch {}, threads {}; {} buffer on each side ({})",
             list(args.op.iter().map(|o| o.name().to_string()).collect()),
             list(args.blocks().into_iter().map(size::show).collect()),
-            list(args.batch.iter().map(u32::to_string).collect()),
+            list(args.batches().iter().map(u32::to_string).collect()),
             list(args.threads.iter().map(u32::to_string).collect()),
             size::show(buffer),
             if args.hot {
@@ -305,7 +305,7 @@ fn settings(args: &BenchArgs, blocks: &[u64], buffer: u64, embedded: bool) -> se
     json!({
         "ops": args.op.iter().map(|o| o.name()).collect::<Vec<_>>(),
         "block_bytes": blocks,
-        "batch": args.batch,
+        "batch": args.batches(),
         "threads": args.threads,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

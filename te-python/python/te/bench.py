@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 import te
 
-HEADER = "op     block  batch thr regime      GB/s       ops/s  op p50 us  batch p50 us  p99 us  p99.9 us"
+HEADER = ("op     block  batch thr regime      GB/s       ops/s  time s  "
+          "batch avg us  batch p50 us  batch p99 us  batch p99.9 us  op avg us")
+LATENCY_NOTE = ("latency: per batch, from submission until its last operation completed (nearest-rank "
+                "percentiles); op avg = batch avg / operations per batch (amortized)")
 
 
 def parse_size(s: str) -> int:
@@ -76,16 +79,21 @@ class Row:
         i = round((len(self.batch_us) - 1) * q)
         return self.batch_us[min(i, len(self.batch_us) - 1)]
 
-    def op_pct(self, q: float) -> float:
-        """Latency per transfer at the q-quantile, amortized over the batch."""
-        return self.batch_pct(q) / self.batch
+    def batch_avg(self) -> float:
+        """The mean batch latency, in µs (0 when none)."""
+        return sum(self.batch_us) / len(self.batch_us) if self.batch_us else 0.0
+
+    def op_avg(self) -> float:
+        """Latency per transfer, the batch's mean amortized over its transfers."""
+        return self.batch_avg() / self.batch
 
     def line(self) -> str:
         """The row as ``te bench`` prints it."""
         return (
             f"{self.op:<5} {show(self.block):>6} {self.batch:>6} {self.threads:>3} {self.regime:<6} "
-            f"{self.gbps():>9.3f} {self.ops_per_s():>11.0f} {self.op_pct(0.5):>10.2f} "
-            f"{self.batch_pct(0.5):>13.1f} {self.batch_pct(0.99):>7.1f} {self.batch_pct(0.999):>9.1f}"
+            f"{self.gbps():>9.3f} {self.ops_per_s():>11.0f} {self.seconds:>7.2f} {self.batch_avg():>13.1f} "
+            f"{self.batch_pct(0.5):>13.1f} {self.batch_pct(0.99):>13.1f} {self.batch_pct(0.999):>15.1f} "
+            f"{self.op_avg():>10.2f}"
         )
 
     def json(self) -> dict:
@@ -94,10 +102,9 @@ class Row:
             "op": self.op, "block_bytes": self.block, "batch": self.batch, "threads": self.threads,
             "regime": self.regime, "bytes": self.bytes, "ops": self.ops, "seconds": self.seconds,
             "gb_per_s": self.gbps(), "ops_per_s": self.ops_per_s(),
-            "op_latency_us": {"p50": self.op_pct(0.5), "p99": self.op_pct(0.99), "p999": self.op_pct(0.999),
-                              "amortized_over_batch": True},
-            "batch_latency_us": {"p50": self.batch_pct(0.5), "p99": self.batch_pct(0.99),
-                                 "p999": self.batch_pct(0.999)},
+            "batch_latency_us": {"avg": self.batch_avg(), "p50": self.batch_pct(0.5), "p99": self.batch_pct(0.99),
+                                 "p999": self.batch_pct(0.999), "samples": len(self.batch_us)},
+            "op_latency_us": {"avg": self.op_avg(), "amortized_over_batch": True},
         }
 
 
@@ -242,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 if not a.json:
                     print(row.line(), flush=True)
+        if rows and not a.json:
+            print(f"({LATENCY_NOTE})")
         overhead = None
         if a.sync_overhead:
             overhead = sync_overhead(e, target, local.addr, remote, a.duration)
