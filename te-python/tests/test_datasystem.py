@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -69,6 +72,50 @@ def test_example_batch_read(monkeypatch, tmp_path, capsys):
     assert out == ""
     for i, d in enumerate(g["dst_tensors"]):
         assert (d == (i + 1) * 17).all()
+
+
+# ---- the NPU examples as written, on the fake ACL (torch and torch_npu stand-ins) ----
+
+FAKE_NPU = Path(__file__).parent / "fake_npu"
+
+
+def fake_acl() -> str:
+    """The fake libascendcl.so that te-python/run-tests builds (te-driver-ascend/fake-acl)."""
+    path = os.environ.get("TE_FAKE_ACL_LIB")
+    if not path or not Path(path).exists():
+        pytest.fail(f"TE_FAKE_ACL_LIB={path!r}: run te-python/run-tests, which builds te-fake-acl and sets it")
+    return path
+
+
+def run_npu_example(name: str, tmp_path, check: str) -> str:
+    """Runs seed example ``name`` unchanged but for its ports, then ``check``, in a child process
+    whose ACL is the fake and whose torch, torch_npu and yr.datasystem are the stand-ins."""
+    text = (EXAMPLES / name).read_text()
+    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
+        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    script = tmp_path / name
+    script.write_text(text + check)
+    env = {k: v for k, v in os.environ.items() if k != "TE_DATASYSTEM_NPU"}
+    env.update(TE_ACL_LIBRARY=fake_acl(), TE_FAKE_ACL_SHM_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(FAKE_NPU), env.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_example_single_read_on_npu_memory(tmp_path):
+    # The tensors are fake device memory (not host-addressable): the bytes
+    # can only have arrived through te-driver-ascend's ACL calls.
+    out = run_npu_example("npu_single_read.py", tmp_path,
+                          "print(src.device, dst.device, hex(dst.data_ptr())[:6])\n")
+    assert out == "True\nnpu:0 npu:1 0x7e00\n"
+
+
+def test_example_batch_read_on_npu_memory(tmp_path):
+    out = run_npu_example(
+        "npu_batch_read.py", tmp_path,
+        "print([d.cpu().tobytes() == bytes([(i + 1) * 17]) * size for i, d in enumerate(dst_tensors)])\n")
+    assert out == "[True, True, True]\n"
 
 
 # ---- Result and ErrorCode ----
