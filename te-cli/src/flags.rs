@@ -59,24 +59,6 @@ pub fn parse_location(s: &str) -> std::result::Result<te_runtime::Location, Stri
         .map_err(|e| e.message().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_and_seconds() {
-        assert_eq!(parse_path("TCP"), Ok(Path::Tcp));
-        assert_eq!(parse_path("shm"), Ok(Path::Shm));
-        assert!(parse_path("rdma").is_err());
-        assert_eq!(parse_seconds("0.5"), Ok(0.5));
-        assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
-        assert!(parse_seconds("0").is_err());
-        assert!(parse_seconds("nan").is_err());
-        assert_eq!(parse_seconds_or_zero("0"), Ok(0.0));
-        assert!(parse_seconds_or_zero("-0.5").is_err());
-    }
-}
-
 /// One item of a list flag: a value, or `START..MAX`, every value from
 /// START doubling while it is at most MAX (as nixlbench sweeps between its
 /// `--start_*` and `--max_*` flags). Each end is parsed by `one`.
@@ -106,4 +88,22 @@ pub fn parse_batch(s: &str) -> Result<u64, String> {
 /// One item of `--batch`: a batch size or `START..MAX`, doubling.
 pub fn parse_batches(s: &str) -> Result<Vec<u64>, String> {
     doubling(s, parse_batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_seconds() {
+        assert_eq!(parse_path("TCP"), Ok(Path::Tcp));
+        assert_eq!(parse_path("shm"), Ok(Path::Shm));
+        assert!(parse_path("rdma").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert_eq!(parse_seconds_or_zero("0"), Ok(0.0));
+        assert!(parse_seconds_or_zero("-0.5").is_err());
+    }
 }

@@ -21,7 +21,14 @@ impl State {
             // Only the shared secret makes a connector refuse an acceptor's
             // `HelloAck` with NotAuthorized: this side says so in its own
             // words rather than in the peer's.
-            (Phase::AwaitAuth, Frame::Error { req_id: 0, code, .. }) if code == ErrorCode::NotAuthorized => {
+            (
+                Phase::AwaitAuth,
+                Frame::Error {
+                    req_id: 0,
+                    code: ErrorCode::NotAuthorized,
+                    ..
+                },
+            ) => {
                 let why = super::handshake::secrets_differ(self.peer_name());
                 self.shut(why, false, reg)
             }
