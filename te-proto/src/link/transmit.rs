@@ -1,7 +1,8 @@
 //! Frames to send, in priority order: `Hello`/`HelloAck` (an acceptor that
 //! refuses the connector's secret still sends its `HelloAck`, before the
-//! `Error`), the closing `Error` or `Goodbye`, `Auth`, heartbeats, the segment-info query, same-host control frames,
-//! notifications, then answers and requests alternately.
+//! `Error`), the closing `Error` or `Goodbye`, `Auth`, heartbeats, the
+//! segment-info query, same-host control frames, notifications, then
+//! answers and requests alternately.
 
 use super::state::{Phase, Reg, Role, State, Writing};
 use super::tasks::NextChunk;
