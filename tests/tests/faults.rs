@@ -1098,10 +1098,12 @@ fn a_raw_client_without_the_secret_reads_and_writes_nothing() {
     };
     let cases: [(&str, Vec<u8>, ErrorCode, &[Opcode]); 4] = [
         (
+            // The refusal's HelloAck comes first (the client sees which
+            // secret the engine has); it carries no proof (below).
             "hello without auth",
             [hello(AUTH_NONE), probes()].concat(),
             ErrorCode::NotAuthorized,
-            &[],
+            &[Opcode::HelloAck],
         ),
         (
             "hello with auth, wrong proof",
@@ -1136,6 +1138,15 @@ fn a_raw_client_without_the_secret_reads_and_writes_nothing() {
         r.assert_closed(name, Some(code), allowed);
         assert_eq!(r.payload, 0, "{name}: data leaked: {r:?}");
     }
+    // A client without a secret learns only that the engine has one: its
+    // HelloAck carries no proof to attack offline.
+    let mut raw = connect(&peer.segment);
+    raw.write_all(&hello(AUTH_NONE)).expect("send hello");
+    assert_eq!(
+        read_hello_ack_mac(&mut raw),
+        [0u8; 32],
+        "a proof for a client without a secret"
+    );
     // Reflection: the engine's own proof from its HelloAck, sent back as
     // the client's, is refused too.
     let mut raw = connect(&peer.segment);
