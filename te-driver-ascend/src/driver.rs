@@ -749,6 +749,14 @@ impl DeviceDriver for AscendDriver {
         Some(Err(status_of("aclrtMemcpyAsync", Some(dev), rc)))
     }
 
+    fn ipc_supported(&self) -> bool {
+        let api = self.api();
+        api.aclrtIpcMemGetExportKey.is_some()
+            && api.aclrtIpcMemSetImportPid.is_some()
+            && api.aclrtIpcMemImportByKey.is_some()
+            && api.aclrtIpcMemClose.is_some()
+    }
+
     fn export_range(
         &mut self,
         dev: DeviceIndex,

@@ -284,6 +284,13 @@ pub trait DeviceDriver {
     /// is `Invalid`).
     fn poll_copy(&mut self, id: CopyId, now: Instant) -> Option<Result<()>>;
 
+    /// Whether [`export_range`](Self::export_range) and
+    /// [`import_range`](Self::import_range) can work at all (false, the
+    /// default, where they answer `NotSupported`).
+    fn ipc_supported(&self) -> bool {
+        false
+    }
+
     /// Exports `[addr, addr + len)` on `dev` (inside one allocation) to
     /// the process `importer` alone, for the same-host path: that process
     /// may import it with [`import_range`](Self::import_range) until

@@ -106,7 +106,12 @@ impl<S: Storage> Endpoint<S> {
     /// Whether device region `pin` is announced to the link's peer with an
     /// IPC key, announcing it now if the shell can export it.
     fn key_announced<L: Feed + ?Sized>(&self, pin: PinKey, link: &mut Link, shell: &mut L) -> bool {
-        let Some(region) = self.reg.region(pin.location, pin.base) else {
+        // A draining region is exported no more (its key was revoked).
+        let Some(region) = self
+            .reg
+            .region(pin.location, pin.base)
+            .filter(|_| !self.reg.is_draining(pin))
+        else {
             return false;
         };
         let Some(key) = shell.local_key(pin, region.span) else {

@@ -23,10 +23,12 @@
 //! - [`copy`]: the cross-process copies.
 //! - [`maps`]: the peer's announced buffers, mapped.
 //! - [`split`]: large copies on two threads.
+//! - [`device`]: device memory: the initiator's keys, the owner's imports.
 //! - this file: the hooks the engine core calls (the path choice itself is
 //!   the endpoint's rule, [`te_proto::endpoint::Path::route`]).
 
 pub(crate) mod copy;
+pub(crate) mod device;
 pub(crate) mod host;
 pub(crate) mod maps;
 pub(crate) mod pidproof;
@@ -42,6 +44,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Path;
 use crate::conn::{Conn, Reg};
+use crate::devices::Devices;
 
 /// How long an engine waits for a same-host peer's challenge before it
 /// reports the segment open anyway (its tasks then take TCP).
@@ -92,6 +95,10 @@ pub(crate) struct ConnShm {
     refused: Option<String>,
     /// The peer's announced buffers, as mapped here.
     maps: maps::PeerMaps,
+    /// Our device regions exported to the peer.
+    pub(crate) exports: device::Exports,
+    /// The peer's device buffers, as imported here.
+    imports: device::Imports,
 }
 
 impl ConnShm {
@@ -164,6 +171,12 @@ impl SameHost {
         self.verifier.is_some()
     }
 
+    /// The peer's process id, once our verifier proved it.
+    pub fn peer_pid(&self, st: &ConnShm) -> Option<u32> {
+        let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t))?;
+        u32::try_from(pid.pid()).ok()
+    }
+
     /// The handshake finished: challenge a same-host peer that offers the
     /// path to prove its process, and expect its challenge in turn.
     pub fn on_connected(&self, conn: &mut Conn, cfg: &LinkConfig, now: Instant) {
@@ -195,7 +208,7 @@ impl SameHost {
     /// After input: starts answering the peer's challenge (the claim runs
     /// on a thread; [`poll_claim`](Self::poll_claim) takes its outcome),
     /// then does the copies the peer asked for.
-    pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg) {
+    pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg, devices: &mut Devices) {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
@@ -239,6 +252,7 @@ impl SameHost {
             }
         }
         st.maps.retain_announced(link);
+        st.imports.retain_announced(link, devices);
         if link.same_host().poll_copy().is_none() {
             return;
         }
@@ -255,6 +269,17 @@ impl SameHost {
         // to a window's worth; should that call fail, each is done alone
         // for its own answer.
         while let Some(first) = link.same_host().poll_copy() {
+            if first.peer_device || !first.span.location.is_host() {
+                let result = match first.peer_device {
+                    true => st.imports.copy(&first, link, devices),
+                    false => self.copy_staged(&first, link, &mut st.maps, &pid, devices),
+                };
+                if let Err(e) = &result {
+                    debug!(peer = %peer_addr, "device copy failed: {e}");
+                }
+                link.same_host_mut().copy_done(result, reg);
+                continue;
+            }
             let host = first.span.location == Location::Cpu;
             if let Some(map) = link
                 .same_host()
@@ -278,6 +303,7 @@ impl SameHost {
                 .take(copy::BATCH)
                 .enumerate()
                 .take_while(|(_, c)| c.to_peer == first.to_peer)
+                .take_while(|(_, c)| !c.peer_device && c.span.location.is_host())
                 .take_while(|(i, c)| {
                     *i == 0 || link.same_host().peer_local_map(c.peer_addr, c.span.len).is_none()
                 })
@@ -294,6 +320,39 @@ impl SameHost {
                 link.same_host_mut().copy_done(result, reg);
             }
         }
+    }
+
+    /// Does copy `c` between our device span and the peer's host memory,
+    /// through a host buffer: the device half by the driver, the host half
+    /// through the peer's mapped buffer or `process_vm_*`.
+    fn copy_staged(
+        &self,
+        c: &SameHostCopy,
+        link: &te_proto::link::Link,
+        maps: &mut maps::PeerMaps,
+        pid: &copy::Pid,
+        devices: &mut Devices,
+    ) -> te_proto::Result<()> {
+        let mut buf = vec![0u8; c.span.len as usize];
+        let host = SameHostCopy {
+            span: te_proto::Span::cpu(buf.as_mut_ptr() as u64, c.span.len),
+            ..*c
+        };
+        if c.to_peer {
+            devices.read(c.span, &mut buf)?;
+        }
+        let mapped = link
+            .same_host()
+            .peer_local_map(c.peer_addr, c.span.len)
+            .and_then(|m| maps.address(pid, &self.mappings, m, c.peer_addr, c.span.len));
+        match mapped {
+            Some(theirs) => self.copy_mapped(&host, theirs),
+            None => copy::run(pid, &host)?,
+        }
+        if !c.to_peer {
+            devices.write(c.span, &buf)?;
+        }
+        Ok(())
     }
 
     /// Does copy `c` between our span and the peer's bytes mapped at `theirs`.
@@ -388,11 +447,14 @@ impl SameHost {
         Ok(())
     }
 
-    /// The connection is gone: its challenge is void.
-    pub fn forget(&self, st: &ConnShm) {
+    /// The connection is gone: its challenge is void, and its device
+    /// exports and imports are closed.
+    pub fn forget(&self, st: &mut ConnShm, devices: &mut Devices) {
         if let (Some(v), Some(t)) = (&self.verifier, &st.token) {
             v.forget(t);
         }
+        st.imports.close_all(devices);
+        st.exports.close_all(devices);
     }
 }
 
