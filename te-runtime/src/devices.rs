@@ -161,7 +161,13 @@ impl Devices {
             (Location::Npu(_), Location::Npu(n)) | (Location::Sim(_), Location::Sim(n)) => n,
             (a, b) => return Err(status!(NotSupported, "device copy from {a} to {b}")),
         };
-        d.copy_device(src_dev, DeviceAddr(src.addr), dst_dev, DeviceAddr(dst.addr), src.len.min(dst.len))
+        d.copy_device(
+            src_dev,
+            DeviceAddr(src.addr),
+            dst_dev,
+            DeviceAddr(dst.addr),
+            src.len.min(dst.len),
+        )
     }
 
     /// Allocates `len` bytes of device memory in `loc`.

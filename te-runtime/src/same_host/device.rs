@@ -97,7 +97,10 @@ impl Exports {
 fn close(k: &LocalKey, devices: &mut Devices) {
     let Some(key) = &k.key else { return };
     if let Err(e) = devices.close_export(k.location, key) {
-        warn!("cannot close export {key:?} of {} at {:#x}: {e}", k.location, k.base);
+        warn!(
+            "cannot close export {key:?} of {} at {:#x}: {e}",
+            k.location, k.base
+        );
     }
 }
 
@@ -122,7 +125,14 @@ impl Imports {
     /// The device span, on `on`, of the peer's `[addr, addr + len)` inside
     /// its announced buffer `key`, imported at first use. An import that
     /// fails fails this copy (and is tried again by the next).
-    fn span(&mut self, key: LocalKey, on: Location, addr: u64, len: u64, devices: &mut Devices) -> Result<Span> {
+    fn span(
+        &mut self,
+        key: LocalKey,
+        on: Location,
+        addr: u64,
+        len: u64,
+        devices: &mut Devices,
+    ) -> Result<Span> {
         let stale = self
             .by_id
             .get(&key.id)
@@ -135,7 +145,10 @@ impl Imports {
                 .key
                 .ok_or_else(|| status!(Invalid, "peer's device buffer {:#x} has no key", key.id))?;
             let at = devices.import(on, key.location, &ipc, key.len)?;
-            debug!(id = key.id, "imported the peer's {} buffer as {at:#x} on {on}", key.location);
+            debug!(
+                id = key.id,
+                "imported the peer's {} buffer as {at:#x} on {on}", key.location
+            );
             self.by_id.insert(key.id, Imported { key, on, addr: at });
         }
         let i = &self.by_id[&key.id];
