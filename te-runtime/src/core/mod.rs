@@ -692,7 +692,7 @@ impl EngineCore {
     fn poll_claims(&mut self) {
         for c in 0..self.conns.len() {
             let claimed = match self.conns[c].as_mut() {
-                Some(conn) => self.same_host.poll_claim(conn),
+                Some(conn) => self.same_host.poll_proof(conn) | self.same_host.poll_claim(conn),
                 None => false,
             };
             if claimed {

@@ -91,6 +91,9 @@ pub(crate) struct ConnShm {
     /// Our verifier proved the peer's process for this link (looked up once
     /// the peer announces a buffer).
     peer_proven: bool,
+    /// Our verifier proved the peer's process (looked up at each notice
+    /// until it has): tasks on device memory need it to export to the peer.
+    peer_verified: bool,
     /// Why our requests do not use the path, once known.
     refused: Option<String>,
     /// The peer's announced buffers, as mapped here.
@@ -110,13 +113,21 @@ impl ConnShm {
     /// Whether the path choice for this connection is settled (nothing to
     /// wait for before transfers start). A peer that offers the path but
     /// does not challenge within [`CHALLENGE_WAIT`] gets TCP.
+    /// Our proof of the peer's process is awaited too (the path's device
+    /// buffers are exported to that process), within the same wait.
     pub fn settled(&self, now: Instant) -> bool {
-        self.answered || self.expect.is_none_or(|until| now >= until)
+        self.done() || self.expect.is_none_or(|until| now >= until)
+    }
+
+    /// Both challenges are settled: ours answered (or refused) and the
+    /// peer's process proven, where we challenged it.
+    fn done(&self) -> bool {
+        self.answered && (self.peer_verified || self.token.is_none() || self.refused.is_some())
     }
 
     /// When the wait for the peer's challenge ends, while it lasts.
     pub fn deadline(&self) -> Option<Instant> {
-        self.expect.filter(|_| !self.answered)
+        self.expect.filter(|_| !self.done())
     }
 
     /// Ends the wait for the peer's challenge once it has passed, so that
@@ -147,7 +158,10 @@ impl SameHost {
         let started = copy::probe()
             .and_then(|()| pidproof::unprivileged())
             .and_then(|()| notice_pair(poll, token))
-            .and_then(|notice| Ok((notice, pidproof::Verifier::start()?)));
+            .and_then(|notice| {
+                let v = pidproof::Verifier::start(Some(notice.1.clone()))?;
+                Ok((notice, v))
+            });
         match started {
             Ok((notice, v)) => {
                 link.caps |= Caps::PROCESS_VM | Caps::SHARED_MEMORY;
@@ -399,6 +413,18 @@ impl SameHost {
         self.notice.as_ref().map(|(_, tx)| tx.clone())
     }
 
+    /// Looks up whether our verifier has proven the peer's process, until
+    /// it has; true when that happened now (the connection may be settled
+    /// now, and its device tasks may export).
+    pub fn poll_proof(&self, conn: &mut Conn) -> bool {
+        let st = &mut conn.shm;
+        if st.peer_verified || st.token.is_none() {
+            return false;
+        }
+        st.peer_verified = self.peer_pid(st).is_some();
+        st.peer_verified
+    }
+
     /// Takes the outcome of the connection's claim once it has ended:
     /// enables the path for our requests, or records why not. True when
     /// the outcome came now (the connection has new work).
@@ -518,6 +544,13 @@ fn report(
     notice: Option<&std::os::unix::net::UnixStream>,
 ) {
     *lock(slot) = Some(r);
+    wake(notice);
+}
+
+/// Writes a byte to `notice` (if any) to wake the loop, without blocking
+/// (a full socket already holds a notice) and without `SIGPIPE` (the
+/// engine may be gone).
+fn wake(notice: Option<&std::os::unix::net::UnixStream>) {
     if let Some(n) = notice {
         use std::os::fd::AsRawFd;
         // SAFETY: a one-byte buffer and a descriptor we hold.
