@@ -275,7 +275,7 @@ fn range_contains((base, blen): (u64, u64), addr: u64, len: u64) -> bool {
 /// Whether two non-empty ranges share a byte (a wrapping range runs to the
 /// end of the address space).
 fn ranges_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
-    let end = |(base, len): (u64, u64)| base.checked_add(len).unwrap_or(u64::MAX);
+    let end = |(base, len): (u64, u64)| base.saturating_add(len);
     a.1 > 0 && b.1 > 0 && a.0 < end(b) && b.0 < end(a)
 }
 

@@ -140,18 +140,20 @@ impl Imports {
         if stale {
             self.close(key.id, devices);
         }
-        if !self.by_id.contains_key(&key.id) {
-            let ipc = key
-                .key
-                .ok_or_else(|| status!(Invalid, "peer's device buffer {:#x} has no key", key.id))?;
-            let at = devices.import(on, key.location, &ipc, key.len)?;
-            debug!(
-                id = key.id,
-                "imported the peer's {} buffer as {at:#x} on {on}", key.location
-            );
-            self.by_id.insert(key.id, Imported { key, on, addr: at });
-        }
-        let i = &self.by_id[&key.id];
+        let i = match self.by_id.entry(key.id) {
+            std::collections::hash_map::Entry::Occupied(i) => i.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let ipc = key
+                    .key
+                    .ok_or_else(|| status!(Invalid, "peer's device buffer {:#x} has no key", key.id))?;
+                let at = devices.import(on, key.location, &ipc, key.len)?;
+                debug!(
+                    id = key.id,
+                    "imported the peer's {} buffer as {at:#x} on {on}", key.location
+                );
+                slot.insert(Imported { key, on, addr: at })
+            }
+        };
         Ok(Span {
             addr: i.addr + (addr - key.base),
             len,
