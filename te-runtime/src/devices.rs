@@ -154,7 +154,35 @@ impl Devices {
         d.close_import(dev, DeviceAddr(addr))
     }
 
-    /// Copies `len` bytes between two device spans of one driver.
+    /// Starts an asynchronous copy from device span `src` to `dst`, both on
+    /// one device (the length is `src`'s).
+    pub fn submit_device(&mut self, now: Instant, src: Span, dst: Span) -> Result<Copy> {
+        if src.location != dst.location {
+            return Err(status!(
+                NotSupported,
+                "asynchronous copy from {} to {}: one device only",
+                src.location,
+                dst.location
+            ));
+        }
+        let (d, dev) = self.driver(src.location)?;
+        let id = d.submit_copy(
+            now,
+            CopyOp::Device {
+                src_dev: dev,
+                src: DeviceAddr(src.addr),
+                dst_dev: dev,
+                dst: DeviceAddr(dst.addr),
+                len: src.len,
+            },
+        )?;
+        Ok(Copy {
+            loc: src.location,
+            id,
+        })
+    }
+
+    /// Copies device span `src` to `dst` (one driver), now.
     pub fn copy_device(&mut self, src: Span, dst: Span) -> Result<()> {
         let (d, src_dev) = self.driver(src.location)?;
         let dst_dev = match (src.location, dst.location) {
@@ -166,7 +194,7 @@ impl Devices {
             DeviceAddr(src.addr),
             dst_dev,
             DeviceAddr(dst.addr),
-            src.len.min(dst.len),
+            src.len,
         )
     }
 

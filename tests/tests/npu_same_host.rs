@@ -291,3 +291,81 @@ fn a_failed_import_in_the_owner_fails_exactly_the_transfer_it_was_for() {
     transfer(&e, seg, Op::Read, local, p.addr, 1 << 20, Path::Shm).expect("the next transfer");
     assert!(read_back(&e, local, 1 << 20) == pattern(1 << 20, 11, 0));
 }
+
+/// Reads 16 blocks of the owner's npu region in one batch over the
+/// same-host path; the end state of each task and the batch's error.
+fn read_batch(
+    e: &Engine,
+    p: &PeerProcess,
+    seg: SegmentId,
+    local: u64,
+    block: u64,
+) -> (Vec<TaskState>, Option<Status>) {
+    let reqs: Vec<Request> = (0..16)
+        .map(|i| Request {
+            op: Op::Read,
+            local: local + i * block,
+            segment: seg,
+            remote: p.addr + i * block,
+            len: block,
+        })
+        .collect();
+    let batch = e.allocate_batch(16).expect("batch");
+    e.submit_via(batch, &reqs, Path::Shm).expect("submit");
+    e.wait_batch(batch, WAIT).expect("batch ends");
+    let states = e
+        .tasks_status(batch)
+        .expect("status")
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    let err = e.batch_error(batch);
+    e.free_batch(batch).expect("free");
+    (states, err)
+}
+
+#[test]
+fn owner_device_copies_that_end_later_or_fail_on_the_stream_are_reported_in_order() {
+    let (_g, _fake) = fake_acl();
+    const BLOCK: u64 = 64 << 10;
+    // Each stream task of the owner's fake takes 20 ms: the copies are
+    // still running when the loop first looks.
+    let slow = owner(Location::Npu(0), 13, &[], &[("TE_FAKE_ACL_STALL_MS", "20")]);
+    let e = engine(Location::Npu(1), Path::Shm);
+    let seg = open(&e, &slow);
+    let local = e.alloc_memory(16 * BLOCK, Perm::LOCAL_ONLY).expect("alloc");
+    let (states, err) = read_batch(&e, &slow, seg, local, BLOCK);
+    assert!(
+        states.iter().all(|s| *s == TaskState::Completed),
+        "{states:?} {err:?}"
+    );
+    assert!(
+        read_back(&e, local, 16 * BLOCK) == pattern(16 * BLOCK, 13, 0),
+        "stalled copies not byte-exact"
+    );
+    // The owner's 5th stream copy fails on the stream (after its submission
+    // succeeded): exactly that read fails, naming the code.
+    let failing = owner(
+        Location::Npu(0),
+        17,
+        &[],
+        &[("TE_FAKE_ACL_FAIL", "aclrtMemcpyAsync:5:507053:async")],
+    );
+    let seg = open(&e, &failing);
+    let (states, err) = read_batch(&e, &failing, seg, local, BLOCK);
+    let failed: Vec<usize> = (0..16).filter(|&i| states[i] != TaskState::Completed).collect();
+    assert_eq!(failed.len(), 1, "{states:?}");
+    let err = err.expect("the failure is recorded");
+    assert!(err.message().contains("507053"), "{err}");
+    let want = pattern(16 * BLOCK, 17, 0);
+    for i in (0..16u64).filter(|&i| i as usize != failed[0]) {
+        let at = (i * BLOCK) as usize;
+        assert!(
+            read_back(&e, local + i * BLOCK, BLOCK) == want[at..at + BLOCK as usize],
+            "read {i} not byte-exact"
+        );
+    }
+    // The link carries on: the same batch again completes in full.
+    let (again, _) = read_batch(&e, &failing, seg, local, BLOCK);
+    assert!(again.iter().all(|s| *s == TaskState::Completed), "{again:?}");
+}

@@ -429,8 +429,13 @@ impl EngineCore {
                 let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
                     return;
                 };
-                self.same_host
-                    .after_read(conn, &self.link_cfg, self.ep.registry_mut(), &mut self.devices);
+                self.same_host.after_read(
+                    conn,
+                    &self.link_cfg,
+                    self.ep.registry_mut(),
+                    &mut self.devices,
+                    now,
+                );
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);
@@ -495,6 +500,12 @@ impl EngineCore {
         let epoch = self.epoch;
         let clock = move || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
         conn.discard_writes(clock, self.ep.registry_mut(), &mut self.devices);
+        self.same_host.drain(
+            &mut conn.shm,
+            &mut self.devices,
+            clock,
+            crate::conn::COPY_DRAIN_LIMIT,
+        );
         conn.link.handle_disconnect(self.ep.registry_mut());
         let _ = self.poll.deregister(&mut conn.stream);
         self.same_host.forget(&mut conn.shm, &mut self.devices);

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use te_proto::link::{Link, LocalKey, SameHostCopy};
-use te_proto::{status, Location, Result, Span};
+use te_proto::{status, Instant, Location, Result, Span};
 use tracing::{debug, info, warn};
 
 use crate::devices::Devices;
@@ -190,10 +190,40 @@ impl Imports {
         }
     }
 
-    /// Does copy `c`, whose peer memory lies in a device buffer the peer
-    /// announced: device to device when our span is device memory too,
-    /// else between our host span and the import.
-    pub fn copy(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices) -> Result<()> {
+    /// Starts copy `c`, whose peer memory lies in a device buffer the peer
+    /// announced: device to device when our span is device memory too
+    /// (asynchronously, on our device's stream), else between our host span
+    /// and the import (done now).
+    pub fn start(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices, now: Instant) -> Started {
+        let theirs = match self.theirs(c, link, devices) {
+            Ok(t) => t,
+            Err(e) => return Started::Done(Err(e)),
+        };
+        let (src, dst) = if c.to_peer {
+            (c.span, theirs)
+        } else {
+            (theirs, c.span)
+        };
+        let started = match (c.span.location.is_host(), c.to_peer) {
+            (false, _) => devices
+                .submit_device(now, src, dst)
+                .map(|copy| Started::Device { copy, src, dst }),
+            // SAFETY: our span is registered host memory, pinned by the
+            // link until `copy_done`; the engine writes it only on this
+            // thread, and no other reference to it lives meanwhile.
+            (true, true) => devices
+                .write(dst, unsafe { crate::mem::host_bytes(src) })
+                .map(|()| Started::Done(Ok(()))),
+            // SAFETY: as above.
+            (true, false) => devices
+                .read(src, unsafe { crate::mem::host_bytes_mut(dst) })
+                .map(|()| Started::Done(Ok(()))),
+        };
+        started.unwrap_or_else(|e| Started::Done(Err(e)))
+    }
+
+    /// Our import of the peer's memory that copy `c` names, as a device span.
+    fn theirs(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices) -> Result<Span> {
         let key = link
             .same_host()
             .peer_local_key(c.peer_addr, c.span.len)
@@ -210,16 +240,24 @@ impl Imports {
         } else {
             c.span.location
         };
-        let theirs = self.span(key, on, c.peer_addr, c.span.len, devices)?;
-        match (c.span.location.is_host(), c.to_peer) {
-            (false, true) => devices.copy_device(c.span, theirs),
-            (false, false) => devices.copy_device(theirs, c.span),
-            // SAFETY: our span is registered host memory, pinned by the
-            // link until `copy_done`; the engine writes it only on this
-            // thread, and no other reference to it lives meanwhile.
-            (true, true) => devices.write(theirs, unsafe { crate::mem::host_bytes(c.span) }),
-            // SAFETY: as above.
-            (true, false) => devices.read(theirs, unsafe { crate::mem::host_bytes_mut(c.span) }),
-        }
+        self.span(key, on, c.peer_addr, c.span.len, devices)
     }
+}
+
+/// A copy of the peer's started by this side, reported once every copy
+/// before it has been.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// Done, with this outcome.
+    Done(Result<()>),
+    /// Running on a device stream, from `src` to `dst` (kept to copy again
+    /// when an earlier copy's failure on the same stream taints its outcome).
+    Device {
+        /// The copy on the stream.
+        copy: crate::staging::Copy,
+        /// Its source span.
+        src: Span,
+        /// Its destination span.
+        dst: Span,
+    },
 }

@@ -102,9 +102,25 @@ pub(crate) struct ConnShm {
     pub(crate) exports: device::Exports,
     /// The peer's device buffers, as imported here.
     imports: device::Imports,
+    /// The peer's copies started and not yet reported, oldest first: the
+    /// first `started.len()` of the link's pending copies.
+    started: std::collections::VecDeque<device::Started>,
+    /// How many of `started` were on a device when a copy before them
+    /// failed there: a stream's error taints the outcome of the copies
+    /// queued behind the failed one, so a failure of theirs is checked by
+    /// copying again (synchronously) before it is reported.
+    tainted: usize,
 }
 
 impl ConnShm {
+    /// Whether copies of the peer's run on a device (the loop looks again
+    /// soon: they end without telling).
+    pub fn copies_in_flight(&self) -> bool {
+        self.started
+            .iter()
+            .any(|s| matches!(s, device::Started::Device { .. }))
+    }
+
     /// Why this link has no same-host path, once that is known.
     pub fn refusal(&self) -> Option<&str> {
         self.refused.as_deref()
@@ -222,7 +238,14 @@ impl SameHost {
     /// After input: starts answering the peer's challenge (the claim runs
     /// on a thread; [`poll_claim`](Self::poll_claim) takes its outcome),
     /// then does the copies the peer asked for.
-    pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg, devices: &mut Devices) {
+    pub fn after_read(
+        &self,
+        conn: &mut Conn,
+        cfg: &LinkConfig,
+        reg: &mut Reg,
+        devices: &mut Devices,
+        now: Instant,
+    ) {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
@@ -266,33 +289,53 @@ impl SameHost {
             }
         }
         st.maps.retain_announced(link);
-        st.imports.retain_announced(link, devices);
+        if st.started.is_empty() {
+            // No copy runs through an import now: withdrawn ones can go.
+            st.imports.retain_announced(link, devices);
+        }
         if link.same_host().poll_copy().is_none() {
             return;
         }
         let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t));
         let Some(pid) = pid else {
+            // Nothing was started without a proven process.
             while link.same_host().poll_copy().is_some() {
                 let why = status!(NotAuthorized, "peer's process id is not verified");
                 link.same_host_mut().copy_done(Err(why), reg);
             }
             return;
         };
+        // Copies started earlier (on a device) end in order; while one
+        // runs, the copies behind it are started too.
+        if !st.started.is_empty() {
+            self.run_started(link, st, &pid, reg, devices, now);
+            if !st.started.is_empty() {
+                return;
+            }
+        }
         // Copies into or out of a buffer the peer announced go through its
         // mapping. The others, in one direction, go in one system call, up
         // to a window's worth; should that call fail, each is done alone
         // for its own answer.
         while let Some(first) = link.same_host().poll_copy() {
             if first.peer_device || !first.span.location.is_host() {
-                let result = match first.peer_device {
-                    true => st.imports.copy(&first, link, devices),
-                    false => self.copy_staged(&first, link, &mut st.maps, &pid, devices),
-                };
-                if let Err(e) = &result {
-                    debug!(peer = %peer_addr, "device copy failed: {e}");
+                match self.start(&first, link, st, &pid, devices, now) {
+                    device::Started::Done(result) => {
+                        if let Err(e) = &result {
+                            debug!(peer = %peer_addr, "device copy failed: {e}");
+                        }
+                        link.same_host_mut().copy_done(result, reg);
+                        continue;
+                    }
+                    running => {
+                        st.started.push_back(running);
+                        self.run_started(link, st, &pid, reg, devices, now);
+                        if !st.started.is_empty() {
+                            return;
+                        }
+                        continue;
+                    }
                 }
-                link.same_host_mut().copy_done(result, reg);
-                continue;
             }
             let host = first.span.location == Location::Cpu;
             if let Some(map) = link
@@ -332,6 +375,104 @@ impl SameHost {
                     Err(_) => copy::run(&pid, c),
                 };
                 link.same_host_mut().copy_done(result, reg);
+            }
+        }
+    }
+
+    /// Reports the started copies that have ended, oldest first, and starts
+    /// the copies behind them while the oldest still runs.
+    fn run_started(
+        &self,
+        link: &mut te_proto::link::Link,
+        st: &mut ConnShm,
+        pid: &copy::Pid,
+        reg: &mut Reg,
+        devices: &mut Devices,
+        now: Instant,
+    ) {
+        loop {
+            while let Some(front) = st.started.front() {
+                let result = match *front {
+                    device::Started::Done(ref r) => r.clone(),
+                    device::Started::Device { copy, src, dst } => match copy.poll(devices, now) {
+                        None => break,
+                        Some(Err(e)) if st.tainted > 0 => {
+                            debug!("same-host device copy failed behind a failed one, copying again: {e}");
+                            devices.copy_device(src, dst).map_err(|_| e)
+                        }
+                        Some(Err(e)) => {
+                            st.tainted = st.started.len();
+                            Err(e)
+                        }
+                        Some(Ok(())) => Ok(()),
+                    },
+                };
+                st.started.pop_front();
+                st.tainted = st.tainted.saturating_sub(1);
+                if let Err(e) = &result {
+                    debug!("same-host device copy failed: {e}");
+                }
+                link.same_host_mut().copy_done(result, reg);
+            }
+            if st.started.is_empty() {
+                // Every copy started was reported; the caller serves the
+                // rest as usual.
+                return;
+            }
+            let Some(next) = link.same_host().pending_copies().nth(st.started.len()) else {
+                return;
+            };
+            let s = self.start(&next, link, st, pid, devices, now);
+            st.started.push_back(s);
+        }
+    }
+
+    /// Starts copy `c`: device to device on our device's stream, every
+    /// other kind done now (its outcome kept for its turn to be reported).
+    fn start(
+        &self,
+        c: &SameHostCopy,
+        link: &te_proto::link::Link,
+        st: &mut ConnShm,
+        pid: &copy::Pid,
+        devices: &mut Devices,
+        now: Instant,
+    ) -> device::Started {
+        if c.peer_device {
+            return st.imports.start(c, link, devices, now);
+        }
+        if !c.span.location.is_host() {
+            return device::Started::Done(self.copy_staged(c, link, &mut st.maps, pid, devices));
+        }
+        let mapped = link
+            .same_host()
+            .peer_local_map(c.peer_addr, c.span.len)
+            .and_then(|m| st.maps.address(pid, &self.mappings, m, c.peer_addr, c.span.len));
+        device::Started::Done(match mapped {
+            Some(theirs) => {
+                self.copy_mapped(c, theirs);
+                Ok(())
+            }
+            None => copy::run(pid, c),
+        })
+    }
+
+    /// Waits for the peer's copies still running on a device (the
+    /// connection is going away: its pins and imports are released next),
+    /// at most `limit` each.
+    pub fn drain(
+        &self,
+        st: &mut ConnShm,
+        devices: &mut Devices,
+        now: impl Fn() -> Instant,
+        limit: std::time::Duration,
+    ) {
+        st.tainted = 0;
+        for s in st.started.drain(..) {
+            if let device::Started::Device { copy, .. } = s {
+                if copy.wait(devices, &now, limit).is_none() {
+                    warn!("a same-host device copy did not end in {limit:?}");
+                }
             }
         }
     }
