@@ -488,6 +488,9 @@ impl SameHost {
         pid: &copy::Pid,
         devices: &mut Devices,
     ) -> te_proto::Result<()> {
+        // The host half's own span is `buf`, alive until both halves are
+        // done and referenced by nothing else meanwhile, as the host copies
+        // require of their spans.
         let mut buf = vec![0u8; c.span.len as usize];
         let host = SameHostCopy {
             span: te_proto::Span::cpu(buf.as_mut_ptr() as u64, c.span.len),
