@@ -655,3 +655,57 @@ fn copies_of_announced_device_buffers_reach_the_shell_marked_and_others_are_refu
     assert_eq!(p.b.link.same_host().peer_local_key(DST, 8), None);
     assert!(!p.a.link.same_host().local_key_announced(7));
 }
+
+#[test]
+fn a_device_buffer_announced_twice_overlapping_or_withdrawn_unknown_closes_the_link() {
+    let k = device_key(3, DST, 4096);
+    let twice = [k, k];
+    let overlapping = [
+        k,
+        LocalKey {
+            id: 4,
+            base: DST + 4000,
+            ..k
+        },
+    ];
+    let unknown = [LocalKey::withdraw(9)];
+    for (frames, want) in [
+        (&twice[..], "announced buffer 0x3 twice"),
+        (&overlapping[..], "overlaps"),
+        (&unknown[..], "never announced"),
+    ] {
+        let mut b = offering("b:2");
+        b.caps |= Caps::DEVICE_IPC;
+        let mut p = local_pair(b);
+        let mut buf = vec![0u8; MAX_CONTROL_LEN];
+        for f in frames {
+            let n = Frame::LocalKey(*f).encode(&mut buf).unwrap();
+            p.inject_to_b(&buf[..n]);
+        }
+        p.run();
+        let why = p.b.closed.as_ref().map(|s| s.message().to_string());
+        assert!(
+            why.as_deref().is_some_and(|m| m.contains(want)),
+            "{want}: {why:?}"
+        );
+    }
+    // The same range on another device is another buffer: no overlap.
+    let mut b = offering("b:2");
+    b.caps |= Caps::DEVICE_IPC;
+    let mut p = local_pair(b);
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    for f in [
+        k,
+        LocalKey {
+            id: 4,
+            location: Location::Npu(2),
+            ..k
+        },
+    ] {
+        let n = Frame::LocalKey(f).encode(&mut buf).unwrap();
+        p.inject_to_b(&buf[..n]);
+    }
+    p.run();
+    assert!(p.b.closed.is_none(), "{:?}", p.b.closed);
+    assert_eq!(p.b.link.same_host().peer_local_keys().count(), 2);
+}
