@@ -346,6 +346,8 @@ enum Seen {
     },
     PidChallenge,
     LocalMap(LocalMap),
+    /// A `LocalKey`: the modelled link never announces device buffers.
+    LocalKey,
 }
 
 impl Seen {
@@ -397,6 +399,7 @@ impl Seen {
             },
             Frame::PidChallenge { .. } => Seen::PidChallenge,
             Frame::LocalMap(m) => Seen::LocalMap(m),
+            Frame::LocalKey(_) => Seen::LocalKey,
         }
     }
 }
@@ -854,6 +857,7 @@ impl Harness {
                     location,
                     len,
                     peer_addr: 0x7000_0000,
+                    peer_device: false,
                 };
                 self.push_frame(&Frame::local(req_id & 1 == 0, a));
             }
@@ -1638,7 +1642,7 @@ impl Harness {
                 self.sent_goodbye = true;
             }
             Seen::LocalMap(m) => self.on_link_map(m),
-            Seen::LocalReq { .. } | Seen::PidChallenge => {
+            Seen::LocalReq { .. } | Seen::PidChallenge | Seen::LocalKey => {
                 panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
         }

@@ -9,10 +9,11 @@
 //! The test `seed_corpus_is_current` fails when the committed seeds differ
 //! from what this file generates (after a wire change, say).
 
+use te_proto::driver::IpcKey;
 use te_proto::link::MAX_LOCAL_MAPS;
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalMap, AUTH_HMAC_SHA256, AUTH_NONE, HEADER_LEN,
-    MAX_BODY, MAX_CONTROL_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, AUTH_HMAC_SHA256, AUTH_NONE,
+    HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -174,6 +175,7 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
                 location: Some(Location::Cpu),
                 len: 64,
                 peer_addr: 0x7000_0000,
+                peer_device: false,
             })),
         ),
         (
@@ -184,6 +186,7 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
                 location: None,
                 len: 64,
                 peer_addr: 0x7000_0000,
+                peer_device: false,
             })),
         ),
         (
@@ -196,6 +199,28 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
             })),
         ),
         ("local-unmap", enc(&Frame::LocalMap(LocalMap::withdraw(0x808)))),
+        (
+            "local-read-device",
+            enc(&Frame::LocalRead(LocalAccess {
+                req_id: 0x909,
+                addr: 0x3_0000,
+                location: Some(Location::Npu(0)),
+                len: 64,
+                peer_addr: 0x7e00_0000_0000_0000,
+                peer_device: true,
+            })),
+        ),
+        (
+            "local-key",
+            enc(&Frame::LocalKey(LocalKey {
+                id: 0xa0a,
+                base: 0x7e00_0000_0000_0000,
+                len: 1 << 20,
+                location: Location::Npu(1),
+                key: IpcKey::new(b"tefakeacl-1234-1-0-100000-1").ok(),
+            })),
+        ),
+        ("local-unkey", enc(&Frame::LocalKey(LocalKey::withdraw(0xa0a)))),
     ]
 }
 

@@ -112,6 +112,56 @@ fn npu_buffers_on_acl_are_benchmarked_and_verified_end_to_end() {
     );
 }
 
+#[test]
+fn npu_buffers_on_acl_take_the_same_host_path_verified_in_every_combination() {
+    let fake = te_fake_acl::library_path().expect("the fake libascendcl.so is built");
+    for (here, there) in [
+        ("npu:0", "npu:0"),
+        ("npu:0", "npu:1"),
+        ("npu:0", "cpu"),
+        ("cpu", "npu:0"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_te"))
+            .args([
+                "bench",
+                "--location",
+                here,
+                "--target-location",
+                there,
+                "--path",
+                "shm",
+            ])
+            .args(["--block-size", "4K,1M", "--batch", "16", "--buffer", "4M"])
+            .args(["--duration", "0.2", "--verify", "--json"])
+            .env("TE_ACL_LIBRARY", &fake)
+            .env("TE_LOG", "te_runtime::same_host=debug")
+            .output()
+            .expect("te runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{here} -> {there}: {stdout}{err}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+        // Forced onto the same-host path: a task that could not take it
+        // would have failed the run, not gone over TCP.
+        assert_eq!(v["path"], "shm", "{here} -> {there}");
+        assert_eq!(v["settings"]["verify"], true);
+        let rows = v["results"].as_array().expect("results");
+        assert_eq!(rows.len(), 4, "{here} -> {there}: {stdout}");
+        for r in rows {
+            assert!(r["bytes"].as_u64().unwrap() > 0, "{here} -> {there}: {r}");
+        }
+        // The initiator's npu buffer reached the owner by ACL IPC (both
+        // processes log to this stderr: the target is te serve's child).
+        if here != "cpu" {
+            assert!(err.contains("exported npu:0 region"), "{here} -> {there}: {err}");
+            assert!(
+                err.contains("imported the peer's npu:0 buffer"),
+                "{here} -> {there}: {err}"
+            );
+        }
+    }
+}
+
 /// Runs `te ARGS --json`, checks that it succeeded, and returns the document.
 fn json_doc(args: &[&str]) -> serde_json::Value {
     let out = te(&[args, &["--json"]].concat());

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
 
-use te_proto::driver::{Capacity, CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, StagingId};
+use te_proto::driver::{
+    Capacity, CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, IpcKey, StagingId, IPC_KEY_MAX,
+};
 use te_proto::{status, Instant, Result};
 
 use crate::acl_error::{check, status_of, ACL_SUCCESS};
@@ -90,6 +92,11 @@ pub struct AscendDriver {
     next_copy: u64,
     /// Device pairs (from, to) with peer access enabled.
     peers: HashSet<(DeviceIndex, DeviceIndex)>,
+    /// Ranges exported to another process, by key: the device they are on.
+    exports: HashMap<IpcKey, DeviceIndex>,
+    /// Ranges imported from another process: base address to (device it
+    /// is used from, length, key).
+    imports: BTreeMap<u64, (DeviceIndex, u64, IpcKey)>,
 }
 
 // SAFETY: the raw pointers are ACL handles and pinned host buffers owned by
@@ -124,6 +131,8 @@ impl AscendDriver {
             copies: HashMap::new(),
             next_copy: 0,
             peers: HashSet::new(),
+            exports: HashMap::new(),
+            imports: BTreeMap::new(),
         })
     }
 
@@ -163,16 +172,24 @@ impl AscendDriver {
             .0
             .checked_add(len)
             .ok_or_else(|| status!(Invalid, "npu:{dev}: {len} bytes at {addr} wrap around"))?;
+        let imported = self
+            .imports
+            .range(..=addr.0)
+            .next_back()
+            .map(|(&base, &(dev, size, _))| (base, (dev, size)));
         let own = self
             .allocs
             .range(..=addr.0)
             .next_back()
-            .filter(|(&base, &(_, size))| addr.0 < base + size);
+            .map(|(&base, &owner)| (base, owner))
+            .into_iter()
+            .chain(imported)
+            .find(|&(base, (_, size))| addr.0 < base + size);
         let (base, size) = match own {
-            Some((_, &(owner, _))) if owner != dev => {
+            Some((_, (owner, _))) if owner != dev => {
                 return Err(status!(Invalid, "{addr} belongs to npu:{owner}, not npu:{dev}"))
             }
-            Some((&base, &(_, size))) => (base, size),
+            Some((base, (_, size))) => (base, size),
             None => self.foreign_range(dev, addr)?,
         };
         // One check for both: ACL's answer is not trusted to contain `addr`.
@@ -447,6 +464,28 @@ impl AscendDriver {
         })
     }
 
+    /// An optional IPC function of ACL, or `NotSupported` naming it and
+    /// the library that lacks it.
+    fn ipc<F>(&self, f: Option<F>, name: &str) -> Result<F> {
+        f.ok_or_else(|| {
+            status!(
+                NotSupported,
+                "{} lacks {name}: no inter-process device memory",
+                self.library_path().display()
+            )
+        })
+    }
+
+    /// Closes `key` (ACL revokes an export, unmaps an import), the thread
+    /// bound to `dev`.
+    fn close_key(&self, dev: DeviceIndex, key: &IpcKey) -> Result<()> {
+        let close = self.ipc(self.api().aclrtIpcMemClose, "aclrtIpcMemClose")?;
+        self.bind(dev)?;
+        let c = c_key(key);
+        // SAFETY: a NUL-terminated key of this driver's exports or imports.
+        check("aclrtIpcMemClose", Some(dev), unsafe { close(c.as_ptr()) })
+    }
+
     /// Checks an asynchronous copy's arguments.
     fn check_op(&self, op: &CopyOp) -> Result<()> {
         for (dev, addr, len) in op.device_ranges() {
@@ -486,6 +525,15 @@ impl std::fmt::Display for Started {
             Started::Acl(s) => write!(f, "{s}"),
         }
     }
+}
+
+/// `key` with its NUL, as ACL takes it.
+fn c_key(key: &IpcKey) -> [std::ffi::c_char; IPC_KEY_MAX + 1] {
+    let mut c = [0; IPC_KEY_MAX + 1];
+    for (d, &b) in c.iter_mut().zip(key.as_bytes()) {
+        *d = b as std::ffi::c_char;
+    }
+    c
 }
 
 /// A device address as the pointer ACL takes (never dereferenced here).
@@ -700,6 +748,115 @@ impl DeviceDriver for AscendDriver {
         self.destroy_event(event);
         Some(Err(status_of("aclrtMemcpyAsync", Some(dev), rc)))
     }
+
+    fn ipc_supported(&self) -> bool {
+        let api = self.api();
+        api.aclrtIpcMemGetExportKey.is_some()
+            && api.aclrtIpcMemSetImportPid.is_some()
+            && api.aclrtIpcMemImportByKey.is_some()
+            && api.aclrtIpcMemClose.is_some()
+    }
+
+    fn export_range(
+        &mut self,
+        dev: DeviceIndex,
+        addr: DeviceAddr,
+        len: u64,
+        importer: u32,
+    ) -> Result<IpcKey> {
+        let get_key = self.ipc(self.api().aclrtIpcMemGetExportKey, "aclrtIpcMemGetExportKey")?;
+        let set_pid = self.ipc(self.api().aclrtIpcMemSetImportPid, "aclrtIpcMemSetImportPid")?;
+        self.ipc(self.api().aclrtIpcMemClose, "aclrtIpcMemClose")?;
+        self.check_range(dev, addr, len)?;
+        let mut pid = i32::try_from(importer)
+            .map_err(|_| status!(Invalid, "npu:{dev}: importer process id {importer} out of range"))?;
+        self.bind(dev)?;
+        let mut buf = [0 as std::ffi::c_char; IPC_KEY_MAX + 1];
+        // SAFETY: the range lies in one allocation (`check_range`); ACL
+        // writes at most `buf.len()` bytes of key with its NUL. Flags 0:
+        // only whitelisted processes may import.
+        check("aclrtIpcMemGetExportKey", Some(dev), unsafe {
+            get_key(ptr(addr), len as usize, buf.as_mut_ptr(), buf.len(), 0)
+        })?;
+        let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+        let bytes: Vec<u8> = buf[..end].iter().map(|&c| c as u8).collect();
+        let key =
+            IpcKey::new(&bytes).map_err(|e| status!(RuntimeError, "npu:{dev}: ACL gave {}", e.message()))?;
+        self.exports.insert(key, dev);
+        let c = c_key(&key);
+        // SAFETY: a NUL-terminated key just exported, one pid.
+        let allowed = check("aclrtIpcMemSetImportPid", Some(dev), unsafe {
+            set_pid(c.as_ptr(), &mut pid, 1)
+        });
+        if let Err(e) = allowed {
+            let _ = self.close_export(&key);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    fn close_export(&mut self, key: &IpcKey) -> Result<()> {
+        let Some(&dev) = self.exports.get(key) else {
+            return Err(status!(Invalid, "npu: no export of te's under key {key:?}"));
+        };
+        self.exports.remove(key);
+        self.close_key(dev, key)
+    }
+
+    fn import_range(
+        &mut self,
+        dev: DeviceIndex,
+        peer_dev: DeviceIndex,
+        key: &IpcKey,
+        len: u64,
+    ) -> Result<DeviceAddr> {
+        let import = self.ipc(self.api().aclrtIpcMemImportByKey, "aclrtIpcMemImportByKey")?;
+        self.ipc(self.api().aclrtIpcMemClose, "aclrtIpcMemClose")?;
+        if len == 0 {
+            return Err(status!(Invalid, "npu:{dev}: import of 0 bytes under key {key:?}"));
+        }
+        if dev != peer_dev && !self.peer(dev, peer_dev)? {
+            return Err(status!(
+                NotSupported,
+                "npu:{dev} cannot access npu:{peer_dev}, where key {key:?} was exported"
+            ));
+        }
+        self.bind(dev)?;
+        let c = c_key(key);
+        let mut p = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated key; ACL writes one pointer. Flags 0:
+        // the exporter's whitelist applies.
+        check("aclrtIpcMemImportByKey", Some(dev), unsafe {
+            import(&mut p, c.as_ptr(), 0)
+        })?;
+        let base = p as u64;
+        // The exporter announced the length; where ACL can tell the size
+        // of the mapping, a shorter one is refused (no copy runs past it).
+        if let Some(range_of) = self.api().aclrtMemGetAddressRange {
+            let (mut b, mut size) = (std::ptr::null_mut(), 0usize);
+            // SAFETY: looks the imported address up; writes a pointer and a size.
+            let rc = unsafe { range_of(p, &mut b, &mut size) };
+            if rc == ACL_SUCCESS && (b as u64 != base || (size as u64) < len) {
+                let _ = self.close_key(dev, key);
+                return Err(status!(
+                    Invalid,
+                    "npu:{dev}: key {key:?} maps {size} bytes, fewer than the {len} announced"
+                ));
+            }
+        }
+        self.imports.insert(base, (dev, len, *key));
+        Ok(DeviceAddr(base))
+    }
+
+    fn close_import(&mut self, dev: DeviceIndex, addr: DeviceAddr) -> Result<()> {
+        match self.imports.get(&addr.0) {
+            Some(&(d, _, key)) if d == dev => {
+                self.imports.remove(&addr.0);
+                self.close_key(dev, &key)
+            }
+            _ => Err(status!(Invalid, "npu:{dev}: no import at {addr}")),
+        }
+    }
 }
 
 impl Drop for AscendDriver {
@@ -722,6 +879,13 @@ impl Drop for AscendDriver {
             if self.bind(dev).is_ok() {
                 self.destroy_event(e);
             }
+        }
+        // Imports before exports: CANN wants importers to close first.
+        for (_, (dev, _, key)) in std::mem::take(&mut self.imports) {
+            let _ = self.close_key(dev, &key);
+        }
+        for (key, dev) in std::mem::take(&mut self.exports) {
+            let _ = self.close_key(dev, &key);
         }
         for (dev, s) in std::mem::take(&mut self.streams) {
             if self.bind(dev).is_ok() {

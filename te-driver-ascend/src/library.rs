@@ -81,6 +81,19 @@ fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
+/// Whether a library file stands where [`load`] would look first: the
+/// caller's path, `$TE_ACL_LIBRARY` or `$ASCEND_HOME_PATH/lib64` (not the
+/// loader's search, which only loading can tell). Nothing is loaded, so an
+/// engine that may never touch NPU memory can ask cheaply.
+pub fn findable(explicit: Option<&Path>) -> bool {
+    let named = candidates(explicit);
+    let explicit_only = explicit.is_some();
+    named
+        .iter()
+        .filter(|p| explicit_only || p.components().count() > 1)
+        .any(|p| p.is_file())
+}
+
 /// Declares [`Api`] and its resolution from one list of signatures, so the
 /// fields and the symbols looked up cannot drift apart.
 macro_rules! acl_api {

@@ -295,3 +295,47 @@ fn a_failed_initialisation_is_reported_with_its_code() {
         "aclInit: ACL error 507033 (ACL_ERROR_RT_DEV_SETUP_ERROR)"
     );
 }
+
+#[test]
+fn an_export_imported_across_devices_copies_byte_exact_until_its_key_is_closed() {
+    let (_g, fake) = serial();
+    let (ipc, misuse) = (fake.live_ipc(), fake.ipc_misuse());
+    let mut d = driver();
+    let len = 64 << 10;
+    let theirs = d.alloc(1, len).expect("alloc");
+    let ours = d.alloc(0, len).expect("alloc");
+    let data = pattern(len as usize, 9);
+    d.copy_from_host(1, &data, theirs).expect("fill");
+    // This process stands in for the importer: only it is whitelisted.
+    let key = d
+        .export_range(1, theirs, len, std::process::id())
+        .expect("export");
+    assert!(key.as_bytes().starts_with(b"tefakeacl-"), "{key:?}");
+    let at = d.import_range(0, 1, &key, len).expect("import");
+    assert_ne!(at, theirs, "an import is a mapping of its own");
+    d.check_range(0, at, len)
+        .expect("the import is npu:0 memory for copies");
+    let e = d.check_range(0, at, len + 1).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Invalid, "{e}");
+    d.copy_device(0, at, 0, ours, len).expect("D2D from the import");
+    let mut back = vec![0u8; len as usize];
+    d.copy_to_host(0, ours, &mut back).expect("read back");
+    assert!(back == data, "D2D through the import is not byte-exact");
+    // Importer first, then the exporter: CANN's order, no misuse.
+    d.close_import(0, at).expect("close import");
+    assert_eq!(d.check_range(0, at, 1).unwrap_err().code(), ErrorCode::Invalid);
+    d.close_export(&key).expect("close export");
+    assert_eq!(fake.ipc_misuse(), misuse);
+    assert_eq!(fake.live_ipc(), ipc);
+    let e = d.import_range(0, 1, &key, len).unwrap_err();
+    assert!(e.message().contains("507022"), "a revoked key imports: {e}");
+    let e = d.close_export(&key).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Invalid);
+    // A failing whitelist call leaves no export behind.
+    fake.fail("aclrtIpcMemSetImportPid", 1, 507022, false);
+    let e = d.export_range(1, theirs, len, std::process::id()).unwrap_err();
+    assert!(e.message().contains("aclrtIpcMemSetImportPid"), "{e}");
+    assert_eq!(fake.live_ipc(), ipc, "the half-made export was closed");
+    d.free(0, ours).unwrap();
+    d.free(1, theirs).unwrap();
+}

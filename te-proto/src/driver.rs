@@ -85,6 +85,53 @@ pub struct StagingId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CopyId(pub u64);
 
+/// Longest IPC export key a driver hands out, in bytes (ACL's keys are at
+/// most 64 characters plus a NUL).
+pub const IPC_KEY_MAX: usize = 64;
+
+/// An IPC export key of device memory (ACL's `aclrtIpcMemGetExportKey`):
+/// 1 to [`IPC_KEY_MAX`] bytes without a NUL, so that a driver can pass it
+/// on as a C string. Another process imports the range with it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpcKey {
+    len: u8,
+    bytes: [u8; IPC_KEY_MAX],
+}
+
+impl IpcKey {
+    /// The key of `bytes`; `Invalid` naming the length for an empty or too
+    /// long key, or the position of a NUL byte in it.
+    pub fn new(bytes: &[u8]) -> Result<IpcKey> {
+        if bytes.is_empty() || bytes.len() > IPC_KEY_MAX {
+            return Err(crate::status!(
+                Invalid,
+                "IPC key of {} bytes (1 to {IPC_KEY_MAX})",
+                bytes.len()
+            ));
+        }
+        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+            return Err(crate::status!(Invalid, "IPC key has a NUL byte at {at}"));
+        }
+        let mut key = IpcKey {
+            len: bytes.len() as u8,
+            bytes: [0; IPC_KEY_MAX],
+        };
+        key.bytes[..bytes.len()].copy_from_slice(bytes);
+        Ok(key)
+    }
+
+    /// The key's bytes (no NUL).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl fmt::Debug for IpcKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IpcKey({})", self.as_bytes().escape_ascii())
+    }
+}
+
 /// A device's memory as the driver accounts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
@@ -236,4 +283,72 @@ pub trait DeviceDriver {
     /// `Some(result)` once it has ended (the id is then spent; asking again
     /// is `Invalid`).
     fn poll_copy(&mut self, id: CopyId, now: Instant) -> Option<Result<()>>;
+
+    /// Whether [`export_range`](Self::export_range) and
+    /// [`import_range`](Self::import_range) can work at all (false, the
+    /// default, where they answer `NotSupported`).
+    fn ipc_supported(&self) -> bool {
+        false
+    }
+
+    /// Exports `[addr, addr + len)` on `dev` (inside one allocation) to
+    /// the process `importer` alone, for the same-host path: that process
+    /// may import it with [`import_range`](Self::import_range) until
+    /// [`close_export`](Self::close_export). `NotSupported` (the default)
+    /// where the driver or its runtime has no inter-process memory.
+    fn export_range(
+        &mut self,
+        dev: DeviceIndex,
+        addr: DeviceAddr,
+        len: u64,
+        importer: u32,
+    ) -> Result<IpcKey> {
+        let _ = (addr, len, importer);
+        Err(crate::status!(
+            NotSupported,
+            "{}:{dev}: no inter-process device memory in this driver",
+            self.kind()
+        ))
+    }
+
+    /// Revokes an export of [`export_range`](Self::export_range): imports
+    /// fail from now on, and copies through existing ones fail.
+    fn close_export(&mut self, key: &IpcKey) -> Result<()> {
+        Err(crate::status!(
+            NotSupported,
+            "{}: cannot close export {key:?}: no inter-process device memory",
+            self.kind()
+        ))
+    }
+
+    /// Imports `len` bytes another process exported from its device
+    /// `peer_dev` with `key`, for use from `dev` (peer access between the
+    /// two is enabled where they differ). The range returned is device
+    /// memory of `dev` for this driver's copies (and [`check_range`](Self::check_range))
+    /// until [`close_import`](Self::close_import). `NotSupported` (the
+    /// default) as for exports.
+    fn import_range(
+        &mut self,
+        dev: DeviceIndex,
+        peer_dev: DeviceIndex,
+        key: &IpcKey,
+        len: u64,
+    ) -> Result<DeviceAddr> {
+        let _ = (peer_dev, key, len);
+        Err(crate::status!(
+            NotSupported,
+            "{}:{dev}: no inter-process device memory in this driver",
+            self.kind()
+        ))
+    }
+
+    /// Unmaps an import of [`import_range`](Self::import_range) at `addr`
+    /// on `dev`.
+    fn close_import(&mut self, dev: DeviceIndex, addr: DeviceAddr) -> Result<()> {
+        Err(crate::status!(
+            NotSupported,
+            "{}:{dev}: no import at {addr}",
+            self.kind()
+        ))
+    }
 }

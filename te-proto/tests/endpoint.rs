@@ -316,16 +316,18 @@ fn after_finalize_begins_nothing_new_starts_and_queued_tasks_can_be_failed() {
 #[test]
 fn the_path_rule_takes_the_same_host_path_only_for_host_memory_on_a_link_that_has_it() {
     let (cpu, sim) = (Location::Cpu, Location::Sim(0));
-    assert_eq!(Path::Auto.route(cpu, true, None), Ok(Route::SameHost));
-    assert_eq!(Path::Auto.route(cpu, false, None), Ok(Route::Link));
-    assert_eq!(Path::Auto.route(sim, true, None), Ok(Route::Link));
-    assert_eq!(Path::Tcp.route(cpu, true, None), Ok(Route::Link));
-    assert_eq!(Path::Shm.route(cpu, true, None), Ok(Route::SameHost));
+    assert_eq!(Path::Auto.route(cpu, false, true, None), Ok(Route::SameHost));
+    assert_eq!(Path::Auto.route(cpu, false, false, None), Ok(Route::Link));
+    assert_eq!(Path::Auto.route(sim, false, true, None), Ok(Route::Link));
+    assert_eq!(Path::Tcp.route(cpu, false, true, None), Ok(Route::Link));
+    assert_eq!(Path::Shm.route(cpu, false, true, None), Ok(Route::SameHost));
     let e = Path::Shm
-        .route(cpu, false, Some("peer is on another host"))
+        .route(cpu, false, false, Some("peer is on another host"))
         .expect_err("no path");
     assert_eq!(e.code(), ErrorCode::NotSupported);
     assert!(e.message().contains("peer is on another host"), "{e}");
-    let e = Path::Shm.route(sim, true, None).expect_err("device memory");
+    let e = Path::Shm
+        .route(sim, false, true, None)
+        .expect_err("device memory");
     assert!(e.message().contains("sim:0"), "{e}");
 }

@@ -7,7 +7,8 @@ mod support;
 
 use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
-use te_proto::link::{Caps, LinkConfig, LocalMap, PidChallenge, MAX_LOCAL_MAPS};
+use te_proto::driver::IpcKey;
+use te_proto::link::{Caps, LinkConfig, LocalKey, LocalMap, PidChallenge, MAX_LOCAL_MAPS};
 use te_proto::wire::{Decoder, Frame, LocalAccess, Opcode, Progress, MAX_CONTROL_LEN, PID_SOCKET_MAX};
 use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
 
@@ -115,6 +116,7 @@ fn a_peer_without_the_path_refuses_local_requests() {
         location: None,
         len: 16,
         peer_addr: DST,
+        peer_device: false,
     };
     let mut buf = vec![0u8; MAX_CONTROL_LEN];
     let n = Frame::LocalRead(req).encode(&mut buf).unwrap();
@@ -572,4 +574,138 @@ fn a_side_that_maps_nothing_refuses_announcements() {
     p.run();
     b_closed_with(&p, "does not map buffers");
     assert_eq!(p.b.closed.as_ref().map(|s| s.code()), Some(ErrorCode::Invalid));
+}
+
+/// The key a announces for its device buffer at `base`.
+fn device_key(id: u64, base: u64, len: u64) -> LocalKey {
+    LocalKey {
+        id,
+        base,
+        len,
+        location: Location::Npu(1),
+        key: IpcKey::new(b"tefakeacl-1-1-0-1000-1").ok(),
+    }
+}
+
+#[test]
+fn device_buffers_are_announced_by_key_only_to_a_peer_that_imports_them() {
+    let mut p = local_pair(offering("b:2"));
+    let e =
+        p.a.link
+            .same_host_mut()
+            .announce_local_key(device_key(1, DST, 4096))
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    assert!(e.message().contains("does not import device buffers"), "{e}");
+    // A LocalKey sent anyway breaks b's rule: b closes the link.
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::LocalKey(device_key(1, DST, 4096))
+        .encode(&mut buf)
+        .unwrap();
+    p.inject_to_b(&buf[..n]);
+    p.run();
+    let why = p.b.closed.as_ref().map(|s| s.message().to_string());
+    assert!(
+        why.as_deref().is_some_and(|m| m.contains("does not import keys")),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn copies_of_announced_device_buffers_reach_the_shell_marked_and_others_are_refused() {
+    let mut b = offering("b:2");
+    b.caps |= Caps::DEVICE_IPC;
+    let mut p = local_pair(b);
+    let mut rng = Rng(21);
+    // a's device buffer, as the fake memories hold it.
+    p.a.region(DST, 4096, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 4096, Perm::REMOTE_READ_WRITE, &mut rng);
+    let k = device_key(7, DST, 4096);
+    p.a.link.same_host_mut().announce_local_key(k).unwrap();
+    assert!(p.a.link.same_host().local_key_announced(7));
+    let dev = |addr, len| Span {
+        addr,
+        len,
+        location: Location::Npu(1),
+    };
+    p.b.copies_paused = true;
+    p.a.submit_local(task(1, 0), Op::Read, dev(DST, 64), REMOTE)
+        .unwrap();
+    p.run();
+    assert_eq!(p.b.link.same_host().peer_local_key(DST + 8, 8), Some(k));
+    let c =
+        p.b.link
+            .same_host()
+            .poll_copy()
+            .expect("the read waits for b's shell");
+    assert!(c.peer_device && c.to_peer, "{c:?}");
+    p.b.copies_paused = false;
+    p.run();
+    assert_eq!(code(p.a.done.get(&task(1, 0))), Some(ErrorCode::Ok));
+    // Past the announced buffer: refused by b's link, never copied.
+    let done = p.b.copies_done;
+    p.a.submit_local(task(1, 1), Op::Write, dev(DST + 4000, 200), REMOTE)
+        .unwrap();
+    p.run();
+    assert_eq!(code(p.a.done.get(&task(1, 1))), Some(ErrorCode::Invalid));
+    assert_eq!(p.b.copies_done, done);
+    // Withdrawn: b forgets it.
+    assert!(p.a.link.same_host_mut().withdraw_local_key(7));
+    p.run();
+    assert_eq!(p.b.link.same_host().peer_local_key(DST, 8), None);
+    assert!(!p.a.link.same_host().local_key_announced(7));
+}
+
+#[test]
+fn a_device_buffer_announced_twice_overlapping_or_withdrawn_unknown_closes_the_link() {
+    let k = device_key(3, DST, 4096);
+    let twice = [k, k];
+    let overlapping = [
+        k,
+        LocalKey {
+            id: 4,
+            base: DST + 4000,
+            ..k
+        },
+    ];
+    let unknown = [LocalKey::withdraw(9)];
+    for (frames, want) in [
+        (&twice[..], "announced buffer 0x3 twice"),
+        (&overlapping[..], "overlaps"),
+        (&unknown[..], "never announced"),
+    ] {
+        let mut b = offering("b:2");
+        b.caps |= Caps::DEVICE_IPC;
+        let mut p = local_pair(b);
+        let mut buf = vec![0u8; MAX_CONTROL_LEN];
+        for f in frames {
+            let n = Frame::LocalKey(*f).encode(&mut buf).unwrap();
+            p.inject_to_b(&buf[..n]);
+        }
+        p.run();
+        let why = p.b.closed.as_ref().map(|s| s.message().to_string());
+        assert!(
+            why.as_deref().is_some_and(|m| m.contains(want)),
+            "{want}: {why:?}"
+        );
+    }
+    // The same range on another device is another buffer: no overlap.
+    let mut b = offering("b:2");
+    b.caps |= Caps::DEVICE_IPC;
+    let mut p = local_pair(b);
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    for f in [
+        k,
+        LocalKey {
+            id: 4,
+            location: Location::Npu(2),
+            ..k
+        },
+    ] {
+        let n = Frame::LocalKey(f).encode(&mut buf).unwrap();
+        p.inject_to_b(&buf[..n]);
+    }
+    p.run();
+    assert!(p.b.closed.is_none(), "{:?}", p.b.closed);
+    assert_eq!(p.b.link.same_host().peer_local_keys().count(), 2);
 }

@@ -44,7 +44,7 @@ const DIRECT_READ_MIN: u64 = 32 << 10;
 /// destination instead of being copied twice.
 const HEADER_READ: usize = 64;
 /// How long a connection going away waits for its device copies.
-const COPY_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const COPY_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub(crate) type Reg = Registry<Box<[Entry]>>;
 
@@ -271,7 +271,8 @@ impl Conn {
     /// Whether a device copy of this connection is in flight (the event
     /// loop then looks at it again after [`DEVICE_POLL`](crate::staging::DEVICE_POLL)).
     pub fn copies_in_flight(&self) -> bool {
-        !self.landings.is_empty()
+        self.shm.copies_in_flight()
+            || !self.landings.is_empty()
             || self
                 .out
                 .back()

@@ -7,7 +7,7 @@
 //! use of an `npu:N` location (at start for an engine in one), so an engine
 //! that never touches NPU memory never loads it.
 
-use te_proto::driver::{CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, StagingId};
+use te_proto::driver::{CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, IpcKey, StagingId};
 use te_proto::{status, Instant, Location, Result, Span};
 
 use crate::config::EngineConfig;
@@ -95,6 +95,107 @@ impl Devices {
     #[cfg(feature = "sim")]
     pub fn sim(&mut self) -> &mut te_driver_sim::SimDriver {
         &mut self.sim
+    }
+
+    /// Whether this engine can import a same-host peer's device buffers
+    /// (`Caps::DEVICE_IPC`): in a device location, its driver has
+    /// inter-process memory; in host memory, the Ascend driver is built in
+    /// and its library can be found (it is loaded at the first import).
+    pub fn imports(&mut self, cfg: &EngineConfig) -> bool {
+        match cfg.location {
+            Location::Cpu => {
+                #[cfg(feature = "ascend")]
+                return te_driver_ascend::library::findable(cfg.ascend.library.as_deref());
+                #[cfg(not(feature = "ascend"))]
+                return false;
+            }
+            loc => self.driver(loc).is_ok_and(|(d, _)| d.ipc_supported()),
+        }
+    }
+
+    /// Whether `loc`'s driver has inter-process memory (loading it if
+    /// needed); false for host memory.
+    pub fn ipc(&mut self, loc: Location) -> bool {
+        !loc.is_host() && self.driver(loc).is_ok_and(|(d, _)| d.ipc_supported())
+    }
+
+    /// Exports the device span `span` to process `importer`.
+    pub fn export(&mut self, span: Span, importer: u32) -> Result<IpcKey> {
+        let (d, dev) = self.driver(span.location)?;
+        d.export_range(dev, DeviceAddr(span.addr), span.len, importer)
+    }
+
+    /// Revokes an export of [`export`](Self::export) in `loc`.
+    pub fn close_export(&mut self, loc: Location, key: &IpcKey) -> Result<()> {
+        let (d, _) = self.driver(loc)?;
+        d.close_export(key)
+    }
+
+    /// Imports `len` bytes a peer exported from its `peer` device under
+    /// `key`, for copies on `on` (a device of the same driver); the address
+    /// is in `on`.
+    pub fn import(&mut self, on: Location, peer: Location, key: &IpcKey, len: u64) -> Result<u64> {
+        let peer_dev = match (on, peer) {
+            (Location::Npu(_), Location::Npu(p)) | (Location::Sim(_), Location::Sim(p)) => p,
+            _ => {
+                return Err(status!(
+                    NotSupported,
+                    "{peer} memory cannot be imported for copies on {on}"
+                ))
+            }
+        };
+        let (d, dev) = self.driver(on)?;
+        d.import_range(dev, peer_dev, key, len).map(|a| a.0)
+    }
+
+    /// Unmaps an import of [`import`](Self::import).
+    pub fn close_import(&mut self, on: Location, addr: u64) -> Result<()> {
+        let (d, dev) = self.driver(on)?;
+        d.close_import(dev, DeviceAddr(addr))
+    }
+
+    /// Starts an asynchronous copy from device span `src` to `dst`, both on
+    /// one device (the length is `src`'s).
+    pub fn submit_device(&mut self, now: Instant, src: Span, dst: Span) -> Result<Copy> {
+        if src.location != dst.location {
+            return Err(status!(
+                NotSupported,
+                "asynchronous copy from {} to {}: one device only",
+                src.location,
+                dst.location
+            ));
+        }
+        let (d, dev) = self.driver(src.location)?;
+        let id = d.submit_copy(
+            now,
+            CopyOp::Device {
+                src_dev: dev,
+                src: DeviceAddr(src.addr),
+                dst_dev: dev,
+                dst: DeviceAddr(dst.addr),
+                len: src.len,
+            },
+        )?;
+        Ok(Copy {
+            loc: src.location,
+            id,
+        })
+    }
+
+    /// Copies device span `src` to `dst` (one driver), now.
+    pub fn copy_device(&mut self, src: Span, dst: Span) -> Result<()> {
+        let (d, src_dev) = self.driver(src.location)?;
+        let dst_dev = match (src.location, dst.location) {
+            (Location::Npu(_), Location::Npu(n)) | (Location::Sim(_), Location::Sim(n)) => n,
+            (a, b) => return Err(status!(NotSupported, "device copy from {a} to {b}")),
+        };
+        d.copy_device(
+            src_dev,
+            DeviceAddr(src.addr),
+            dst_dev,
+            DeviceAddr(dst.addr),
+            src.len,
+        )
     }
 
     /// Allocates `len` bytes of device memory in `loc`.

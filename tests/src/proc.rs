@@ -56,6 +56,25 @@ impl PeerProcess {
         PeerProcess::start(cmd, exe, seed)
     }
 
+    /// As [`spawn`](Self::spawn), with environment variables `env` set for
+    /// the peer (e.g. the fake ACL's `TE_FAKE_ACL_FAIL`).
+    pub fn spawn_with_env(
+        exe: &str,
+        listen: &str,
+        len: u64,
+        seed: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> PeerProcess {
+        let mut cmd = Command::new(exe);
+        cmd.arg(listen)
+            .arg(len.to_string())
+            .arg(seed.to_string())
+            .args(extra)
+            .envs(env.iter().copied());
+        PeerProcess::start(cmd, exe, seed).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// As [`spawn`](Self::spawn), inside network namespace `netns` (through
     /// `ip netns exec`, which executes the peer in its place).
     pub fn spawn_in_netns(

@@ -22,10 +22,13 @@ fn engine_at(location: Location) -> Engine {
 }
 
 /// An engine's settings in `location`; `npu:N` runs on the fake
-/// libascendcl.so.
+/// libascendcl.so. TCP only: these tests are of the staging through
+/// connection buffers (npu memory over the same-host path is
+/// tests/npu_same_host.rs).
 fn config_at(location: Location) -> EngineConfig {
     EngineConfig {
         location,
+        path: Path::Tcp,
         ascend: AscendConfig {
             library: te_fake_acl::library_path(),
             ..AscendConfig::default()
@@ -113,8 +116,8 @@ fn round_trip_between(initiator: &Engine, target: &Engine, sizes: &[u64]) {
         .alloc_memory(2 * total, Perm::REMOTE_READ_WRITE)
         .expect("target memory");
     let seg = initiator.open_segment(&target.segment_name()).expect("open");
-    // Same host, but the same-host path copies host memory only: device
-    // memory on either side keeps the pair on TCP, through the staging.
+    // Same host, but forced to TCP: device memory on either side goes
+    // through the staging.
     assert_eq!(initiator.segment_path(seg).expect("path"), Path::Tcp);
     initiator.write_memory(src, &data(total, 1)).expect("fill source");
     target

@@ -15,6 +15,8 @@ pub struct Control {
     calls: unsafe extern "C" fn(*const c_char) -> u64,
     live_allocations: unsafe extern "C" fn() -> u64,
     live_host_allocations: unsafe extern "C" fn() -> u64,
+    live_ipc: unsafe extern "C" fn() -> u64,
+    ipc_misuse: unsafe extern "C" fn() -> u64,
     _lib: libloading::Library,
 }
 
@@ -41,6 +43,8 @@ impl Control {
                 calls: *lib.get(b"te_fake_acl_calls\0")?,
                 live_allocations: *lib.get(b"te_fake_acl_live_allocations\0")?,
                 live_host_allocations: *lib.get(b"te_fake_acl_live_host_allocations\0")?,
+                live_ipc: *lib.get(b"te_fake_acl_live_ipc\0")?,
+                ipc_misuse: *lib.get(b"te_fake_acl_ipc_misuse\0")?,
                 _lib: lib,
             })
         }
@@ -78,5 +82,19 @@ impl Control {
     pub fn live(&self) -> (u64, u64) {
         // SAFETY: no arguments.
         unsafe { ((self.live_allocations)(), (self.live_host_allocations)()) }
+    }
+
+    /// Live IPC exports plus imports of this process.
+    pub fn live_ipc(&self) -> u64 {
+        // SAFETY: no arguments.
+        unsafe { (self.live_ipc)() }
+    }
+
+    /// IPC orderings CANN calls undefined, since the library was loaded
+    /// (an exporter's close while a process still imports; a free of
+    /// memory with an open export).
+    pub fn ipc_misuse(&self) -> u64 {
+        // SAFETY: no arguments.
+        unsafe { (self.ipc_misuse)() }
     }
 }

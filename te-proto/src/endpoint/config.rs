@@ -84,20 +84,27 @@ pub enum Route {
 
 impl Path {
     /// The rule of path choice. A task whose local memory is in `local`
-    /// goes over the same-host path when this path allows it, the memory is
-    /// host memory and the link has the path (`same_host`: the peer offered
-    /// it and verified this process). [`Path::Shm`] without it is
-    /// `NotSupported`, naming `refusal` (why the link has no same-host path).
-    pub fn route(self, local: Location, same_host: bool, refusal: Option<&str>) -> Result<Route> {
-        let host = local.is_host();
+    /// goes over the same-host path when this path allows it, the link has
+    /// the path (`same_host`: the peer offered it and verified this
+    /// process) and the memory is host memory, or device memory the peer
+    /// can import (`keyed`: announced to it with an IPC key). [`Path::Shm`]
+    /// without it is `NotSupported`, naming `refusal` (why the link has no
+    /// same-host path) or the device memory that has no key.
+    pub fn route(
+        self,
+        local: Location,
+        keyed: bool,
+        same_host: bool,
+        refusal: Option<&str>,
+    ) -> Result<Route> {
+        let shareable = local.is_host() || keyed;
         match self {
             Path::Tcp => Ok(Route::Link),
-            Path::Auto if host && same_host => Ok(Route::SameHost),
+            Path::Auto | Path::Shm if shareable && same_host => Ok(Route::SameHost),
             Path::Auto => Ok(Route::Link),
-            Path::Shm if host && same_host => Ok(Route::SameHost),
-            Path::Shm if !host => Err(status!(
+            Path::Shm if !shareable => Err(status!(
                 NotSupported,
-                "same-host path needs host memory, task's local memory is {local}"
+                "same-host path needs host memory or device memory the peer can import (IPC), task's local memory is {local}"
             )),
             Path::Shm => Err(status!(
                 NotSupported,

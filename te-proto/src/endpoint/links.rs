@@ -2,11 +2,12 @@
 //! links' reports, a link's coming and going.
 
 use crate::error::{Result, Status};
-use crate::link::{self, Link, LocalMap};
+use crate::link::{self, Link, LocalKey, LocalMap};
+use crate::region::Span;
 use crate::registry::PinKey;
 use crate::status;
 
-use super::{Endpoint, Route, SegmentId, Storage};
+use super::{Endpoint, Path, Route, SegmentId, Storage};
 
 /// What the endpoint asks of the runtime about one link while it feeds it.
 pub trait Feed {
@@ -27,6 +28,20 @@ pub trait Feed {
     /// Announcing buffer `map` failed: the peer copies with its fallback.
     fn announce_failed(&mut self, map: LocalMap, why: Status) {
         let _ = (map, why);
+    }
+
+    /// The announcement of device region `region` (pinned as `pin`) with
+    /// an IPC key exported to the peer's process, made at the first call
+    /// for the region and link and the same afterwards; `None` when the
+    /// region cannot be exported to this peer (its tasks take the link).
+    fn local_key(&mut self, pin: PinKey, region: Span) -> Option<LocalKey> {
+        let _ = (pin, region);
+        None
+    }
+
+    /// Announcing device buffer `key` failed: its tasks take the link.
+    fn announce_key_failed(&mut self, key: LocalKey, why: Status) {
+        let _ = (key, why);
     }
 }
 
@@ -56,10 +71,15 @@ impl<S: Storage> Endpoint<S> {
                 continue;
             };
             let deadline = Some(entry.deadline);
+            let keyed = !req.local.location.is_host()
+                && entry.path != Path::Tcp
+                && link.same_host().available()
+                && entry.pin.is_some_and(|p| self.key_announced(p, link, shell));
             let submitted = entry
                 .path
                 .route(
                     req.local.location,
+                    keyed,
                     link.same_host().available(),
                     shell.same_host_refusal(),
                 )
@@ -81,6 +101,32 @@ impl<S: Storage> Endpoint<S> {
             }
         }
         fed
+    }
+
+    /// Whether device region `pin` is announced to the link's peer with an
+    /// IPC key, announcing it now if the shell can export it.
+    fn key_announced<L: Feed + ?Sized>(&self, pin: PinKey, link: &mut Link, shell: &mut L) -> bool {
+        // A draining region is exported no more (its key was revoked).
+        let Some(region) = self
+            .reg
+            .region(pin.location, pin.base)
+            .filter(|_| !self.reg.is_draining(pin))
+        else {
+            return false;
+        };
+        let Some(key) = shell.local_key(pin, region.span) else {
+            return false;
+        };
+        if link.same_host().local_key_announced(key.id) {
+            return true;
+        }
+        match link.same_host_mut().announce_local_key(key) {
+            Ok(()) => true,
+            Err(why) => {
+                shell.announce_key_failed(key, why);
+                false
+            }
+        }
     }
 
     /// Takes one event of the link of segment `id` (`None` for a link the

@@ -30,6 +30,10 @@ bitflags::bitflags! {
         const SHARED_MEMORY = 1 << 0;
         /// The sender can copy to and from a same-host peer's memory by process id.
         const PROCESS_VM = 1 << 1;
+        /// The sender imports the device buffers its same-host peer
+        /// announces with `LocalKey` (docs/PROTOCOL.md, "Device buffers");
+        /// a peer may send `LocalKey` only to a side that set this bit.
+        const DEVICE_IPC = 1 << 2;
     }
 }
 

@@ -77,6 +77,10 @@ pub struct SameHostCopy {
     /// True: copy `span` to the peer (its read); false: copy from the peer
     /// into `span` (its write).
     pub to_peer: bool,
+    /// `peer_addr` lies in a device buffer the peer announced with
+    /// `LocalKey` ([`SameHost::peer_local_key`](super::SameHost::peer_local_key)
+    /// finds it), not in its host memory.
+    pub peer_device: bool,
 }
 
 /// One page of the peer's remotely visible regions, from

@@ -1,26 +1,79 @@
-//! Buffers announced with `LocalMap` (docs/PROTOCOL.md, "Mapped buffers"):
-//! this side's announcements and withdrawals waiting to be sent, and the
-//! peer's announced buffers.
+//! Buffers announced with `LocalMap` (docs/PROTOCOL.md, "Mapped buffers")
+//! and `LocalKey` ("Device buffers"): this side's announcements and
+//! withdrawals waiting to be sent, and the peer's announced buffers. One
+//! set of tables serves both frames ([`Buffer`]).
 
 use crate::error::{Result, Status};
 use crate::status;
-use crate::wire::LocalMap;
+use crate::wire::{LocalKey, LocalMap};
+
+/// An announcement frame of a buffer (`LocalMap` or `LocalKey`), as the
+/// tables need it.
+pub(super) trait Buffer: Copy + PartialEq {
+    /// The buffer's id on the link.
+    fn id(&self) -> u64;
+    /// Its first byte and length (`len == 0`: a withdrawal).
+    fn range(&self) -> (u64, u64);
+    /// The withdrawal of buffer `id`.
+    fn withdrawal(id: u64) -> Self;
+    /// Whether it shares a byte with `other`.
+    fn overlaps(&self, other: &Self) -> bool;
+    /// Whether it holds all of `[addr, addr + len)`.
+    fn contains(&self, addr: u64, len: u64) -> bool;
+    /// Whether this is a withdrawal.
+    fn is_withdraw(&self) -> bool {
+        self.range().1 == 0
+    }
+}
+
+impl Buffer for LocalMap {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn range(&self) -> (u64, u64) {
+        (self.base, self.len)
+    }
+    fn withdrawal(id: u64) -> LocalMap {
+        LocalMap::withdraw(id)
+    }
+    fn overlaps(&self, other: &LocalMap) -> bool {
+        LocalMap::overlaps(self, other)
+    }
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        LocalMap::contains(self, addr, len)
+    }
+}
+
+impl Buffer for LocalKey {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn range(&self) -> (u64, u64) {
+        (self.base, self.len)
+    }
+    fn withdrawal(id: u64) -> LocalKey {
+        LocalKey::withdraw(id)
+    }
+    fn overlaps(&self, other: &LocalKey) -> bool {
+        LocalKey::overlaps(self, other)
+    }
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        LocalKey::contains(self, addr, len)
+    }
+}
 
 /// Most buffers announced per direction on one link. On this side's table a
 /// buffer whose withdrawal has not been sent yet still takes a slot.
 pub const MAX_LOCAL_MAPS: usize = 64;
 
 /// `Invalid`: `whose` buffer `m` overlaps buffer `e`, both named by id and range.
-fn overlap(whose: &str, m: &LocalMap, e: &LocalMap) -> Status {
+fn overlap<B: Buffer>(whose: &str, m: &B, e: &B) -> Status {
+    let ((mb, ml), (eb, el)) = (m.range(), e.range());
     status!(
         Invalid,
-        "{whose}buffer {:#x} at {:#x}+{:#x} overlaps {whose}buffer {:#x} at {:#x}+{:#x}",
-        m.id,
-        m.base,
-        m.len,
-        e.id,
-        e.base,
-        e.len
+        "{whose}buffer {:#x} at {mb:#x}+{ml:#x} overlaps {whose}buffer {:#x} at {eb:#x}+{el:#x}",
+        m.id(),
+        e.id(),
     )
 }
 
@@ -36,37 +89,43 @@ enum Out {
 }
 
 /// This side's buffers, announced or about to be.
-#[derive(Default)]
-pub(super) struct OutMaps {
-    entries: heapless::Vec<(LocalMap, Out), MAX_LOCAL_MAPS>,
+pub(super) struct OutMaps<B = LocalMap> {
+    entries: heapless::Vec<(B, Out), MAX_LOCAL_MAPS>,
 }
 
-impl OutMaps {
+impl<B> Default for OutMaps<B> {
+    fn default() -> Self {
+        OutMaps {
+            entries: heapless::Vec::new(),
+        }
+    }
+}
+
+impl<B: Buffer> OutMaps<B> {
     /// Queues the announcement of `m`. `Invalid` for a withdrawal-shaped
     /// (empty), null or wrapping range, an id in use (announced or still
     /// being withdrawn) or a range overlapping an announced buffer;
     /// `NotReady` when every slot is taken.
-    pub(super) fn announce(&mut self, m: LocalMap) -> Result<()> {
-        if m.len == 0 {
-            return Err(status!(Invalid, "buffer {:#x} of 0 bytes", m.id));
+    pub(super) fn announce(&mut self, m: B) -> Result<()> {
+        let (base, len) = m.range();
+        if len == 0 {
+            return Err(status!(Invalid, "buffer {:#x} of 0 bytes", m.id()));
         }
-        if m.base == 0 || m.end().is_none() {
+        if base == 0 || base.checked_add(len).is_none() {
             return Err(status!(
                 Invalid,
-                "buffer {:#x} at {:#x}+{:#x}: null or wrapping range",
-                m.id,
-                m.base,
-                m.len
+                "buffer {:#x} at {base:#x}+{len:#x}: null or wrapping range",
+                m.id(),
             ));
         }
-        if self.entries.iter().any(|(e, _)| e.id == m.id) {
+        if self.entries.iter().any(|(e, _)| e.id() == m.id()) {
             return Err(status!(
                 Invalid,
                 "buffer id {:#x} is announced or still being withdrawn",
-                m.id
+                m.id()
             ));
         }
-        let live = |(e, st): &&(LocalMap, Out)| *st != Out::WithdrawUnsent && e.overlaps(&m);
+        let live = |(e, st): &&(B, Out)| *st != Out::WithdrawUnsent && e.overlaps(&m);
         if let Some((e, _)) = self.entries.iter().find(live) {
             return Err(overlap("", &m, e));
         }
@@ -85,7 +144,7 @@ impl OutMaps {
         let Some(i) = self
             .entries
             .iter()
-            .position(|(e, st)| e.id == id && *st != Out::WithdrawUnsent)
+            .position(|(e, st)| e.id() == id && *st != Out::WithdrawUnsent)
         else {
             return false;
         };
@@ -102,23 +161,23 @@ impl OutMaps {
     pub(super) fn announced(&self, id: u64) -> bool {
         self.entries
             .iter()
-            .any(|(e, st)| e.id == id && *st != Out::WithdrawUnsent)
+            .any(|(e, st)| e.id() == id && *st != Out::WithdrawUnsent)
     }
 
     /// The next `LocalMap` frame due: every withdrawal goes before any
     /// announcement, so that the peer has freed a range before it hears of
     /// a new buffer there.
-    pub(super) fn next_due(&self) -> Option<LocalMap> {
+    pub(super) fn next_due(&self) -> Option<B> {
         let due = |want: Out| self.entries.iter().find(|(_, st)| *st == want);
         if let Some((e, _)) = due(Out::WithdrawUnsent) {
-            return Some(LocalMap::withdraw(e.id));
+            return Some(B::withdrawal(e.id()));
         }
         due(Out::AnnounceUnsent).map(|(e, _)| *e)
     }
 
     /// Records that `frame` (from [`next_due`](Self::next_due)) was sent.
-    pub(super) fn sent(&mut self, frame: LocalMap) {
-        let Some(i) = self.entries.iter().position(|(e, _)| e.id == frame.id) else {
+    pub(super) fn sent(&mut self, frame: B) {
+        let Some(i) = self.entries.iter().position(|(e, _)| e.id() == frame.id()) else {
             return;
         };
         if frame.is_withdraw() {
@@ -135,28 +194,39 @@ impl OutMaps {
 }
 
 /// The peer's announced buffers.
-#[derive(Default)]
-pub(super) struct InMaps {
-    entries: heapless::Vec<LocalMap, MAX_LOCAL_MAPS>,
+pub(super) struct InMaps<B = LocalMap> {
+    entries: heapless::Vec<B, MAX_LOCAL_MAPS>,
 }
 
-impl InMaps {
-    /// Applies the peer's `LocalMap` (already checked by the decoder). The
-    /// error, a protocol violation, names the bad value.
-    pub(super) fn apply(&mut self, m: LocalMap) -> core::result::Result<(), Status> {
+impl<B> Default for InMaps<B> {
+    fn default() -> Self {
+        InMaps {
+            entries: heapless::Vec::new(),
+        }
+    }
+}
+
+impl<B: Buffer> InMaps<B> {
+    /// Applies the peer's `LocalMap` or `LocalKey` (already checked by the
+    /// decoder). The error, a protocol violation, names the bad value.
+    pub(super) fn apply(&mut self, m: B) -> core::result::Result<(), Status> {
         if m.is_withdraw() {
-            let i = self.entries.iter().position(|e| e.id == m.id).ok_or_else(|| {
-                status!(
-                    Invalid,
-                    "peer withdrew buffer {:#x}, which it never announced",
-                    m.id
-                )
-            })?;
+            let i = self
+                .entries
+                .iter()
+                .position(|e| e.id() == m.id())
+                .ok_or_else(|| {
+                    status!(
+                        Invalid,
+                        "peer withdrew buffer {:#x}, which it never announced",
+                        m.id()
+                    )
+                })?;
             self.entries.swap_remove(i);
             return Ok(());
         }
-        if self.entries.iter().any(|e| e.id == m.id) {
-            return Err(status!(Invalid, "peer announced buffer {:#x} twice", m.id));
+        if self.entries.iter().any(|e| e.id() == m.id()) {
+            return Err(status!(Invalid, "peer announced buffer {:#x} twice", m.id()));
         }
         if let Some(e) = self.entries.iter().find(|e| e.overlaps(&m)) {
             return Err(overlap("peer's ", &m, e));
@@ -165,18 +235,18 @@ impl InMaps {
             status!(
                 Invalid,
                 "peer announced buffer {:#x} beyond the limit of {MAX_LOCAL_MAPS}",
-                m.id
+                m.id()
             )
         })
     }
 
     /// The buffer holding all of `[addr, addr + len)`, if any.
-    pub(super) fn find(&self, addr: u64, len: u64) -> Option<LocalMap> {
+    pub(super) fn find(&self, addr: u64, len: u64) -> Option<B> {
         self.entries.iter().find(|e| e.contains(addr, len)).copied()
     }
 
     /// Every buffer, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = LocalMap> + '_ {
+    pub(super) fn iter(&self) -> impl Iterator<Item = B> + '_ {
         self.entries.iter().copied()
     }
 

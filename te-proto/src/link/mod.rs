@@ -42,7 +42,7 @@ mod target;
 mod tasks;
 mod transmit;
 
-pub use crate::wire::LocalMap;
+pub use crate::wire::{LocalKey, LocalMap};
 pub use config::{Caps, LinkConfig, PeerInfo, DEFAULT_MIN_FRAME_RATE, MAX_LINK_TASKS, MAX_OUTSTANDING};
 pub use event::{Event, Notification, PayloadDest, PidChallenge, SameHostCopy, SegmentPage, Transmit};
 pub use handshake::SECRET_MISMATCH;

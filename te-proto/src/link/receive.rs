@@ -195,6 +195,20 @@ impl State {
                     self.shut(why, true, reg);
                 }
             }
+            Frame::LocalKey(k) => {
+                if !self.cfg.caps.contains(Caps::DEVICE_IPC) {
+                    return self.violation(
+                        reg,
+                        format_args!(
+                            "peer announced device buffer {:#x} with LocalKey; this side does not import keys",
+                            k.id
+                        ),
+                    );
+                }
+                if let Err(why) = self.same_host.on_key(k) {
+                    self.shut(why, true, reg);
+                }
+            }
             Frame::Ping { token } => match self.due.pong {
                 // The sender keeps at most one Ping unanswered: this one
                 // came before the answer to the last one was even sent.

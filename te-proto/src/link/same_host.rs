@@ -23,7 +23,7 @@ use crate::region::{Perm, Span};
 use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::Instant;
-use crate::wire::{LocalAccess, LocalMap};
+use crate::wire::{LocalAccess, LocalKey, LocalMap};
 
 /// The same-host half of a link (docs/PROTOCOL.md, "Same-host path"): the
 /// process-id challenges, the peer's copies waiting for the shell, and the
@@ -43,6 +43,10 @@ pub struct SameHost {
     maps_out: OutMaps,
     /// The peer's announced buffers.
     maps_in: InMaps,
+    /// This side's device buffers announced to the peer (or about to be).
+    keys_out: OutMaps<LocalKey>,
+    /// The peer's announced device buffers.
+    keys_in: InMaps<LocalKey>,
 }
 
 impl core::fmt::Debug for SameHost {
@@ -66,6 +70,8 @@ impl SameHost {
             copies: Deque::new(),
             maps_out: OutMaps::default(),
             maps_in: InMaps::default(),
+            keys_out: OutMaps::default(),
+            keys_in: InMaps::default(),
         }
     }
 
@@ -89,6 +95,23 @@ impl SameHost {
     /// The peer's announced buffers, in no particular order.
     pub fn peer_local_maps(&self) -> impl Iterator<Item = LocalMap> + '_ {
         self.maps_in.iter()
+    }
+
+    /// Whether device buffer `id` is announced (or its announcement is
+    /// queued) and not withdrawn.
+    pub fn local_key_announced(&self, id: u64) -> bool {
+        self.keys_out.announced(id)
+    }
+
+    /// The peer's announced device buffer that holds all of `[addr, addr +
+    /// len)`, if any (none once the link is closed).
+    pub fn peer_local_key(&self, addr: u64, len: u64) -> Option<LocalKey> {
+        self.keys_in.find(addr, len)
+    }
+
+    /// The peer's announced device buffers, in no particular order.
+    pub fn peer_local_keys(&self) -> impl Iterator<Item = LocalKey> + '_ {
+        self.keys_in.iter()
     }
 
     /// The oldest of the peer's same-host copies not yet done: validated
@@ -131,6 +154,15 @@ impl SameHost {
             let status = status!(NotSupported, "same-host path not offered by this peer");
             return target.answer(Response::Fail { req_id, status });
         }
+        if a.peer_device && self.keys_in.find(a.peer_addr, a.len as u64).is_none() {
+            let status = status!(
+                Invalid,
+                "peer range {:#x}+{:#x} lies in no device buffer it announced",
+                a.peer_addr,
+                a.len
+            );
+            return target.answer(Response::Fail { req_id, status });
+        }
         let perm = match op {
             Op::Read => Perm::REMOTE_READ,
             Op::Write => Perm::REMOTE_WRITE,
@@ -145,6 +177,7 @@ impl SameHost {
                     },
                     peer_addr: a.peer_addr,
                     to_peer: op == Op::Read,
+                    peer_device: a.peer_device,
                 };
                 // The link admitted it: at most max_outstanding copies wait.
                 let queued = self.copies.push_back((req_id, copy, pin));
@@ -172,9 +205,27 @@ impl SameHost {
         self.maps_in.apply(m)
     }
 
+    /// The peer's `LocalKey`; the error, a protocol violation, names the
+    /// bad value.
+    pub(super) fn on_key(&mut self, k: LocalKey) -> Result<()> {
+        self.keys_in.apply(k)
+    }
+
     /// Whether a same-host frame is due for the peer.
     pub(super) fn has_frames_due(&self) -> bool {
-        self.challenge_out.is_some() || self.maps_out.next_due().is_some()
+        self.challenge_out.is_some()
+            || self.maps_out.next_due().is_some()
+            || self.keys_out.next_due().is_some()
+    }
+
+    /// The `LocalKey` due, if any; [`key_sent`](Self::key_sent) once encoded.
+    pub(super) fn key_due(&self) -> Option<LocalKey> {
+        self.keys_out.next_due()
+    }
+
+    /// The `LocalKey` from [`key_due`](Self::key_due) was sent.
+    pub(super) fn key_sent(&mut self, k: LocalKey) {
+        self.keys_out.sent(k)
     }
 
     /// The `PidChallenge` due, if any; [`challenge_sent`](Self::challenge_sent)
@@ -212,6 +263,8 @@ impl SameHost {
         self.available = false;
         self.maps_out.clear();
         self.maps_in.clear();
+        self.keys_out.clear();
+        self.keys_in.clear();
     }
 }
 
@@ -315,6 +368,46 @@ impl SameHostMut<'_> {
         }
         self.enabled()?;
         self.half.maps_out.announce(m)
+    }
+
+    /// Announces device buffer `k` of this process to the peer, which may
+    /// then import it (docs/PROTOCOL.md, "Device buffers"): `k.key` must be
+    /// an export of `[k.base, k.base + k.len)` on `k.location` to the peer's
+    /// verified process, valid until the buffer is withdrawn. Its
+    /// `LocalKey` frame is sent before any request submitted after this call.
+    ///
+    /// Errors as [`announce_local_map`](Self::announce_local_map), with
+    /// [`Caps::DEVICE_IPC`] in place of `SHARED_MEMORY`, and `Invalid` for a
+    /// withdrawal-shaped announcement (no key, or `cpu`).
+    pub fn announce_local_key(&mut self, k: LocalKey) -> Result<()> {
+        self.open()?;
+        match self.peer {
+            Some(p) if p.caps.contains(Caps::DEVICE_IPC) => {}
+            Some(p) => {
+                return Err(status!(
+                    NotSupported,
+                    "peer {:?} does not import device buffers",
+                    p.segment_name.as_str()
+                ))
+            }
+            None => return Err(status!(NotSupported, "handshake not finished")),
+        }
+        self.enabled()?;
+        if k.key.is_none() || k.location.is_host() {
+            return Err(status!(
+                Invalid,
+                "device buffer {:#x} on {} without a key",
+                k.id,
+                k.location
+            ));
+        }
+        self.half.keys_out.announce(k)
+    }
+
+    /// Withdraws announced device buffer `id`, as
+    /// [`withdraw_local_map`](Self::withdraw_local_map) does a mapped one.
+    pub fn withdraw_local_key(&mut self, id: u64) -> bool {
+        self.half.keys_out.withdraw(id)
     }
 
     /// Withdraws announced buffer `id`: the peer forgets it before any

@@ -133,6 +133,11 @@ impl State {
             self.same_host.map_sent(m);
             return Some((n, None));
         }
+        if let Some(k) = self.same_host.key_due() {
+            let n = Frame::LocalKey(k).encode(out).ok()?;
+            self.same_host.key_sent(k);
+            return Some((n, None));
+        }
         let next = self.tasks.peek_next(self.data_window(), self.send_payload_max());
         let answer_first = !self.prefer_requests || next.is_none();
         if answer_first && self.target.has_answers() {
@@ -152,6 +157,7 @@ impl State {
             location: next.remote_location,
             len: next.len,
             peer_addr: next.local.addr,
+            peer_device: next.by_copy && !next.local.location.is_host(),
         };
         let (frame, payload) = match next.op {
             op if next.by_copy => (Frame::local(op == Op::Read, access), None),

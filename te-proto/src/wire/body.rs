@@ -59,6 +59,18 @@ pub(super) struct MapBody {
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
+pub(super) struct KeyBody {
+    pub(super) id: U64,
+    pub(super) base: U64,
+    pub(super) len: U64,
+    pub(super) location: U32,
+    pub(super) key_len: U16,
+    pub(super) reserved: U16,
+    pub(super) key: [u8; crate::driver::IPC_KEY_MAX],
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
 pub(super) struct ErrorBody {
     pub(super) req_id: U64,
     pub(super) code: U32,
@@ -113,6 +125,7 @@ const _: () = assert!(size_of::<AccessBody>() == 24);
 const _: () = assert!(size_of::<InfoReqBody>() == 24);
 const _: () = assert!(size_of::<LocalBody>() == 32);
 const _: () = assert!(size_of::<MapBody>() == 32);
+const _: () = assert!(size_of::<KeyBody>() == 96);
 const _: () = assert!(size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
 /// The 8-byte bodies: `ReadData`, `WriteAck`, `Ping`, `Pong` (one u64).
@@ -137,6 +150,7 @@ pub(super) const fn shape(op: Opcode) -> (usize, bool) {
         Opcode::PidChallenge => (size_of::<Token>(), true),
         Opcode::LocalRead | Opcode::LocalWrite => (size_of::<LocalBody>(), false),
         Opcode::LocalMap => (size_of::<MapBody>(), false),
+        Opcode::LocalKey => (size_of::<KeyBody>(), false),
     }
 }
 

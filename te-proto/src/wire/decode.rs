@@ -7,13 +7,14 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use super::body::*;
 use super::error::WireError;
 use super::frame::{
-    Frame, Hello, LocalAccess, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY,
+    Frame, Hello, LocalAccess, LocalKey, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY,
 };
-use super::header::{Header, Opcode, FLAG_MORE};
+use super::header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE};
 use super::{
     ERROR_MSG_MAX, INFO_PAGE_MAX, MAX_PAYLOAD_LIMIT, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX,
     REGION_ENTRY_LEN, SEGMENT_NAME_MAX,
 };
+use crate::driver::{IpcKey, IPC_KEY_MAX};
 use crate::error::ErrorCode;
 use crate::location::Location;
 use crate::region::{Perm, Region};
@@ -38,9 +39,11 @@ impl<'a> Frame<'a> {
                 control(op, body)
             }
             Opcode::InfoReq | Opcode::InfoReply => info(op, body, header.flags.get()),
-            Opcode::PidChallenge | Opcode::LocalRead | Opcode::LocalWrite | Opcode::LocalMap => {
-                same_host(op, body)
-            }
+            Opcode::PidChallenge
+            | Opcode::LocalRead
+            | Opcode::LocalWrite
+            | Opcode::LocalMap
+            | Opcode::LocalKey => same_host(op, body, header.flags.get()),
         }
     }
 }
@@ -331,7 +334,7 @@ fn info<'a>(op: Opcode, body: &'a [u8], flags: u16) -> Result<Frame<'a>, WireErr
 }
 
 /// Decodes the body of PidChallenge, LocalRead, LocalWrite and LocalMap (the same-host path).
-fn same_host<'a>(op: Opcode, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
+fn same_host<'a>(op: Opcode, body: &'a [u8], flags: u16) -> Result<Frame<'a>, WireError> {
     let frame = match op {
         Opcode::PidChallenge => {
             let (token, socket) = read::<[u8; 32]>(op, body)?;
@@ -348,6 +351,7 @@ fn same_host<'a>(op: Opcode, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
                 location: location_from_wire(op, b.location.get())?,
                 len: b.len.get(),
                 peer_addr: b.peer_addr.get(),
+                peer_device: flags & FLAG_PEER_DEVICE != 0,
             };
             if a.len == 0 {
                 return Err(WireError::BadValue {
@@ -382,6 +386,49 @@ fn same_host<'a>(op: Opcode, body: &'a [u8]) -> Result<Frame<'a>, WireError> {
             };
             m.check(op)?;
             Frame::LocalMap(m)
+        }
+        Opcode::LocalKey => {
+            let (b, _) = read::<KeyBody>(op, body)?;
+            if b.reserved.get() != 0 {
+                return Err(WireError::ReservedBits {
+                    opcode: op,
+                    field: "key reserved",
+                    value: u64::from(b.reserved.get()),
+                });
+            }
+            let key_len = usize::from(b.key_len.get());
+            if key_len > IPC_KEY_MAX {
+                return Err(field_len(op, "key length", key_len));
+            }
+            if b.key[key_len..].iter().any(|&x| x != 0) {
+                return Err(WireError::ReservedBits {
+                    opcode: op,
+                    field: "key padding",
+                    value: key_len as u64,
+                });
+            }
+            let key = match key_len {
+                0 => None,
+                _ => Some(IpcKey::new(&b.key[..key_len]).map_err(|_| WireError::BadValue {
+                    opcode: op,
+                    field: "key byte",
+                    value: 0,
+                })?),
+            };
+            let location = location_from_wire(op, b.location.get())?.ok_or(WireError::BadValue {
+                opcode: op,
+                field: "key location",
+                value: u64::from(b.location.get()),
+            })?;
+            let k = LocalKey {
+                id: b.id.get(),
+                base: b.base.get(),
+                len: b.len.get(),
+                location,
+                key,
+            };
+            k.check(op)?;
+            Frame::LocalKey(k)
         }
         _ => {
             debug_assert!(false, "{op:?} is not decoded by same_host");

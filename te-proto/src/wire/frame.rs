@@ -9,10 +9,11 @@ use zerocopy::{Immutable, IntoBytes};
 use super::body::*;
 use super::decode::region_from_entry;
 use super::error::WireError;
-use super::header::{Header, Opcode, FLAG_MORE, HEADER_LEN};
+use super::header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE, HEADER_LEN};
 use super::{
     ERROR_MSG_MAX, INFO_PAGE_MAX, NOTIFY_MSG_MAX, NOTIFY_NAME_MAX, PID_SOCKET_MAX, SEGMENT_NAME_MAX,
 };
+use crate::driver::{IpcKey, IPC_KEY_MAX};
 use crate::error::ErrorCode;
 use crate::location::Location;
 use crate::region::Region;
@@ -187,6 +188,11 @@ pub enum Frame<'a> {
     /// `[base, base + len)` is held by its sealed memfd `fd`; with `len == 0`
     /// it withdraws buffer `id`.
     LocalMap(LocalMap),
+    /// Same-host path: with `len > 0` the sender announces that its device
+    /// memory `[base, base + len)` on `location` is exported to the
+    /// receiver's process under `key`; with `len == 0` it withdraws buffer
+    /// `id`.
+    LocalKey(LocalKey),
 }
 
 /// The fields of `LocalMap`: one buffer of the sender's memory that the
@@ -227,17 +233,13 @@ impl LocalMap {
 
     /// Whether the buffer holds all of `[addr, addr + len)`.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
-        match (self.end(), addr.checked_add(len)) {
-            (Some(end), Some(last)) => addr >= self.base && last <= end,
-            _ => false,
-        }
+        range_contains((self.base, self.len), addr, len)
     }
 
     /// Whether the buffer shares a byte with `other` (a wrapping range is
     /// taken to run to the end of the address space).
     pub fn overlaps(&self, other: &LocalMap) -> bool {
-        let end = |m: &LocalMap| m.end().unwrap_or(u64::MAX);
-        self.len > 0 && other.len > 0 && self.base < end(other) && other.base < end(self)
+        ranges_overlap((self.base, self.len), (other.base, other.len))
     }
 
     /// The wire rules of a `LocalMap` body: an announcement has a non-zero
@@ -262,6 +264,107 @@ impl LocalMap {
     }
 }
 
+/// Whether `(base, len)` holds all of `[addr, addr + len)`.
+fn range_contains((base, blen): (u64, u64), addr: u64, len: u64) -> bool {
+    match (base.checked_add(blen), addr.checked_add(len)) {
+        (Some(end), Some(last)) => addr >= base && last <= end,
+        _ => false,
+    }
+}
+
+/// Whether two non-empty ranges share a byte (a wrapping range runs to the
+/// end of the address space).
+fn ranges_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    let end = |(base, len): (u64, u64)| base.saturating_add(len);
+    a.1 > 0 && b.1 > 0 && a.0 < end(b) && b.0 < end(a)
+}
+
+/// The fields of `LocalKey`: one buffer of the sender's device memory that
+/// the receiver may import with an IPC key the sender exported to the
+/// receiver's process alone (or, with `len == 0`, the withdrawal of buffer
+/// `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalKey {
+    /// Names the buffer on this link (its own id space, apart from
+    /// `LocalMap`'s).
+    pub id: u64,
+    /// First byte of the buffer in the sender's device memory (0 in a
+    /// withdrawal).
+    pub base: u64,
+    /// Bytes of the buffer; 0 withdraws buffer `id`.
+    pub len: u64,
+    /// The sender's device holding the buffer (`cpu` in a withdrawal).
+    pub location: Location,
+    /// The export key (`None` in a withdrawal).
+    pub key: Option<IpcKey>,
+}
+
+impl LocalKey {
+    /// The withdrawal of buffer `id`.
+    pub fn withdraw(id: u64) -> LocalKey {
+        LocalKey {
+            id,
+            base: 0,
+            len: 0,
+            location: Location::Cpu,
+            key: None,
+        }
+    }
+
+    /// Whether this is a withdrawal (`len == 0`).
+    pub fn is_withdraw(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the buffer's last byte, or `None` when it wraps.
+    pub fn end(&self) -> Option<u64> {
+        self.base.checked_add(self.len)
+    }
+
+    /// Whether the buffer holds all of `[addr, addr + len)`.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        range_contains((self.base, self.len), addr, len)
+    }
+
+    /// Whether the buffer shares a byte with `other` on the same device.
+    pub fn overlaps(&self, other: &LocalKey) -> bool {
+        self.location == other.location && ranges_overlap((self.base, self.len), (other.base, other.len))
+    }
+
+    /// The wire rules of a `LocalKey` body: an announcement names a device
+    /// (not `cpu`), has a non-zero base, does not wrap and carries a key; a
+    /// withdrawal has base 0, location `cpu` and no key.
+    pub(super) fn check(&self, op: Opcode) -> Result<(), WireError> {
+        let bad = |field, value| WireError::BadValue {
+            opcode: op,
+            field,
+            value,
+        };
+        if self.is_withdraw() {
+            if self.base != 0 {
+                return Err(bad("withdrawn base", self.base));
+            }
+            if self.location != Location::Cpu {
+                return Err(bad("withdrawn location", u64::from(self.location.to_wire())));
+            }
+            if self.key.is_some() {
+                return Err(bad("withdrawn key", 1));
+            }
+            return Ok(());
+        }
+        if self.base == 0 || self.end().is_none() {
+            return Err(bad("imported range", self.base));
+        }
+        if self.location.is_host() {
+            return Err(bad("key location", u64::from(self.location.to_wire())));
+        }
+        if self.key.is_none() {
+            return Err(bad("key length", 0));
+        }
+        Ok(())
+    }
+}
+
 /// The fields of `LocalRead` and `LocalWrite`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalAccess {
@@ -275,6 +378,10 @@ pub struct LocalAccess {
     pub len: u32,
     /// First byte of the sender's memory.
     pub peer_addr: u64,
+    /// `peer_addr` lies in a device buffer the sender announced with
+    /// `LocalKey` (flag [`FLAG_PEER_DEVICE`](super::FLAG_PEER_DEVICE)),
+    /// not in its host memory.
+    pub peer_device: bool,
 }
 
 impl<'a> Frame<'a> {
@@ -299,6 +406,7 @@ impl<'a> Frame<'a> {
             Frame::LocalRead(_) => Opcode::LocalRead,
             Frame::LocalWrite(_) => Opcode::LocalWrite,
             Frame::LocalMap(_) => Opcode::LocalMap,
+            Frame::LocalKey(_) => Opcode::LocalKey,
         }
     }
 
@@ -376,13 +484,33 @@ impl<'a> Frame<'a> {
                 w.bytes(token)?;
                 w.bytes(socket)?;
             }
-            Frame::LocalRead(a) | Frame::LocalWrite(a) => w.put(&LocalBody {
-                req_id: U64::new(a.req_id),
-                addr: U64::new(a.addr),
-                location: U32::new(location_to_wire(a.location)),
-                len: U32::new(a.len),
-                peer_addr: U64::new(a.peer_addr),
-            })?,
+            Frame::LocalRead(a) | Frame::LocalWrite(a) => {
+                if a.peer_device {
+                    flags = FLAG_PEER_DEVICE;
+                }
+                w.put(&LocalBody {
+                    req_id: U64::new(a.req_id),
+                    addr: U64::new(a.addr),
+                    location: U32::new(location_to_wire(a.location)),
+                    len: U32::new(a.len),
+                    peer_addr: U64::new(a.peer_addr),
+                })?
+            }
+            Frame::LocalKey(k) => {
+                k.check(op)?;
+                let mut key = [0u8; IPC_KEY_MAX];
+                let bytes = k.key.as_ref().map_or(&[][..], IpcKey::as_bytes);
+                key[..bytes.len()].copy_from_slice(bytes);
+                w.put(&KeyBody {
+                    id: U64::new(k.id),
+                    base: U64::new(k.base),
+                    len: U64::new(k.len),
+                    location: U32::new(k.location.to_wire()),
+                    key_len: U16::new(bytes.len() as u16),
+                    reserved: U16::new(0),
+                    key,
+                })?
+            }
             Frame::LocalMap(m) => w.put(&MapBody {
                 id: U64::new(m.id),
                 base: U64::new(m.base),

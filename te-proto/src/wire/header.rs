@@ -14,6 +14,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 16;
 /// Header flag of `InfoReply`: more pages follow.
 pub const FLAG_MORE: u16 = 0x0001;
+/// `LocalRead`/`LocalWrite` flag: the sender's address lies in a device
+/// buffer it announced with `LocalKey`.
+pub const FLAG_PEER_DEVICE: u16 = 0x0002;
 
 /// The 16-byte frame header, as it is on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -101,6 +104,9 @@ opcodes! {
     /// Same-host path: announce (or withdraw) a buffer of the sender's
     /// memory held by a sealed memfd, for the receiver to map.
     LocalMap = 18,
+    /// Same-host path: announce (or withdraw) a buffer of the sender's
+    /// device memory exported with an IPC key, for the receiver to import.
+    LocalKey = 19,
 }
 
 impl Opcode {
@@ -118,6 +124,7 @@ impl Opcode {
     const fn allowed_flags(self) -> u16 {
         match self {
             Opcode::InfoReply => FLAG_MORE,
+            Opcode::LocalRead | Opcode::LocalWrite => FLAG_PEER_DEVICE,
             _ => 0,
         }
     }

@@ -13,10 +13,10 @@ mod header;
 pub use decoder::{Decoder, Progress};
 pub use error::WireError;
 pub use frame::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE,
-    LOCATION_ANY, REGION_ENTRY_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RegionList, AUTH_HMAC_SHA256,
+    AUTH_NONE, LOCATION_ANY, REGION_ENTRY_LEN,
 };
-pub use header::{Header, Opcode, FLAG_MORE, HEADER_LEN, MAGIC, VERSION};
+pub use header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE, HEADER_LEN, MAGIC, VERSION};
 
 /// Largest body of any frame, in bytes. Bodies are copied into the decoder's
 /// fixed buffer, so this bounds the decoder's memory.

@@ -78,7 +78,23 @@ impl EngineCore {
         self.check_running()?;
         let r = self.ep.unregister(self.cfg.location, addr)?;
         self.release_sends(&r, self.cfg.location, addr);
+        self.revoke_keys(self.cfg.location, addr);
         Ok(r)
+    }
+
+    /// Device region `base` in `location` is being unregistered: every
+    /// peer's key to it is withdrawn and closed now, so that no peer can
+    /// import it or copy through an import once unregister has returned
+    /// (a copy of the peer's under way fails, as a transfer in flight may).
+    fn revoke_keys(&mut self, location: Location, base: u64) {
+        if location.is_host() {
+            return;
+        }
+        for conn in self.conns.iter_mut().flatten() {
+            conn.shm
+                .exports
+                .revoke(location, base, &mut conn.link, &mut self.devices);
+        }
     }
 
     /// When a region starts draining, peers' reads of it that have not
@@ -158,6 +174,7 @@ impl EngineCore {
         };
         let r = self.ep.unregister(loc, addr)?;
         self.release_sends(&r, loc, addr);
+        self.revoke_keys(loc, addr);
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)

@@ -11,7 +11,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use te_proto::batch::{TaskState, TaskStatus};
 use te_proto::endpoint::{self, Cancel, Endpoint, EndpointConfig, Feed, Heap, NoteOutcome, Parts};
-use te_proto::link::{Event, Link, LinkConfig, LinkState, LocalMap};
+use te_proto::link::{Caps, Event, Link, LinkConfig, LinkState, LocalKey, LocalMap};
 use te_proto::text::Escaped;
 use te_proto::{
     status, BatchId, BatchStatus, ErrorCode, Instant, Location, Perm, PinKey, Region, Result, Span, Status,
@@ -135,22 +135,27 @@ impl EngineCore {
         poll.register(&mut listener, base, Interest::READABLE)
             .map_err(|e| io_status("register listener", &e))?;
         let segment_name = cfg.segment_name.clone().unwrap_or_else(|| local_addr.to_string());
-        let devices = Devices::new(&cfg)?;
+        let mut devices = Devices::new(&cfg)?;
         let mut link_cfg = cfg.link_config(&segment_name)?;
-        // The same-host path copies host memory between processes; device
-        // memory goes through the driver's staging, which only TCP does.
-        let path = if cfg.location.is_host() {
+        // The same-host path copies host memory between processes, and
+        // device memory where the driver can share it between processes
+        // (ACL IPC); other device memory goes through the driver's staging,
+        // which only TCP does.
+        let path = if cfg.location.is_host() || devices.ipc(cfg.location) {
             cfg.path
         } else {
             if cfg.path == Path::Shm {
                 warn!(
-                    "same-host path off for {}: it copies host memory only",
+                    "same-host path off for {}: its driver cannot share device memory between processes",
                     cfg.location
                 );
             }
             Path::Tcp
         };
         let same_host = SameHost::new(path, &mut link_cfg, &poll, base);
+        if same_host.enabled() && devices.imports(&cfg) {
+            link_cfg.caps |= Caps::DEVICE_IPC;
+        }
         info!(segment = %segment_name, "engine listening on {local_addr}");
         let ep_cfg = EndpointConfig {
             location: cfg.location,
@@ -424,8 +429,13 @@ impl EngineCore {
                 let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) else {
                     return;
                 };
-                self.same_host
-                    .after_read(conn, &self.link_cfg, self.ep.registry_mut());
+                self.same_host.after_read(
+                    conn,
+                    &self.link_cfg,
+                    self.ep.registry_mut(),
+                    &mut self.devices,
+                    now,
+                );
             }
             progressed |= self.drain_link_events(c);
             self.pump(c);
@@ -490,9 +500,15 @@ impl EngineCore {
         let epoch = self.epoch;
         let clock = move || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
         conn.discard_writes(clock, self.ep.registry_mut(), &mut self.devices);
+        self.same_host.drain(
+            &mut conn.shm,
+            &mut self.devices,
+            clock,
+            crate::conn::COPY_DRAIN_LIMIT,
+        );
         conn.link.handle_disconnect(self.ep.registry_mut());
         let _ = self.poll.deregister(&mut conn.stream);
-        self.same_host.forget(&conn.shm);
+        self.same_host.forget(&mut conn.shm, &mut self.devices);
         let mut events = Vec::new();
         while let Some(e) = conn.link.poll_event() {
             events.push(e);
@@ -655,9 +671,16 @@ impl EngineCore {
             seg.notes.pop_front();
             self.ep.note_sent(id);
         }
+        let importer = self.same_host.peer_pid(&conn.shm);
+        let peer_imports = conn
+            .link
+            .peer()
+            .is_some_and(|p| p.caps.contains(Caps::DEVICE_IPC));
         let mut feed = ConnFeed {
-            shm: &conn.shm,
+            shm: &mut conn.shm,
             owned: &self.owned,
+            devices: &mut self.devices,
+            importer: importer.filter(|_| peer_imports),
         };
         self.ep.feed(id, &mut conn.link, &mut feed);
     }
@@ -692,7 +715,7 @@ impl EngineCore {
     fn poll_claims(&mut self) {
         for c in 0..self.conns.len() {
             let claimed = match self.conns[c].as_mut() {
-                Some(conn) => self.same_host.poll_claim(conn),
+                Some(conn) => self.same_host.poll_proof(conn) | self.same_host.poll_claim(conn),
                 None => false,
             };
             if claimed {
@@ -769,8 +792,11 @@ impl EngineCore {
 
 /// What the endpoint asks about one connection while it feeds its link.
 struct ConnFeed<'a> {
-    shm: &'a ConnShm,
+    shm: &'a mut ConnShm,
     owned: &'a HashMap<u64, Owned>,
+    devices: &'a mut Devices,
+    /// The peer's verified process, where the peer imports device buffers.
+    importer: Option<u32>,
 }
 
 impl Feed for ConnFeed<'_> {
@@ -790,6 +816,19 @@ impl Feed for ConnFeed<'_> {
             "buffer {} not announced, the peer copies with process_vm: {why}",
             map.id
         );
+    }
+
+    fn local_key(&mut self, _pin: PinKey, region: Span) -> Option<LocalKey> {
+        let importer = self.importer?;
+        self.shm.exports.key(region, importer, self.devices)
+    }
+
+    fn announce_key_failed(&mut self, key: LocalKey, why: Status) {
+        info!(
+            "{} buffer at {:#x} not announced, its task uses TCP: {why}",
+            key.location, key.base
+        );
+        self.shm.exports.announce_failed(key, self.devices);
     }
 }
 

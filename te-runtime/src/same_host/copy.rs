@@ -268,6 +268,7 @@ mod tests {
             span: Span::cpu(span.as_ptr() as u64, span.len() as u64),
             peer_addr: peer,
             to_peer,
+            peer_device: false,
         }
     }
 

@@ -23,10 +23,12 @@
 //! - [`copy`]: the cross-process copies.
 //! - [`maps`]: the peer's announced buffers, mapped.
 //! - [`split`]: large copies on two threads.
+//! - [`device`]: device memory: the initiator's keys, the owner's imports.
 //! - this file: the hooks the engine core calls (the path choice itself is
 //!   the endpoint's rule, [`te_proto::endpoint::Path::route`]).
 
 pub(crate) mod copy;
+pub(crate) mod device;
 pub(crate) mod host;
 pub(crate) mod maps;
 pub(crate) mod pidproof;
@@ -42,6 +44,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Path;
 use crate::conn::{Conn, Reg};
+use crate::devices::Devices;
 
 /// How long an engine waits for a same-host peer's challenge before it
 /// reports the segment open anyway (its tasks then take TCP).
@@ -88,13 +91,36 @@ pub(crate) struct ConnShm {
     /// Our verifier proved the peer's process for this link (looked up once
     /// the peer announces a buffer).
     peer_proven: bool,
+    /// Our verifier proved the peer's process (looked up at each notice
+    /// until it has): tasks on device memory need it to export to the peer.
+    peer_verified: bool,
     /// Why our requests do not use the path, once known.
     refused: Option<String>,
     /// The peer's announced buffers, as mapped here.
     maps: maps::PeerMaps,
+    /// Our device regions exported to the peer.
+    pub(crate) exports: device::Exports,
+    /// The peer's device buffers, as imported here.
+    imports: device::Imports,
+    /// The peer's copies started and not yet reported, oldest first: the
+    /// first `started.len()` of the link's pending copies.
+    started: std::collections::VecDeque<device::Started>,
+    /// How many of `started` were on a device when a copy before them
+    /// failed there: a stream's error taints the outcome of the copies
+    /// queued behind the failed one, so a failure of theirs is checked by
+    /// copying again (synchronously) before it is reported.
+    tainted: usize,
 }
 
 impl ConnShm {
+    /// Whether copies of the peer's run on a device (the loop looks again
+    /// soon: they end without telling).
+    pub fn copies_in_flight(&self) -> bool {
+        self.started
+            .iter()
+            .any(|s| matches!(s, device::Started::Device { .. }))
+    }
+
     /// Why this link has no same-host path, once that is known.
     pub fn refusal(&self) -> Option<&str> {
         self.refused.as_deref()
@@ -103,13 +129,21 @@ impl ConnShm {
     /// Whether the path choice for this connection is settled (nothing to
     /// wait for before transfers start). A peer that offers the path but
     /// does not challenge within [`CHALLENGE_WAIT`] gets TCP.
+    /// Our proof of the peer's process is awaited too (the path's device
+    /// buffers are exported to that process), within the same wait.
     pub fn settled(&self, now: Instant) -> bool {
-        self.answered || self.expect.is_none_or(|until| now >= until)
+        self.done() || self.expect.is_none_or(|until| now >= until)
+    }
+
+    /// Both challenges are settled: ours answered (or refused) and the
+    /// peer's process proven, where we challenged it.
+    fn done(&self) -> bool {
+        self.answered && (self.peer_verified || self.token.is_none() || self.refused.is_some())
     }
 
     /// When the wait for the peer's challenge ends, while it lasts.
     pub fn deadline(&self) -> Option<Instant> {
-        self.expect.filter(|_| !self.answered)
+        self.expect.filter(|_| !self.done())
     }
 
     /// Ends the wait for the peer's challenge once it has passed, so that
@@ -140,7 +174,10 @@ impl SameHost {
         let started = copy::probe()
             .and_then(|()| pidproof::unprivileged())
             .and_then(|()| notice_pair(poll, token))
-            .and_then(|notice| Ok((notice, pidproof::Verifier::start()?)));
+            .and_then(|notice| {
+                let v = pidproof::Verifier::start(Some(notice.1.clone()))?;
+                Ok((notice, v))
+            });
         match started {
             Ok((notice, v)) => {
                 link.caps |= Caps::PROCESS_VM | Caps::SHARED_MEMORY;
@@ -162,6 +199,12 @@ impl SameHost {
     /// Whether this engine offers the path.
     pub fn enabled(&self) -> bool {
         self.verifier.is_some()
+    }
+
+    /// The peer's process id, once our verifier proved it.
+    pub fn peer_pid(&self, st: &ConnShm) -> Option<u32> {
+        let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t))?;
+        u32::try_from(pid.pid()).ok()
     }
 
     /// The handshake finished: challenge a same-host peer that offers the
@@ -195,7 +238,14 @@ impl SameHost {
     /// After input: starts answering the peer's challenge (the claim runs
     /// on a thread; [`poll_claim`](Self::poll_claim) takes its outcome),
     /// then does the copies the peer asked for.
-    pub fn after_read(&self, conn: &mut Conn, cfg: &LinkConfig, reg: &mut Reg) {
+    pub fn after_read(
+        &self,
+        conn: &mut Conn,
+        cfg: &LinkConfig,
+        reg: &mut Reg,
+        devices: &mut Devices,
+        now: Instant,
+    ) {
         let peer_addr = conn.peer_addr;
         let ends = ends(conn);
         let (link, st) = (&mut conn.link, &mut conn.shm);
@@ -239,22 +289,54 @@ impl SameHost {
             }
         }
         st.maps.retain_announced(link);
+        if st.started.is_empty() {
+            // No copy runs through an import now: withdrawn ones can go.
+            st.imports.retain_announced(link, devices);
+        }
         if link.same_host().poll_copy().is_none() {
             return;
         }
         let pid = st.token.and_then(|t| self.verifier.as_ref()?.verified(&t));
         let Some(pid) = pid else {
+            // Nothing was started without a proven process.
             while link.same_host().poll_copy().is_some() {
                 let why = status!(NotAuthorized, "peer's process id is not verified");
                 link.same_host_mut().copy_done(Err(why), reg);
             }
             return;
         };
+        // Copies started earlier (on a device) end in order; while one
+        // runs, the copies behind it are started too.
+        if !st.started.is_empty() {
+            self.run_started(link, st, &pid, reg, devices, now);
+            if !st.started.is_empty() {
+                return;
+            }
+        }
         // Copies into or out of a buffer the peer announced go through its
         // mapping. The others, in one direction, go in one system call, up
         // to a window's worth; should that call fail, each is done alone
         // for its own answer.
         while let Some(first) = link.same_host().poll_copy() {
+            if first.peer_device || !first.span.location.is_host() {
+                match self.start(&first, link, st, &pid, devices, now) {
+                    device::Started::Done(result) => {
+                        if let Err(e) = &result {
+                            debug!(peer = %peer_addr, "device copy failed: {e}");
+                        }
+                        link.same_host_mut().copy_done(result, reg);
+                        continue;
+                    }
+                    running => {
+                        st.started.push_back(running);
+                        self.run_started(link, st, &pid, reg, devices, now);
+                        if !st.started.is_empty() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             let host = first.span.location == Location::Cpu;
             if let Some(map) = link
                 .same_host()
@@ -278,6 +360,7 @@ impl SameHost {
                 .take(copy::BATCH)
                 .enumerate()
                 .take_while(|(_, c)| c.to_peer == first.to_peer)
+                .take_while(|(_, c)| !c.peer_device && c.span.location.is_host())
                 .take_while(|(i, c)| {
                     *i == 0 || link.same_host().peer_local_map(c.peer_addr, c.span.len).is_none()
                 })
@@ -294,6 +377,140 @@ impl SameHost {
                 link.same_host_mut().copy_done(result, reg);
             }
         }
+    }
+
+    /// Reports the started copies that have ended, oldest first, and starts
+    /// the copies behind them while the oldest still runs.
+    fn run_started(
+        &self,
+        link: &mut te_proto::link::Link,
+        st: &mut ConnShm,
+        pid: &copy::Pid,
+        reg: &mut Reg,
+        devices: &mut Devices,
+        now: Instant,
+    ) {
+        loop {
+            while let Some(front) = st.started.front() {
+                let result = match *front {
+                    device::Started::Done(ref r) => r.clone(),
+                    device::Started::Device { copy, src, dst } => match copy.poll(devices, now) {
+                        None => break,
+                        Some(Err(e)) if st.tainted > 0 => {
+                            debug!("same-host device copy failed behind a failed one, copying again: {e}");
+                            devices.copy_device(src, dst).map_err(|_| e)
+                        }
+                        Some(Err(e)) => {
+                            st.tainted = st.started.len();
+                            Err(e)
+                        }
+                        Some(Ok(())) => Ok(()),
+                    },
+                };
+                st.started.pop_front();
+                st.tainted = st.tainted.saturating_sub(1);
+                if let Err(e) = &result {
+                    debug!("same-host device copy failed: {e}");
+                }
+                link.same_host_mut().copy_done(result, reg);
+            }
+            if st.started.is_empty() {
+                // Every copy started was reported; the caller serves the
+                // rest as usual.
+                return;
+            }
+            let Some(next) = link.same_host().pending_copies().nth(st.started.len()) else {
+                return;
+            };
+            let s = self.start(&next, link, st, pid, devices, now);
+            st.started.push_back(s);
+        }
+    }
+
+    /// Starts copy `c`: device to device on our device's stream, every
+    /// other kind done now (its outcome kept for its turn to be reported).
+    fn start(
+        &self,
+        c: &SameHostCopy,
+        link: &te_proto::link::Link,
+        st: &mut ConnShm,
+        pid: &copy::Pid,
+        devices: &mut Devices,
+        now: Instant,
+    ) -> device::Started {
+        if c.peer_device {
+            return st.imports.start(c, link, devices, now);
+        }
+        if !c.span.location.is_host() {
+            return device::Started::Done(self.copy_staged(c, link, &mut st.maps, pid, devices));
+        }
+        let mapped = link
+            .same_host()
+            .peer_local_map(c.peer_addr, c.span.len)
+            .and_then(|m| st.maps.address(pid, &self.mappings, m, c.peer_addr, c.span.len));
+        device::Started::Done(match mapped {
+            Some(theirs) => {
+                self.copy_mapped(c, theirs);
+                Ok(())
+            }
+            None => copy::run(pid, c),
+        })
+    }
+
+    /// Waits for the peer's copies still running on a device (the
+    /// connection is going away: its pins and imports are released next),
+    /// at most `limit` each.
+    pub fn drain(
+        &self,
+        st: &mut ConnShm,
+        devices: &mut Devices,
+        now: impl Fn() -> Instant,
+        limit: std::time::Duration,
+    ) {
+        st.tainted = 0;
+        for s in st.started.drain(..) {
+            if let device::Started::Device { copy, .. } = s {
+                if copy.wait(devices, &now, limit).is_none() {
+                    warn!("a same-host device copy did not end in {limit:?}");
+                }
+            }
+        }
+    }
+
+    /// Does copy `c` between our device span and the peer's host memory,
+    /// through a host buffer: the device half by the driver, the host half
+    /// through the peer's mapped buffer or `process_vm_*`.
+    fn copy_staged(
+        &self,
+        c: &SameHostCopy,
+        link: &te_proto::link::Link,
+        maps: &mut maps::PeerMaps,
+        pid: &copy::Pid,
+        devices: &mut Devices,
+    ) -> te_proto::Result<()> {
+        // The host half's own span is `buf`, alive until both halves are
+        // done and referenced by nothing else meanwhile, as the host copies
+        // require of their spans.
+        let mut buf = vec![0u8; c.span.len as usize];
+        let host = SameHostCopy {
+            span: te_proto::Span::cpu(buf.as_mut_ptr() as u64, c.span.len),
+            ..*c
+        };
+        if c.to_peer {
+            devices.read(c.span, &mut buf)?;
+        }
+        let mapped = link
+            .same_host()
+            .peer_local_map(c.peer_addr, c.span.len)
+            .and_then(|m| maps.address(pid, &self.mappings, m, c.peer_addr, c.span.len));
+        match mapped {
+            Some(theirs) => self.copy_mapped(&host, theirs),
+            None => copy::run(pid, &host)?,
+        }
+        if !c.to_peer {
+            devices.write(c.span, &buf)?;
+        }
+        Ok(())
     }
 
     /// Does copy `c` between our span and the peer's bytes mapped at `theirs`.
@@ -338,6 +555,18 @@ impl SameHost {
     /// The end claim threads write to.
     fn notifier(&self) -> Option<Arc<std::os::unix::net::UnixStream>> {
         self.notice.as_ref().map(|(_, tx)| tx.clone())
+    }
+
+    /// Looks up whether our verifier has proven the peer's process, until
+    /// it has; true when that happened now (the connection may be settled
+    /// now, and its device tasks may export).
+    pub fn poll_proof(&self, conn: &mut Conn) -> bool {
+        let st = &mut conn.shm;
+        if st.peer_verified || st.token.is_none() {
+            return false;
+        }
+        st.peer_verified = self.peer_pid(st).is_some();
+        st.peer_verified
     }
 
     /// Takes the outcome of the connection's claim once it has ended:
@@ -388,11 +617,14 @@ impl SameHost {
         Ok(())
     }
 
-    /// The connection is gone: its challenge is void.
-    pub fn forget(&self, st: &ConnShm) {
+    /// The connection is gone: its challenge is void, and its device
+    /// exports and imports are closed.
+    pub fn forget(&self, st: &mut ConnShm, devices: &mut Devices) {
         if let (Some(v), Some(t)) = (&self.verifier, &st.token) {
             v.forget(t);
         }
+        st.imports.close_all(devices);
+        st.exports.close_all(devices);
     }
 }
 
@@ -456,6 +688,13 @@ fn report(
     notice: Option<&std::os::unix::net::UnixStream>,
 ) {
     *lock(slot) = Some(r);
+    wake(notice);
+}
+
+/// Writes a byte to `notice` (if any) to wake the loop, without blocking
+/// (a full socket already holds a notice) and without `SIGPIPE` (the
+/// engine may be gone).
+fn wake(notice: Option<&std::os::unix::net::UnixStream>) {
     if let Some(n) = notice {
         use std::os::fd::AsRawFd;
         // SAFETY: a one-byte buffer and a descriptor we hold.

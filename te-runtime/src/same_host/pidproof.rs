@@ -75,8 +75,9 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    /// Binds a fresh abstract socket and starts its thread.
-    pub fn start() -> Result<Verifier, String> {
+    /// Binds a fresh abstract socket and starts its thread; each proof
+    /// recorded writes a byte to `notice`, to wake the engine's loop.
+    pub fn start(notice: Option<Arc<std::os::unix::net::UnixStream>>) -> Result<Verifier, String> {
         let r = super::host::random_bytes();
         let mut name = SOCKET_PREFIX.to_vec();
         name.extend(format!("{}-{}", std::process::id(), hex(&r[..8])).bytes());
@@ -88,7 +89,7 @@ impl Verifier {
         let (t, s) = (table.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("te-pid-verifier".into())
-            .spawn(move || serve(listener, &t, &s))
+            .spawn(move || serve(listener, &t, &s, notice))
             .map_err(|e| format!("cannot start the verifier thread: {e}"))?;
         Ok(Verifier {
             name,
@@ -150,7 +151,12 @@ fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
 /// Accepts claimants and checks each claim on a thread of its own, at
 /// most [`CLAIMS_AT_ONCE`] at a time, so that a slow or silent claimant
 /// delays no other.
-fn serve(listener: UnixListener, table: &Arc<Mutex<Table>>, stop: &AtomicBool) {
+fn serve(
+    listener: UnixListener,
+    table: &Arc<Mutex<Table>>,
+    stop: &AtomicBool,
+    notice: Option<Arc<std::os::unix::net::UnixStream>>,
+) {
     let busy = Arc::new(AtomicUsize::new(0));
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -188,13 +194,16 @@ fn serve(listener: UnixListener, table: &Arc<Mutex<Table>>, stop: &AtomicBool) {
             answer_quietly(s, &format!("{CLAIMS_AT_ONCE} claims are being checked"));
             continue;
         }
-        let (t, b) = (table.clone(), busy.clone());
+        let (t, b, n) = (table.clone(), busy.clone(), notice.clone());
         let spawned = std::thread::Builder::new()
             .name("te-pid-check".into())
             .spawn(move || {
                 let r = who
                     .map_err(|e| format!("peer credentials: {e}"))
                     .and_then(|who| check_claim(&s, who, &t));
+                if r.is_ok() {
+                    super::wake(n.as_deref());
+                }
                 answer(s, r);
                 b.fetch_sub(1, Ordering::AcqRel);
             });
@@ -434,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_claim_for_our_connection_is_accepted_once() {
-        let v = Verifier::start().unwrap();
+        let v = Verifier::start(None).unwrap();
         let ours = ends("127.0.0.1:5000", "127.0.0.1:6000");
         let token = v.expect(ours);
         let ch = PidChallenge::new(token, v.socket_name()).unwrap();
@@ -448,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_relayed_or_forged_claim_is_refused() {
-        let v = Verifier::start().unwrap();
+        let v = Verifier::start(None).unwrap();
         let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
         // An honest third process, handed our token as its own challenge,
         // names its own connection: refused.
@@ -463,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_silent_claimant_does_not_hold_up_an_honest_one() {
-        let v = Verifier::start().unwrap();
+        let v = Verifier::start(None).unwrap();
         let addr = UnixAddr::from_abstract_name(v.socket_name()).unwrap();
         // Connected and silent: its check waits for the claim timeout.
         let _silent = UnixStream::connect_addr(&addr).unwrap();
@@ -500,7 +509,7 @@ mod tests {
 
     #[test]
     fn a_claimant_must_hold_the_token_where_it_says() {
-        let v = Verifier::start().unwrap();
+        let v = Verifier::start(None).unwrap();
         let token = v.expect(ends("127.0.0.1:5000", "127.0.0.1:6000"));
         let elsewhere = [0u8; 32];
         let addr = UnixAddr::from_abstract_name(v.socket_name()).unwrap();

@@ -25,19 +25,24 @@
 //!   `<offset> <len> <seed> <start>`, check that the region's bytes at
 //!   `offset..offset + len` are `pattern(seed, start + i)` when it arrives,
 //!   and print `NOTIFY ok <offset>` or `NOTIFY bad <offset> <what>`.
+//! - `--location <loc>`: the engine's location (default `cpu`); the region
+//!   is then engine-owned device memory, filled through the driver.
+//! - `--acl <path>`: the `libascendcl.so` for `npu:N` (and for imports of
+//!   a peer's npu buffers), e.g. the fake's.
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, Notification, Path, Perm};
+use te_runtime::{Engine, EngineConfig, Location, Notification, Path, Perm};
 
 fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
     eprintln!(
         "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
          [--path tcp|shm|auto] [--user] [--probe <segment> <addr>] [--idle-ms <ms>] \
-         [--check-notify] [--name <name> --directory <url> [--directory-ttl-ms <ms>]]"
+         [--check-notify] [--name <name> --directory <url> [--directory-ttl-ms <ms>]] \
+         [--location <loc>] [--acl <path>]"
     );
     std::process::exit(2);
 }
@@ -60,6 +65,7 @@ fn main() {
     let mut idle = None;
     let mut check_notify = false;
     let (mut name, mut directory, mut ttl) = (None, None, None);
+    let (mut location, mut acl) = (Location::Cpu, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -90,6 +96,11 @@ fn main() {
                 _ => usage("--idle-ms needs a positive number of milliseconds"),
             },
             "--check-notify" => check_notify = true,
+            "--location" => match args.next().map(|l| l.parse()) {
+                Some(Ok(l)) => location = l,
+                other => usage(&format!("bad --location {other:?}")),
+            },
+            "--acl" => acl = Some(args.next().unwrap_or_else(|| usage("--acl needs a path")).into()),
             "--name" => name = Some(args.next().unwrap_or_else(|| usage("--name needs a value"))),
             "--directory" => {
                 directory = Some(args.next().unwrap_or_else(|| usage("--directory needs a URL")))
@@ -111,8 +122,13 @@ fn main() {
         path,
         segment_name: name.clone(),
         directory,
+        location,
         ..EngineConfig::default()
     };
+    cfg.ascend.library = acl;
+    if !location.is_host() && (user || probe.is_some() || check_notify) {
+        usage("--location with device memory takes no --user, --probe or --check-notify");
+    }
     if let Some(ttl) = ttl {
         cfg.directory_ttl = ttl;
     }
@@ -143,8 +159,15 @@ fn main() {
     if let Some((seg, remote)) = probe {
         return run_probe(&engine, &seg, addr, remote, len, seed);
     }
-    // SAFETY: freshly allocated engine memory of `len` bytes.
-    unsafe { te_tests::fill(addr, len, seed) };
+    if location.is_host() {
+        // SAFETY: freshly allocated engine memory of `len` bytes.
+        unsafe { te_tests::fill(addr, len, seed) };
+    } else {
+        let mut bytes = vec![0u8; len as usize];
+        // SAFETY: our own vector of `len` bytes.
+        unsafe { te_tests::fill(bytes.as_mut_ptr() as u64, len, seed) };
+        engine.write_memory(addr, &bytes).expect("fill the device region");
+    }
     println!("READY {} {addr} {len}", engine.segment_name());
     if named {
         println!("LISTEN {}", engine.rpc_port());

@@ -1,0 +1,263 @@
+//! Device memory over the same-host path (docs/DESIGN.md, "NPU memory on
+//! the same-host path"). The owner of the registered memory still does
+//! every copy itself; what is new is how it reaches the initiator's device
+//! memory: the initiator exports its registered device region with an IPC
+//! key whitelisting only the owner's verified process and announces it
+//! (`LocalKey`), and the owner imports it once and copies device to device
+//! (or device to host) with its own driver. The initiator never touches
+//! the owner's memory; the owner's checks and pins are those of TCP.
+//!
+//! - [`Exports`]: the initiator's keys, per connection: exported at the
+//!   first task on a region, withdrawn and closed when the region is
+//!   unregistered (before unregister returns) or the connection ends.
+//! - [`Imports`]: the owner's imports of the peer's keys, per connection:
+//!   imported at the first copy, closed when the peer withdraws the key or
+//!   the connection ends.
+
+use std::collections::HashMap;
+
+use te_proto::link::{Link, LocalKey, SameHostCopy};
+use te_proto::{status, Instant, Location, Result, Span};
+use tracing::{debug, info, warn};
+
+use crate::devices::Devices;
+
+/// The device regions this side announced to one peer, by region base.
+#[derive(Debug, Default)]
+pub(crate) struct Exports {
+    by_base: HashMap<(Location, u64), LocalKey>,
+    /// The last key id used on this link.
+    last_id: u64,
+}
+
+impl Exports {
+    /// The announcement of device region `region` for the peer process
+    /// `importer` (verified), exported now if it was not: `None` (logged)
+    /// when the driver cannot export it, so that the task takes TCP.
+    pub fn key(&mut self, region: Span, importer: u32, devices: &mut Devices) -> Option<LocalKey> {
+        if let Some(k) = self.by_base.get(&(region.location, region.addr)) {
+            return Some(*k);
+        }
+        if !devices.ipc(region.location) {
+            return None;
+        }
+        match devices.export(region, importer) {
+            Ok(key) => {
+                self.last_id += 1;
+                let k = LocalKey {
+                    id: self.last_id,
+                    base: region.addr,
+                    len: region.len,
+                    location: region.location,
+                    key: Some(key),
+                };
+                debug!(
+                    "exported {} region {:#x}+{:#x} to process {importer} as {key:?}",
+                    region.location, region.addr, region.len
+                );
+                self.by_base.insert((region.location, region.addr), k);
+                Some(k)
+            }
+            Err(e) => {
+                info!(
+                    "{} region {:#x} not exported to process {importer}, its task uses TCP: {e}",
+                    region.location, region.addr
+                );
+                None
+            }
+        }
+    }
+
+    /// The announcement of `k` failed: the export is closed (its task takes
+    /// TCP; a later task exports again).
+    pub fn announce_failed(&mut self, k: LocalKey, devices: &mut Devices) {
+        if self.by_base.remove(&(k.location, k.base)).is_some() {
+            close(&k, devices);
+        }
+    }
+
+    /// Region `base` in `loc` is being unregistered: its key is withdrawn
+    /// from the peer and closed, so that the peer can no longer import it
+    /// and its copies through an import fail.
+    pub fn revoke(&mut self, loc: Location, base: u64, link: &mut Link, devices: &mut Devices) {
+        if let Some(k) = self.by_base.remove(&(loc, base)) {
+            link.same_host_mut().withdraw_local_key(k.id);
+            close(&k, devices);
+        }
+    }
+
+    /// The connection ended: every key is closed.
+    pub fn close_all(&mut self, devices: &mut Devices) {
+        for (_, k) in self.by_base.drain() {
+            close(&k, devices);
+        }
+    }
+}
+
+fn close(k: &LocalKey, devices: &mut Devices) {
+    let Some(key) = &k.key else { return };
+    if let Err(e) = devices.close_export(k.location, key) {
+        warn!(
+            "cannot close export {key:?} of {} at {:#x}: {e}",
+            k.location, k.base
+        );
+    }
+}
+
+/// One of the peer's keys, imported here.
+#[derive(Debug)]
+struct Imported {
+    /// The announcement it was imported for.
+    key: LocalKey,
+    /// The device whose copies use it.
+    on: Location,
+    /// Its address on `on`.
+    addr: u64,
+}
+
+/// The peer's device buffers imported for one connection, by key id.
+#[derive(Debug, Default)]
+pub(crate) struct Imports {
+    by_id: HashMap<u64, Imported>,
+}
+
+impl Imports {
+    /// The device span, on `on`, of the peer's `[addr, addr + len)` inside
+    /// its announced buffer `key`, imported at first use. An import that
+    /// fails fails this copy (and is tried again by the next).
+    fn span(
+        &mut self,
+        key: LocalKey,
+        on: Location,
+        addr: u64,
+        len: u64,
+        devices: &mut Devices,
+    ) -> Result<Span> {
+        let stale = self
+            .by_id
+            .get(&key.id)
+            .is_some_and(|i| i.key != key || i.on != on);
+        if stale {
+            self.close(key.id, devices);
+        }
+        let i = match self.by_id.entry(key.id) {
+            std::collections::hash_map::Entry::Occupied(i) => i.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let ipc = key
+                    .key
+                    .ok_or_else(|| status!(Invalid, "peer's device buffer {:#x} has no key", key.id))?;
+                let at = devices.import(on, key.location, &ipc, key.len)?;
+                debug!(
+                    id = key.id,
+                    "imported the peer's {} buffer as {at:#x} on {on}", key.location
+                );
+                slot.insert(Imported { key, on, addr: at })
+            }
+        };
+        Ok(Span {
+            addr: i.addr + (addr - key.base),
+            len,
+            location: on,
+        })
+    }
+
+    /// Closes the imports of buffers the peer no longer announces.
+    pub fn retain_announced(&mut self, link: &Link, devices: &mut Devices) {
+        let gone: Vec<u64> = self
+            .by_id
+            .values()
+            .filter(|i| !link.same_host().peer_local_keys().any(|k| k == i.key))
+            .map(|i| i.key.id)
+            .collect();
+        for id in gone {
+            self.close(id, devices);
+        }
+    }
+
+    fn close(&mut self, id: u64, devices: &mut Devices) {
+        if let Some(i) = self.by_id.remove(&id) {
+            if let Err(e) = devices.close_import(i.on, i.addr) {
+                warn!("cannot close the import of the peer's buffer {id:#x}: {e}");
+            }
+        }
+    }
+
+    /// The connection ended: every import is closed.
+    pub fn close_all(&mut self, devices: &mut Devices) {
+        let ids: Vec<u64> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.close(id, devices);
+        }
+    }
+
+    /// Starts copy `c`, whose peer memory lies in a device buffer the peer
+    /// announced: device to device when our span is device memory too
+    /// (asynchronously, on our device's stream), else between our host span
+    /// and the import (done now).
+    pub fn start(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices, now: Instant) -> Started {
+        let theirs = match self.theirs(c, link, devices) {
+            Ok(t) => t,
+            Err(e) => return Started::Done(Err(e)),
+        };
+        let (src, dst) = if c.to_peer {
+            (c.span, theirs)
+        } else {
+            (theirs, c.span)
+        };
+        let started = match (c.span.location.is_host(), c.to_peer) {
+            (false, _) => devices
+                .submit_device(now, src, dst)
+                .map(|copy| Started::Device { copy, src, dst }),
+            // SAFETY: our span is registered host memory, pinned by the
+            // link until `copy_done`; the engine writes it only on this
+            // thread, and no other reference to it lives meanwhile.
+            (true, true) => devices
+                .write(dst, unsafe { crate::mem::host_bytes(src) })
+                .map(|()| Started::Done(Ok(()))),
+            // SAFETY: as above.
+            (true, false) => devices
+                .read(src, unsafe { crate::mem::host_bytes_mut(dst) })
+                .map(|()| Started::Done(Ok(()))),
+        };
+        started.unwrap_or_else(|e| Started::Done(Err(e)))
+    }
+
+    /// Our import of the peer's memory that copy `c` names, as a device span.
+    fn theirs(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices) -> Result<Span> {
+        let key = link
+            .same_host()
+            .peer_local_key(c.peer_addr, c.span.len)
+            .ok_or_else(|| {
+                status!(
+                    Invalid,
+                    "peer range {:#x}+{:#x} lies in no device buffer it announced",
+                    c.peer_addr,
+                    c.span.len
+                )
+            })?;
+        let on = if c.span.location.is_host() {
+            key.location
+        } else {
+            c.span.location
+        };
+        self.span(key, on, c.peer_addr, c.span.len, devices)
+    }
+}
+
+/// A copy of the peer's started by this side, reported once every copy
+/// before it has been.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// Done, with this outcome.
+    Done(Result<()>),
+    /// Running on a device stream, from `src` to `dst` (kept to copy again
+    /// when an earlier copy's failure on the same stream taints its outcome).
+    Device {
+        /// The copy on the stream.
+        copy: crate::staging::Copy,
+        /// Its source span.
+        src: Span,
+        /// Its destination span.
+        dst: Span,
+    },
+}
