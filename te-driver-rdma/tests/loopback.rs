@@ -25,13 +25,18 @@ fn addr(b: &[u8]) -> u64 {
     b.as_ptr() as u64
 }
 
+/// The address of a buffer the NIC writes into (taken from a mutable borrow).
+fn addr_mut(b: &mut [u8]) -> u64 {
+    b.as_mut_ptr() as u64
+}
+
 #[test]
 fn writes_and_reads_move_exact_bytes_through_many_work_requests() {
     let (_g, fake) = fake();
     let len = (1 << 20) + 77;
     let src = pattern(len, 3);
-    let dst = vec![0u8; len];
-    let back = vec![0u8; len];
+    let mut dst = vec![0u8; len];
+    let mut back = vec![0u8; len];
     let mut d = open(RdmaConfig {
         max_wr_bytes: 4096,
         max_outstanding: 16,
@@ -44,8 +49,8 @@ fn writes_and_reads_move_exact_bytes_through_many_work_requests() {
     let (s, t, r) = unsafe {
         (
             d.register(addr(&src), len as u64, Perm::LOCAL_ONLY).expect("reg src"),
-            d.register(addr(&dst), len as u64, Perm::REMOTE_READ_WRITE).expect("reg dst"),
-            d.register(addr(&back), len as u64, Perm::LOCAL_ONLY).expect("reg back"),
+            d.register(addr_mut(&mut dst), len as u64, Perm::REMOTE_READ_WRITE).expect("reg dst"),
+            d.register(addr_mut(&mut back), len as u64, Perm::LOCAL_ONLY).expect("reg back"),
         )
     };
     let served = fake.served();
@@ -92,7 +97,7 @@ fn thousands_of_work_requests_stay_within_the_completion_queue() {
     let block = 1024usize;
     let n = 3000usize;
     let src = pattern(block * 64, 5);
-    let dst = vec![0u8; block * 64];
+    let mut dst = vec![0u8; block * 64];
     // A CQ of 2 * 8 entries for 3000 transfers of 2 work requests each.
     let mut d = open(RdmaConfig {
         max_wr_bytes: 512,
@@ -105,7 +110,7 @@ fn thousands_of_work_requests_stay_within_the_completion_queue() {
     let (s, t) = unsafe {
         (
             d.register(addr(&src), src.len() as u64, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr(&dst), dst.len() as u64, Perm::REMOTE_READ_WRITE).expect("reg"),
+            d.register(addr_mut(&mut dst), dst.len() as u64, Perm::REMOTE_READ_WRITE).expect("reg"),
         )
     };
     let overruns = fake.cq_overruns();
@@ -175,9 +180,9 @@ fn the_nic_refuses_a_write_into_a_read_only_region_and_flushes_the_rest() {
     let again = d.submit(a, w).unwrap_err();
     assert_eq!(again.code(), ErrorCode::Disconnected, "{again}");
     // Reading it is allowed, on a fresh pair.
-    let back = vec![0u8; 8192];
+    let mut back = vec![0u8; 8192];
     // SAFETY: `back` outlives its registration (deregistered below).
-    let bk = unsafe { d.register(addr(&back), 8192, Perm::LOCAL_ONLY) }.expect("reg");
+    let bk = unsafe { d.register(addr_mut(&mut back), 8192, Perm::LOCAL_ONLY) }.expect("reg");
     let (c, _d2) = pair(&mut d);
     let r = d
         .submit(
@@ -199,7 +204,7 @@ fn the_nic_refuses_a_write_into_a_read_only_region_and_flushes_the_rest() {
 #[test]
 fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfers() {
     let (_g, fake) = fake();
-    let local = vec![0u8; 1 << 16];
+    let mut local = vec![0u8; 1 << 16];
     let remote = pattern(1 << 16, 4);
     let mut d = open(RdmaConfig {
         max_wr_bytes: 4096,
@@ -210,7 +215,7 @@ fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfer
     // SAFETY: the buffers outlive the driver.
     let (l, r) = unsafe {
         (
-            d.register(addr(&local), 1 << 16, Perm::LOCAL_ONLY).expect("reg"),
+            d.register(addr_mut(&mut local), 1 << 16, Perm::LOCAL_ONLY).expect("reg"),
             d.register(addr(&remote), 1 << 16, Perm::REMOTE_READ).expect("reg"),
         )
     };
@@ -236,7 +241,7 @@ fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfer
     assert!(d.deregister(l.lkey).is_err(), "already gone");
     // The remote region goes now; its rkey is refused by the NIC from then on.
     // SAFETY: `local` outlives this registration.
-    let l2 = unsafe { d.register(addr(&local), 1 << 16, Perm::LOCAL_ONLY) }.expect("reg");
+    let l2 = unsafe { d.register(addr_mut(&mut local), 1 << 16, Perm::LOCAL_ONLY) }.expect("reg");
     assert_eq!(d.deregister(r.lkey), Ok(Deregister::Done));
     let id = d.submit(a, Transfer { lkey: l2.lkey, ..read }).expect("submit");
     let (done, _) = wait_all(&mut d, &[id]);
@@ -305,7 +310,7 @@ fn an_injected_call_fault_fails_exactly_that_call() {
 fn an_injected_completion_fault_fails_exactly_that_transfer() {
     let (_g, fake) = fake();
     let src = pattern(4096, 8);
-    let dst = vec![0u8; 4096];
+    let mut dst = vec![0u8; 4096];
     let mut d = open(RdmaConfig {
         max_wr_bytes: 1024,
         ..config()
@@ -315,7 +320,7 @@ fn an_injected_completion_fault_fails_exactly_that_transfer() {
     let (s, t) = unsafe {
         (
             d.register(addr(&src), 4096, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr(&dst), 4096, Perm::REMOTE_READ_WRITE).expect("reg"),
+            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_READ_WRITE).expect("reg"),
         )
     };
     let w = Transfer {
@@ -356,14 +361,14 @@ fn an_injected_completion_fault_fails_exactly_that_transfer() {
 fn the_completion_channel_fd_becomes_readable_after_arming() {
     let (_g, _fake) = fake();
     let buf = pattern(4096, 9);
-    let dst = vec![0u8; 4096];
+    let mut dst = vec![0u8; 4096];
     let mut d = open(config());
     let (a, _b) = pair(&mut d);
     // SAFETY: the buffers outlive the driver.
     let (s, t) = unsafe {
         (
             d.register(addr(&buf), 4096, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr(&dst), 4096, Perm::REMOTE_WRITE).expect("reg"),
+            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_WRITE).expect("reg"),
         )
     };
     let fd = d.event_fd();
