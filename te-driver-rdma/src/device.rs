@@ -65,7 +65,10 @@ impl fmt::Display for Unavailable {
         match self {
             Unavailable::Library(e) => write!(f, "{e}"),
             Unavailable::NoDevices { library, errno: None } => {
-                write!(f, "{library} found no RDMA device (ibv_get_device_list listed none)")
+                write!(
+                    f,
+                    "{library} found no RDMA device (ibv_get_device_list listed none)"
+                )
             }
             Unavailable::NoDevices {
                 library,
@@ -120,7 +123,9 @@ pub struct DeviceInfo {
 /// the default one, see [`library`]).
 pub fn list(library: Option<&Path>) -> Result<Vec<String>, Unavailable> {
     let verbs = library::load(library).map_err(Unavailable::Library)?;
-    with_list(verbs, |devs| Ok(devs.iter().map(|(name, _)| name.clone()).collect()))
+    with_list(verbs, |devs| {
+        Ok(devs.iter().map(|(name, _)| name.clone()).collect())
+    })
 }
 
 /// Calls `f` with the listed devices (name, `struct ibv_device *`), freeing the list after.
@@ -167,19 +172,31 @@ fn with_list<T>(
 }
 
 /// Opens `name` (or the first device), checks `port` and reads GID `gid_index`.
-pub fn open(verbs: &Verbs, name: Option<&str>, port: u8, gid_index: u8) -> Result<(*mut IbvContext, DeviceInfo), Unavailable> {
+pub fn open(
+    verbs: &Verbs,
+    name: Option<&str>,
+    port: u8,
+    gid_index: u8,
+) -> Result<(*mut IbvContext, DeviceInfo), Unavailable> {
     let (ctx, dev_name) = with_list(verbs, |devs| {
-        let (dev_name, d) = match name {
-            None => devs[0].clone(),
-            Some(want) => devs.iter().find(|(n, _)| n == want).cloned().ok_or_else(|| Unavailable::NoSuchDevice {
-                name: want.to_string(),
-                listed: devs.iter().map(|(n, _)| n.clone()).collect(),
-            })?,
-        };
+        let (dev_name, d) =
+            match name {
+                None => devs[0].clone(),
+                Some(want) => devs.iter().find(|(n, _)| n == want).cloned().ok_or_else(|| {
+                    Unavailable::NoSuchDevice {
+                        name: want.to_string(),
+                        listed: devs.iter().map(|(n, _)| n.clone()).collect(),
+                    }
+                })?,
+            };
         // SAFETY: a device of the list, which is still allocated.
         let ctx = unsafe { (verbs.ibv_open_device)(d) };
         if ctx.is_null() {
-            return Err(Unavailable::Call(VerbsError::errno("ibv_open_device", dev_name, last_errno())));
+            return Err(Unavailable::Call(VerbsError::errno(
+                "ibv_open_device",
+                dev_name,
+                last_errno(),
+            )));
         }
         Ok((ctx, dev_name))
     })?;
@@ -193,13 +210,23 @@ pub fn open(verbs: &Verbs, name: Option<&str>, port: u8, gid_index: u8) -> Resul
     }
 }
 
-fn describe(verbs: &Verbs, ctx: *mut IbvContext, name: &str, port: u8, gid_index: u8) -> Result<DeviceInfo, Unavailable> {
+fn describe(
+    verbs: &Verbs,
+    ctx: *mut IbvContext,
+    name: &str,
+    port: u8,
+    gid_index: u8,
+) -> Result<DeviceInfo, Unavailable> {
     // SAFETY: all-zero is a valid value of these plain C structs.
     let mut dattr: IbvDeviceAttr = unsafe { std::mem::zeroed() };
     // SAFETY: a live context and a writable struct of the header's size.
     let rc = unsafe { (verbs.ibv_query_device)(ctx, &mut dattr) };
     if rc != 0 {
-        return Err(Unavailable::Call(VerbsError::errno("ibv_query_device", name, rc_errno(rc))));
+        return Err(Unavailable::Call(VerbsError::errno(
+            "ibv_query_device",
+            name,
+            rc_errno(rc),
+        )));
     }
     // SAFETY: as above.
     let mut pattr: IbvPortAttr = unsafe { std::mem::zeroed() };

@@ -114,7 +114,8 @@ impl RdmaDriver {
         let mut config = config;
         config.max_wr_bytes = config.max_wr_bytes.clamp(1, info.max_msg_sz.max(1));
         config.max_outstanding = config.max_outstanding.clamp(1, info.max_qp_wr.max(1));
-        let cqe = (u64::from(config.max_qps.max(1)) * u64::from(config.max_outstanding)).min(u64::from(info.max_cqe.max(1)));
+        let cqe = (u64::from(config.max_qps.max(1)) * u64::from(config.max_outstanding))
+            .min(u64::from(info.max_cqe.max(1)));
         config.max_qps = (cqe / u64::from(config.max_outstanding)).max(1) as u32;
         let mut d = RdmaDriver {
             verbs,
@@ -136,19 +137,31 @@ impl RdmaDriver {
         // SAFETY: a live context (Drop releases what was created if a later step fails).
         d.pd = unsafe { (verbs.ibv_alloc_pd)(ctx) };
         if d.pd.is_null() {
-            return Err(Unavailable::Call(VerbsError::errno("ibv_alloc_pd", dev, last_errno())));
+            return Err(Unavailable::Call(VerbsError::errno(
+                "ibv_alloc_pd",
+                dev,
+                last_errno(),
+            )));
         }
         // SAFETY: as above.
         d.channel = unsafe { (verbs.ibv_create_comp_channel)(ctx) };
         if d.channel.is_null() {
-            return Err(Unavailable::Call(VerbsError::errno("ibv_create_comp_channel", dev, last_errno())));
+            return Err(Unavailable::Call(VerbsError::errno(
+                "ibv_create_comp_channel",
+                dev,
+                last_errno(),
+            )));
         }
         // SAFETY: the channel's fd is a descriptor the channel owns; only its flags change.
         unsafe {
             let fd = (*d.channel).fd;
             let fl = libc::fcntl(fd, libc::F_GETFL);
             if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-                return Err(Unavailable::Call(VerbsError::errno("fcntl", "completion channel O_NONBLOCK", last_errno())));
+                return Err(Unavailable::Call(VerbsError::errno(
+                    "fcntl",
+                    "completion channel O_NONBLOCK",
+                    last_errno(),
+                )));
             }
         }
         // SAFETY: a live context and channel.
@@ -193,7 +206,9 @@ impl RdmaDriver {
             return Err(VerbsError::refused("ibv_reg_mr", what(), ErrorCode::Invalid));
         }
         // SAFETY: a live PD; the caller guarantees the memory (its contract above).
-        let mr = unsafe { (self.verbs.ibv_reg_mr)(self.pd, addr as usize as *mut _, len as usize, access_flags(perm)) };
+        let mr = unsafe {
+            (self.verbs.ibv_reg_mr)(self.pd, addr as usize as *mut _, len as usize, access_flags(perm))
+        };
         if mr.is_null() {
             return Err(VerbsError::errno("ibv_reg_mr", what(), last_errno()));
         }
@@ -222,11 +237,17 @@ impl RdmaDriver {
     /// one ends. It takes no new transfers from this call on.
     pub fn deregister(&mut self, lkey: u32) -> Result<Deregister, VerbsError> {
         let Some(slot) = self.mrs.get_mut(&lkey).filter(|s| !s.closing) else {
-            return Err(VerbsError::refused("ibv_dereg_mr", format!("lkey {lkey:#x}"), ErrorCode::NotFound));
+            return Err(VerbsError::refused(
+                "ibv_dereg_mr",
+                format!("lkey {lkey:#x}"),
+                ErrorCode::NotFound,
+            ));
         };
         if slot.users > 0 {
             slot.closing = true;
-            return Ok(Deregister::Deferred { transfers: slot.users });
+            return Ok(Deregister::Deferred {
+                transfers: slot.users,
+            });
         }
         self.dereg_now(lkey).map(|()| Deregister::Done)
     }
@@ -253,11 +274,20 @@ impl RdmaDriver {
         if live >= self.config.max_qps as usize {
             return Err(VerbsError::refused(
                 "ibv_create_qp",
-                format!("all {} queue pairs the CQ is sized for are in use", self.config.max_qps),
+                format!(
+                    "all {} queue pairs the CQ is sized for are in use",
+                    self.config.max_qps
+                ),
                 ErrorCode::NotReady,
             ));
         }
-        let raw = qp::create(self.verbs, self.pd, self.cq, self.config.max_outstanding, &self.info.name)?;
+        let raw = qp::create(
+            self.verbs,
+            self.pd,
+            self.cq,
+            self.config.max_outstanding,
+            &self.info.name,
+        )?;
         // SAFETY: the QP just created.
         let qpn = unsafe { (*raw).qp_num };
         let slot = QpSlot {
@@ -338,10 +368,18 @@ impl RdmaDriver {
         // SAFETY: a live QP of this driver, destroyed once (the slot is emptied below).
         let rc = unsafe { (self.verbs.ibv_destroy_qp)(s.raw) };
         if rc != 0 {
-            return Err(VerbsError::errno("ibv_destroy_qp", format!("qpn {:#x}", s.qpn), rc_errno(rc)));
+            return Err(VerbsError::errno(
+                "ibv_destroy_qp",
+                format!("qpn {:#x}", s.qpn),
+                rc_errno(rc),
+            ));
         }
         self.qps[id.0 as usize] = None;
-        let cancel = VerbsError::refused("ibv_destroy_qp", format!("queue pair {} destroyed", id.0), ErrorCode::Canceled);
+        let cancel = VerbsError::refused(
+            "ibv_destroy_qp",
+            format!("queue pair {} destroyed", id.0),
+            ErrorCode::Canceled,
+        );
         for t in self.transfers.values_mut().filter(|t| t.qp == id) {
             if t.unposted() > 0 {
                 self.queued -= 1;
@@ -368,7 +406,10 @@ impl RdmaDriver {
             ));
         }
         let chunk = u64::from(self.config.max_wr_bytes);
-        if t.len == 0 || t.remote_addr.checked_add(t.len).is_none() || t.len.div_ceil(chunk) >= 1 << CHUNK_BITS {
+        if t.len == 0
+            || t.remote_addr.checked_add(t.len).is_none()
+            || t.len.div_ceil(chunk) >= 1 << CHUNK_BITS
+        {
             return Err(VerbsError::refused("ibv_post_send", what(), ErrorCode::Invalid));
         }
         match self.mrs.get(&t.lkey) {
@@ -376,7 +417,13 @@ impl RdmaDriver {
             _ => {
                 return Err(VerbsError::refused(
                     "ibv_post_send",
-                    format!("{}: local {:#x}+{} is not inside the region of lkey {:#x}", what(), t.local_addr, t.len, t.lkey),
+                    format!(
+                        "{}: local {:#x}+{} is not inside the region of lkey {:#x}",
+                        what(),
+                        t.local_addr,
+                        t.len,
+                        t.lkey
+                    ),
                     ErrorCode::NotFound,
                 ))
             }
@@ -556,7 +603,9 @@ impl RdmaDriver {
         let tid = wc.wr_id >> CHUNK_BITS;
         let chunk = wc.wr_id & ((1 << CHUNK_BITS) - 1);
         let qp = self.qps.iter_mut().flatten().find(|q| q.qpn == wc.qp_num);
-        let Some(f) = self.transfers.get_mut(&tid) else { return };
+        let Some(f) = self.transfers.get_mut(&tid) else {
+            return;
+        };
         let Some(q) = qp else { return };
         q.outstanding = q.outstanding.saturating_sub(1);
         f.posted = f.posted.saturating_sub(1);
@@ -597,7 +646,12 @@ impl RdmaDriver {
 
     /// Reports finished transfers and runs deregistrations they were holding up.
     fn reap(&mut self, out: &mut Vec<Event>) {
-        let mut done: Vec<u64> = self.transfers.iter().filter(|(_, f)| f.finished()).map(|(&k, _)| k).collect();
+        let mut done: Vec<u64> = self
+            .transfers
+            .iter()
+            .filter(|(_, f)| f.finished())
+            .map(|(&k, _)| k)
+            .collect();
         done.sort_unstable();
         for tid in done {
             let f = self.transfers.remove(&tid).expect("listed");

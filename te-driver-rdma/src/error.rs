@@ -61,9 +61,10 @@ impl VerbsError {
             Cause::Refused(c) => c,
             Cause::Completion { status, .. } => match status {
                 IBV_WC_REM_ACCESS_ERR => ErrorCode::NotAuthorized,
-                IBV_WC_WR_FLUSH_ERR | IBV_WC_RETRY_EXC_ERR | IBV_WC_RNR_RETRY_EXC_ERR | IBV_WC_RESP_TIMEOUT_ERR => {
-                    ErrorCode::Disconnected
-                }
+                IBV_WC_WR_FLUSH_ERR
+                | IBV_WC_RETRY_EXC_ERR
+                | IBV_WC_RNR_RETRY_EXC_ERR
+                | IBV_WC_RESP_TIMEOUT_ERR => ErrorCode::Disconnected,
                 _ => ErrorCode::RuntimeError,
             },
             Cause::Errno(e) if e == libc::ENOSYS || e == libc::EOPNOTSUPP || e == libc::ENODEV => {
@@ -91,7 +92,12 @@ impl fmt::Display for VerbsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}): ", self.call, self.what)?;
         match self.cause {
-            Cause::Errno(e) => write!(f, "{} ({e}): {}", errno_name(e), std::io::Error::from_raw_os_error(e)),
+            Cause::Errno(e) => write!(
+                f,
+                "{} ({e}): {}",
+                errno_name(e),
+                std::io::Error::from_raw_os_error(e)
+            ),
             Cause::Completion { status, vendor_err } => {
                 write!(f, "{} ({status})", wc_status_name(status))?;
                 if vendor_err != 0 {
@@ -149,7 +155,10 @@ const WC_NAMES: [&str; 24] = [
 
 /// The verbs.h name of a work-completion status, or `"IBV_WC_(unknown)"`.
 pub fn wc_status_name(status: u32) -> &'static str {
-    WC_NAMES.get(status as usize).copied().unwrap_or("IBV_WC_(unknown)")
+    WC_NAMES
+        .get(status as usize)
+        .copied()
+        .unwrap_or("IBV_WC_(unknown)")
 }
 
 /// The C name of the errnos verbs calls return, or `"errno"`.
@@ -176,7 +185,10 @@ pub fn errno_name(e: i32) -> &'static str {
 
 /// The calling thread's errno (EIO when there is none).
 pub fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().filter(|&e| e != 0).unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .filter(|&e| e != 0)
+        .unwrap_or(libc::EIO)
 }
 
 /// The errno of a verbs call that returns an int: the return value when positive, else
@@ -204,7 +216,10 @@ mod tests {
             },
         };
         assert_eq!(e.code(), ErrorCode::NotAuthorized);
-        assert_eq!(e.to_string(), "ibv_poll_cq (RDMA_WRITE): IBV_WC_REM_ACCESS_ERR (10), vendor_err 0x88");
+        assert_eq!(
+            e.to_string(),
+            "ibv_poll_cq (RDMA_WRITE): IBV_WC_REM_ACCESS_ERR (10), vendor_err 0x88"
+        );
         let flush = VerbsError {
             cause: Cause::Completion {
                 status: IBV_WC_WR_FLUSH_ERR,
@@ -217,7 +232,10 @@ mod tests {
         assert_eq!(wc_status_name(99), "IBV_WC_(unknown)");
         let call = VerbsError::errno("ibv_reg_mr", "region", libc::ENOMEM);
         assert_eq!(call.code(), ErrorCode::RuntimeError);
-        assert!(call.to_string().starts_with("ibv_reg_mr (region): ENOMEM (12)"), "{call}");
+        assert!(
+            call.to_string().starts_with("ibv_reg_mr (region): ENOMEM (12)"),
+            "{call}"
+        );
         assert_eq!(call.to_status().code(), ErrorCode::RuntimeError);
     }
 }

@@ -162,7 +162,10 @@ mod tests {
         };
         assert_eq!(e.path, "/nonexistent/libibverbs.so.1");
         let shown = e.to_string();
-        assert!(shown.contains("/nonexistent/libibverbs.so.1") && shown.contains("No such file"), "{shown}");
+        assert!(
+            shown.contains("/nonexistent/libibverbs.so.1") && shown.contains("No such file"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -173,6 +176,9 @@ mod tests {
             Ok(v) => panic!("loaded {}", v.path.display()),
         };
         assert_eq!(e.missing_symbol, Some("ibv_get_device_list"));
-        assert_eq!(e.to_string(), "libc.so.6 lacks the verbs symbol ibv_get_device_list");
+        assert_eq!(
+            e.to_string(),
+            "libc.so.6 lacks the verbs symbol ibv_get_device_list"
+        );
     }
 }

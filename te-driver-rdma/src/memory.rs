@@ -80,7 +80,10 @@ mod tests {
     #[test]
     fn access_flags_follow_the_permission() {
         assert_eq!(access_flags(Perm::LOCAL_ONLY), IBV_ACCESS_LOCAL_WRITE);
-        assert_eq!(access_flags(Perm::REMOTE_READ), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ);
+        assert_eq!(
+            access_flags(Perm::REMOTE_READ),
+            IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ
+        );
         assert_eq!(
             access_flags(Perm::REMOTE_READ_WRITE),
             IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE

@@ -39,7 +39,13 @@ pub(crate) struct QpSlot {
 
 /// Creates an RC queue pair on `pd` with `depth` send work requests, both queues completing
 /// on `cq`.
-pub(crate) fn create(verbs: &Verbs, pd: *mut IbvPd, cq: *mut IbvCq, depth: u32, dev: &str) -> Result<*mut IbvQp, VerbsError> {
+pub(crate) fn create(
+    verbs: &Verbs,
+    pd: *mut IbvPd,
+    cq: *mut IbvCq,
+    depth: u32,
+    dev: &str,
+) -> Result<*mut IbvQp, VerbsError> {
     let mut attr = IbvQpInitAttr {
         qp_context: std::ptr::null_mut(),
         send_cq: cq,
@@ -59,23 +65,43 @@ pub(crate) fn create(verbs: &Verbs, pd: *mut IbvPd, cq: *mut IbvCq, depth: u32, 
     // update (granted capacities).
     let qp = unsafe { (verbs.ibv_create_qp)(pd, &mut attr) };
     if qp.is_null() {
-        return Err(VerbsError::errno("ibv_create_qp", format!("RC, {depth} send WRs on {dev}"), last_errno()));
+        return Err(VerbsError::errno(
+            "ibv_create_qp",
+            format!("RC, {depth} send WRs on {dev}"),
+            last_errno(),
+        ));
     }
     Ok(qp)
 }
 
-fn modify(verbs: &Verbs, qp: *mut IbvQp, attr: &mut IbvQpAttr, mask: c_int, step: &str) -> Result<(), VerbsError> {
+fn modify(
+    verbs: &Verbs,
+    qp: *mut IbvQp,
+    attr: &mut IbvQpAttr,
+    mask: c_int,
+    step: &str,
+) -> Result<(), VerbsError> {
     // SAFETY: a live QP and an attribute struct of the header's layout.
     let rc = unsafe { (verbs.ibv_modify_qp)(qp, attr, mask) };
     if rc != 0 {
-        return Err(VerbsError::errno("ibv_modify_qp", step.to_string(), crate::error::rc_errno(rc)));
+        return Err(VerbsError::errno(
+            "ibv_modify_qp",
+            step.to_string(),
+            crate::error::rc_errno(rc),
+        ));
     }
     Ok(())
 }
 
 /// Moves `qp` (in RESET) to RTS, connected to `remote`: the attribute masks rdma-core's
 /// `ibv_modify_qp(3)` lists for RC.
-pub(crate) fn connect(verbs: &Verbs, qp: *mut IbvQp, local_psn: u32, dev: &DeviceInfo, remote: &ConnInfo) -> Result<(), VerbsError> {
+pub(crate) fn connect(
+    verbs: &Verbs,
+    qp: *mut IbvQp,
+    local_psn: u32,
+    dev: &DeviceInfo,
+    remote: &ConnInfo,
+) -> Result<(), VerbsError> {
     let rd_atomic = dev.max_qp_rd_atom.clamp(1, 16);
     let mut a = IbvQpAttr {
         qp_state: IBV_QPS_INIT,
@@ -143,7 +169,12 @@ pub(crate) fn connect(verbs: &Verbs, qp: *mut IbvQp, local_psn: u32, dev: &Devic
         verbs,
         qp,
         &mut a,
-        IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC,
+        IBV_QP_STATE
+            | IBV_QP_SQ_PSN
+            | IBV_QP_TIMEOUT
+            | IBV_QP_RETRY_CNT
+            | IBV_QP_RNR_RETRY
+            | IBV_QP_MAX_QP_RD_ATOMIC,
         "RTR to RTS",
     )
 }
@@ -156,7 +187,11 @@ pub(crate) fn query_state(verbs: &Verbs, qp: *mut IbvQp) -> Result<i32, VerbsErr
     // SAFETY: a live QP and writable structs of the header's layout.
     let rc = unsafe { (verbs.ibv_query_qp)(qp, &mut a, IBV_QP_STATE, &mut ia) };
     if rc != 0 {
-        return Err(VerbsError::errno("ibv_query_qp", "state", crate::error::rc_errno(rc)));
+        return Err(VerbsError::errno(
+            "ibv_query_qp",
+            "state",
+            crate::error::rc_errno(rc),
+        ));
     }
     Ok(a.qp_state)
 }

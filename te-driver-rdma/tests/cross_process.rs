@@ -55,8 +55,16 @@ impl Peer {
                 lid: 0,
                 mtu: 1,
             },
-            rw: RemoteKey { addr: 0, len: 0, rkey: 0 },
-            ro: RemoteKey { addr: 0, len: 0, rkey: 0 },
+            rw: RemoteKey {
+                addr: 0,
+                len: 0,
+                rkey: 0,
+            },
+            ro: RemoteKey {
+                addr: 0,
+                len: 0,
+                rkey: 0,
+            },
         };
         p.conn = ConnInfo::decode(&unhex(&p.expect("conn"))).expect("conn info");
         p.rw = RemoteKey::decode(&unhex(&p.expect("rw"))).expect("rw key");
@@ -110,8 +118,10 @@ fn peer() {
     // SAFETY: the buffers outlive the driver (the process exits with both alive).
     let (mrw, mro) = unsafe {
         (
-            d.register(rw.as_mut_ptr() as u64, RW_LEN as u64, Perm::REMOTE_READ_WRITE).expect("reg rw"),
-            d.register(ro.as_ptr() as u64, RO_LEN as u64, Perm::REMOTE_READ).expect("reg ro"),
+            d.register(rw.as_mut_ptr() as u64, RW_LEN as u64, Perm::REMOTE_READ_WRITE)
+                .expect("reg rw"),
+            d.register(ro.as_ptr() as u64, RO_LEN as u64, Perm::REMOTE_READ)
+                .expect("reg ro"),
         )
     };
     let q = d.create_qp().expect("create qp");
@@ -124,11 +134,13 @@ fn peer() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["conn", h] => {
-                d.connect(q, &ConnInfo::decode(&unhex(h)).expect("conn")).expect("connect");
+                d.connect(q, &ConnInfo::decode(&unhex(h)).expect("conn"))
+                    .expect("connect");
                 println!("PEER ready");
             }
             ["check", off, len, seed] => {
-                let (off, len, seed): (usize, usize, u8) = (off.parse().unwrap(), len.parse().unwrap(), seed.parse().unwrap());
+                let (off, len, seed): (usize, usize, u8) =
+                    (off.parse().unwrap(), len.parse().unwrap(), seed.parse().unwrap());
                 // SAFETY: the NIC wrote the region from another thread; the writer's
                 // completion came before this command, so the bytes are in place.
                 let now = unsafe { std::slice::from_raw_parts(rw.as_ptr().add(off), len) };
@@ -186,8 +198,15 @@ fn reads_and_writes_across_processes_move_exact_bytes() {
         .expect("read rw");
     let (done, _) = wait_all(&mut d, &[r1]);
     assert_eq!(done[&r1], (Ok(()), RW_LEN as u64));
-    assert!(buf == pattern(RW_LEN, 1), "the peer's read-write region arrived exactly");
-    assert_eq!(fake.calls("wc") - calls, (RW_LEN / (64 << 10)) as u64, "cut into 64 KiB work requests");
+    assert!(
+        buf == pattern(RW_LEN, 1),
+        "the peer's read-write region arrived exactly"
+    );
+    assert_eq!(
+        fake.calls("wc") - calls,
+        (RW_LEN / (64 << 10)) as u64,
+        "cut into 64 KiB work requests"
+    );
     let r2 = d
         .submit(
             q,
@@ -223,7 +242,11 @@ fn reads_and_writes_across_processes_move_exact_bytes() {
     let (done, _) = wait_all(&mut d, &[w]);
     assert_eq!(done[&w], (Ok(()), len as u64));
     assert_eq!(p.ask(&format!("check {off} {len} 9"), "check"), "ok");
-    assert_eq!(p.ask(&format!("check {} 100 9", off + 1), "check"), "bad", "the check can fail");
+    assert_eq!(
+        p.ask(&format!("check {} 100 9", off + 1), "check"),
+        "bad",
+        "the check can fail"
+    );
     drop(d);
 }
 
@@ -292,7 +315,11 @@ fn the_peer_nic_enforces_permission_and_refuses_a_deregistered_rkey() {
         .expect("submit");
     let (done, _) = wait_all(&mut d, &[w]);
     let e = done[&w].0.clone().unwrap_err();
-    assert_eq!((e.wc_status(), e.code()), (Some(IBV_WC_REM_ACCESS_ERR), ErrorCode::NotAuthorized), "{e}");
+    assert_eq!(
+        (e.wc_status(), e.code()),
+        (Some(IBV_WC_REM_ACCESS_ERR), ErrorCode::NotAuthorized),
+        "{e}"
+    );
     drop(d);
     drop(p);
 
@@ -367,15 +394,32 @@ fn a_peer_killed_mid_transfer_fails_the_rest_without_hanging() {
     p.child.kill().expect("kill the peer");
     p.child.wait().expect("reap the peer");
     let start = Instant::now();
-    let (rest, _) = wait_all(&mut d, &ids.iter().copied().filter(|id| !results.contains_key(id)).collect::<Vec<_>>());
+    let (rest, _) = wait_all(
+        &mut d,
+        &ids.iter()
+            .copied()
+            .filter(|id| !results.contains_key(id))
+            .collect::<Vec<_>>(),
+    );
     assert!(start.elapsed() < Duration::from_secs(30), "no hang");
     results.extend(rest.into_iter().map(|(k, (r, _))| (k, r)));
     assert_eq!(results.len(), 400);
     let ok = results.values().filter(|r| r.is_ok()).count();
-    assert!((1..400).contains(&ok), "{ok} of 400 succeeded before the peer died");
+    assert!(
+        (1..400).contains(&ok),
+        "{ok} of 400 succeeded before the peer died"
+    );
     let statuses: Vec<_> = results.values().filter_map(|r| r.as_ref().err()).collect();
-    assert!(statuses.iter().all(|e| e.code() == ErrorCode::Disconnected), "{statuses:?}");
-    assert!(statuses.iter().any(|e| e.wc_status() == Some(IBV_WC_RETRY_EXC_ERR)), "the peer's loss is reported");
+    assert!(
+        statuses.iter().all(|e| e.code() == ErrorCode::Disconnected),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|e| e.wc_status() == Some(IBV_WC_RETRY_EXC_ERR)),
+        "the peer's loss is reported"
+    );
     assert!(
         statuses
             .iter()

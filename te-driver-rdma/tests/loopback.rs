@@ -48,9 +48,12 @@ fn writes_and_reads_move_exact_bytes_through_many_work_requests() {
     // SAFETY: the buffers outlive the driver (declared before it).
     let (s, t, r) = unsafe {
         (
-            d.register(addr(&src), len as u64, Perm::LOCAL_ONLY).expect("reg src"),
-            d.register(addr_mut(&mut dst), len as u64, Perm::REMOTE_READ_WRITE).expect("reg dst"),
-            d.register(addr_mut(&mut back), len as u64, Perm::LOCAL_ONLY).expect("reg back"),
+            d.register(addr(&src), len as u64, Perm::LOCAL_ONLY)
+                .expect("reg src"),
+            d.register(addr_mut(&mut dst), len as u64, Perm::REMOTE_READ_WRITE)
+                .expect("reg dst"),
+            d.register(addr_mut(&mut back), len as u64, Perm::LOCAL_ONLY)
+                .expect("reg back"),
         )
     };
     let served = fake.served();
@@ -87,7 +90,10 @@ fn writes_and_reads_move_exact_bytes_through_many_work_requests() {
         .expect("submit read");
     let (done, _) = wait_all(&mut d, &[rd]);
     assert_eq!(done[&rd], (Ok(()), len as u64 - 1));
-    assert!(back[1..] == src[1..] && back[0] == 0, "the read brought exactly the range asked");
+    assert!(
+        back[1..] == src[1..] && back[0] == 0,
+        "the read brought exactly the range asked"
+    );
     assert_eq!(d.in_flight(), 0);
 }
 
@@ -109,8 +115,10 @@ fn thousands_of_work_requests_stay_within_the_completion_queue() {
     // SAFETY: the buffers outlive the driver.
     let (s, t) = unsafe {
         (
-            d.register(addr(&src), src.len() as u64, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr_mut(&mut dst), dst.len() as u64, Perm::REMOTE_READ_WRITE).expect("reg"),
+            d.register(addr(&src), src.len() as u64, Perm::LOCAL_ONLY)
+                .expect("reg"),
+            d.register(addr_mut(&mut dst), dst.len() as u64, Perm::REMOTE_READ_WRITE)
+                .expect("reg"),
         )
     };
     let overruns = fake.cq_overruns();
@@ -176,7 +184,11 @@ fn the_nic_refuses_a_write_into_a_read_only_region_and_flushes_the_rest() {
     assert!(done[&second].0.is_err(), "what followed failed too");
     assert!(ro == pattern(8192, 2), "the read-only region is untouched");
     assert!(matches!(d.qp_state(a).expect("state"), QpState::Failed(_)));
-    assert_eq!(d.query_qp_state(a).expect("query"), 6, "the library has the QP in ERR");
+    assert_eq!(
+        d.query_qp_state(a).expect("query"),
+        6,
+        "the library has the QP in ERR"
+    );
     let again = d.submit(a, w).unwrap_err();
     assert_eq!(again.code(), ErrorCode::Disconnected, "{again}");
     // Reading it is allowed, on a fresh pair.
@@ -215,8 +227,10 @@ fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfer
     // SAFETY: the buffers outlive the driver.
     let (l, r) = unsafe {
         (
-            d.register(addr_mut(&mut local), 1 << 16, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr(&remote), 1 << 16, Perm::REMOTE_READ).expect("reg"),
+            d.register(addr_mut(&mut local), 1 << 16, Perm::LOCAL_ONLY)
+                .expect("reg"),
+            d.register(addr(&remote), 1 << 16, Perm::REMOTE_READ)
+                .expect("reg"),
         )
     };
     let read = Transfer {
@@ -232,7 +246,11 @@ fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfer
     let id = d.submit(a, read).expect("submit");
     assert_eq!(d.deregister(l.lkey), Ok(Deregister::Deferred { transfers: 1 }));
     let e = d.submit(a, read).unwrap_err();
-    assert_eq!(e.code(), ErrorCode::NotFound, "a closing region takes no new transfer: {e}");
+    assert_eq!(
+        e.code(),
+        ErrorCode::NotFound,
+        "a closing region takes no new transfer: {e}"
+    );
     let (done, deregs) = wait_all(&mut d, &[id]);
     fake.stall_us(0);
     assert!(done[&id].0.is_ok(), "{:?}", done[&id]);
@@ -243,7 +261,15 @@ fn a_deregistered_region_s_rkey_is_refused_and_deregistration_waits_for_transfer
     // SAFETY: `local` outlives this registration.
     let l2 = unsafe { d.register(addr_mut(&mut local), 1 << 16, Perm::LOCAL_ONLY) }.expect("reg");
     assert_eq!(d.deregister(r.lkey), Ok(Deregister::Done));
-    let id = d.submit(a, Transfer { lkey: l2.lkey, ..read }).expect("submit");
+    let id = d
+        .submit(
+            a,
+            Transfer {
+                lkey: l2.lkey,
+                ..read
+            },
+        )
+        .expect("submit");
     let (done, _) = wait_all(&mut d, &[id]);
     let e = done[&id].0.clone().unwrap_err();
     assert_eq!(e.wc_status(), Some(IBV_WC_REM_ACCESS_ERR), "{e}");
@@ -279,7 +305,10 @@ fn posts_outside_rts_are_refused_by_the_library() {
     let mut peer = d.conn_info(q).expect("info");
     peer.qpn = 1 << 24;
     let e = d.connect(q, &peer).unwrap_err();
-    assert!(e.to_string().contains("ibv_modify_qp") && e.to_string().contains("INIT to RTR"), "{e}");
+    assert!(
+        e.to_string().contains("ibv_modify_qp") && e.to_string().contains("INIT to RTR"),
+        "{e}"
+    );
     assert_eq!(e.cause, Cause::Errno(libc::EINVAL));
 }
 
@@ -291,19 +320,29 @@ fn an_injected_call_fault_fails_exactly_that_call() {
     fake.fail("ibv_reg_mr", 1, libc::ENOMEM);
     // SAFETY: `buf` outlives the driver.
     let e = unsafe { d.register(addr(&buf), 4096, Perm::REMOTE_READ) }.unwrap_err();
-    assert_eq!((e.call, e.cause.clone()), ("ibv_reg_mr", Cause::Errno(libc::ENOMEM)), "{e}");
+    assert_eq!(
+        (e.call, e.cause.clone()),
+        ("ibv_reg_mr", Cause::Errno(libc::ENOMEM)),
+        "{e}"
+    );
     assert!(e.to_string().contains("ENOMEM"), "{e}");
     // SAFETY: as above.
     let m = unsafe { d.register(addr(&buf), 4096, Perm::REMOTE_READ) }.expect("the next call succeeds");
     assert_eq!(d.deregister(m.lkey), Ok(Deregister::Done));
     fake.fail("ibv_create_cq", 1, libc::EINVAL);
     match RdmaDriver::open(config()) {
-        Err(Unavailable::Call(e)) => assert_eq!((e.call, e.cause), ("ibv_create_cq", Cause::Errno(libc::EINVAL))),
+        Err(Unavailable::Call(e)) => {
+            assert_eq!((e.call, e.cause), ("ibv_create_cq", Cause::Errno(libc::EINVAL)))
+        }
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened despite the fault"),
     }
     drop(d);
-    assert_eq!(fake.live_objects(), 0, "the failed open and the driver released everything");
+    assert_eq!(
+        fake.live_objects(),
+        0,
+        "the failed open and the driver released everything"
+    );
 }
 
 #[test]
@@ -320,7 +359,8 @@ fn an_injected_completion_fault_fails_exactly_that_transfer() {
     let (s, t) = unsafe {
         (
             d.register(addr(&src), 4096, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_READ_WRITE).expect("reg"),
+            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_READ_WRITE)
+                .expect("reg"),
         )
     };
     let w = Transfer {
@@ -349,8 +389,15 @@ fn an_injected_completion_fault_fails_exactly_that_transfer() {
         .expect("submit");
     let (done, _) = wait_all(&mut d, &[bad]);
     let e = done[&bad].0.clone().unwrap_err();
-    assert_eq!(e.wc_status(), Some(11), "the first error is reported, not the flushes: {e}");
-    assert!(e.to_string().contains("IBV_WC_REM_OP_ERR") && e.to_string().contains("offset 1024"), "{e}");
+    assert_eq!(
+        e.wc_status(),
+        Some(11),
+        "the first error is reported, not the flushes: {e}"
+    );
+    assert!(
+        e.to_string().contains("IBV_WC_REM_OP_ERR") && e.to_string().contains("offset 1024"),
+        "{e}"
+    );
     assert_eq!(e.code(), ErrorCode::RuntimeError);
     assert_eq!(done[&bad].1, 1024, "only the first work request moved bytes");
     assert!(dst[..1024] == src[..1024] && dst[2048..].iter().all(|&b| b == 0));
@@ -368,7 +415,8 @@ fn the_completion_channel_fd_becomes_readable_after_arming() {
     let (s, t) = unsafe {
         (
             d.register(addr(&buf), 4096, Perm::LOCAL_ONLY).expect("reg"),
-            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_WRITE).expect("reg"),
+            d.register(addr_mut(&mut dst), 4096, Perm::REMOTE_WRITE)
+                .expect("reg"),
         )
     };
     let fd = d.event_fd();
@@ -379,7 +427,11 @@ fn the_completion_channel_fd_becomes_readable_after_arming() {
     };
     d.arm().expect("arm");
     // SAFETY: one valid pollfd; a zero timeout.
-    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0, "nothing to read before a completion");
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 0) },
+        0,
+        "nothing to read before a completion"
+    );
     let id = d
         .submit(
             a,
@@ -394,10 +446,16 @@ fn the_completion_channel_fd_becomes_readable_after_arming() {
         )
         .expect("submit");
     // SAFETY: as above, waiting up to 30 s.
-    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 30_000) }, 1, "the completion made the fd readable");
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 30_000) },
+        1,
+        "the completion made the fd readable"
+    );
     let mut events = Vec::new();
     d.poll(&mut events).expect("poll");
-    assert!(matches!(&events[..], [te_driver_rdma::Event::Transfer { id: i, result: Ok(()), bytes: 4096 }] if *i == id));
+    assert!(
+        matches!(&events[..], [te_driver_rdma::Event::Transfer { id: i, result: Ok(()), bytes: 4096 }] if *i == id)
+    );
     // The event was consumed: the fd is quiet again.
     // SAFETY: as above.
     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0);
@@ -417,7 +475,10 @@ fn without_devices_or_library_the_reason_is_clear() {
     assert!(matches!(e, Unavailable::NoDevices { errno: None, .. }), "{e:?}");
     assert_eq!(e.code(), ErrorCode::NotSupported);
     let shown = e.to_string();
-    assert!(shown.contains("libte_fake_verbs.so") && shown.contains("found no RDMA device"), "{shown}");
+    assert!(
+        shown.contains("libte_fake_verbs.so") && shown.contains("found no RDMA device"),
+        "{shown}"
+    );
     let e = match RdmaDriver::open(RdmaConfig {
         device: Some("mlx5_9".into()),
         ..config()
@@ -434,5 +495,9 @@ fn without_devices_or_library_the_reason_is_clear() {
         Ok(_) => panic!("opened without a library"),
     };
     assert_eq!(e.code(), ErrorCode::NotSupported);
-    assert!(e.to_status().message().contains("/nonexistent/libibverbs.so.1"), "{}", e.to_status());
+    assert!(
+        e.to_status().message().contains("/nonexistent/libibverbs.so.1"),
+        "{}",
+        e.to_status()
+    );
 }

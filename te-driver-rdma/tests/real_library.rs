@@ -31,7 +31,10 @@ fn the_real_library_or_its_absence_gives_a_clear_reason() {
             if installed {
                 // Debian's library loads and lists nothing here (no kernel devices).
                 assert!(matches!(e, Unavailable::NoDevices { .. }), "{e:?}");
-                assert!(shown.contains(DEBIAN) && shown.contains("found no RDMA device"), "{shown}");
+                assert!(
+                    shown.contains(DEBIAN) && shown.contains("found no RDMA device"),
+                    "{shown}"
+                );
             } else {
                 assert!(matches!(e, Unavailable::Library(_)), "{e:?}");
                 assert!(shown.contains("libibverbs.so.1"), "{shown}");

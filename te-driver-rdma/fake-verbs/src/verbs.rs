@@ -99,8 +99,11 @@ struct Qp {
 }
 
 /// `struct ibv_device **ibv_get_device_list(int *num_devices)`.
+///
+/// # Safety
+/// `num_devices` is NULL or writable.
 #[no_mangle]
-pub extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut IbvDevice {
+pub unsafe extern "C" fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut IbvDevice {
     if let Err(e) = enter("ibv_get_device_list") {
         return null_with(e);
     }

@@ -35,21 +35,28 @@ pub fn open(config: RdmaConfig) -> RdmaDriver {
 
 /// Bytes that differ per position and seed.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
 }
+
+/// Ended transfers: result and bytes moved.
+pub type Ended = HashMap<TransferId, (Result<(), VerbsError>, u64)>;
 
 /// Waits (event-driven, through the completion channel) until every id in `ids` has ended;
 /// their results and bytes, and the deregistrations seen on the way. Panics after 60 s.
-pub fn wait_all(
-    d: &mut RdmaDriver,
-    ids: &[TransferId],
-) -> (HashMap<TransferId, (Result<(), VerbsError>, u64)>, Vec<u32>) {
+pub fn wait_all(d: &mut RdmaDriver, ids: &[TransferId]) -> (Ended, Vec<u32>) {
     let mut done = HashMap::new();
     let mut deregs = Vec::new();
     let end = Instant::now() + Duration::from_secs(60);
     let mut events = Vec::new();
     while ids.iter().any(|id| !done.contains_key(id)) {
-        assert!(Instant::now() < end, "transfers never ended: {} of {} done", done.len(), ids.len());
+        assert!(
+            Instant::now() < end,
+            "transfers never ended: {} of {} done",
+            done.len(),
+            ids.len()
+        );
         events.clear();
         d.wait(Duration::from_secs(5), &mut events).expect("wait");
         for e in events.drain(..) {
@@ -74,5 +81,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Decodes hex.
 pub fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex")).collect()
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
 }
