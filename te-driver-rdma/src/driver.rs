@@ -472,46 +472,55 @@ impl RdmaDriver {
             };
             let room = u64::from(max - outstanding);
             let n = f.unposted().min(room) as usize;
-            // Build the chain: SGEs first (they must not move), then the WRs pointing at them.
-            let mut sges = Vec::with_capacity(n);
-            let mut wrs: Vec<IbvSendWr> = Vec::with_capacity(n);
-            for k in 0..n as u64 {
-                let i = f.next + k;
-                let (off, len) = f.chunk_span(i);
-                sges.push(IbvSge {
-                    addr: f.t.local_addr + off,
-                    length: len,
-                    lkey: f.t.lkey,
-                });
-                // SAFETY: all-zero is a valid send WR (null pointers, zero numbers).
-                let mut wr: IbvSendWr = unsafe { std::mem::zeroed() };
-                wr.wr_id = (tid << CHUNK_BITS) | i;
-                wr.num_sge = 1;
-                wr.opcode = match f.t.op {
-                    Op::Read => IBV_WR_RDMA_READ,
-                    Op::Write => IBV_WR_RDMA_WRITE,
-                };
-                wr.send_flags = IBV_SEND_SIGNALED;
-                wr.remote_addr = f.t.remote_addr + off;
-                wr.rkey = f.t.rkey;
-                wrs.push(wr);
-            }
-            for k in 0..n {
-                wrs[k].sg_list = &mut sges[k];
-                if k + 1 < n {
-                    let next: *mut IbvSendWr = &mut wrs[k + 1];
-                    wrs[k].next = next;
-                }
+            // Build the chain: all SGEs first, then the WRs pointing at them through raw
+            // pointers taken once the vectors are complete (neither moves afterwards).
+            let mut sges: Vec<IbvSge> = (0..n as u64)
+                .map(|k| {
+                    let (off, len) = f.chunk_span(f.next + k);
+                    IbvSge {
+                        addr: f.t.local_addr + off,
+                        length: len,
+                        lkey: f.t.lkey,
+                    }
+                })
+                .collect();
+            let sge_base = sges.as_mut_ptr();
+            let mut wrs: Vec<IbvSendWr> = (0..n as u64)
+                .map(|k| {
+                    let i = f.next + k;
+                    // SAFETY: all-zero is a valid send WR (null pointers, zero numbers).
+                    let mut wr: IbvSendWr = unsafe { std::mem::zeroed() };
+                    wr.wr_id = (tid << CHUNK_BITS) | i;
+                    // SAFETY: k < n = sges.len().
+                    wr.sg_list = unsafe { sge_base.add(k as usize) };
+                    wr.num_sge = 1;
+                    wr.opcode = match f.t.op {
+                        Op::Read => IBV_WR_RDMA_READ,
+                        Op::Write => IBV_WR_RDMA_WRITE,
+                    };
+                    wr.send_flags = IBV_SEND_SIGNALED;
+                    wr.remote_addr = f.t.remote_addr + f.chunk_span(i).0;
+                    wr.rkey = f.t.rkey;
+                    wr
+                })
+                .collect();
+            let wr_base = wrs.as_mut_ptr();
+            for k in 1..n {
+                // SAFETY: k - 1 and k are below n = wrs.len().
+                unsafe { (*wr_base.add(k - 1)).next = wr_base.add(k) };
             }
             let mut bad: *mut IbvSendWr = std::ptr::null_mut();
             // SAFETY: a live QP; the WR chain and its SGEs live until the call returns (the
             // provider copies what it needs into its send queue).
-            let rc = unsafe { ops::post_send(raw, wrs.as_mut_ptr(), &mut bad) };
+            let rc = unsafe { ops::post_send(raw, wr_base, &mut bad) };
             let accepted = if rc == 0 {
                 n
             } else {
-                wrs.iter().position(|w| std::ptr::eq(w, bad)).unwrap_or(0)
+                (0..n)
+                    .position(|k| std::ptr::eq(wr_base.wrapping_add(k), bad))
+                    .unwrap_or(0)
             };
+            drop((wrs, sges));
             f.next += accepted as u64;
             f.posted += accepted as u32;
             outstanding += accepted as u32;

@@ -147,11 +147,14 @@ impl Rig {
                 lkey,
             });
         }
+        let sge_base = sges.as_mut_ptr();
         let mut wrs: Vec<IbvSendWr> = (0..n)
             .map(|i| {
                 // SAFETY: all-zero is a valid send WR.
                 let mut w: IbvSendWr = unsafe { std::mem::zeroed() };
                 w.wr_id = i as u64;
+                // SAFETY: i < n = sges.len(), which is not touched again while the WRs live.
+                w.sg_list = unsafe { sge_base.add(i) };
                 w.num_sge = 1;
                 w.opcode = IBV_WR_RDMA_WRITE;
                 w.send_flags = IBV_SEND_SIGNALED;
@@ -160,12 +163,10 @@ impl Rig {
                 w
             })
             .collect();
-        for i in 0..n {
-            wrs[i].sg_list = &mut sges[i];
-        }
-        for i in 0..n.saturating_sub(1) {
-            let next: *mut IbvSendWr = &mut wrs[i + 1];
-            wrs[i].next = next;
+        let wr_base = wrs.as_mut_ptr();
+        for i in 1..n {
+            // SAFETY: i - 1 and i are below n = wrs.len().
+            unsafe { (*wr_base.add(i - 1)).next = wr_base.add(i) };
         }
         wrs
     }
