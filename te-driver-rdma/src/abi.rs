@@ -447,12 +447,6 @@ pub struct IbvWc {
 // enum ibv_port_state, ibv_mtu, link layer
 /// `IBV_PORT_ACTIVE`.
 pub const IBV_PORT_ACTIVE: c_int = 4;
-/// `IBV_MTU_1024`.
-pub const IBV_MTU_1024: c_int = 3;
-/// `IBV_MTU_4096`.
-pub const IBV_MTU_4096: c_int = 5;
-/// `IBV_LINK_LAYER_INFINIBAND`.
-pub const IBV_LINK_LAYER_INFINIBAND: u8 = 1;
 /// `IBV_LINK_LAYER_ETHERNET` (RoCE: GIDs address ports, LIDs are 0).
 pub const IBV_LINK_LAYER_ETHERNET: u8 = 2;
 
@@ -463,24 +457,18 @@ pub const IBV_ACCESS_LOCAL_WRITE: c_int = 1;
 pub const IBV_ACCESS_REMOTE_WRITE: c_int = 1 << 1;
 /// `IBV_ACCESS_REMOTE_READ`.
 pub const IBV_ACCESS_REMOTE_READ: c_int = 1 << 2;
-/// `IBV_ACCESS_REMOTE_ATOMIC`.
-pub const IBV_ACCESS_REMOTE_ATOMIC: c_int = 1 << 3;
 
 // enum ibv_qp_type
 /// `IBV_QPT_RC`.
 pub const IBV_QPT_RC: c_int = 2;
 
 // enum ibv_qp_state
-/// `IBV_QPS_RESET`.
-pub const IBV_QPS_RESET: c_int = 0;
 /// `IBV_QPS_INIT`.
 pub const IBV_QPS_INIT: c_int = 1;
 /// `IBV_QPS_RTR`.
 pub const IBV_QPS_RTR: c_int = 2;
 /// `IBV_QPS_RTS`.
 pub const IBV_QPS_RTS: c_int = 3;
-/// `IBV_QPS_ERR`.
-pub const IBV_QPS_ERR: c_int = 6;
 
 // enum ibv_qp_attr_mask
 /// `IBV_QP_STATE`.
@@ -511,8 +499,6 @@ pub const IBV_QP_MIN_RNR_TIMER: c_int = 1 << 15;
 pub const IBV_QP_SQ_PSN: c_int = 1 << 16;
 /// `IBV_QP_MAX_DEST_RD_ATOMIC`.
 pub const IBV_QP_MAX_DEST_RD_ATOMIC: c_int = 1 << 17;
-/// `IBV_QP_CAP`.
-pub const IBV_QP_CAP: c_int = 1 << 19;
 /// `IBV_QP_DEST_QPN`.
 pub const IBV_QP_DEST_QPN: c_int = 1 << 20;
 
@@ -525,14 +511,6 @@ pub const IBV_WR_RDMA_READ: c_int = 4;
 // enum ibv_send_flags
 /// `IBV_SEND_SIGNALED`.
 pub const IBV_SEND_SIGNALED: c_uint = 1 << 1;
-/// `IBV_SEND_INLINE`.
-pub const IBV_SEND_INLINE: c_uint = 1 << 3;
-
-// enum ibv_wc_opcode
-/// `IBV_WC_RDMA_WRITE`.
-pub const IBV_WC_RDMA_WRITE: c_int = 1;
-/// `IBV_WC_RDMA_READ`.
-pub const IBV_WC_RDMA_READ: c_int = 2;
 
 #[cfg(test)]
 mod tests {

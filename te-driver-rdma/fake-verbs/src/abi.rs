@@ -542,8 +542,6 @@ pub const IBV_QP_MIN_RNR_TIMER: c_int = 1 << 15;
 pub const IBV_QP_SQ_PSN: c_int = 1 << 16;
 /// `IBV_QP_MAX_DEST_RD_ATOMIC`.
 pub const IBV_QP_MAX_DEST_RD_ATOMIC: c_int = 1 << 17;
-/// `IBV_QP_CAP`.
-pub const IBV_QP_CAP: c_int = 1 << 19;
 /// `IBV_QP_DEST_QPN`.
 pub const IBV_QP_DEST_QPN: c_int = 1 << 20;
 
