@@ -66,6 +66,7 @@ impl Peer {
                 rkey: 0,
             },
         };
+        assert_eq!(p.expect("device"), "fake_verbs0", "the peer loaded the fake");
         p.conn = ConnInfo::decode(&unhex(&p.expect("conn"))).expect("conn info");
         p.rw = RemoteKey::decode(&unhex(&p.expect("rw"))).expect("rw key");
         p.ro = RemoteKey::decode(&unhex(&p.expect("ro"))).expect("ro key");
@@ -114,7 +115,14 @@ fn peer() {
     );
     let mut rw = pattern(RW_LEN, 1);
     let ro = pattern(RO_LEN, 2);
-    let mut d = RdmaDriver::open(config()).expect("the peer opens the fake");
+    // TE_RDMA_TEST_BY_NAME: the default lookup (TE_VERBS_LIBRARY, else the loader's
+    // libibverbs.so.1), which the parent pointed at the fake.
+    let cfg = match std::env::var_os("TE_RDMA_TEST_BY_NAME") {
+        Some(_) => RdmaConfig::default(),
+        None => config(),
+    };
+    let mut d = RdmaDriver::open(cfg).expect("the peer opens the fake");
+    println!("PEER device {}", d.info().name);
     // SAFETY: the buffers outlive the driver (the process exits with both alive).
     let (mrw, mro) = unsafe {
         (
@@ -429,4 +437,46 @@ fn a_peer_killed_mid_transfer_fails_the_rest_without_hanging() {
     // Work completes in order on a QP: the first transfer is among those that made it.
     assert!(results[&ids[0]].is_ok());
     assert!(buf[..4096] == pattern(RW_LEN, 1)[..4096]);
+}
+
+#[test]
+fn the_fake_stands_in_by_loader_name_and_through_te_verbs_library() {
+    let (_g, _fake) = fake();
+    let so = te_fake_verbs::library_path().expect("the fake is built");
+    let dir = std::env::temp_dir().join(format!("te-rdma-standin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let link = dir.join("libibverbs.so.1");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&so, &link).expect("symlink");
+    let dir_s = dir.to_str().expect("utf-8 temp dir").to_string();
+    let so_s = so.to_str().expect("utf-8 path").to_string();
+    let peers = [
+        Peer::spawn(&[("TE_RDMA_TEST_BY_NAME", "1"), ("LD_LIBRARY_PATH", &dir_s)]),
+        Peer::spawn(&[("TE_RDMA_TEST_BY_NAME", "1"), ("TE_VERBS_LIBRARY", &so_s)]),
+    ];
+    for mut p in peers {
+        let mut back = vec![0u8; RO_LEN];
+        let (mut d, q) = connect(&mut p, config());
+        // SAFETY: `back` outlives the driver.
+        let m =
+            unsafe { d.register(back.as_mut_ptr() as u64, RO_LEN as u64, Perm::LOCAL_ONLY) }.expect("reg");
+        let r = d
+            .submit(
+                q,
+                Transfer {
+                    op: Op::Read,
+                    lkey: m.lkey,
+                    local_addr: m.addr,
+                    remote_addr: p.ro.addr,
+                    rkey: p.ro.rkey,
+                    len: RO_LEN as u64,
+                },
+            )
+            .expect("submit");
+        let (done, _) = wait_all(&mut d, &[r]);
+        assert!(done[&r].0.is_ok());
+        drop(d);
+        assert!(back == pattern(RO_LEN, 2));
+    }
+    std::fs::remove_dir_all(&dir).expect("remove the temp dir");
 }
