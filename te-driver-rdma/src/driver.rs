@@ -2,8 +2,8 @@
 //! completion channel, the registered regions, the queue pairs and the transfers in flight.
 //!
 //! The driver is single-threaded and never blocks unless asked to ([`RdmaDriver::wait`]): the
-//! runtime registers [`RdmaDriver::event_fd`] in its mio loop and, when it is readable, calls
-//! [`RdmaDriver::poll`]. Bounds, so the CQ cannot overflow: every work request is signaled;
+//! runtime registers [`RdmaDriver::event_fd`] in its mio loop and, when it is readable (and once
+//! at start), calls [`RdmaDriver::poll_and_arm`]. Bounds, so the CQ cannot overflow: every work request is signaled;
 //! a QP has at most `max_outstanding` of them posted; at most `max_qps` QPs exist; the CQ has
 //! `max_qps * max_outstanding` entries. Transfers beyond the send-queue room wait in the
 //! driver, in order, up to `max_queued` transfers.
@@ -186,8 +186,9 @@ impl RdmaDriver {
         &self.config
     }
 
-    /// The completion channel's fd (non-blocking): readable after [`RdmaDriver::arm`] once a
-    /// completion arrives. Register it in the event loop, then call [`RdmaDriver::poll`].
+    /// The completion channel's fd (non-blocking): readable once a completion arrives after
+    /// the CQ was armed. Register it in the event loop and call [`RdmaDriver::poll_and_arm`]
+    /// when it is readable.
     pub fn event_fd(&self) -> RawFd {
         // SAFETY: the channel lives as long as the driver.
         unsafe { (*self.channel).fd }
@@ -546,8 +547,8 @@ impl RdmaDriver {
     }
 
     /// Requests a completion event: the next completion makes [`RdmaDriver::event_fd`]
-    /// readable. Poll once more after arming, or a completion that came just before is only
-    /// found at the next event.
+    /// readable. A completion that came just before is only found by polling again, and a
+    /// poll that takes the event disarms the CQ: [`RdmaDriver::poll_and_arm`] does it right.
     pub fn arm(&mut self) -> Result<(), VerbsError> {
         // SAFETY: the driver's live CQ.
         let rc = unsafe { ops::req_notify_cq(self.cq, 0) };
@@ -582,10 +583,32 @@ impl RdmaDriver {
     }
 
     /// Takes the channel's events, polls every completion, posts the work that now has room
-    /// and appends what ended to `out`: how many events were appended.
+    /// and appends what ended to `out`: how many events were appended. Does not arm the CQ:
+    /// before sleeping on [`RdmaDriver::event_fd`], call [`RdmaDriver::poll_and_arm`].
     pub fn poll(&mut self, out: &mut Vec<Event>) -> Result<usize, VerbsError> {
         let before = out.len();
-        self.take_events()?;
+        self.poll_inner(out)?;
+        Ok(out.len() - before)
+    }
+
+    /// Polls, then arms the CQ and polls again until a poll after arming found nothing (no
+    /// channel event, no completion), so that the next completion is certain to make
+    /// [`RdmaDriver::event_fd`] readable: what the event loop calls when the fd is readable
+    /// (and once at start). Returns the events appended.
+    pub fn poll_and_arm(&mut self, out: &mut Vec<Event>) -> Result<usize, VerbsError> {
+        let before = out.len();
+        self.poll_inner(out)?;
+        loop {
+            self.arm()?;
+            if self.poll_inner(out)? == 0 {
+                return Ok(out.len() - before);
+            }
+        }
+    }
+
+    /// One round of [`RdmaDriver::poll`]: the channel events and completions it consumed.
+    fn poll_inner(&mut self, out: &mut Vec<Event>) -> Result<u32, VerbsError> {
+        let mut activity = self.take_events()?;
         out.append(&mut self.deregistered);
         loop {
             // SAFETY: the driver's live CQ; `wc` has room for its length.
@@ -593,6 +616,7 @@ impl RdmaDriver {
             if n < 0 {
                 return Err(VerbsError::errno("ibv_poll_cq", self.info.name.clone(), -n));
             }
+            activity += n as u32;
             for i in 0..n as usize {
                 let wc = self.wc[i];
                 self.complete(&wc);
@@ -605,18 +629,20 @@ impl RdmaDriver {
             self.pump(QpId(i as u32));
         }
         self.reap(out);
-        Ok(out.len() - before)
+        Ok(activity)
     }
 
     fn complete(&mut self, wc: &IbvWc) {
         let tid = wc.wr_id >> CHUNK_BITS;
         let chunk = wc.wr_id & ((1 << CHUNK_BITS) - 1);
-        let qp = self.qps.iter_mut().flatten().find(|q| q.qpn == wc.qp_num);
+        // A completion of a destroyed QP (its transfers already ended) is dropped.
+        let Some(q) = self.qps.iter_mut().flatten().find(|q| q.qpn == wc.qp_num) else {
+            return;
+        };
+        q.outstanding = q.outstanding.saturating_sub(1);
         let Some(f) = self.transfers.get_mut(&tid) else {
             return;
         };
-        let Some(q) = qp else { return };
-        q.outstanding = q.outstanding.saturating_sub(1);
         f.posted = f.posted.saturating_sub(1);
         if wc.status as u32 == IBV_WC_SUCCESS {
             f.bytes += u64::from(f.chunk_span(chunk).1);
@@ -684,17 +710,13 @@ impl RdmaDriver {
         }
     }
 
-    /// Waits until something ends or `timeout` passes, without spinning: polls, arms the CQ,
-    /// polls again, then sleeps in `poll(2)` on the channel fd. Returns the events appended.
+    /// Waits until something ends or `timeout` passes, without spinning:
+    /// [`RdmaDriver::poll_and_arm`], then `poll(2)` on the channel fd. Returns the events
+    /// appended.
     pub fn wait(&mut self, timeout: Duration, out: &mut Vec<Event>) -> Result<usize, VerbsError> {
         let end = Instant::now() + timeout;
         loop {
-            let n = self.poll(out)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            self.arm()?;
-            let n = self.poll(out)?;
+            let n = self.poll_and_arm(out)?;
             if n > 0 {
                 return Ok(n);
             }

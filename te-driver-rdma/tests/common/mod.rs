@@ -44,7 +44,8 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 pub type Ended = HashMap<TransferId, (Result<(), VerbsError>, u64)>;
 
 /// Waits (event-driven, through the completion channel) until every id in `ids` has ended;
-/// their results and bytes, and the deregistrations seen on the way. Panics after 60 s.
+/// their results and bytes, and the deregistrations seen on the way. Panics after 60 s, or
+/// when one wait sees nothing for 20 s (a completion that did not wake the channel).
 pub fn wait_all(d: &mut RdmaDriver, ids: &[TransferId]) -> (Ended, Vec<u32>) {
     let mut done = HashMap::new();
     let mut deregs = Vec::new();
@@ -58,7 +59,9 @@ pub fn wait_all(d: &mut RdmaDriver, ids: &[TransferId]) -> (Ended, Vec<u32>) {
             ids.len()
         );
         events.clear();
-        d.wait(Duration::from_secs(5), &mut events).expect("wait");
+        // Work is in flight, so the channel must wake this wait: a timeout is a lost wakeup.
+        let n = d.wait(Duration::from_secs(20), &mut events).expect("wait");
+        assert!(n > 0, "the completion channel did not wake the wait within 20 s");
         for e in events.drain(..) {
             match e {
                 Event::Transfer { id, result, bytes } => {
