@@ -50,6 +50,7 @@
 //! loader, a symlink named `libibverbs.so.1` in a directory on `LD_LIBRARY_PATH` is enough;
 //! te-driver-rdma also takes the path in `TE_VERBS_LIBRARY`.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod abi;
 mod control;
