@@ -18,6 +18,9 @@ pub const ACL_ERROR_UNINITIALIZE: AclError = 100_001;
 pub const ACL_ERROR_REPEAT_INITIALIZE: AclError = 100_002;
 /// Host-side allocation failure.
 pub const ACL_ERROR_BAD_ALLOC: AclError = 200_000;
+/// `ACL_ERROR_FEATURE_UNSUPPORTED`: also what te reports for an optional
+/// call the loaded library lacks where it is needed.
+pub const ACL_ERROR_FEATURE_UNSUPPORTED: AclError = 200_006;
 /// A runtime failure without a finer code.
 pub const ACL_ERROR_RT_FAILURE: AclError = 500_003;
 /// The runtime's own argument check.

@@ -16,7 +16,7 @@ use te_proto::driver::{
 };
 use te_proto::{status, Instant, Result};
 
-use crate::acl_error::{check, status_of, ACL_SUCCESS};
+use crate::acl_error::{check, status_of, ACL_ERROR_FEATURE_UNSUPPORTED, ACL_SUCCESS};
 use crate::library::{self, Api, LoadError};
 use crate::process::Session;
 
@@ -478,6 +478,31 @@ impl AscendDriver {
 
     /// Closes `key` (ACL revokes an export, unmaps an import), the thread
     /// bound to `dev`.
+    /// Refuses to export from a process whose pid ACL sees differently
+    /// (`aclrtDeviceGetBareTgid`, the host's view, differs from this
+    /// process's own: a container's pid namespace). The importer's pid te
+    /// whitelists is its pid as seen from here (`SO_PEERCRED`), and ACL
+    /// wants the host's; in a namespace the two name different processes.
+    fn check_pid_namespace(&self, dev: DeviceIndex) -> Result<()> {
+        let Some(bare_tgid) = self.api().aclrtDeviceGetBareTgid else {
+            // Older CANN: whitelists take the plain pid.
+            return Ok(());
+        };
+        let mut tgid = 0i32;
+        // SAFETY: writes one int32.
+        check("aclrtDeviceGetBareTgid", Some(dev), unsafe {
+            bare_tgid(&mut tgid)
+        })?;
+        let own = std::process::id();
+        if u32::try_from(tgid).ok() != Some(own) {
+            return Err(status!(
+                NotSupported,
+                "npu:{dev}: no IPC export from a pid namespace (ACL sees this process as {tgid}, it is {own} here)"
+            ));
+        }
+        Ok(())
+    }
+
     fn close_key(&self, dev: DeviceIndex, key: &IpcKey) -> Result<()> {
         let close = self.ipc(self.api().aclrtIpcMemClose, "aclrtIpcMemClose")?;
         self.bind(dev)?;
@@ -755,6 +780,8 @@ impl DeviceDriver for AscendDriver {
             && api.aclrtIpcMemSetImportPid.is_some()
             && api.aclrtIpcMemImportByKey.is_some()
             && api.aclrtIpcMemClose.is_some()
+            // An import's size must be checked against the mapping.
+            && api.aclrtMemGetAddressRange.is_some()
     }
 
     fn export_range(
@@ -771,6 +798,7 @@ impl DeviceDriver for AscendDriver {
         let mut pid = i32::try_from(importer)
             .map_err(|_| status!(Invalid, "npu:{dev}: importer process id {importer} out of range"))?;
         self.bind(dev)?;
+        self.check_pid_namespace(dev)?;
         let mut buf = [0 as std::ffi::c_char; IPC_KEY_MAX + 1];
         // SAFETY: the range lies in one allocation (`check_range`); ACL
         // writes at most `buf.len()` bytes of key with its NUL. Flags 0:
@@ -830,19 +858,30 @@ impl DeviceDriver for AscendDriver {
             import(&mut p, c.as_ptr(), 0)
         })?;
         let base = p as u64;
-        // The exporter announced the length; where ACL can tell the size
-        // of the mapping, a shorter one is refused (no copy runs past it).
-        if let Some(range_of) = self.api().aclrtMemGetAddressRange {
-            let (mut b, mut size) = (std::ptr::null_mut(), 0usize);
+        // The peer announced the length: the mapping must be at least that
+        // large, as ACL reports it, or no copy may use it (a copy past the
+        // mapping would reach this process's own device memory).
+        let (mut b, mut size) = (std::ptr::null_mut(), 0usize);
+        let rc = match self.api().aclrtMemGetAddressRange {
             // SAFETY: looks the imported address up; writes a pointer and a size.
-            let rc = unsafe { range_of(p, &mut b, &mut size) };
-            if rc == ACL_SUCCESS && (b as u64 != base || (size as u64) < len) {
-                let _ = self.close_key(dev, key);
-                return Err(status!(
+            Some(range_of) => unsafe { range_of(p, &mut b, &mut size) },
+            None => ACL_ERROR_FEATURE_UNSUPPORTED,
+        };
+        if rc != ACL_SUCCESS || b as u64 != base || (size as u64) < len {
+            let _ = self.close_key(dev, key);
+            return Err(if rc != ACL_SUCCESS {
+                status_of(
+                    "aclrtMemGetAddressRange (the size of an imported buffer cannot be checked)",
+                    Some(dev),
+                    rc,
+                )
+            } else {
+                status!(
                     Invalid,
-                    "npu:{dev}: key {key:?} maps {size} bytes, fewer than the {len} announced"
-                ));
-            }
+                    "npu:{dev}: an imported key maps {size} bytes at {:#x}, not the {len} announced at {base:#x}",
+                    b as u64
+                )
+            });
         }
         self.imports.insert(base, (dev, len, *key));
         Ok(DeviceAddr(base))

@@ -339,3 +339,63 @@ fn an_export_imported_across_devices_copies_byte_exact_until_its_key_is_closed()
     d.free(0, ours).unwrap();
     d.free(1, theirs).unwrap();
 }
+
+#[test]
+fn an_import_whose_size_is_short_or_cannot_be_checked_is_refused_and_closed() {
+    let (_g, fake) = serial();
+    let ipc = fake.live_ipc();
+    let mut d = driver();
+    let len = 64 << 10;
+    let theirs = d.alloc(1, len).expect("alloc");
+    let key = d
+        .export_range(1, theirs, len, std::process::id())
+        .expect("export");
+    // The key is a capability: never in a log or an error.
+    assert!(!format!("{key:?}").contains("tefakeacl"), "{key:?}");
+    // A peer announcing more than it exported gets no import.
+    let e = d.import_range(0, 1, &key, 16 * len).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Invalid, "{e}");
+    assert!(
+        e.message().contains(&format!("not the {} announced", 16 * len)),
+        "{e}"
+    );
+    // Nor one whose size ACL cannot report.
+    fake.fail("aclrtMemGetAddressRange", 1, 507899, false);
+    let e = d.import_range(0, 1, &key, len).unwrap_err();
+    assert!(
+        e.message().contains("aclrtMemGetAddressRange") && e.message().contains("507899"),
+        "{e}"
+    );
+    assert_eq!(
+        fake.live_ipc(),
+        ipc + 1,
+        "the refused imports were closed; the export stays"
+    );
+    let at = d.import_range(0, 1, &key, len).expect("a checked import");
+    d.close_import(0, at).expect("close import");
+    d.close_export(&key).expect("close export");
+    assert_eq!(fake.live_ipc(), ipc);
+    d.free(1, theirs).unwrap();
+}
+
+#[test]
+fn no_export_from_a_pid_namespace_whose_pids_acl_sees_otherwise() {
+    let (_g, fake) = serial();
+    let ipc = fake.live_ipc();
+    let mut d = driver();
+    let len = 4096;
+    let theirs = d.alloc(0, len).expect("alloc");
+    // As in a container: the host knows this process by another pid, so
+    // a whitelisted pid seen from here would name another process there.
+    fake.set_bare_tgid(std::process::id() as i32 + 100_000);
+    let e = d.export_range(0, theirs, len, std::process::id()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotSupported, "{e}");
+    assert!(e.message().contains("pid namespace"), "{e}");
+    assert_eq!(fake.live_ipc(), ipc, "nothing exported");
+    fake.set_bare_tgid(0);
+    let key = d
+        .export_range(0, theirs, len, std::process::id())
+        .expect("export");
+    d.close_export(&key).expect("close");
+    d.free(0, theirs).unwrap();
+}

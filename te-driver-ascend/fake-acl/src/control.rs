@@ -17,6 +17,7 @@ pub struct Control {
     live_host_allocations: unsafe extern "C" fn() -> u64,
     live_ipc: unsafe extern "C" fn() -> u64,
     ipc_misuse: unsafe extern "C" fn() -> u64,
+    set_bare_tgid: unsafe extern "C" fn(i32),
     _lib: libloading::Library,
 }
 
@@ -45,6 +46,7 @@ impl Control {
                 live_host_allocations: *lib.get(b"te_fake_acl_live_host_allocations\0")?,
                 live_ipc: *lib.get(b"te_fake_acl_live_ipc\0")?,
                 ipc_misuse: *lib.get(b"te_fake_acl_ipc_misuse\0")?,
+                set_bare_tgid: *lib.get(b"te_fake_acl_set_bare_tgid\0")?,
                 _lib: lib,
             })
         }
@@ -59,7 +61,7 @@ impl Control {
         assert_eq!(rc, 0, "te_fake_acl_fail({call}, {nth}, {code})");
     }
 
-    /// Disarms every fault and ends any stall.
+    /// Disarms every fault, ends any stall and gives `aclrtDeviceGetBareTgid` the pid again.
     pub fn reset(&self) {
         // SAFETY: no arguments.
         unsafe { (self.reset)() }
@@ -96,5 +98,12 @@ impl Control {
     pub fn ipc_misuse(&self) -> u64 {
         // SAFETY: no arguments.
         unsafe { (self.ipc_misuse)() }
+    }
+
+    /// Makes `aclrtDeviceGetBareTgid` report `tgid` (a container's process
+    /// as the host sees it); 0 for the pid itself.
+    pub fn set_bare_tgid(&self, tgid: i32) {
+        // SAFETY: a plain value.
+        unsafe { (self.set_bare_tgid)(tgid) }
     }
 }

@@ -102,8 +102,11 @@
 //! * `int32_t te_fake_acl_fail(const char *call, uint32_t nth, int32_t code, int32_t async_)`:
 //!   as one `TE_FAKE_ACL_FAIL` entry, `nth` counted from now; returns 0, or 100000 for a null
 //!   name or `nth == 0`.
-//! * `void te_fake_acl_reset_faults(void)`: disarms every fault and sets the stall to 0.
+//! * `void te_fake_acl_reset_faults(void)`: disarms every fault, sets the stall to 0 and the
+//!   bare tgid back to the pid.
 //! * `void te_fake_acl_stall_stream(uint32_t ms)`: sets the per-task stall.
+//! * `void te_fake_acl_set_bare_tgid(int32_t tgid)`: `aclrtDeviceGetBareTgid` reports `tgid`
+//!   (0: the pid), as for a process in a container's pid namespace.
 //! * `uint64_t te_fake_acl_calls(const char *call)`: calls of an ACL function since the library
 //!   was loaded (never reset; take differences), failed calls included.
 //! * `uint64_t te_fake_acl_live_allocations(void)`, `uint64_t
@@ -434,7 +437,12 @@ pub unsafe extern "C" fn aclrtDeviceEnablePeerAccess(peer: i32, flags: u32) -> A
     })())
 }
 
-/// `aclError aclrtDeviceGetBareTgid(int32_t *pid)`: this process's pid.
+/// What `aclrtDeviceGetBareTgid` reports instead of this process's pid (a pid namespace whose
+/// host view differs); 0: the pid itself.
+static BARE_TGID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// `aclError aclrtDeviceGetBareTgid(int32_t *pid)`: this process's pid (as the host sees it:
+/// see `te_fake_acl_set_bare_tgid`).
 ///
 /// # Safety
 /// `pid` is null or valid for a write.
@@ -442,9 +450,21 @@ pub unsafe extern "C" fn aclrtDeviceEnablePeerAccess(peer: i32, flags: u32) -> A
 pub unsafe extern "C" fn aclrtDeviceGetBareTgid(pid: *mut i32) -> AclError {
     ret((|| {
         enter("aclrtDeviceGetBareTgid")?;
+        let v = match BARE_TGID.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => std::process::id() as i32,
+            v => v,
+        };
         // SAFETY: out parameter, caller contract.
-        unsafe { put(pid, std::process::id() as i32) }
+        unsafe { put(pid, v) }
     })())
+}
+
+/// `void te_fake_acl_set_bare_tgid(int32_t tgid)`: from now on `aclrtDeviceGetBareTgid` reports
+/// `tgid`, as in a container whose pid namespace is not the host's (0: the pid again; reset by
+/// `te_fake_acl_reset_faults`).
+#[no_mangle]
+pub extern "C" fn te_fake_acl_set_bare_tgid(tgid: i32) {
+    BARE_TGID.store(tgid, std::sync::atomic::Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1082,10 +1102,12 @@ pub unsafe extern "C" fn te_fake_acl_fail(call: *const c_char, nth: u32, code: i
     }
 }
 
-/// `void te_fake_acl_reset_faults(void)`: disarms every fault and clears the stall.
+/// `void te_fake_acl_reset_faults(void)`: disarms every fault, clears the stall and the bare
+/// tgid.
 #[no_mangle]
 pub extern "C" fn te_fake_acl_reset_faults() {
     fault::reset();
+    te_fake_acl_set_bare_tgid(0);
 }
 
 /// `void te_fake_acl_stall_stream(uint32_t ms)`: every stream task from now on takes at least
