@@ -453,6 +453,20 @@ impl EngineCore {
                 return;
             };
             if conn.link.state() == LinkState::Closed {
+                if conn.closed_at.is_none() && conn.shm.copies_in_flight() {
+                    // The closed link has released the pins of the peer's
+                    // copies; those still on a device end now, in this
+                    // turn, before any unregister can see their regions
+                    // unpinned.
+                    let epoch = self.epoch;
+                    let clock = move || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+                    self.same_host.drain(
+                        &mut conn.shm,
+                        &mut self.devices,
+                        clock,
+                        crate::conn::COPY_DRAIN_LIMIT,
+                    );
+                }
                 if !conn.has_pending_write() {
                     return self.drop_conn(c);
                 }
