@@ -488,6 +488,7 @@ impl SameHost {
         pid: &copy::Pid,
         devices: &mut Devices,
     ) -> te_proto::Result<()> {
+        // At most our max_payload bytes (the link refuses a larger request).
         // The host half's own span is `buf`, alive until both halves are
         // done and referenced by nothing else meanwhile, as the host copies
         // require of their spans.
