@@ -473,6 +473,13 @@ impl RdmaDriver {
             };
             let room = u64::from(max - outstanding);
             let n = f.unposted().min(room) as usize;
+            if n == 0 {
+                // Nothing of it left to post (room > 0, so unposted() == 0):
+                // never an empty chain, whose pointer would dangle.
+                waiting.pop_front();
+                self.queued -= 1;
+                continue;
+            }
             // Build the chain: all SGEs first, then the WRs pointing at them through raw
             // pointers taken once the vectors are complete (neither moves afterwards).
             let mut sges: Vec<IbvSge> = (0..n as u64)
