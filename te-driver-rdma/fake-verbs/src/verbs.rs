@@ -183,7 +183,7 @@ pub unsafe extern "C" fn ibv_open_device(device: *mut IbvDevice) -> *mut IbvCont
     };
     let ctx = leak(Context {
         raw: IbvContext {
-            device,
+            device: device.cast(),
             ops,
             cmd_fd: -1,
             async_fd: -1,
@@ -227,7 +227,7 @@ pub unsafe extern "C" fn ibv_query_device(context: *mut IbvContext, attr: *mut I
         return e;
     }
     // SAFETY: a live context; its device is one of the fake's.
-    let Some(i) = device::index_of(unsafe { (*context).device }) else {
+    let Some(i) = device::index_of(unsafe { (*context).device }.cast()) else {
         return libc::EINVAL;
     };
     // SAFETY: the caller's attribute struct, fully written.
