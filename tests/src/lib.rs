@@ -1,6 +1,8 @@
 //! Shared helpers of te's integration tests.
 
-use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, TaskState};
+use std::time::Duration;
+
+use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, Op, Path, Request, SegmentId, Status, TaskState};
 
 pub mod gate;
 pub mod impair;
@@ -25,6 +27,44 @@ pub fn assert_completed_or_refused(e: &Engine, batch: BatchId) {
             "task {i}: {t:?}"
         );
     }
+}
+
+/// One transfer of `len` bytes as a batch of its own over `path`, waited
+/// for at most `wait`: `Ok` once every byte moved, else the failure the
+/// engine recorded for it.
+#[allow(clippy::too_many_arguments)]
+pub fn transfer_via(
+    e: &Engine,
+    seg: SegmentId,
+    op: Op,
+    local: u64,
+    remote: u64,
+    len: u64,
+    path: Path,
+    wait: Duration,
+) -> Result<(), Status> {
+    let batch = e.allocate_batch(1).expect("allocate");
+    let req = Request {
+        op,
+        local,
+        segment: seg,
+        remote,
+        len,
+    };
+    let result = e.submit_via(batch, &[req], path).and_then(|()| {
+        let st = e.wait_batch(batch, wait).expect("batch ends");
+        match st.state {
+            TaskState::Completed => {
+                let task = e.tasks_status(batch).expect("tasks")[0];
+                assert_eq!(task.transferred, len, "{op:?} completed short");
+                Ok(())
+            }
+            TaskState::Failed(_) => Err(e.batch_error(batch).expect("the failure is recorded")),
+            other => panic!("{op:?} of {len} bytes ended {other:?}"),
+        }
+    });
+    e.free_batch(batch).expect("free");
+    result
 }
 
 /// A deterministic byte pattern: byte `i` of a buffer seeded with `seed`.

@@ -78,25 +78,7 @@ fn transfer(
     len: u64,
     path: Path,
 ) -> Result<(), Status> {
-    let batch = e.allocate_batch(1).expect("allocate");
-    let req = Request {
-        op,
-        local,
-        segment: seg,
-        remote,
-        len,
-    };
-    let submitted = e.submit_via(batch, &[req], path);
-    let result = submitted.and_then(|()| {
-        let st = e.wait_batch(batch, WAIT).expect("batch ends");
-        match st.state {
-            TaskState::Completed => Ok(()),
-            TaskState::Failed(_) => Err(e.batch_error(batch).expect("the failure is recorded")),
-            other => panic!("{op:?} of {len} bytes ended {other:?}"),
-        }
-    });
-    e.free_batch(batch).expect("free");
-    result
+    te_tests::transfer_via(e, seg, op, local, remote, len, path, WAIT)
 }
 
 fn pattern(len: u64, seed: u64, start: u64) -> Vec<u8> {

@@ -14,9 +14,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use te_runtime::{
-    Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState,
-};
+use te_runtime::{Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId, Status};
 use te_tests::netns::{self, Network};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
 use te_tests::{assert_completed_or_refused, fill_fast, spin_until, SilentPeer};
@@ -78,26 +76,7 @@ fn transfer(
     len: u64,
     path: Path,
 ) -> Result<(), Status> {
-    let batch = e.allocate_batch(1).expect("allocate");
-    let req = Request {
-        op,
-        local,
-        segment: seg,
-        remote,
-        len,
-    };
-    e.submit_via(batch, &[req], path)?;
-    let st = e.wait_batch(batch, WAIT).expect("batch ends");
-    let task = e.tasks_status(batch).expect("tasks")[0];
-    e.free_batch(batch).expect("free");
-    match st.state {
-        TaskState::Completed => {
-            assert_eq!(task.transferred, len);
-            Ok(())
-        }
-        TaskState::Failed(code) => Err(Status::new(code, "task failed")),
-        other => panic!("{op:?} of {len} bytes ended {other:?}"),
-    }
+    te_tests::transfer_via(e, seg, op, local, remote, len, path, WAIT)
 }
 
 fn peer(len: u64, seed: u64, extra: &[&str]) -> PeerProcess {
