@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use te_proto::link::{Link, LocalKey, SameHostCopy};
+use te_proto::link::{Link, LocalKey, SameHostCopy, MAX_LOCAL_MAPS};
 use te_proto::{status, Instant, Location, Result, Span};
 use tracing::{debug, info, warn};
 
@@ -125,12 +125,14 @@ impl Imports {
     /// The device span, on `on`, of the peer's `[addr, addr + len)` inside
     /// its announced buffer `key`, imported at first use. An import that
     /// fails fails this copy (and is tried again by the next).
+    /// `busy`: copies of this connection run on a device now.
     fn span(
         &mut self,
         key: LocalKey,
         on: Location,
         addr: u64,
         len: u64,
+        busy: bool,
         devices: &mut Devices,
     ) -> Result<Span> {
         let stale = self
@@ -138,10 +140,28 @@ impl Imports {
             .get(&key.id)
             .is_some_and(|i| i.key != key || i.on != on);
         if stale {
+            if busy {
+                // Copies through the old import may still run: it stays
+                // open, and this copy fails.
+                return Err(status!(
+                    Invalid,
+                    "the peer announced its device buffer {:#x} anew while copies through it run",
+                    key.id
+                ));
+            }
             self.close(key.id, devices);
         }
+        let imported = self.by_id.len();
         let i = match self.by_id.entry(key.id) {
             std::collections::hash_map::Entry::Occupied(i) => i.into_mut(),
+            // Withdrawn imports are closed only once no copy runs: a peer
+            // cycling announcements meanwhile meets this bound.
+            std::collections::hash_map::Entry::Vacant(_) if imported >= MAX_LOCAL_MAPS => {
+                return Err(status!(
+                    NotSupported,
+                    "{imported} of the peer's device buffers are imported already (at most {MAX_LOCAL_MAPS})"
+                ));
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 let ipc = key
                     .key
@@ -193,9 +213,17 @@ impl Imports {
     /// Starts copy `c`, whose peer memory lies in a device buffer the peer
     /// announced: device to device when our span is device memory too
     /// (asynchronously, on our device's stream), else between our host span
-    /// and the import (done now).
-    pub fn start(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices, now: Instant) -> Started {
-        let theirs = match self.theirs(c, link, devices) {
+    /// and the import (done now). `busy`: copies of this connection run on
+    /// a device now.
+    pub fn start(
+        &mut self,
+        c: &SameHostCopy,
+        busy: bool,
+        link: &Link,
+        devices: &mut Devices,
+        now: Instant,
+    ) -> Started {
+        let theirs = match self.theirs(c, busy, link, devices) {
             Ok(t) => t,
             Err(e) => return Started::Done(Err(e)),
         };
@@ -223,7 +251,7 @@ impl Imports {
     }
 
     /// Our import of the peer's memory that copy `c` names, as a device span.
-    fn theirs(&mut self, c: &SameHostCopy, link: &Link, devices: &mut Devices) -> Result<Span> {
+    fn theirs(&mut self, c: &SameHostCopy, busy: bool, link: &Link, devices: &mut Devices) -> Result<Span> {
         let key = link
             .same_host()
             .peer_local_key(c.peer_addr, c.span.len)
@@ -240,7 +268,7 @@ impl Imports {
         } else {
             c.span.location
         };
-        self.span(key, on, c.peer_addr, c.span.len, devices)
+        self.span(key, on, c.peer_addr, c.span.len, busy, devices)
     }
 }
 

@@ -439,7 +439,8 @@ impl SameHost {
         now: Instant,
     ) -> device::Started {
         if c.peer_device {
-            return st.imports.start(c, link, devices, now);
+            let busy = st.copies_in_flight();
+            return st.imports.start(c, busy, link, devices, now);
         }
         if !c.span.location.is_host() {
             return device::Started::Done(self.copy_staged(c, link, &mut st.maps, pid, devices));
