@@ -43,7 +43,8 @@ const DIRECT_READ_MIN: u64 = 32 << 10;
 /// payload bytes, so that the rest of the payload is read straight into its
 /// destination instead of being copied twice.
 const HEADER_READ: usize = 64;
-/// How long a connection going away waits for its device copies.
+/// How long a connection going away waits for its device copies, all of
+/// them together.
 pub(crate) const COPY_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub(crate) type Reg = Registry<Box<[Entry]>>;
@@ -199,11 +200,12 @@ impl Conn {
     /// does not read), releasing the payloads' holds on their memory once
     /// no device copies it any more, and gives the staging slots back.
     pub fn discard_writes(&mut self, now: impl Fn() -> Instant, reg: &mut Reg, devices: &mut Devices) {
+        let deadline = std::time::Instant::now() + COPY_DRAIN_LIMIT;
         for batch in self.out.drain(..) {
             match batch.payload {
                 Some(Payload::Memory { .. }) => self.link.payload_sent(reg),
                 Some(Payload::Staged { copy: Some(c), .. }) => {
-                    if c.wait(devices, &now, COPY_DRAIN_LIMIT).is_none() {
+                    if c.wait(devices, &now, deadline).is_none() {
                         tracing::error!(
                             "a device copy of {} did not end in {COPY_DRAIN_LIMIT:?}",
                             self.peer_addr
@@ -217,7 +219,7 @@ impl Conn {
         // Arriving bytes still on their way to the device are not reported:
         // the link fails their transfer when it learns of the disconnect.
         for l in self.landings.drain(..) {
-            let _ = l.copy.wait(devices, &now, COPY_DRAIN_LIMIT);
+            let _ = l.copy.wait(devices, &now, deadline);
         }
         self.send_ring.free_all(devices);
         self.recv_ring.free_all(devices);

@@ -178,20 +178,20 @@ impl Copy {
     }
 
     /// Waits until it has ended (a connection going away must not release
-    /// memory a device is still copying), at most `limit` polls apart of
-    /// yields; the outcome, or `None` if it never ended.
+    /// memory a device is still copying), polling between yields until
+    /// `deadline` (one for all the copies of a connection); the outcome, or
+    /// `None` if it did not end by then.
     pub fn wait(
         &self,
         devices: &mut Devices,
         now: impl Fn() -> Instant,
-        limit: Duration,
+        deadline: std::time::Instant,
     ) -> Option<Result<()>> {
-        let start = std::time::Instant::now();
         loop {
             if let Some(r) = self.poll(devices, now()) {
                 return Some(r);
             }
-            if start.elapsed() > limit {
+            if std::time::Instant::now() > deadline {
                 return None;
             }
             std::thread::yield_now();

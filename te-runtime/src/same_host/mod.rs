@@ -460,7 +460,7 @@ impl SameHost {
 
     /// Waits for the peer's copies still running on a device (the
     /// connection is going away: its pins and imports are released next),
-    /// at most `limit` each.
+    /// at most `limit` for all of them.
     pub fn drain(
         &self,
         st: &mut ConnShm,
@@ -469,9 +469,10 @@ impl SameHost {
         limit: std::time::Duration,
     ) {
         st.tainted = 0;
+        let deadline = std::time::Instant::now() + limit;
         for s in st.started.drain(..) {
             if let device::Started::Device { copy, .. } = s {
-                if copy.wait(devices, &now, limit).is_none() {
+                if copy.wait(devices, &now, deadline).is_none() {
                     warn!("a same-host device copy did not end in {limit:?}");
                 }
             }
