@@ -29,11 +29,12 @@ pub fn assert_completed_or_refused(e: &Engine, batch: BatchId) {
     }
 }
 
-/// One transfer of `len` bytes as a batch of its own over `path`, waited
-/// for at most `wait`: `Ok` once every byte moved, else the failure the
-/// engine recorded for it.
-#[allow(clippy::too_many_arguments)]
-pub fn transfer_via(
+/// How long [`transfer`] waits for its batch: only a hang reaches it.
+const TRANSFER_WAIT: Duration = Duration::from_secs(60);
+
+/// One transfer of `len` bytes as a batch of its own over `path`: `Ok` once
+/// every byte moved, else the failure the engine recorded for it.
+pub fn transfer(
     e: &Engine,
     seg: SegmentId,
     op: Op,
@@ -41,7 +42,6 @@ pub fn transfer_via(
     remote: u64,
     len: u64,
     path: Path,
-    wait: Duration,
 ) -> Result<(), Status> {
     let batch = e.allocate_batch(1).expect("allocate");
     let req = Request {
@@ -52,7 +52,7 @@ pub fn transfer_via(
         len,
     };
     let result = e.submit_via(batch, &[req], path).and_then(|()| {
-        let st = e.wait_batch(batch, wait).expect("batch ends");
+        let st = e.wait_batch(batch, TRANSFER_WAIT).expect("batch ends");
         match st.state {
             TaskState::Completed => {
                 let task = e.tasks_status(batch).expect("tasks")[0];

@@ -21,6 +21,7 @@ use te_runtime::{
     Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, Status, TaskState,
 };
 use te_tests::proc::PeerProcess;
+use te_tests::transfer;
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
 const WAIT: Duration = Duration::from_secs(60);
@@ -66,19 +67,6 @@ fn owner(location: Location, seed: u64, extra: &[&str], env: &[(&str, &str)]) ->
 
 fn open(e: &Engine, p: &PeerProcess) -> SegmentId {
     e.open_segment(&p.segment).expect("open the owner's segment")
-}
-
-/// One transfer as a batch over `path`; its failure, if any.
-fn transfer(
-    e: &Engine,
-    seg: SegmentId,
-    op: Op,
-    local: u64,
-    remote: u64,
-    len: u64,
-    path: Path,
-) -> Result<(), Status> {
-    te_tests::transfer_via(e, seg, op, local, remote, len, path, WAIT)
 }
 
 fn pattern(len: u64, seed: u64, start: u64) -> Vec<u8> {

@@ -14,9 +14,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use te_runtime::{Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId, Status};
+use te_runtime::{Engine, EngineConfig, EngineCore, ErrorCode, Op, Path, Perm, Request, SegmentId};
 use te_tests::netns::{self, Network};
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
+use te_tests::transfer;
 use te_tests::{assert_completed_or_refused, fill_fast, spin_until, SilentPeer};
 
 const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
@@ -64,19 +65,6 @@ impl Drop for Local<'_> {
         };
         r.expect("release local memory");
     }
-}
-
-/// One transfer as a batch over `path`; its failure, if any.
-fn transfer(
-    e: &Engine,
-    seg: SegmentId,
-    op: Op,
-    local: u64,
-    remote: u64,
-    len: u64,
-    path: Path,
-) -> Result<(), Status> {
-    te_tests::transfer_via(e, seg, op, local, remote, len, path, WAIT)
 }
 
 fn peer(len: u64, seed: u64, extra: &[&str]) -> PeerProcess {
