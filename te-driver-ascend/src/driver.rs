@@ -12,11 +12,13 @@ use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
 
 use te_proto::driver::{
-    Capacity, CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, IpcKey, StagingId, IPC_KEY_MAX,
+    Capacity, CopyId, CopyOp, DeviceAddr, DeviceDriver, DeviceIndex, FenceId, IpcKey, StagingId,
+    StreamHandle, IPC_KEY_MAX,
 };
 use te_proto::{status, Instant, Result};
 
 use crate::acl_error::{check, status_of, ACL_ERROR_FEATURE_UNSUPPORTED, ACL_SUCCESS};
+use crate::fence::{self, Fence, Fences, Retiring};
 use crate::library::{self, Api, LoadError};
 use crate::process::Session;
 
@@ -59,7 +61,7 @@ impl Default for AscendConfig {
 /// An ACL object handle (`aclrtStream`, `aclrtEvent`) or a pinned host
 /// pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Handle(*mut c_void);
+pub(crate) struct Handle(pub(crate) *mut c_void);
 
 /// A pinned host buffer from `aclrtMallocHost`.
 struct Staging {
@@ -97,6 +99,8 @@ pub struct AscendDriver {
     /// Ranges imported from another process: base address to (device it
     /// is used from, length, key).
     imports: BTreeMap<u64, (DeviceIndex, u64, IpcKey)>,
+    /// Fences on the application's streams ([`fence`]).
+    fences: Fences,
 }
 
 // SAFETY: the raw pointers are ACL handles and pinned host buffers owned by
@@ -133,6 +137,7 @@ impl AscendDriver {
             peers: HashSet::new(),
             exports: HashMap::new(),
             imports: BTreeMap::new(),
+            fences: Fences::default(),
         })
     }
 
@@ -467,13 +472,57 @@ impl AscendDriver {
     /// An optional IPC function of ACL, or `NotSupported` naming it and
     /// the library that lacks it.
     fn ipc<F>(&self, f: Option<F>, name: &str) -> Result<F> {
+        self.optional(f, name, "no inter-process device memory")
+    }
+
+    /// An optional function of ACL, or `NotSupported` naming it, the
+    /// library that lacks it and what is missing without it.
+    fn optional<F>(&self, f: Option<F>, name: &str, without: &str) -> Result<F> {
         f.ok_or_else(|| {
             status!(
                 NotSupported,
-                "{} lacks {name}: no inter-process device memory",
+                "{} lacks {name}: {without}",
                 self.library_path().display()
             )
         })
+    }
+
+    /// Destroys the notifies of released fences whose record has run, and
+    /// puts the events behind them back for reuse.
+    fn retire_fences(&mut self) {
+        let Some(destroy) = self.api().aclrtDestroyNotify else {
+            return;
+        };
+        let mut i = 0;
+        while i < self.fences.retiring.len() {
+            let r = &self.fences.retiring[i];
+            let (dev, notify, done) = (r.dev, r.notify, r.done);
+            let Some(done) = done else {
+                i += 1;
+                continue;
+            };
+            if self.bind(dev).is_err() {
+                i += 1;
+                continue;
+            }
+            let mut state: c_int = EVENT_RECORDED_NOT_READY;
+            // SAFETY: the event is this driver's; writes one enum value.
+            let rc = unsafe { (self.api().aclrtQueryEventStatus)(done.0, &mut state) };
+            if rc == ACL_SUCCESS && state != EVENT_RECORDED_COMPLETE {
+                i += 1;
+                continue;
+            }
+            self.fences.retiring.swap_remove(i);
+            // SAFETY: the notify is this driver's, and its record (which
+            // released the only stream waiting for it) has run.
+            let _ = unsafe { destroy(notify.0) };
+            if rc == ACL_SUCCESS {
+                self.idle_events.entry(dev).or_default().push(done);
+            } else {
+                let _ = self.drain(dev);
+                self.destroy_event(done);
+            }
+        }
     }
 
     /// Closes `key` (ACL revokes an export, unmaps an import), the thread
@@ -774,6 +823,146 @@ impl DeviceDriver for AscendDriver {
         Some(Err(status_of("aclrtMemcpyAsync", Some(dev), rc)))
     }
 
+    fn fence_stream(
+        &mut self,
+        dev: DeviceIndex,
+        stream: StreamHandle,
+        timeout: std::time::Duration,
+    ) -> Result<FenceId> {
+        const WITHOUT: &str = "no stream-ordered transfers";
+        let api = self.api();
+        let create = self.optional(api.aclrtCreateNotify, "aclrtCreateNotify", WITHOUT)?;
+        let wait = self.optional(api.aclrtWaitAndResetNotify, "aclrtWaitAndResetNotify", WITHOUT)?;
+        let destroy = self.optional(api.aclrtDestroyNotify, "aclrtDestroyNotify", WITHOUT)?;
+        self.optional(api.aclrtRecordNotify, "aclrtRecordNotify", WITHOUT)?;
+        if stream.0 == 0 {
+            return Err(status!(
+                Invalid,
+                "npu:{dev}: stream-ordered submit needs the application's stream, not the default (null) one"
+            ));
+        }
+        self.retire_fences();
+        self.bind(dev)?;
+        let caller = stream.0 as usize as *mut c_void;
+        let start = self.event(dev)?;
+        // SAFETY: the event is this driver's; the stream is the caller's
+        // handle, which ACL checks (an unknown one is an error code).
+        let recorded = check("aclrtRecordEvent (the caller's stream)", Some(dev), unsafe {
+            (api.aclrtRecordEvent)(start.0, caller)
+        });
+        let mut notify = std::ptr::null_mut();
+        // SAFETY: writes one handle through its pointer.
+        let created = recorded.and_then(|()| {
+            check("aclrtCreateNotify", Some(dev), unsafe {
+                create(&mut notify, fence::NOTIFY_DEFAULT)
+            })
+        });
+        if let Err(e) = created {
+            self.destroy_event(start);
+            return Err(e);
+        }
+        // SAFETY: the notify is this driver's, the stream the caller's.
+        let waiting = check(
+            "aclrtWaitAndResetNotify (the caller's stream)",
+            Some(dev),
+            unsafe { wait(notify, caller, fence::wait_secs(timeout)) },
+        );
+        if let Err(e) = waiting {
+            // SAFETY: the notify is this driver's and nothing waits for it.
+            let _ = unsafe { destroy(notify) };
+            self.destroy_event(start);
+            return Err(e);
+        }
+        Ok(self.fences.insert(Fence {
+            dev,
+            start,
+            notify: Handle(notify),
+            started: false,
+        }))
+    }
+
+    fn poll_fence(&mut self, id: FenceId) -> Option<Result<()>> {
+        let Some(f) = self.fences.live.get(&id.0) else {
+            return Some(Err(status!(NotFound, "npu: no fence {} set", id.0)));
+        };
+        if f.started {
+            return Some(Ok(()));
+        }
+        let (dev, start) = (f.dev, f.start);
+        if let Err(e) = self.bind(dev) {
+            return Some(Err(e));
+        }
+        let mut state: c_int = EVENT_RECORDED_NOT_READY;
+        // SAFETY: the event is this driver's; writes one enum value.
+        let rc = unsafe { (self.api().aclrtQueryEventStatus)(start.0, &mut state) };
+        if rc == ACL_SUCCESS && state != EVENT_RECORDED_COMPLETE {
+            return None;
+        }
+        if rc != ACL_SUCCESS {
+            // The caller's stream failed before the fence: its error is
+            // the caller's to clear, as is every error of its stream.
+            return Some(Err(status_of(
+                "aclrtQueryEventStatus (work queued on the caller's stream before the transfer)",
+                Some(dev),
+                rc,
+            )));
+        }
+        if let Some(f) = self.fences.live.get_mut(&id.0) {
+            f.started = true;
+        }
+        Some(Ok(()))
+    }
+
+    fn release_fence(&mut self, id: FenceId) -> Result<()> {
+        let Some(f) = self.fences.live.remove(&id.0) else {
+            return Err(status!(NotFound, "npu: no fence {} set", id.0));
+        };
+        // The start event is the driver's again (the caller's stream may
+        // still have to reach it when the transfer failed early).
+        let started = f.started;
+        let dev = f.dev;
+        let mut result = self.bind(dev);
+        if result.is_ok() {
+            if started {
+                self.idle_events.entry(dev).or_default().push(f.start);
+            } else {
+                self.destroy_event(f.start);
+            }
+        }
+        let record = self.api().aclrtRecordNotify;
+        let mut done = None;
+        if let (Ok(()), Some(record)) = (&result, record) {
+            result = self.stream(dev).and_then(|ours| {
+                // SAFETY: the notify and the stream are this driver's.
+                check("aclrtRecordNotify", Some(dev), unsafe {
+                    record(f.notify.0, ours.0)
+                })?;
+                let behind = self.event(dev)?;
+                // SAFETY: the event and the stream are this driver's.
+                let queued = check("aclrtRecordEvent", Some(dev), unsafe {
+                    (self.api().aclrtRecordEvent)(behind.0, ours.0)
+                });
+                match queued {
+                    Ok(()) => done = Some(behind),
+                    Err(e) => {
+                        self.destroy_event(behind);
+                        // The record is queued: the notify goes when the
+                        // stream is drained at drop.
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            });
+        }
+        self.fences.retiring.push(Retiring {
+            dev,
+            notify: f.notify,
+            done,
+        });
+        self.retire_fences();
+        result
+    }
+
     fn ipc_supported(&self) -> bool {
         let api = self.api();
         api.aclrtIpcMemGetExportKey.is_some()
@@ -900,6 +1089,11 @@ impl DeviceDriver for AscendDriver {
 
 impl Drop for AscendDriver {
     fn drop(&mut self) {
+        // No caller's stream is left waiting for a transfer that will not end.
+        let live: Vec<u64> = self.fences.live.keys().copied().collect();
+        for id in live {
+            let _ = self.release_fence(FenceId(id));
+        }
         let devs: Vec<DeviceIndex> = self.streams.keys().copied().collect();
         for dev in &devs {
             let _ = self.drain(*dev);
@@ -917,6 +1111,18 @@ impl Drop for AscendDriver {
         for (dev, e) in events {
             if self.bind(dev).is_ok() {
                 self.destroy_event(e);
+            }
+        }
+        if let Some(destroy) = self.api().aclrtDestroyNotify {
+            for r in std::mem::take(&mut self.fences.retiring) {
+                if self.bind(r.dev).is_ok() {
+                    // SAFETY: the notify is this driver's; the streams that
+                    // record it are drained.
+                    let _ = unsafe { destroy(r.notify.0) };
+                    if let Some(e) = r.done {
+                        self.destroy_event(e);
+                    }
+                }
             }
         }
         // Imports before exports: CANN wants importers to close first.

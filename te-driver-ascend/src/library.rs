@@ -176,6 +176,10 @@ acl_api! {
         aclrtIpcMemImportByKey(*mut *mut c_void, *const c_char, u64);
         aclrtIpcMemClose(*const c_char);
         aclrtDeviceGetBareTgid(*mut i32);
+        aclrtCreateNotify(*mut *mut c_void, u64);
+        aclrtDestroyNotify(*mut c_void);
+        aclrtRecordNotify(*mut c_void, *mut c_void);
+        aclrtWaitAndResetNotify(*mut c_void, *mut c_void, u32);
     }
 }
 

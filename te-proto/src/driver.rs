@@ -85,6 +85,16 @@ pub struct StagingId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CopyId(pub u64);
 
+/// A device stream of the application (an `aclrtStream` on Ascend): the
+/// handle its runtime library gave it, opaque to te.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamHandle(pub u64);
+
+/// A fence set on an application's stream by
+/// [`DeviceDriver::fence_stream`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FenceId(pub u64);
+
 /// Longest IPC export key a driver hands out, in bytes (ACL's keys are at
 /// most 64 characters plus a NUL).
 pub const IPC_KEY_MAX: usize = 64;
@@ -284,6 +294,45 @@ pub trait DeviceDriver {
     /// `Some(result)` once it has ended (the id is then spent; asking again
     /// is `Invalid`).
     fn poll_copy(&mut self, id: CopyId, now: Instant) -> Option<Result<()>>;
+
+    /// Fences the application's `stream` of device `dev` around one
+    /// transfer, without blocking the host: marks the work queued on it so
+    /// far (its end is what [`poll_fence`](Self::poll_fence) reports), and
+    /// queues on it a wait that holds everything queued after it until
+    /// [`release_fence`](Self::release_fence), or until `timeout`, after
+    /// which the stream carries an error. `NotSupported` (the default)
+    /// where the driver has no streams or its library lacks the calls.
+    fn fence_stream(
+        &mut self,
+        dev: DeviceIndex,
+        stream: StreamHandle,
+        timeout: core::time::Duration,
+    ) -> Result<FenceId> {
+        let _ = (stream, timeout);
+        Err(crate::status!(
+            NotSupported,
+            "{}:{dev}: no stream-ordered transfers in this driver",
+            self.kind()
+        ))
+    }
+
+    /// Whether the work queued on the fenced stream before fence `id` has
+    /// run: `None` while it runs, `Some(Ok(()))` once it has, `Some(Err)`
+    /// when it failed or the fence is unknown.
+    fn poll_fence(&mut self, id: FenceId) -> Option<Result<()>> {
+        Some(Err(crate::status!(
+            NotFound,
+            "{}: no fence {}",
+            self.kind(),
+            id.0
+        )))
+    }
+
+    /// Lets the stream of fence `id` go on past it (the transfer it held
+    /// for has ended), and forgets the fence.
+    fn release_fence(&mut self, id: FenceId) -> Result<()> {
+        Err(crate::status!(NotFound, "{}: no fence {}", self.kind(), id.0))
+    }
 
     /// Whether [`export_range`](Self::export_range) and
     /// [`import_range`](Self::import_range) can work at all (false, the

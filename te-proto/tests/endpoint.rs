@@ -282,6 +282,102 @@ fn cancel_ends_a_queued_task_at_once_and_leaves_one_on_a_link_to_the_link() {
 }
 
 #[test]
+fn a_held_batch_waits_in_the_queue_while_others_pass_it_and_goes_when_released() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("a:1").expect("open");
+    let held = ep.alloc_batch(2).expect("batch");
+    let other = ep.alloc_batch(1).expect("batch");
+    ep.hold(held).expect("hold");
+    ep.submit(Instant::ZERO, held, &[read(seg, 0), read(seg, 1)], None)
+        .expect("submit");
+    ep.submit(Instant::ZERO, other, &[read(seg, 2)], None)
+        .expect("submit");
+    assert_eq!(events(&mut ep), [Event::Service(seg)]);
+    let mut link = connect();
+    assert_eq!(
+        ep.feed(seg, &mut link, &mut ()),
+        1,
+        "only the batch behind the held one goes to the link"
+    );
+    assert_eq!(ep.feed(seg, &mut link, &mut ()), 0, "the held tasks stay queued");
+    assert_eq!(ep.tasks_in_flight(), 3);
+    ep.release(held, Ok(())).expect("release");
+    assert_eq!(
+        events(&mut ep),
+        [Event::Service(seg)],
+        "its segment is served again"
+    );
+    assert_eq!(ep.feed(seg, &mut link, &mut ()), 2);
+    ep.release(held, Ok(()))
+        .expect("releasing a batch not held changes nothing");
+    assert_eq!(events(&mut ep), []);
+}
+
+#[test]
+fn a_held_batch_released_with_an_error_ends_its_queued_tasks_with_it() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("a:1").expect("open");
+    let batch = ep.alloc_batch(2).expect("batch");
+    ep.hold(batch).expect("hold");
+    ep.submit(Instant::ZERO, batch, &[read(seg, 0), read(seg, 1)], None)
+        .expect("submit");
+    let why = te_proto::status!(RuntimeError, "the stream failed before the fence");
+    ep.release(batch, Err(why)).expect("release");
+    assert_eq!(ep.tasks_in_flight(), 0);
+    let e = ep.batch_error(batch).expect("first failure");
+    assert_eq!(e.code(), ErrorCode::RuntimeError);
+    assert!(e.message().contains("the stream failed before the fence"), "{e}");
+    let ended: Vec<_> = events(&mut ep)
+        .into_iter()
+        .filter(|e| matches!(e, Event::BatchEnded { .. }))
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    let mut link = connect();
+    assert_eq!(ep.feed(seg, &mut link, &mut ()), 0, "nothing is left to go");
+    let r = ep.unregister(Location::Cpu, LOCAL).expect("unregister");
+    assert!(
+        matches!(r, te_proto::Unregister::Removed(_)),
+        "the failed tasks unpinned: {r:?}"
+    );
+}
+
+#[test]
+fn a_held_batch_ends_timeout_at_its_deadline_and_a_freed_one_is_held_no_more() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("stalled-stream:1").expect("open");
+    let batch = ep.alloc_batch(1).expect("batch");
+    ep.hold(batch).expect("hold");
+    ep.submit(Instant::ZERO, batch, &[read(seg, 0)], None)
+        .expect("submit");
+    let deadline = ep.poll_timeout().expect("a held task keeps its deadline");
+    ep.handle_timeout(deadline);
+    let ended: Vec<_> = events(&mut ep)
+        .into_iter()
+        .filter(|e| matches!(e, Event::BatchEnded { .. }))
+        .collect();
+    assert_eq!(
+        ended,
+        [Event::BatchEnded {
+            batch,
+            state: TaskState::Timeout,
+            note: NoteOutcome::None
+        }]
+    );
+    ep.free_batch(batch).expect("free");
+    let again = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, again, &[read(seg, 0)], None)
+        .expect("submit");
+    let mut link = connect();
+    assert_eq!(
+        ep.feed(seg, &mut link, &mut ()),
+        1,
+        "a new batch in the slot is not held"
+    );
+    let stale = ep.hold(batch).expect_err("a freed batch");
+    assert_eq!(stale.code(), ErrorCode::Invalid, "{stale}");
+}
+
+#[test]
 fn after_finalize_begins_nothing_new_starts_and_queued_tasks_can_be_failed() {
     let mut ep = endpoint(4);
     let seg = ep.open_segment("a:1").expect("open");

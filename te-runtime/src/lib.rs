@@ -75,4 +75,5 @@ pub use te_driver_ascend as ascend;
 #[cfg(feature = "sim")]
 pub use te_driver_sim as sim;
 pub use te_proto::batch::{Op, TaskState, TaskStatus};
+pub use te_proto::driver::StreamHandle;
 pub use te_proto::{BatchId, BatchStatus, ErrorCode, Location, Perm, Region, Status, TaskId};

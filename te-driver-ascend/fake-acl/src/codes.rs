@@ -20,6 +20,8 @@ pub const ACL_ERROR_RT_PARAM_INVALID: AclError = 107000;
 pub const ACL_ERROR_RT_INVALID_DEVICEID: AclError = 107001;
 /// ACL_ERROR_RT_CONTEXT_NULL: the calling thread never called `aclrtSetDevice`.
 pub const ACL_ERROR_RT_CONTEXT_NULL: AclError = 107002;
+/// ACL_ERROR_RT_WAIT_TIMEOUT: a notify wait ran out of time.
+pub const ACL_ERROR_RT_WAIT_TIMEOUT: AclError = 107019;
 /// ACL_ERROR_RT_FEATURE_NOT_SUPPORT: `aclrtMemcpyAsync` of kind HOST_TO_HOST.
 pub const ACL_ERROR_RT_FEATURE_NOT_SUPPORT: AclError = 207000;
 /// ACL_ERROR_RT_MEMORY_ALLOCATION: not enough free HBM.

@@ -13,7 +13,8 @@
 //! `aclrtMemsetAsync`, `aclrtCreateStream`, `aclrtDestroyStream`, `aclrtSynchronizeStream`,
 //! `aclrtSynchronizeStreamWithTimeout`, `aclrtCreateEvent`, `aclrtDestroyEvent`,
 //! `aclrtRecordEvent`, `aclrtQueryEventStatus`, `aclrtQueryEvent`, `aclrtSynchronizeEvent`,
-//! `aclrtStreamWaitEvent`, `aclrtDeviceCanAccessPeer`, `aclrtDeviceEnablePeerAccess`,
+//! `aclrtStreamWaitEvent`, `aclrtCreateNotify`, `aclrtDestroyNotify`, `aclrtRecordNotify`,
+//! `aclrtWaitAndResetNotify`, `aclrtDeviceCanAccessPeer`, `aclrtDeviceEnablePeerAccess`,
 //! `aclrtMemGetAddressRange`, `aclrtIpcMemGetExportKey`, `aclrtIpcMemSetImportPid`,
 //! `aclrtIpcMemImportByKey`, `aclrtIpcMemClose`, `aclrtDeviceGetBareTgid`.
 //!
@@ -54,7 +55,7 @@
 //!   `aclrtMemcpy`; `aclrtMemcpyAsync` refuses it with `ACL_ERROR_RT_FEATURE_NOT_SUPPORT` (207000),
 //!   as CANN documents. Every asynchronous copy is queued, also from pageable host memory (CANN
 //!   makes those synchronous; treating them as asynchronous is the stricter choice).
-//! * **Streams** run their tasks (copy, event record, event wait) on one worker thread each, so
+//! * **Streams** run their tasks (copy, event record and wait, notify record and wait) on one worker thread each, so
 //!   `aclrtMemcpyAsync` really completes later. The null stream is a per-device default stream
 //!   of the calling thread's device. `aclrtSynchronizeStreamWithTimeout(s, ms)` takes `ms > 0` or
 //!   `-1` (forever); other values give 100000; a timeout gives 507046. `aclrtDestroyStream`
@@ -64,6 +65,10 @@
 //!   complete. The deprecated `aclrtQueryEvent` uses the opposite numbers
 //!   (`ACL_EVENT_STATUS_COMPLETE` 0, `NOT_READY` 1). `aclrtStreamWaitEvent` makes the stream's
 //!   worker wait; the host does not block.
+//! * **Notifies.** `aclrtWaitAndResetNotify(n, s, secs)` queues a wait on `s` that holds it until
+//!   `n` is set by an `aclrtRecordNotify(n, other)` that ran, before or after the wait was
+//!   queued, then clears `n`; past `secs` (0 = forever) the wait fails on the stream with
+//!   `ACL_ERROR_RT_WAIT_TIMEOUT` (107019). Both need a device bound on the calling thread.
 //! * **IPC.** `aclrtIpcMemGetExportKey` writes a key `tefakeacl-<pid>-<dev>-<off hex>-<size
 //!   hex>-<seq>` (at most 64 characters plus NUL; `len` must be at least 65) and an export record
 //!   file `<dir>/te-fake-acl-<pid>-key-...`. With flags 0 the importer's pid must be whitelisted
@@ -155,7 +160,7 @@ use std::time::Duration;
 use codes::*;
 use fault::Fired;
 use state::{is_device_addr, state};
-use stream::{EvStatus, Event, Loc, Stream, Task};
+use stream::{EvStatus, Event, Loc, Notify, Stream, Task};
 
 /// `aclrtStream`, `aclrtEvent`: opaque handles.
 type Handle = *mut c_void;
@@ -977,6 +982,98 @@ pub unsafe extern "C" fn aclrtStreamWaitEvent(stream: Handle, event: Handle) -> 
         if gen > 0 {
             s.push(Task::Wait { ev, gen });
         }
+        Ok(())
+    })())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifies
+
+/// `ACL_NOTIFY_DEVICE_USE_ONLY`, the one flag bit `aclrtCreateNotify` knows.
+const ACL_NOTIFY_DEVICE_USE_ONLY: u64 = 1;
+
+/// `aclError aclrtCreateNotify(aclrtNotify *notify, uint64_t flag)` on the calling thread's
+/// device; `flag` is `ACL_NOTIFY_DEFAULT` (0) or `ACL_NOTIFY_DEVICE_USE_ONLY` (1).
+///
+/// # Safety
+/// `notify` is null or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtCreateNotify(notify: *mut Handle, flag: u64) -> AclError {
+    ret((|| {
+        enter("aclrtCreateNotify")?;
+        if notify.is_null() || flag & !ACL_NOTIFY_DEVICE_USE_ONLY != 0 {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        let mut st = state();
+        st.cur_dev()?;
+        let h = st.add_notify(Arc::new(Notify::default()));
+        // SAFETY: out parameter, caller contract.
+        unsafe { put(notify, h as *mut c_void) }
+    })())
+}
+
+/// `aclError aclrtDestroyNotify(aclrtNotify notify)`. A stream already waiting for it keeps
+/// waiting (until its timeout).
+///
+/// # Safety
+/// The handle is not dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtDestroyNotify(notify: Handle) -> AclError {
+    ret((|| {
+        enter("aclrtDestroyNotify")?;
+        if notify.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        state()
+            .take_notify(notify as usize)
+            .map(drop)
+            .ok_or(ACL_ERROR_RT_PARAM_INVALID)
+    })())
+}
+
+/// `aclError aclrtRecordNotify(aclrtNotify notify, aclrtStream stream)`: queues the setting of
+/// the notify.
+///
+/// # Safety
+/// Handles are not dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtRecordNotify(notify: Handle, stream: Handle) -> AclError {
+    ret((|| {
+        enter("aclrtRecordNotify")?;
+        if notify.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        let mut st = state();
+        st.cur_dev()?;
+        let n = st.notify(notify as usize)?;
+        let s = st.stream(stream as usize)?;
+        drop(st);
+        s.push(Task::RecordNotify(n));
+        Ok(())
+    })())
+}
+
+/// `aclError aclrtWaitAndResetNotify(aclrtNotify notify, aclrtStream stream, uint32_t
+/// timeout)`: the stream waits until the notify is set (also by a record queued later), then
+/// clears it; `timeout` in seconds, 0 = forever. A wait that runs out fails on the stream with
+/// `ACL_ERROR_RT_WAIT_TIMEOUT` (107019), kept as the stream's error like a failed copy.
+///
+/// # Safety
+/// Handles are not dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn aclrtWaitAndResetNotify(notify: Handle, stream: Handle, timeout: u32) -> AclError {
+    ret((|| {
+        enter("aclrtWaitAndResetNotify")?;
+        if notify.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        let mut st = state();
+        st.cur_dev()?;
+        let n = st.notify(notify as usize)?;
+        let s = st.stream(stream as usize)?;
+        drop(st);
+        let timeout = (timeout > 0).then(|| Duration::from_secs(u64::from(timeout)));
+        s.push(Task::WaitNotify { notify: n, timeout });
         Ok(())
     })())
 }

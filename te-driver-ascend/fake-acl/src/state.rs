@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::codes::*;
-use crate::stream::{Event, Loc, Stream};
+use crate::stream::{Event, Loc, Notify, Stream};
 
 /// Top byte of every fake device address (non-canonical on x86-64 and aarch64).
 pub const DEV_BASE: u64 = 0x7E00_0000_0000_0000;
@@ -93,6 +93,7 @@ pub struct State {
     /// Explicit streams and the device they were created on.
     streams: HashMap<usize, (u32, Arc<Stream>)>,
     events: HashMap<usize, Arc<Event>>,
+    notifies: HashMap<usize, Arc<Notify>>,
     next_handle: usize,
     exports: HashMap<String, Export>,
     imports: HashMap<u64, Import>,
@@ -294,6 +295,7 @@ impl State {
             streams.extend(d.default_stream);
         }
         self.events.clear();
+        self.notifies.clear();
         self.exports.clear();
         self.imports.clear();
         self.init = false;
@@ -566,6 +568,23 @@ impl State {
     /// The event behind a handle.
     pub fn event(&self, h: usize) -> Result<Arc<Event>, i32> {
         self.events.get(&h).cloned().ok_or(ACL_ERROR_RT_PARAM_INVALID)
+    }
+
+    /// Registers a notify, returning its handle.
+    pub fn add_notify(&mut self, n: Arc<Notify>) -> usize {
+        let h = self.handle();
+        self.notifies.insert(h, n);
+        h
+    }
+
+    /// Unregisters a notify.
+    pub fn take_notify(&mut self, h: usize) -> Option<Arc<Notify>> {
+        self.notifies.remove(&h)
+    }
+
+    /// The notify behind a handle.
+    pub fn notify(&self, h: usize) -> Result<Arc<Notify>, i32> {
+        self.notifies.get(&h).cloned().ok_or(ACL_ERROR_RT_PARAM_INVALID)
     }
 
     /// `aclrtIpcMemGetExportKey`: exports `addr..addr+size` of a local allocation.

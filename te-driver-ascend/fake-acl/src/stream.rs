@@ -134,6 +134,14 @@ pub enum Task {
     Record { ev: Arc<Event>, gen: u64 },
     /// Holds the stream until generation `gen` of an event completed.
     Wait { ev: Arc<Event>, gen: u64 },
+    /// Sets a notify.
+    RecordNotify(Arc<Notify>),
+    /// Holds the stream until a notify is set, then clears it; fails with
+    /// `ACL_ERROR_RT_WAIT_TIMEOUT` after `timeout` (`None`: forever).
+    WaitNotify {
+        notify: Arc<Notify>,
+        timeout: Option<Duration>,
+    },
 }
 
 #[derive(Default)]
@@ -212,6 +220,11 @@ impl Stream {
                     ev.wait_gen(gen);
                     Ok(())
                 }
+                Task::RecordNotify(n) => {
+                    n.record();
+                    Ok(())
+                }
+                Task::WaitNotify { notify, timeout } => notify.wait_and_reset(timeout),
             };
             let mut q = lock(&self.q);
             if let Err(code) = result {
@@ -338,5 +351,43 @@ impl Event {
         } else {
             Ok(())
         }
+    }
+}
+
+/// A notify (`aclrtNotify`): a flag one stream sets (`aclrtRecordNotify`) and another waits for
+/// and clears (`aclrtWaitAndResetNotify`). Unlike an event, a wait queued before the record
+/// holds the stream until the record runs.
+#[derive(Default)]
+pub struct Notify {
+    set: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Notify {
+    fn record(&self) {
+        *lock(&self.set) = true;
+        self.cv.notify_all();
+    }
+
+    fn wait_and_reset(&self, timeout: Option<Duration>) -> Result<(), i32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut set = lock(&self.set);
+        while !*set {
+            set = match deadline {
+                None => self.cv.wait(set).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(ACL_ERROR_RT_WAIT_TIMEOUT);
+                    }
+                    self.cv
+                        .wait_timeout(set, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        *set = false;
+        Ok(())
     }
 }

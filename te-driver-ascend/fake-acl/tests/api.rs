@@ -573,6 +573,66 @@ fn stream_wait_event_orders_two_streams() {
 }
 
 #[test]
+fn a_notify_wait_queued_before_its_record_holds_the_stream_until_the_record_runs() {
+    let _g = serial();
+    let a = acl();
+    a.init_ok();
+    let mut n: H = null_mut();
+    // SAFETY: valid out pointer.
+    assert_eq!(
+        unsafe { (a.create_notify)(&mut n, 0) },
+        RT_CONTEXT_NULL,
+        "a notify needs a device on the thread"
+    );
+    a.set_device_ok(0);
+    // SAFETY: valid out pointers.
+    unsafe {
+        assert_eq!((a.create_notify)(&mut n, 2), INVALID_PARAM, "unknown flag bit");
+        assert_eq!((a.create_notify)(null_mut(), 0), INVALID_PARAM);
+        assert_eq!((a.create_notify)(&mut n, 0), OK);
+    }
+    let x = a.dmalloc(4096);
+    let (held, other) = (a.stream(), a.stream());
+    let ev = a.event();
+    let data = pattern(4096, 7);
+    let mut back = vec![0u8; 4096];
+    // SAFETY: buffers outlive the copies (both streams are synchronised below); live handles.
+    unsafe {
+        // `held` waits for the notify before it writes; nothing has recorded it yet.
+        assert_eq!((a.wait_and_reset_notify)(n, held, 0), OK);
+        assert_eq!(
+            (a.memcpy_async)(x, 4096, data.as_ptr().cast(), 4096, H2D, held),
+            OK
+        );
+        assert_eq!((a.record_event)(ev, held), OK);
+        assert_eq!(
+            (a.sync_stream_timeout)(held, 200),
+            RT_STREAM_SYNC_TIMEOUT,
+            "a wait with no record holds the stream"
+        );
+        assert_eq!(a.status(ev), Ok(0));
+        assert_eq!((a.record_notify)(n, other), OK);
+        assert_eq!((a.sync_stream)(held), OK);
+        assert_eq!(a.status(ev), Ok(1), "the record released the stream");
+        assert_eq!((a.memcpy)(back.as_mut_ptr().cast(), 4096, x, 4096, D2H), OK);
+        assert_eq!(back, data);
+        // The wait cleared the notify: a second wait is held again, and times out after 1 s
+        // as a failure on the stream, kept until the next synchronisation.
+        assert_eq!((a.wait_and_reset_notify)(n, held, 1), OK);
+        assert_eq!((a.sync_stream)(held), 107019, "ACL_ERROR_RT_WAIT_TIMEOUT");
+        assert_eq!((a.sync_stream)(held), OK, "the error was cleared");
+        assert_eq!((a.destroy_notify)(n), OK);
+        assert_eq!((a.destroy_notify)(n), RT_PARAM_INVALID, "already destroyed");
+        assert_eq!((a.record_notify)(n, other), RT_PARAM_INVALID);
+        assert_eq!((a.destroy_stream)(held), OK);
+        assert_eq!((a.destroy_stream)(other), OK);
+        assert_eq!((a.destroy_event)(ev), OK);
+    }
+    a.dfree(x);
+    a.finalize_ok();
+}
+
+#[test]
 fn peers_tgid_and_leak_counters() {
     let _g = serial();
     let a = acl();

@@ -57,15 +57,20 @@ impl<S: Storage> Endpoint<S> {
     /// went to the link.
     pub fn feed<L: Feed + ?Sized>(&mut self, id: SegmentId, link: &mut Link, shell: &mut L) -> usize {
         let mut fed = 0;
+        let mut next = self.queue_front(id);
         while link.can_submit() {
-            let Some(t) = self.queue_front(id) else {
+            let Some(t) = next else {
                 break;
             };
-            self.dequeue(t);
             let Some(entry) = self.tasks.as_ref().get(t as usize).copied() else {
                 break;
             };
+            next = (entry.next != super::NONE).then_some(entry.next);
             let task = entry.task;
+            if self.is_held(task.batch) {
+                continue;
+            }
+            self.dequeue(t);
             let Ok(req) = self.batches.request(task) else {
                 debug_assert!(false, "queued {task} has no request");
                 continue;

@@ -322,6 +322,7 @@ impl<S: Storage> Endpoint<S> {
             e.error = None;
             e.note = false;
             e.sealed = false;
+            e.held = false;
             e.ended = None;
         }
         Ok(())

@@ -139,6 +139,8 @@ pub struct BatchEntry {
     pub(super) note: bool,
     /// A submission with a notification was its last: it takes no more.
     pub(super) sealed: bool,
+    /// Its queued tasks wait until [`Endpoint::release`](super::Endpoint::release).
+    pub(super) held: bool,
     /// The end to report, taken by `poll_event`.
     pub(super) ended: Option<BatchId>,
     /// Linked into the list of ended batches.
@@ -152,6 +154,7 @@ impl BatchEntry {
         error: None,
         note: false,
         sealed: false,
+        held: false,
         ended: None,
         listed: false,
         next: NONE,

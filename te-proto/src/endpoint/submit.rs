@@ -240,6 +240,72 @@ impl<S: Storage> Endpoint<S> {
         Ok(())
     }
 
+    /// Holds batch `id`: its tasks queued now or submitted later wait in
+    /// their segments' queues, their deadlines running, until
+    /// [`release`](Self::release) (tasks already on a link go on). What
+    /// a runtime uses to start a batch only after an event it cannot see
+    /// in here, such as the work a device stream had queued before it.
+    pub fn hold(&mut self, id: BatchId) -> Result<()> {
+        let b = self.batches.batch_index(id)?;
+        if let Some(e) = self.batch_entries.as_mut().get_mut(b) {
+            e.held = true;
+        }
+        Ok(())
+    }
+
+    /// Ends the hold of batch `id`. With `Ok(())` its queued tasks go to
+    /// their links: every segment they wait at is reported by an
+    /// [`Event::Service`](super::Event::Service). With `Err(why)` (what the
+    /// batch waited for failed) every queued task of it ends with `why`.
+    /// A batch not held is left as it is.
+    pub fn release(&mut self, id: BatchId, outcome: Result<()>) -> Result<()> {
+        let b = self.batches.batch_index(id)?;
+        let held = self
+            .batch_entries
+            .as_mut()
+            .get_mut(b)
+            .map(|e| core::mem::take(&mut e.held));
+        if held != Some(true) {
+            return Ok(());
+        }
+        if let Err(why) = outcome {
+            let total = self.batches.status(id)?.total;
+            for index in 0..total {
+                let task = TaskId { batch: id, index };
+                let Ok(t) = self.batches.task_index(task) else {
+                    continue;
+                };
+                if self.tasks.as_ref().get(t).is_some_and(|e| e.queued) {
+                    self.dequeue(t as u32);
+                    self.finish(task, Err(why.clone()));
+                }
+            }
+            return Ok(());
+        }
+        // The walk marks the batch's segments; each marked one is served.
+        self.walk_segments(id, &[], |_, _| ())?;
+        for s in 0..self.opened {
+            if self
+                .segments
+                .as_ref()
+                .get(s as usize)
+                .is_some_and(|g| g.mark == self.walk)
+            {
+                self.push_service(SegmentId(s));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether batch `id` is held (a stale id is not).
+    pub(super) fn is_held(&self, id: BatchId) -> bool {
+        self.batches
+            .batch_index(id)
+            .ok()
+            .and_then(|b| self.batch_entries.as_ref().get(b))
+            .is_some_and(|e| e.held)
+    }
+
     /// Cancels a pending task. One still queued ends `Canceled` now; one on
     /// a link is the runtime's to cancel there ([`Cancel::OnLink`]). A task
     /// already ended is left as it is.

@@ -33,6 +33,7 @@ impl EngineCore {
 
     fn submit_on(&mut self, batch: BatchId, reqs: &[Request], path: Option<Path>) -> Result<()> {
         self.check_running()?;
+        self.check_unfenced(batch)?;
         self.ep.submit(self.now(), batch, reqs, path)?;
         self.after_work();
         Ok(())
@@ -50,6 +51,7 @@ impl EngineCore {
         msg: &[u8],
     ) -> Result<()> {
         self.check_running()?;
+        self.check_unfenced(batch)?;
         check_note(name, msg)?;
         self.ep.submit_with_notify(self.now(), batch, reqs, None)?;
         self.batch_notes.insert(batch, (name.to_string(), msg.to_vec()));

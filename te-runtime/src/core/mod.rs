@@ -68,6 +68,8 @@ pub struct EngineCore {
     auth_refusals: RateLog,
     /// The last ticket handed to an accepted link (lineage.rs).
     tickets: u64,
+    /// Batches ordered on an application's device stream (streams.rs).
+    fenced: HashMap<BatchId, streams::Fenced>,
 }
 
 /// ", N more not logged" after a rate-limited line, or nothing.
@@ -109,6 +111,7 @@ mod lineage;
 mod memory;
 mod notify;
 mod segments;
+mod streams;
 
 use self::memory::Owned;
 pub use self::notify::Notification;
@@ -187,6 +190,7 @@ impl EngineCore {
             refusals: RateLog::default(),
             auth_refusals: RateLog::default(),
             tickets: 0,
+            fenced: HashMap::new(),
             cfg,
         })
     }
@@ -373,6 +377,7 @@ impl EngineCore {
     /// A batch ended: its notification goes to every segment it touched,
     /// queued behind nothing but other notifications, or is dropped.
     fn batch_ended(&mut self, batch: BatchId, state: TaskState, note: NoteOutcome) {
+        self.batch_unfenced(batch);
         let Some((name, msg)) = self.batch_notes.remove(&batch) else {
             return;
         };
@@ -721,7 +726,13 @@ impl EngineCore {
             .flatten()
             .any(Conn::copies_in_flight)
             .then(|| self.now() + DEVICE_POLL);
-        links.chain(self.ep.poll_timeout()).chain(copies).min()
+        // So does the work an application's stream runs before a fence.
+        let fences = self.fences_waiting().then(|| self.now() + streams::FENCE_POLL);
+        links
+            .chain(self.ep.poll_timeout())
+            .chain(copies)
+            .chain(fences)
+            .min()
     }
 
     /// Takes the outcome of every claim that has ended and serves those
@@ -757,6 +768,7 @@ impl EngineCore {
                 self.service_conn(c);
             }
         }
+        self.poll_fences();
         self.ep.handle_timeout(now);
         self.after_work();
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mio::{Events, Poll, Waker};
 use te_proto::batch::{Op, TaskState, TaskStatus};
+use te_proto::driver::StreamHandle;
 use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, Status, TaskId, Unregister};
 use tracing::warn;
 
@@ -367,6 +368,21 @@ impl Engine {
     /// (tasks to a peer without it fail `NotSupported`, naming why).
     pub fn submit_via(&self, batch: BatchId, reqs: &[Request], path: Path) -> Result<()> {
         self.with_core(|c| c.submit_via(batch, reqs, path))
+    }
+
+    /// Submits requests into a fresh batch, ordered on the application's
+    /// device stream of this engine's device (an `aclrtStream` on Ascend,
+    /// as memfabric's `transfer_async_write_submit(..., stream)` takes):
+    /// the transfer starts once the work queued on `stream` before this
+    /// call has run, and the work queued on it afterwards waits until every
+    /// task has ended. Returns at once; the host never blocks on the
+    /// stream. The batch reports the outcome as any batch does (a failed
+    /// transfer releases the stream too, so check the batch). `Invalid`
+    /// for host memory, a batch with tasks or the null stream,
+    /// `NotSupported` where the driver or its library has no stream
+    /// fences (see docs/ASCEND.md).
+    pub fn submit_on_stream(&self, batch: BatchId, reqs: &[Request], stream: StreamHandle) -> Result<()> {
+        self.with_core(|c| c.submit_on_stream(batch, reqs, stream))
     }
 
     /// The path [`Path::Auto`] takes to an open segment: `Shm` when the
