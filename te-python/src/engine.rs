@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple};
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request as TeRequest, SegmentId,
-    Status, TaskId, TaskState,
+    Status, StreamHandle, TaskId, TaskState,
 };
 
 use crate::addr::{resolve, Keep, Span, Use};
@@ -886,6 +886,27 @@ impl PyEngine {
             None => e.submit(b, &reqs),
         })
         .or_raise(py)
+    }
+
+    /// Submits `requests` into a fresh `batch`, ordered on the
+    /// application's device `stream` (an `aclrtStream` as an int, as
+    /// memfabric's `transfer_async_write_submit(..., stream)` takes, e.g.
+    /// `torch_npu.npu.current_stream().npu_stream`): the transfer starts
+    /// after the work queued on the stream before this call, and the work
+    /// queued after it waits on the device for its end. Returns at once;
+    /// the batch reports the outcome.
+    fn submit_on_stream(
+        &self,
+        py: Python<'_>,
+        batch: u64,
+        requests: &Bound<'_, PyAny>,
+        stream: u64,
+    ) -> PyResult<()> {
+        let (reqs, _keep) = self.requests(py, requests)?;
+        let e = self.eng();
+        let b = BatchId::from_u64(batch);
+        py.detach(move || e.submit_on_stream(b, &reqs, StreamHandle(stream)))
+            .or_raise(py)
     }
 
     /// Submits `requests` like `submit`, and sends the notification
