@@ -348,6 +348,8 @@ enum Seen {
     LocalMap(LocalMap),
     /// A `LocalKey`: the modelled link never announces device buffers.
     LocalKey,
+    /// A `KeyClosed`: the modelled link imports no device buffers.
+    KeyClosed,
 }
 
 impl Seen {
@@ -400,6 +402,7 @@ impl Seen {
             Frame::PidChallenge { .. } => Seen::PidChallenge,
             Frame::LocalMap(m) => Seen::LocalMap(m),
             Frame::LocalKey(_) => Seen::LocalKey,
+            Frame::KeyClosed { .. } => Seen::KeyClosed,
         }
     }
 }
@@ -1642,7 +1645,7 @@ impl Harness {
                 self.sent_goodbye = true;
             }
             Seen::LocalMap(m) => self.on_link_map(m),
-            Seen::LocalReq { .. } | Seen::PidChallenge | Seen::LocalKey => {
+            Seen::LocalReq { .. } | Seen::PidChallenge | Seen::LocalKey | Seen::KeyClosed => {
                 panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
         }

@@ -649,11 +649,50 @@ fn copies_of_announced_device_buffers_reach_the_shell_marked_and_others_are_refu
     p.run();
     assert_eq!(code(p.a.done.get(&task(1, 1))), Some(ErrorCode::Invalid));
     assert_eq!(p.b.copies_done, done);
-    // Withdrawn: b forgets it.
+    // Withdrawn: b forgets it, and a's export stays open until b says it
+    // closed its import (CANN wants importers to close first).
     assert!(p.a.link.same_host_mut().withdraw_local_key(7));
     p.run();
     assert_eq!(p.b.link.same_host().peer_local_key(DST, 8), None);
     assert!(!p.a.link.same_host().local_key_announced(7));
+    assert!(p.a.link.same_host().local_key_closing(7));
+    assert_eq!(
+        p.b.link.same_host().peer_keys_withdrawn().collect::<Vec<_>>(),
+        [7]
+    );
+    assert!(!p.b.link.same_host_mut().let_go_of_key(8), "not withdrawn");
+    assert!(p.b.link.same_host_mut().let_go_of_key(7));
+    assert!(!p.b.link.same_host_mut().let_go_of_key(7), "once");
+    p.run();
+    assert!(!p.a.link.same_host().local_key_closing(7), "b's KeyClosed came");
+    assert_eq!(p.b.link.same_host().peer_keys_withdrawn().count(), 0);
+    assert!(p.a.closed.is_none() && p.b.closed.is_none());
+}
+
+#[test]
+fn a_key_closed_for_a_buffer_not_withdrawn_closes_the_link_and_a_closed_link_holds_no_key() {
+    let mut b = offering("b:2");
+    b.caps |= Caps::DEVICE_IPC;
+    let mut p = local_pair(b);
+    p.a.link
+        .same_host_mut()
+        .announce_local_key(device_key(5, DST, 4096))
+        .unwrap();
+    p.run();
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::KeyClosed { id: 5 }.encode(&mut buf).unwrap();
+    p.inject_to_a(&buf[..n]);
+    p.run();
+    let why = p.a.closed.as_ref().map(|s| s.message().to_string());
+    assert!(
+        why.as_deref()
+            .is_some_and(|m| m.contains("peer closed buffer 0x5, which was not withdrawn")),
+        "{why:?}"
+    );
+    assert!(
+        !p.a.link.same_host().local_key_closing(5),
+        "a closed link waits for nothing"
+    );
 }
 
 #[test]

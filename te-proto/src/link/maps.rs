@@ -24,6 +24,9 @@ pub(super) trait Buffer: Copy + PartialEq {
     fn is_withdraw(&self) -> bool {
         self.range().1 == 0
     }
+    /// Whether the receiver answers a withdrawal once it let go of the
+    /// buffer (`KeyClosed`): then the announcer keeps the slot until then.
+    const CLOSED_ANSWERED: bool = false;
 }
 
 impl Buffer for LocalMap {
@@ -54,6 +57,9 @@ impl Buffer for LocalKey {
     fn withdrawal(id: u64) -> LocalKey {
         LocalKey::withdraw(id)
     }
+    /// An importer closes its import before the exporter may close the
+    /// export (CANN's order).
+    const CLOSED_ANSWERED: bool = true;
     fn overlaps(&self, other: &LocalKey) -> bool {
         LocalKey::overlaps(self, other)
     }
@@ -86,6 +92,16 @@ enum Out {
     Announced,
     /// The peer knows it; its withdrawal has not been sent yet.
     WithdrawUnsent,
+    /// Its withdrawal was sent; the peer has not answered that it let go
+    /// of it yet (buffers whose withdrawal is answered only).
+    Closing,
+}
+
+impl Out {
+    /// Whether the buffer is still offered to the peer.
+    fn live(self) -> bool {
+        matches!(self, Out::AnnounceUnsent | Out::Announced)
+    }
 }
 
 /// This side's buffers, announced or about to be.
@@ -125,7 +141,7 @@ impl<B: Buffer> OutMaps<B> {
                 m.id()
             ));
         }
-        let live = |(e, st): &&(B, Out)| *st != Out::WithdrawUnsent && e.overlaps(&m);
+        let live = |(e, st): &&(B, Out)| st.live() && e.overlaps(&m);
         if let Some((e, _)) = self.entries.iter().find(live) {
             return Err(overlap("", &m, e));
         }
@@ -141,11 +157,7 @@ impl<B: Buffer> OutMaps<B> {
     /// the withdrawal is sent, one it never heard of is simply forgotten.
     /// False for an id that is not announced.
     pub(super) fn withdraw(&mut self, id: u64) -> bool {
-        let Some(i) = self
-            .entries
-            .iter()
-            .position(|(e, st)| e.id() == id && *st != Out::WithdrawUnsent)
-        else {
+        let Some(i) = self.entries.iter().position(|(e, st)| e.id() == id && st.live()) else {
             return false;
         };
         match self.entries[i].1 {
@@ -159,9 +171,27 @@ impl<B: Buffer> OutMaps<B> {
 
     /// Whether buffer `id` is announced (or about to be) and not withdrawn.
     pub(super) fn announced(&self, id: u64) -> bool {
+        self.entries.iter().any(|(e, st)| e.id() == id && st.live())
+    }
+
+    /// Whether buffer `id` was withdrawn and the peer has not answered
+    /// that it let go of it yet (false once the link is closed).
+    pub(super) fn closing(&self, id: u64) -> bool {
         self.entries
             .iter()
-            .any(|(e, st)| e.id() == id && *st != Out::WithdrawUnsent)
+            .any(|(e, st)| e.id() == id && matches!(st, Out::WithdrawUnsent | Out::Closing))
+    }
+
+    /// The peer let go of withdrawn buffer `id`: its slot is free. The
+    /// error, a protocol violation, names a buffer not being withdrawn.
+    pub(super) fn closed(&mut self, id: u64) -> Result<()> {
+        let i = self
+            .entries
+            .iter()
+            .position(|(e, st)| e.id() == id && *st == Out::Closing)
+            .ok_or_else(|| status!(Invalid, "peer closed buffer {id:#x}, which was not withdrawn"))?;
+        self.entries.swap_remove(i);
+        Ok(())
     }
 
     /// The next `LocalMap` frame due: every withdrawal goes before any
@@ -180,7 +210,9 @@ impl<B: Buffer> OutMaps<B> {
         let Some(i) = self.entries.iter().position(|(e, _)| e.id() == frame.id()) else {
             return;
         };
-        if frame.is_withdraw() {
+        if frame.is_withdraw() && B::CLOSED_ANSWERED {
+            self.entries[i].1 = Out::Closing;
+        } else if frame.is_withdraw() {
             self.entries.swap_remove(i);
         } else {
             self.entries[i].1 = Out::Announced;
@@ -193,15 +225,21 @@ impl<B: Buffer> OutMaps<B> {
     }
 }
 
-/// The peer's announced buffers.
+/// The peer's announced buffers, and those it withdrew that this side
+/// has to answer (`KeyClosed`) once it let go of them.
 pub(super) struct InMaps<B = LocalMap> {
     entries: heapless::Vec<B, MAX_LOCAL_MAPS>,
+    /// Withdrawn buffers to answer: `true` once this side let go of it
+    /// (the answer is due). Together with `entries` never more than
+    /// `MAX_LOCAL_MAPS`: the peer keeps each slot until it has the answer.
+    withdrawn: heapless::Vec<(u64, bool), MAX_LOCAL_MAPS>,
 }
 
 impl<B> Default for InMaps<B> {
     fn default() -> Self {
         InMaps {
             entries: heapless::Vec::new(),
+            withdrawn: heapless::Vec::new(),
         }
     }
 }
@@ -223,10 +261,21 @@ impl<B: Buffer> InMaps<B> {
                     )
                 })?;
             self.entries.swap_remove(i);
+            if B::CLOSED_ANSWERED {
+                // Room: the entry just removed held the slot.
+                let _ = self.withdrawn.push((m.id(), false));
+            }
             return Ok(());
         }
-        if self.entries.iter().any(|e| e.id() == m.id()) {
+        if self.entries.iter().any(|e| e.id() == m.id()) || self.withdrawn.iter().any(|w| w.0 == m.id()) {
             return Err(status!(Invalid, "peer announced buffer {:#x} twice", m.id()));
+        }
+        if self.entries.len() + self.withdrawn.len() >= MAX_LOCAL_MAPS {
+            return Err(status!(
+                Invalid,
+                "peer announced buffer {:#x} beyond the limit of {MAX_LOCAL_MAPS}",
+                m.id()
+            ));
         }
         if let Some(e) = self.entries.iter().find(|e| e.overlaps(&m)) {
             return Err(overlap("peer's ", &m, e));
@@ -250,8 +299,38 @@ impl<B: Buffer> InMaps<B> {
         self.entries.iter().copied()
     }
 
+    /// The withdrawn buffers this side has not let go of yet.
+    pub(super) fn withdrawn(&self) -> impl Iterator<Item = u64> + '_ {
+        self.withdrawn.iter().filter(|w| !w.1).map(|w| w.0)
+    }
+
+    /// This side let go of withdrawn buffer `id`: its answer is due. False
+    /// for an id not withdrawn (or already let go of).
+    pub(super) fn let_go(&mut self, id: u64) -> bool {
+        match self.withdrawn.iter_mut().find(|w| w.0 == id && !w.1) {
+            Some(w) => {
+                w.1 = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The answer due first, if any; [`answered`](Self::answered) once sent.
+    pub(super) fn answer_due(&self) -> Option<u64> {
+        self.withdrawn.iter().find(|w| w.1).map(|w| w.0)
+    }
+
+    /// The answer for `id` was sent.
+    pub(super) fn answered(&mut self, id: u64) {
+        if let Some(i) = self.withdrawn.iter().position(|w| w.0 == id && w.1) {
+            self.withdrawn.swap_remove(i);
+        }
+    }
+
     /// Forgets everything (the link closed).
     pub(super) fn clear(&mut self) {
         self.entries.clear();
+        self.withdrawn.clear();
     }
 }

@@ -209,6 +209,11 @@ impl State {
                     self.shut(why, true, reg);
                 }
             }
+            Frame::KeyClosed { id } => {
+                if let Err(why) = self.same_host.on_key_closed(id) {
+                    self.shut(why, true, reg);
+                }
+            }
             Frame::Ping { token } => match self.due.pong {
                 // The sender keeps at most one Ping unanswered: this one
                 // came before the answer to the last one was even sent.

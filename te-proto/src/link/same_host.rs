@@ -114,6 +114,20 @@ impl SameHost {
         self.keys_in.iter()
     }
 
+    /// Whether this side's device buffer `id` was withdrawn and the peer
+    /// has not yet answered that it closed its import (`KeyClosed`): its
+    /// export must stay open until then, as CANN wants importers to close
+    /// first. False for any id once the link is closed.
+    pub fn local_key_closing(&self, id: u64) -> bool {
+        self.keys_out.closing(id)
+    }
+
+    /// The device buffers the peer withdrew and this side has not let go
+    /// of yet ([`SameHostMut::let_go_of_key`] once its import is closed).
+    pub fn peer_keys_withdrawn(&self) -> impl Iterator<Item = u64> + '_ {
+        self.keys_in.withdrawn()
+    }
+
     /// The oldest of the peer's same-host copies not yet done: validated
     /// and pinned like a `ReadReq`/`WriteData`. The shell copies, then
     /// calls [`SameHostMut::copy_done`].
@@ -211,11 +225,29 @@ impl SameHost {
         self.keys_in.apply(k)
     }
 
+    /// The peer's `KeyClosed`; the error, a protocol violation, names a
+    /// buffer not being withdrawn.
+    pub(super) fn on_key_closed(&mut self, id: u64) -> Result<()> {
+        self.keys_out.closed(id)
+    }
+
     /// Whether a same-host frame is due for the peer.
     pub(super) fn has_frames_due(&self) -> bool {
         self.challenge_out.is_some()
             || self.maps_out.next_due().is_some()
             || self.keys_out.next_due().is_some()
+            || self.keys_in.answer_due().is_some()
+    }
+
+    /// The `KeyClosed` due, if any; [`key_closed_sent`](Self::key_closed_sent)
+    /// once encoded.
+    pub(super) fn key_closed_due(&self) -> Option<u64> {
+        self.keys_in.answer_due()
+    }
+
+    /// The `KeyClosed` for `id` was sent.
+    pub(super) fn key_closed_sent(&mut self, id: u64) {
+        self.keys_in.answered(id)
     }
 
     /// The `LocalKey` due, if any; [`key_sent`](Self::key_sent) once encoded.
@@ -405,9 +437,19 @@ impl SameHostMut<'_> {
     }
 
     /// Withdraws announced device buffer `id`, as
-    /// [`withdraw_local_map`](Self::withdraw_local_map) does a mapped one.
+    /// [`withdraw_local_map`](Self::withdraw_local_map) does a mapped one;
+    /// its slot is kept until the peer answers that it closed its import
+    /// ([`SameHost::local_key_closing`]).
     pub fn withdraw_local_key(&mut self, id: u64) -> bool {
         self.half.keys_out.withdraw(id)
+    }
+
+    /// This side closed (or never opened) its import of the peer's
+    /// withdrawn device buffer `id`: `KeyClosed` tells the peer, which may
+    /// close its export then. False for an id the peer did not withdraw
+    /// (or already let go of).
+    pub fn let_go_of_key(&mut self, id: u64) -> bool {
+        self.half.keys_in.let_go(id)
     }
 
     /// Withdraws announced buffer `id`: the peer forgets it before any

@@ -138,6 +138,11 @@ impl State {
             self.same_host.key_sent(k);
             return Some((n, None));
         }
+        if let Some(id) = self.same_host.key_closed_due() {
+            let n = Frame::KeyClosed { id }.encode(out).ok()?;
+            self.same_host.key_closed_sent(id);
+            return Some((n, None));
+        }
         let next = self.tasks.peek_next(self.data_window(), self.send_payload_max());
         let answer_first = !self.prefer_requests || next.is_none();
         if answer_first && self.target.has_answers() {

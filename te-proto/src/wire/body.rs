@@ -128,7 +128,7 @@ const _: () = assert!(size_of::<MapBody>() == 32);
 const _: () = assert!(size_of::<KeyBody>() == 96);
 const _: () = assert!(size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
-/// The 8-byte bodies: `ReadData`, `WriteAck`, `Ping`, `Pong` (one u64).
+/// The 8-byte bodies: `ReadData`, `WriteAck`, `Ping`, `Pong`, `KeyClosed` (one u64).
 pub(super) type IdBody = U64;
 
 /// The fixed part of `Auth` and of `PidChallenge`: a 32-byte token or proof.
@@ -142,7 +142,9 @@ pub(super) const fn shape(op: Opcode) -> (usize, bool) {
         Opcode::Auth => (size_of::<Token>(), false),
         Opcode::ReadReq | Opcode::WriteData => (size_of::<AccessBody>(), false),
         Opcode::InfoReq => (size_of::<InfoReqBody>(), false),
-        Opcode::ReadData | Opcode::WriteAck | Opcode::Ping | Opcode::Pong => (size_of::<IdBody>(), false),
+        Opcode::ReadData | Opcode::WriteAck | Opcode::Ping | Opcode::Pong | Opcode::KeyClosed => {
+            (size_of::<IdBody>(), false)
+        }
         Opcode::Goodbye => (size_of::<CodeBody>(), false),
         Opcode::Error => (size_of::<ErrorBody>(), true),
         Opcode::InfoReply => (size_of::<InfoReplyBody>(), true),

@@ -43,7 +43,8 @@ impl<'a> Frame<'a> {
             | Opcode::LocalRead
             | Opcode::LocalWrite
             | Opcode::LocalMap
-            | Opcode::LocalKey => same_host(op, body, header.flags.get()),
+            | Opcode::LocalKey
+            | Opcode::KeyClosed => same_host(op, body, header.flags.get()),
         }
     }
 }
@@ -430,6 +431,9 @@ fn same_host<'a>(op: Opcode, body: &'a [u8], flags: u16) -> Result<Frame<'a>, Wi
             k.check(op)?;
             Frame::LocalKey(k)
         }
+        Opcode::KeyClosed => Frame::KeyClosed {
+            id: read::<U64>(op, body)?.0.get(),
+        },
         _ => {
             debug_assert!(false, "{op:?} is not decoded by same_host");
             return Err(WireError::UnknownOpcode(op as u8));

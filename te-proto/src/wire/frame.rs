@@ -193,6 +193,12 @@ pub enum Frame<'a> {
     /// receiver's process under `key`; with `len == 0` it withdraws buffer
     /// `id`.
     LocalKey(LocalKey),
+    /// Same-host path: the sender closed its import of device buffer `id`,
+    /// which the receiver announced with `LocalKey` and then withdrew.
+    KeyClosed {
+        /// The receiver's buffer id.
+        id: u64,
+    },
 }
 
 /// The fields of `LocalMap`: one buffer of the sender's memory that the
@@ -407,6 +413,7 @@ impl<'a> Frame<'a> {
             Frame::LocalWrite(_) => Opcode::LocalWrite,
             Frame::LocalMap(_) => Opcode::LocalMap,
             Frame::LocalKey(_) => Opcode::LocalKey,
+            Frame::KeyClosed { .. } => Opcode::KeyClosed,
         }
     }
 
@@ -518,7 +525,9 @@ impl<'a> Frame<'a> {
                 fd: U32::new(m.fd),
                 reserved: U32::new(0),
             })?,
-            Frame::Ping { token } | Frame::Pong { token } => w.put(&U64::new(token))?,
+            Frame::Ping { token } | Frame::Pong { token } | Frame::KeyClosed { id: token } => {
+                w.put(&U64::new(token))?
+            }
             Frame::Goodbye { code } => w.put(&CodeBody {
                 code: U32::new(code.as_u32()),
                 reserved: U32::new(0),

@@ -107,6 +107,10 @@ opcodes! {
     /// Same-host path: announce (or withdraw) a buffer of the sender's
     /// device memory exported with an IPC key, for the receiver to import.
     LocalKey = 19,
+    /// Same-host path: the sender closed its import of the receiver's
+    /// device buffer, which the receiver withdrew (the receiver may close
+    /// its export now).
+    KeyClosed = 20,
 }
 
 impl Opcode {

@@ -71,7 +71,7 @@ fn unknown_version_is_not_supported() {
 
 #[test]
 fn unknown_opcode_is_rejected() {
-    for op in [0u8, 20, 255] {
+    for op in [0u8, 21, 255] {
         let b = with_header(ping(), |h| h.opcode = op);
         assert_eq!(decode(&b), Err(WireError::UnknownOpcode(op)));
     }
@@ -590,6 +590,10 @@ fn local_key_frames_round_trip_and_carry_the_device_flag() {
         assert_eq!(&b[HEADER_LEN..HEADER_LEN + 8], &k.id.to_be_bytes());
         decode_with(&b, |g| assert_eq!(g, Frame::LocalKey(k)));
     }
+    let b = encode(&Frame::KeyClosed { id: 0x55 });
+    assert_eq!(b.len(), HEADER_LEN + 8);
+    assert_eq!(b[3], 20, "opcode");
+    decode_with(&b, |g| assert_eq!(g, Frame::KeyClosed { id: 0x55 }));
     let a = LocalAccess {
         req_id: 3,
         addr: 0x1000,

@@ -302,6 +302,11 @@ impl Pair {
     pub fn inject_to_b(&mut self, bytes: &[u8]) {
         self.a_to_b.extend(bytes);
     }
+
+    /// Injects raw bytes as if b had sent them to a.
+    pub fn inject_to_a(&mut self, bytes: &[u8]) {
+        self.b_to_a.extend(bytes);
+    }
 }
 
 /// Does the same-host copies `owner`'s peer asked for, between the two

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::mem::{host_bytes, host_bytes_mut, HostBuffer};
+use crate::same_host::device::Exports;
 
 /// Memory the engine allocated: a host mapping it owns, or device memory
 /// its driver holds for it.
@@ -82,18 +83,65 @@ impl EngineCore {
         Ok(r)
     }
 
+    /// Whether unregistering the region at base `addr` still has to wait:
+    /// transfers use it, or a peer has not closed its import of it yet.
+    pub fn unregister_pending(&self, addr: u64) -> bool {
+        self.region_exists(addr) || self.keys_closing(self.cfg.location, addr)
+    }
+
+    /// Withdraws every device key from every peer (the engine finalizes):
+    /// the exports close as the peers close their imports, before the
+    /// links go.
+    pub fn withdraw_keys(&mut self) {
+        self.withdraw_on_links(|keys, link, devices, now| keys.revoke_all(link, devices, now));
+        self.after_work();
+    }
+
+    /// Whether a withdrawn device key still waits for its peer.
+    pub fn keys_closing_any(&self) -> bool {
+        self.conns.iter().flatten().any(|c| c.shm.exports.any_closing())
+    }
+
+    /// Whether a peer's key to region `base` in `location` is withdrawn
+    /// and its export not closed yet.
+    fn keys_closing(&self, location: Location, base: u64) -> bool {
+        !location.is_host()
+            && self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| c.shm.exports.closing(location, base))
+    }
+
     /// Device region `base` in `location` is being unregistered: every
-    /// peer's key to it is withdrawn and closed now, so that no peer can
-    /// import it or copy through an import once unregister has returned
-    /// (a copy of the peer's under way fails, as a transfer in flight may).
+    /// peer's key to it is withdrawn, and closed once the peer closed its
+    /// import (or after `KEY_CLOSE_WAIT`), so that no peer can import it or
+    /// copy through an import once unregister has returned.
     fn revoke_keys(&mut self, location: Location, base: u64) {
         if location.is_host() {
             return;
         }
-        for conn in self.conns.iter_mut().flatten() {
-            conn.shm
-                .exports
-                .revoke(location, base, &mut conn.link, &mut self.devices);
+        self.withdraw_on_links(|keys, link, devices, now| keys.revoke(location, base, link, devices, now));
+    }
+
+    /// Runs `withdraw` on every connection's exported keys; the
+    /// connections where it withdrew one are served now, so that their
+    /// withdrawals go at once, not at the next wake-up.
+    fn withdraw_on_links(
+        &mut self,
+        mut withdraw: impl FnMut(&mut Exports, &mut Link, &mut Devices, Instant) -> bool,
+    ) {
+        let now = self.now();
+        let mut withdrawn = Vec::new();
+        for (c, conn) in self.conns.iter_mut().enumerate() {
+            if let Some(conn) = conn {
+                if withdraw(&mut conn.shm.exports, &mut conn.link, &mut self.devices, now) {
+                    withdrawn.push(c);
+                }
+            }
+        }
+        for c in withdrawn {
+            self.service_conn(c);
         }
     }
 
@@ -187,7 +235,9 @@ impl EngineCore {
             let Some(loc) = self.owned.get(&addr).map(Owned::location) else {
                 return false;
             };
-            let gone = self.ep.registry().pins(loc, addr).is_none();
+            // Device memory stays allocated until every peer's import of
+            // it is closed (CANN's order), not only until nothing pins it.
+            let gone = self.ep.registry().pins(loc, addr).is_none() && !self.keys_closing(loc, addr);
             // Only a buffer nothing pins any more leaves `owned` (and is unmapped).
             if let Some(owned) = gone.then(|| self.owned.remove(&addr)).flatten() {
                 self.release(addr, owned);

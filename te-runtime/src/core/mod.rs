@@ -761,6 +761,7 @@ impl EngineCore {
                 continue;
             }
             conn.shm.expire(now);
+            conn.shm.exports.reap(&conn.link, &mut self.devices, now);
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
                 conn.link.handle_timeout(now, self.ep.registry_mut());
                 self.service_conn(c);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mio::{Events, Poll, Waker};
 use te_proto::batch::{Op, TaskState, TaskStatus};
 use te_proto::driver::StreamHandle;
-use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, Status, TaskId, Unregister};
+use te_proto::{status, BatchId, BatchStatus, ErrorCode, Perm, Region, Result, Status, TaskId};
 use tracing::warn;
 
 use crate::config::EngineConfig;
@@ -189,12 +189,10 @@ impl Engine {
     /// landing in it, same-host copies and local tasks using it finish (or
     /// fail) first. `NotFound` without a region at exactly that base.
     pub fn unregister_memory(&self, addr: u64) -> Result<()> {
-        match self.with_core(|c| c.unregister(addr))? {
-            Unregister::Removed(_) => Ok(()),
-            Unregister::Draining { .. } => self.wait(self.drain_timeout(), "unregister", |c| {
-                (!c.region_exists(addr)).then_some(())
-            }),
-        }
+        self.with_core(|c| c.unregister(addr))?;
+        self.wait(self.drain_timeout(), "unregister", |c| {
+            (!c.unregister_pending(addr)).then_some(())
+        })
     }
 
     fn drain_timeout(&self) -> Duration {
@@ -247,12 +245,10 @@ impl Engine {
     /// Unregisters and unmaps memory from [`alloc_memory`](Self::alloc_memory),
     /// after the transfers using it have ended.
     pub fn free_memory(&self, addr: u64) -> Result<()> {
-        match self.with_core(|c| c.free_memory(addr))? {
-            Unregister::Removed(_) => Ok(()),
-            Unregister::Draining { .. } => self.wait(self.drain_timeout(), "free", |c| {
-                (!c.region_exists(addr)).then_some(())
-            }),
-        }
+        self.with_core(|c| c.free_memory(addr))?;
+        self.wait(self.drain_timeout(), "free", |c| {
+            (!c.unregister_pending(addr)).then_some(())
+        })
     }
 
     /// The locally registered regions.
@@ -596,6 +592,12 @@ impl Engine {
         // Our tasks, and the requests peers made of us, finish first.
         let _ = self.wait(self.cfg.transfer_timeout, "finalize", |c| {
             (c.tasks_in_flight() == 0 && !c.serving_peers()).then_some(())
+        });
+        // Peers close their imports of our device memory before we close
+        // the exports (CANN's order); each waits at most KEY_CLOSE_WAIT.
+        self.with_core(|c| c.withdraw_keys());
+        let _ = self.wait(crate::same_host::device::KEY_CLOSE_WAIT, "finalize", |c| {
+            (!c.keys_closing_any()).then_some(())
         });
         self.with_core(|c| c.shutdown());
         self.shared.stop.store(true, Ordering::Release);

@@ -8,13 +8,17 @@
 //! the owner's memory; the owner's checks and pins are those of TCP.
 //!
 //! - [`Exports`]: the initiator's keys, per connection: exported at the
-//!   first task on a region, withdrawn and closed when the region is
-//!   unregistered (before unregister returns) or the connection ends.
+//!   first task on a region, withdrawn when the region is unregistered and
+//!   closed once the owner answers that it closed its import (`KeyClosed`:
+//!   CANN wants importers to close first), the connection ends, or
+//!   [`KEY_CLOSE_WAIT`] passed; unregister returns only after that.
 //! - [`Imports`]: the owner's imports of the peer's keys, per connection:
-//!   imported at the first copy, closed when the peer withdraws the key or
-//!   the connection ends.
+//!   imported at the first copy, closed when the peer withdraws the key
+//!   (once no copy runs through it; then `KeyClosed` answers) or the
+//!   connection ends.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use te_proto::link::{Link, LocalKey, SameHostCopy, MAX_LOCAL_MAPS};
 use te_proto::{status, Instant, Location, Result, Span};
@@ -22,10 +26,18 @@ use tracing::{debug, info, warn};
 
 use crate::devices::Devices;
 
+/// How long a withdrawn key stays exported waiting for the owner's
+/// `KeyClosed`: past it (a peer that never answers) the export is closed
+/// anyway, so that unregister ends.
+pub(crate) const KEY_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// The device regions this side announced to one peer, by region base.
 #[derive(Debug, Default)]
 pub(crate) struct Exports {
     by_base: HashMap<(Location, u64), LocalKey>,
+    /// Withdrawn keys whose export waits for the owner's `KeyClosed`, each
+    /// with the time it is closed regardless.
+    closing: Vec<(LocalKey, Instant)>,
     /// The last key id used on this link.
     last_id: u64,
 }
@@ -77,18 +89,82 @@ impl Exports {
     }
 
     /// Region `base` in `loc` is being unregistered: its key is withdrawn
-    /// from the peer and closed, so that the peer can no longer import it
-    /// and its copies through an import fail.
-    pub fn revoke(&mut self, loc: Location, base: u64, link: &mut Link, devices: &mut Devices) {
-        if let Some(k) = self.by_base.remove(&(loc, base)) {
+    /// from the peer, and closed once the peer closed its import (then the
+    /// peer can no longer import it and copies through an import fail).
+    /// True when there was a key (its withdrawal is to be sent).
+    pub fn revoke(
+        &mut self,
+        loc: Location,
+        base: u64,
+        link: &mut Link,
+        devices: &mut Devices,
+        now: Instant,
+    ) -> bool {
+        let Some(k) = self.by_base.remove(&(loc, base)) else {
+            return false;
+        };
+        link.same_host_mut().withdraw_local_key(k.id);
+        self.closing.push((k, now + KEY_CLOSE_WAIT));
+        self.reap(link, devices, now);
+        true
+    }
+
+    /// Withdraws every key (the engine is finalizing): each is closed once
+    /// the peer closed its import, as at unregister.
+    /// True when there was a key.
+    pub fn revoke_all(&mut self, link: &mut Link, devices: &mut Devices, now: Instant) -> bool {
+        let any = !self.by_base.is_empty();
+        for (_, k) in self.by_base.drain() {
             link.same_host_mut().withdraw_local_key(k.id);
-            close(&k, devices);
+            self.closing.push((k, now + KEY_CLOSE_WAIT));
         }
+        self.reap(link, devices, now);
+        any
+    }
+
+    /// Whether any withdrawn key waits for the peer.
+    pub fn any_closing(&self) -> bool {
+        !self.closing.is_empty()
+    }
+
+    /// Closes the withdrawn keys the peer has let go of (or that waited
+    /// [`KEY_CLOSE_WAIT`], or whose link is closed).
+    pub fn reap(&mut self, link: &Link, devices: &mut Devices, now: Instant) {
+        self.closing.retain(|(k, until)| {
+            let waiting = link.same_host().local_key_closing(k.id);
+            if waiting && now < *until {
+                return true;
+            }
+            if waiting {
+                warn!(
+                    "the peer did not answer the withdrawal of device buffer {:#x} within {KEY_CLOSE_WAIT:?}: its export is closed first",
+                    k.id
+                );
+            }
+            close(k, devices);
+            false
+        });
+    }
+
+    /// Whether the key of region `base` in `loc` is withdrawn and not
+    /// closed yet.
+    pub fn closing(&self, loc: Location, base: u64) -> bool {
+        self.closing
+            .iter()
+            .any(|(k, _)| (k.location, k.base) == (loc, base))
+    }
+
+    /// When the earliest withdrawn key is closed regardless.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.closing.iter().map(|&(_, until)| until).min()
     }
 
     /// The connection ended: every key is closed.
     pub fn close_all(&mut self, devices: &mut Devices) {
         for (_, k) in self.by_base.drain() {
+            close(&k, devices);
+        }
+        for (k, _) in self.closing.drain(..) {
             close(&k, devices);
         }
     }
@@ -181,8 +257,9 @@ impl Imports {
         })
     }
 
-    /// Closes the imports of buffers the peer no longer announces.
-    pub fn retain_announced(&mut self, link: &Link, devices: &mut Devices) {
+    /// Closes the imports of buffers the peer no longer announces, and
+    /// tells the peer of each withdrawn one that it may close its export.
+    pub fn retain_announced(&mut self, link: &mut Link, devices: &mut Devices) {
         let gone: Vec<u64> = self
             .by_id
             .values()
@@ -191,6 +268,12 @@ impl Imports {
             .collect();
         for id in gone {
             self.close(id, devices);
+        }
+        let withdrawn: Vec<u64> = link.same_host().peer_keys_withdrawn().collect();
+        for id in withdrawn {
+            if !self.by_id.contains_key(&id) {
+                link.same_host_mut().let_go_of_key(id);
+            }
         }
     }
 

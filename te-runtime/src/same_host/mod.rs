@@ -141,9 +141,11 @@ impl ConnShm {
         self.answered && (self.peer_verified || self.token.is_none() || self.refused.is_some())
     }
 
-    /// When the wait for the peer's challenge ends, while it lasts.
+    /// When the wait for the peer's challenge ends, while it lasts, or
+    /// a withdrawn key is closed without the peer's answer.
     pub fn deadline(&self) -> Option<Instant> {
-        self.expect.filter(|_| !self.done())
+        let challenge = self.expect.filter(|_| !self.done());
+        challenge.into_iter().chain(self.exports.deadline()).min()
     }
 
     /// Ends the wait for the peer's challenge once it has passed, so that
@@ -289,6 +291,7 @@ impl SameHost {
             }
         }
         st.maps.retain_announced(link);
+        st.exports.reap(link, devices, now);
         if st.started.is_empty() {
             // No copy runs through an import now: withdrawn ones can go.
             st.imports.retain_announced(link, devices);
