@@ -132,6 +132,7 @@ impl World {
                             end_due: false,
                             first_failure: None,
                             reported_error: None,
+                            held: false,
                         });
                     }
                     Err(e) => {
@@ -153,6 +154,8 @@ impl World {
                 reqs,
             } => self.submit(*b, *notify, *path, reqs),
             Op::Cancel(b, i) => self.cancel(*b, *i),
+            Op::Hold(b) => self.hold(*b),
+            Op::Release { b, fail } => self.release(*b, *fail),
             Op::Feed(s) => {
                 let s = self.seg(*s);
                 self.feed(s);
@@ -466,6 +469,55 @@ impl World {
             }
             (res, end, place) => fail(format!("cancel of {task} ({end:?}, {place:?}): {res:?}")),
         }
+    }
+
+    fn hold(&mut self, b: u8) {
+        let Some(id) = self.pick_batch(b) else { return };
+        let res = self.ep.hold(id);
+        match (self.model.batch(id), res) {
+            (Some(mb), Ok(())) => mb.held = true,
+            (None, Err(_)) => {}
+            (Some(_), Err(e)) => fail(format!("hold of live batch {id}: {e}")),
+            (None, Ok(())) => fail(format!("held stale batch {id}")),
+        }
+    }
+
+    fn release(&mut self, b: u8, failed: bool) {
+        let Some(id) = self.pick_batch(b) else { return };
+        let outcome = match failed {
+            true => Err(Status::new(ErrorCode::RuntimeError, "fence failed")),
+            false => Ok(()),
+        };
+        let res = self.ep.release(id, outcome);
+        let Some(mb) = self.model.batch(id) else {
+            if res.is_ok() {
+                fail(format!("released stale batch {id}"));
+            }
+            return;
+        };
+        if let Err(e) = res {
+            fail(format!("release of live batch {id}: {e}"));
+        }
+        let was_held = std::mem::take(&mut mb.held);
+        if !(was_held && failed) {
+            return;
+        }
+        let queued: Vec<TaskId> = mb
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.end.is_none() && matches!(t.place, Place::Queued(_)))
+            .map(|(i, _)| TaskId {
+                batch: id,
+                index: i as u32,
+            })
+            .collect();
+        self.model.scan(&self.ep);
+        self.expect_ended(
+            &queued,
+            TaskState::Failed(ErrorCode::RuntimeError),
+            "release with an error",
+        );
     }
 
     /// Every task of `ids` now ended in `state`.

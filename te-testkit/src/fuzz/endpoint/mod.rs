@@ -219,6 +219,61 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         Op::PollEvents,
     ]);
     sets.push(("seed-peer-unregister-garbage", 2, ops));
+    // A held batch waits while one behind it goes; released, it goes too;
+    // another held batch is released with an error, a third times out.
+    let mut ops = connect_all.to_vec();
+    ops.extend([
+        Op::Alloc(2),
+        Op::Alloc(2),
+        Op::Alloc(2),
+        Op::Hold(0),
+        Op::Hold(2),
+        Op::Submit {
+            b: 0,
+            notify: false,
+            path: 0,
+            reqs: vec![read(0, 64), write(1, 64)],
+        },
+        Op::Submit {
+            b: 1,
+            notify: false,
+            path: 0,
+            reqs: vec![read(0, 64)],
+        },
+        Op::Submit {
+            b: 2,
+            notify: true,
+            path: 0,
+            reqs: vec![read(1, 64)],
+        },
+        Op::Pump {
+            s: 0,
+            rounds: 3,
+            hold: false,
+        },
+        Op::Release { b: 0, fail: false },
+        Op::Pump {
+            s: 0,
+            rounds: 3,
+            hold: false,
+        },
+        Op::Release { b: 2, fail: true },
+        Op::Hold(1),
+        Op::Hold(0x80),
+        Op::PollEvents,
+        Op::Free(0),
+        Op::Alloc(2),
+        Op::Hold(2),
+        Op::Submit {
+            b: 2,
+            notify: false,
+            path: 0,
+            reqs: vec![read(0, 64)],
+        },
+        Op::Advance(200),
+        Op::PollEvents,
+    ]);
+    sets.push(("seed-hold-release", 2, ops));
     sets.into_iter()
         .map(|(name, n, ops)| (name.to_string(), encode(n, &ops)))
         .collect()

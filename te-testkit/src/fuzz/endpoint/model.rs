@@ -46,6 +46,8 @@ pub struct MBatch {
     pub first_failure: Option<Vec<ErrorCode>>,
     /// The first failure the endpoint reported, once seen.
     pub reported_error: Option<(ErrorCode, String)>,
+    /// Held: its queued tasks are not fed.
+    pub held: bool,
 }
 
 impl MBatch {
@@ -141,11 +143,19 @@ impl Model {
             .min()
     }
 
-    /// The first `n` queued tasks of segment `s` went to its link.
+    /// The first `n` queued tasks of segment `s` not held went to its link.
     pub fn fed(&mut self, s: u32, n: usize) {
         for _ in 0..n {
-            let Some(t) = self.queues[s as usize].pop_front() else {
-                fail(format!("segment {s} fed more tasks than it had queued"));
+            let held: Vec<BatchId> = self.batches.iter().filter(|b| b.held).map(|b| b.id).collect();
+            let q = &mut self.queues[s as usize];
+            let Some(t) = q
+                .iter()
+                .position(|t| !held.contains(&t.batch))
+                .and_then(|at| q.remove(at))
+            else {
+                fail(format!(
+                    "segment {s} fed more tasks than it had queued and not held"
+                ));
             };
             let Some(b) = self.batch(t.batch) else {
                 fail(format!("fed {t} of a batch not live"))

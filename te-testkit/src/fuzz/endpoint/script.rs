@@ -140,6 +140,16 @@ pub enum Op {
     SendNotes(u8),
     /// Drain and act on the endpoint's events.
     PollEvents,
+    /// Hold batch `b` (bit 7: a stale id).
+    Hold(u8),
+    /// Release batch `b`: its queued tasks go on, or end `RuntimeError`
+    /// with `fail`.
+    Release {
+        /// Which batch.
+        b: u8,
+        /// Release with an error.
+        fail: bool,
+    },
     /// The peer of segment `s` submits a task of its own to us.
     PeerSubmit {
         /// Segment.
@@ -154,7 +164,7 @@ pub enum Op {
 }
 
 /// Opcodes, in the order of [`Op`].
-const OPS: u8 = 24;
+const OPS: u8 = 26;
 
 /// Decodes the next op, `None` at the end of the input.
 pub fn next_op(inp: &mut Input<'_>) -> Option<Op> {
@@ -239,6 +249,14 @@ pub fn next_op(inp: &mut Input<'_>) -> Option<Op> {
                 len: inp.u16(),
             }
         }
+        23 => Op::Hold(inp.u8()),
+        24 => {
+            let b = inp.u8();
+            Op::Release {
+                b: b & 0x7f,
+                fail: b & 0x80 != 0,
+            }
+        }
         _ => Op::Cancel(inp.u8() | 0x80, inp.u8()),
     })
 }
@@ -294,6 +312,8 @@ pub fn encode(segments: u8, ops: &[Op]) -> Vec<u8> {
             Op::ReserveNote(s) => out.extend([19, *s]),
             Op::SendNotes(s) => out.extend([20, *s]),
             Op::PollEvents => out.push(21),
+            Op::Hold(b) => out.extend([23, *b]),
+            Op::Release { b, fail } => out.extend([24, (b & 0x7f) | if *fail { 0x80 } else { 0 }]),
             Op::PeerSubmit {
                 s,
                 write,
