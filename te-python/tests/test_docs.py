@@ -8,7 +8,7 @@ from pathlib import Path
 
 import te
 
-MODULES = ["te", "te._errors", "te.compat", "te.compat.datasystem", "te.compat.mooncake", "te.replay", "te.bench"]
+MODULES = ["te", "te._errors", "te.compat", "te.compat.datasystem", "te.compat.mooncake", "te.compat.memfabric", "te.replay", "te.bench"]
 
 
 def public(obj):

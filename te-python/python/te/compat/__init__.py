@@ -1,1 +1,1 @@
-"""Drop-in compatible modules: `te.compat.datasystem`, `te.compat.mooncake`."""
+"""Drop-in compatible modules: `te.compat.datasystem`, `te.compat.mooncake`, `te.compat.memfabric`."""
