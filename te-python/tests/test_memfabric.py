@@ -9,27 +9,14 @@ import subprocess
 import sys
 
 from conftest import free_port
-from test_datasystem import fake_acl
+from test_datasystem import FAKE_NPU, fake_acl
 
 CHILD = r'''
 import ctypes, os, sys
 from te.compat.memfabric import TransferEngine
+from app_acl import D2H, H2D, held_stream, load, ok, vp
 
-acl = ctypes.CDLL(os.environ["TE_ACL_LIBRARY"])
-vp, sz = ctypes.c_void_p, ctypes.c_size_t
-acl.aclrtSetDevice.argtypes = [ctypes.c_int32]
-acl.aclrtMalloc.argtypes = [ctypes.POINTER(vp), sz, ctypes.c_int]
-acl.aclrtMemcpy.argtypes = [vp, sz, vp, sz, ctypes.c_int]
-acl.aclrtCreateStream.argtypes = [ctypes.POINTER(vp)]
-acl.aclrtSynchronizeStream.argtypes = [vp]
-acl.aclrtMemcpyAsync.argtypes = [vp, sz, vp, sz, ctypes.c_int, vp]
-acl.aclrtCreateNotify.argtypes = [ctypes.POINTER(vp), ctypes.c_uint64]
-acl.aclrtWaitAndResetNotify.argtypes = [vp, vp, ctypes.c_uint32]
-acl.aclrtRecordNotify.argtypes = [vp, vp]
-H2D, D2H = 1, 2
-
-def ok(rc, what):
-    assert rc == 0, f"{what}: ACL error {rc}"
+acl = load()
 
 decode_id, prefill_id = sys.argv[1], sys.argv[2]
 store = "tcp://127.0.0.1:1"
@@ -52,11 +39,7 @@ assert decode.register_memory(dst.value, n) == 0
 # The blocks a kernel produces on the stream, held until the test opens it.
 ahead = bytes((i * 5 + 1) & 0xFF for i in range(n))
 behind = bytes(n)
-s, other, gate = vp(), vp(), vp()
-ok(acl.aclrtCreateStream(ctypes.byref(s)), "aclrtCreateStream")
-ok(acl.aclrtCreateStream(ctypes.byref(other)), "aclrtCreateStream")
-ok(acl.aclrtCreateNotify(ctypes.byref(gate), 0), "aclrtCreateNotify")
-ok(acl.aclrtWaitAndResetNotify(gate, s, 60), "aclrtWaitAndResetNotify")
+s, other, gate = held_stream(acl)
 ok(acl.aclrtMemcpyAsync(src, n, ahead, n, H2D, s), "aclrtMemcpyAsync")
 
 srcs = [src.value + i * block for i in range(n // block)]
@@ -95,7 +78,8 @@ print("pushed")
 
 
 def test_a_prefill_engine_pushes_kv_blocks_ordered_on_its_stream_as_memfabric_code_does(tmp_path):
-    env = dict(os.environ, TE_ACL_LIBRARY=fake_acl(), TE_FAKE_ACL_SHM_DIR=str(tmp_path))
+    env = dict(os.environ, TE_ACL_LIBRARY=fake_acl(), TE_FAKE_ACL_SHM_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(FAKE_NPU), os.environ.get("PYTHONPATH", "")]))
     ids = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     done = subprocess.run([sys.executable, "-c", CHILD, *ids], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -10,24 +10,14 @@ import os
 import subprocess
 import sys
 
-from test_datasystem import fake_acl
+from test_datasystem import FAKE_NPU, fake_acl
 
 CHILD = r'''
-import ctypes, os
+import ctypes
 import te
+from app_acl import D2H, held_stream, load, ok, vp
 
-acl = ctypes.CDLL(os.environ["TE_ACL_LIBRARY"])
-vp, sz = ctypes.c_void_p, ctypes.c_size_t
-acl.aclrtSetDevice.argtypes = [ctypes.c_int32]
-acl.aclrtCreateStream.argtypes = [ctypes.POINTER(vp)]
-acl.aclrtSynchronizeStream.argtypes = [vp]
-acl.aclrtMemcpyAsync.argtypes = [vp, sz, vp, sz, ctypes.c_int, vp]
-acl.aclrtCreateNotify.argtypes = [ctypes.POINTER(vp), ctypes.c_uint64]
-acl.aclrtWaitAndResetNotify.argtypes = [vp, vp, ctypes.c_uint32]
-acl.aclrtRecordNotify.argtypes = [vp, vp]
-
-def ok(rc, what):
-    assert rc == 0, f"{what}: ACL error {rc}"
+acl = load()
 
 n = 1 << 20
 with te.Engine(location="cpu") as target, te.Engine(location="npu:0", path="tcp") as initiator:
@@ -38,16 +28,12 @@ with te.Engine(location="cpu") as target, te.Engine(location="npu:0", path="tcp"
     seg = initiator.open_segment(target.segment_name)
 
     ok(acl.aclrtSetDevice(0), "aclrtSetDevice")
-    s, other, gate = vp(), vp(), vp()
-    ok(acl.aclrtCreateStream(ctypes.byref(s)), "aclrtCreateStream")
-    ok(acl.aclrtCreateStream(ctypes.byref(other)), "aclrtCreateStream")
-    ok(acl.aclrtCreateNotify(ctypes.byref(gate), 0), "aclrtCreateNotify")
-    ok(acl.aclrtWaitAndResetNotify(gate, s, 60), "aclrtWaitAndResetNotify")
+    s, other, gate = held_stream(acl)
 
     b = initiator.allocate_batch(1)
     initiator.submit_on_stream(b, [("read", local.addr, seg, remote.addr, n)], s.value)
     seen = ctypes.create_string_buffer(n)
-    ok(acl.aclrtMemcpyAsync(seen, n, vp(local.addr), n, 2, s), "aclrtMemcpyAsync")
+    ok(acl.aclrtMemcpyAsync(seen, n, vp(local.addr), n, D2H, s), "aclrtMemcpyAsync")
     assert initiator.batch_status(b).state == "pending", "the read waits for the stream"
     ok(acl.aclrtRecordNotify(gate, other), "aclrtRecordNotify")
     ok(acl.aclrtSynchronizeStream(s), "aclrtSynchronizeStream")
@@ -65,7 +51,8 @@ print("ordered")
 
 
 def test_a_read_ordered_on_the_applications_stream_waits_for_it_and_holds_it(tmp_path):
-    env = dict(os.environ, TE_ACL_LIBRARY=fake_acl(), TE_FAKE_ACL_SHM_DIR=str(tmp_path))
+    env = dict(os.environ, TE_ACL_LIBRARY=fake_acl(), TE_FAKE_ACL_SHM_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(FAKE_NPU), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ordered\n"

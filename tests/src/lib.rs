@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use te_runtime::{BatchId, Engine, EngineConfig, ErrorCode, Op, Path, Request, SegmentId, Status, TaskState};
 
+pub mod acl;
 pub mod gate;
 pub mod impair;
 pub mod netns;

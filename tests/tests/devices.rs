@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use te_fake_acl::Control;
 use te_proto::driver::DeviceDriver;
-use te_runtime::ascend::AscendConfig;
 use te_runtime::sim::{Faults, SimConfig};
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, TaskState,
 };
+use te_tests::acl::{config_on_fake, fake_acl};
 use te_tests::fill_fast;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,25 +25,7 @@ fn engine_at(location: Location) -> Engine {
 /// connection buffers (npu memory over the same-host path is
 /// tests/npu_same_host.rs).
 fn config_at(location: Location) -> EngineConfig {
-    EngineConfig {
-        location,
-        path: Path::Tcp,
-        ascend: AscendConfig {
-            library: te_fake_acl::library_path(),
-            ..AscendConfig::default()
-        },
-        ..EngineConfig::default()
-    }
-}
-
-/// The fake ACL's faults and counters are process-wide: tests that use
-/// them run one at a time.
-fn fake_acl() -> (std::sync::MutexGuard<'static, ()>, &'static Control) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Control::get().expect("the fake libascendcl.so is built next to this test");
-    c.reset();
-    (g, c)
+    config_on_fake(location, Path::Tcp)
 }
 
 fn device(loc: Location) -> u16 {

@@ -16,11 +16,8 @@
 
 use std::time::Duration;
 
-use te_fake_acl::Control;
-use te_runtime::ascend::AscendConfig;
-use te_runtime::{
-    Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, Status, TaskState,
-};
+use te_runtime::{Engine, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, Status, TaskState};
+use te_tests::acl::{config_on_fake, fake_acl, fake_path};
 use te_tests::proc::PeerProcess;
 use te_tests::transfer;
 
@@ -28,34 +25,9 @@ const PEER: &str = env!("CARGO_BIN_EXE_te-peer");
 const WAIT: Duration = Duration::from_secs(60);
 const LEN: u64 = 4 << 20;
 
-/// The fake's faults and counters are process-wide: one test at a time.
-fn fake_acl() -> (std::sync::MutexGuard<'static, ()>, &'static Control) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Control::get().expect("the fake libascendcl.so is built next to this test");
-    c.reset();
-    (g, c)
-}
-
-fn fake_path() -> String {
-    te_fake_acl::library_path()
-        .expect("the fake libascendcl.so is built")
-        .display()
-        .to_string()
-}
-
 /// The initiating engine in `location`, on the fake ACL.
 fn engine(location: Location, path: Path) -> Engine {
-    Engine::start(EngineConfig {
-        location,
-        path,
-        ascend: AscendConfig {
-            library: te_fake_acl::library_path(),
-            ..AscendConfig::default()
-        },
-        ..EngineConfig::default()
-    })
-    .expect("engine starts")
+    Engine::start(config_on_fake(location, path)).expect("engine starts")
 }
 
 /// An owner process with a region of `LEN` bytes in `location` filled with

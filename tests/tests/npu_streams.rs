@@ -20,11 +20,8 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 use std::time::Duration;
 
-use te_fake_acl::Control;
-use te_runtime::ascend::AscendConfig;
-use te_runtime::{
-    Engine, EngineConfig, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, StreamHandle, TaskState,
-};
+use te_runtime::{Engine, ErrorCode, Location, Op, Path, Perm, Request, SegmentId, StreamHandle, TaskState};
+use te_tests::acl::{config_on_fake, fake_acl, fake_path};
 use te_tests::proc::PeerProcess;
 use te_tests::transfer;
 
@@ -172,30 +169,12 @@ impl App {
     }
 }
 
-/// The fake's faults are process-wide: one test at a time.
-fn fake_acl() -> (std::sync::MutexGuard<'static, ()>, &'static Control) {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Control::get().expect("the fake libascendcl.so is built next to this test");
-    c.reset();
-    (g, c)
-}
-
 fn engine(location: Location, path: Path) -> Engine {
-    Engine::start(EngineConfig {
-        location,
-        path,
-        ascend: AscendConfig {
-            library: te_fake_acl::library_path(),
-            ..AscendConfig::default()
-        },
-        ..EngineConfig::default()
-    })
-    .expect("engine starts")
+    Engine::start(config_on_fake(location, path)).expect("engine starts")
 }
 
 fn owner(perm: &str) -> PeerProcess {
-    let acl = te_fake_acl::library_path().expect("built").display().to_string();
+    let acl = fake_path();
     let args = ["--location", "npu:0", "--acl", acl.as_str(), "--perm", perm];
     PeerProcess::spawn_with_env(PEER, "127.0.0.1:0", LEN, 7, &args, &[])
 }

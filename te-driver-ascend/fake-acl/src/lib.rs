@@ -159,7 +159,7 @@ use std::time::Duration;
 
 use codes::*;
 use fault::Fired;
-use state::{is_device_addr, state};
+use state::{is_device_addr, state, State};
 use stream::{EvStatus, Event, Loc, Notify, Stream, Task};
 
 /// `aclrtStream`, `aclrtEvent`: opaque handles.
@@ -197,6 +197,67 @@ unsafe fn put<T>(p: *mut T, v: T) -> Result<(), i32> {
     // SAFETY: non-null, and the caller guarantees validity for writes (ACL out-parameter contract).
     unsafe { p.write(v) };
     Ok(())
+}
+
+/// `call` creating an object of the calling thread's device: `add` registers it (or refuses
+/// the arguments), and its handle goes to `out`.
+///
+/// # Safety
+/// `out` is null or valid for a write.
+unsafe fn create(
+    call: &str,
+    out: *mut Handle,
+    add: impl FnOnce(&mut State) -> Result<usize, i32>,
+) -> AclError {
+    ret((|| {
+        enter(call)?;
+        if out.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        let mut st = state();
+        st.cur_dev()?;
+        let h = add(&mut st)?;
+        // SAFETY: out parameter, caller contract.
+        unsafe { put(out, h as *mut c_void) }
+    })())
+}
+
+/// `call` queuing on `stream` the task `task` makes of the object behind `obj` (an event or a
+/// notify of the calling thread's device; `None`: nothing to queue).
+fn queue(
+    call: &str,
+    obj: Handle,
+    stream: Handle,
+    task: impl FnOnce(&mut State, usize) -> Result<Option<Task>, i32>,
+) -> AclError {
+    ret((|| {
+        enter(call)?;
+        if obj.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        let mut st = state();
+        st.cur_dev()?;
+        let t = task(&mut st, obj as usize)?;
+        let s = st.stream(stream as usize)?;
+        drop(st);
+        if let Some(t) = t {
+            s.push(t);
+        }
+        Ok(())
+    })())
+}
+
+/// `call` destroying the object behind `h`, which `take` unregisters (false: unknown).
+fn destroy(call: &str, h: Handle, take: impl FnOnce(&mut State, usize) -> bool) -> AclError {
+    ret((|| {
+        enter(call)?;
+        if h.is_null() {
+            return Err(ACL_ERROR_INVALID_PARAM);
+        }
+        take(&mut state(), h as usize)
+            .then_some(())
+            .ok_or(ACL_ERROR_RT_PARAM_INVALID)
+    })())
 }
 
 /// Reads a NUL-terminated C string.
@@ -848,17 +909,12 @@ pub unsafe extern "C" fn aclrtSynchronizeStreamWithTimeout(stream: Handle, timeo
 /// `event` is null or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtCreateEvent(event: *mut Handle) -> AclError {
-    ret((|| {
-        enter("aclrtCreateEvent")?;
-        if event.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let h = st.add_event(Arc::new(Event::default()));
-        // SAFETY: out parameter, caller contract.
-        unsafe { put(event, h as *mut c_void) }
-    })())
+    // SAFETY: forwarded out-parameter contract.
+    unsafe {
+        create("aclrtCreateEvent", event, |st| {
+            Ok(st.add_event(Arc::new(Event::default())))
+        })
+    }
 }
 
 /// `aclError aclrtDestroyEvent(aclrtEvent event)`.
@@ -867,16 +923,7 @@ pub unsafe extern "C" fn aclrtCreateEvent(event: *mut Handle) -> AclError {
 /// The handle is not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtDestroyEvent(event: Handle) -> AclError {
-    ret((|| {
-        enter("aclrtDestroyEvent")?;
-        if event.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        state()
-            .take_event(event as usize)
-            .map(drop)
-            .ok_or(ACL_ERROR_RT_PARAM_INVALID)
-    })())
+    destroy("aclrtDestroyEvent", event, |st, h| st.take_event(h).is_some())
 }
 
 /// `aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)`: queues a marker that
@@ -886,20 +933,11 @@ pub unsafe extern "C" fn aclrtDestroyEvent(event: Handle) -> AclError {
 /// Handles are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtRecordEvent(event: Handle, stream: Handle) -> AclError {
-    ret((|| {
-        enter("aclrtRecordEvent")?;
-        if event.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let ev = st.event(event as usize)?;
-        let s = st.stream(stream as usize)?;
-        drop(st);
+    queue("aclrtRecordEvent", event, stream, |st, h| {
+        let ev = st.event(h)?;
         let gen = ev.record();
-        s.push(Task::Record { ev, gen });
-        Ok(())
-    })())
+        Ok(Some(Task::Record { ev, gen }))
+    })
 }
 
 fn query(call: &str, event: Handle, status: *mut i32) -> Result<EvStatus, i32> {
@@ -968,22 +1006,11 @@ pub unsafe extern "C" fn aclrtSynchronizeEvent(event: Handle) -> AclError {
 /// Handles are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtStreamWaitEvent(stream: Handle, event: Handle) -> AclError {
-    ret((|| {
-        enter("aclrtStreamWaitEvent")?;
-        if event.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let ev = st.event(event as usize)?;
-        let s = st.stream(stream as usize)?;
-        drop(st);
+    queue("aclrtStreamWaitEvent", event, stream, |st, h| {
+        let ev = st.event(h)?;
         let gen = ev.current();
-        if gen > 0 {
-            s.push(Task::Wait { ev, gen });
-        }
-        Ok(())
-    })())
+        Ok((gen > 0).then_some(Task::Wait { ev, gen }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,17 +1026,15 @@ const ACL_NOTIFY_DEVICE_USE_ONLY: u64 = 1;
 /// `notify` is null or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtCreateNotify(notify: *mut Handle, flag: u64) -> AclError {
-    ret((|| {
-        enter("aclrtCreateNotify")?;
-        if notify.is_null() || flag & !ACL_NOTIFY_DEVICE_USE_ONLY != 0 {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let h = st.add_notify(Arc::new(Notify::default()));
-        // SAFETY: out parameter, caller contract.
-        unsafe { put(notify, h as *mut c_void) }
-    })())
+    // SAFETY: forwarded out-parameter contract.
+    unsafe {
+        create("aclrtCreateNotify", notify, |st| {
+            match flag & !ACL_NOTIFY_DEVICE_USE_ONLY {
+                0 => Ok(st.add_notify(Arc::new(Notify::default()))),
+                _ => Err(ACL_ERROR_INVALID_PARAM),
+            }
+        })
+    }
 }
 
 /// `aclError aclrtDestroyNotify(aclrtNotify notify)`. A stream already waiting for it keeps
@@ -1019,16 +1044,7 @@ pub unsafe extern "C" fn aclrtCreateNotify(notify: *mut Handle, flag: u64) -> Ac
 /// The handle is not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtDestroyNotify(notify: Handle) -> AclError {
-    ret((|| {
-        enter("aclrtDestroyNotify")?;
-        if notify.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        state()
-            .take_notify(notify as usize)
-            .map(drop)
-            .ok_or(ACL_ERROR_RT_PARAM_INVALID)
-    })())
+    destroy("aclrtDestroyNotify", notify, |st, h| st.take_notify(h).is_some())
 }
 
 /// `aclError aclrtRecordNotify(aclrtNotify notify, aclrtStream stream)`: queues the setting of
@@ -1038,19 +1054,9 @@ pub unsafe extern "C" fn aclrtDestroyNotify(notify: Handle) -> AclError {
 /// Handles are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtRecordNotify(notify: Handle, stream: Handle) -> AclError {
-    ret((|| {
-        enter("aclrtRecordNotify")?;
-        if notify.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let n = st.notify(notify as usize)?;
-        let s = st.stream(stream as usize)?;
-        drop(st);
-        s.push(Task::RecordNotify(n));
-        Ok(())
-    })())
+    queue("aclrtRecordNotify", notify, stream, |st, h| {
+        Ok(Some(Task::RecordNotify(st.notify(h)?)))
+    })
 }
 
 /// `aclError aclrtWaitAndResetNotify(aclrtNotify notify, aclrtStream stream, uint32_t
@@ -1062,20 +1068,13 @@ pub unsafe extern "C" fn aclrtRecordNotify(notify: Handle, stream: Handle) -> Ac
 /// Handles are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtWaitAndResetNotify(notify: Handle, stream: Handle, timeout: u32) -> AclError {
-    ret((|| {
-        enter("aclrtWaitAndResetNotify")?;
-        if notify.is_null() {
-            return Err(ACL_ERROR_INVALID_PARAM);
-        }
-        let mut st = state();
-        st.cur_dev()?;
-        let n = st.notify(notify as usize)?;
-        let s = st.stream(stream as usize)?;
-        drop(st);
-        let timeout = (timeout > 0).then(|| Duration::from_secs(u64::from(timeout)));
-        s.push(Task::WaitNotify { notify: n, timeout });
-        Ok(())
-    })())
+    let timeout = (timeout > 0).then(|| Duration::from_secs(u64::from(timeout)));
+    queue("aclrtWaitAndResetNotify", notify, stream, |st, h| {
+        Ok(Some(Task::WaitNotify {
+            notify: st.notify(h)?,
+            timeout,
+        }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -164,6 +164,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits on `cv` while `busy` holds, for at most `timeout` (`None`: forever); past it the
+/// error is `code`.
+fn wait_while<'a, T>(
+    cv: &Condvar,
+    mut guard: MutexGuard<'a, T>,
+    timeout: Option<Duration>,
+    code: i32,
+    busy: impl Fn(&T) -> bool,
+) -> Result<MutexGuard<'a, T>, i32> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    while busy(&guard) {
+        guard = match deadline {
+            None => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(code);
+                }
+                cv.wait_timeout(guard, d - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+    }
+    Ok(guard)
+}
+
 impl Stream {
     /// Creates a stream and starts its worker.
     pub fn start() -> Result<Arc<Stream>, i32> {
@@ -241,23 +268,10 @@ impl Stream {
     /// Waits until every task submitted so far ran; `None` = forever. Returns the sticky error
     /// (and clears it), or `ACL_ERROR_RT_STREAM_SYNC_TIMEOUT`.
     pub fn sync(&self, timeout: Option<Duration>) -> Result<(), i32> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut q = lock(&self.q);
-        while !q.tasks.is_empty() || q.busy {
-            q = match deadline {
-                None => self.cv.wait(q).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(ACL_ERROR_RT_STREAM_SYNC_TIMEOUT);
-                    }
-                    self.cv
-                        .wait_timeout(q, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
+        let q = lock(&self.q);
+        let mut q = wait_while(&self.cv, q, timeout, ACL_ERROR_RT_STREAM_SYNC_TIMEOUT, |q| {
+            !q.tasks.is_empty() || q.busy
+        })?;
         match std::mem::take(&mut q.sticky) {
             0 => Ok(()),
             e => Err(e),
@@ -370,23 +384,8 @@ impl Notify {
     }
 
     fn wait_and_reset(&self, timeout: Option<Duration>) -> Result<(), i32> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut set = lock(&self.set);
-        while !*set {
-            set = match deadline {
-                None => self.cv.wait(set).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(ACL_ERROR_RT_WAIT_TIMEOUT);
-                    }
-                    self.cv
-                        .wait_timeout(set, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
+        let set = lock(&self.set);
+        let mut set = wait_while(&self.cv, set, timeout, ACL_ERROR_RT_WAIT_TIMEOUT, |set| !*set)?;
         *set = false;
         Ok(())
     }
