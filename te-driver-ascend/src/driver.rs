@@ -477,6 +477,22 @@ impl AscendDriver {
 
     /// An optional function of ACL, or `NotSupported` naming it, the
     /// library that lacks it and what is missing without it.
+    /// Records `notify` on the driver's stream of `dev`: the caller's
+    /// stream waiting for it goes on.
+    fn record_notify(&mut self, dev: DeviceIndex, notify: Handle) -> Result<()> {
+        let record = self.optional(
+            self.api().aclrtRecordNotify,
+            "aclrtRecordNotify",
+            "no stream-ordered transfers",
+        )?;
+        self.bind(dev)?;
+        let ours = self.stream(dev)?;
+        // SAFETY: the notify and the stream are this driver's.
+        check("aclrtRecordNotify", Some(dev), unsafe {
+            record(notify.0, ours.0)
+        })
+    }
+
     fn optional<F>(&self, f: Option<F>, name: &str, without: &str) -> Result<F> {
         f.ok_or_else(|| {
             status!(
@@ -487,40 +503,39 @@ impl AscendDriver {
         })
     }
 
-    /// Destroys the notifies of released fences whose record has run, and
-    /// puts the events behind them back for reuse.
+    /// Destroys what retiring fences held once their caller's stream has
+    /// run past it; the events whose stream ran cleanly go back for reuse.
     fn retire_fences(&mut self) {
-        let Some(destroy) = self.api().aclrtDestroyNotify else {
-            return;
-        };
         let mut i = 0;
         while i < self.fences.retiring.len() {
-            let r = &self.fences.retiring[i];
-            let (dev, notify, done) = (r.dev, r.notify, r.done);
-            let Some(done) = done else {
+            let (dev, until) = (self.fences.retiring[i].dev, self.fences.retiring[i].until);
+            let passed = self.bind(dev).ok().and_then(|()| {
+                let mut state: c_int = EVENT_RECORDED_NOT_READY;
+                // SAFETY: the event is this driver's; writes one enum value.
+                let rc = unsafe { (self.api().aclrtQueryEventStatus)(until.0, &mut state) };
+                (rc != ACL_SUCCESS || state == EVENT_RECORDED_COMPLETE).then_some(rc == ACL_SUCCESS)
+            });
+            let Some(clean) = passed else {
                 i += 1;
                 continue;
             };
-            if self.bind(dev).is_err() {
-                i += 1;
-                continue;
-            }
-            let mut state: c_int = EVENT_RECORDED_NOT_READY;
-            // SAFETY: the event is this driver's; writes one enum value.
-            let rc = unsafe { (self.api().aclrtQueryEventStatus)(done.0, &mut state) };
-            if rc == ACL_SUCCESS && state != EVENT_RECORDED_COMPLETE {
-                i += 1;
-                continue;
-            }
-            self.fences.retiring.swap_remove(i);
-            // SAFETY: the notify is this driver's, and its record (which
-            // released the only stream waiting for it) has run.
-            let _ = unsafe { destroy(notify.0) };
-            if rc == ACL_SUCCESS {
-                self.idle_events.entry(dev).or_default().push(done);
+            let r = self.fences.retiring.swap_remove(i);
+            self.destroy_fence(r, clean);
+        }
+    }
+
+    /// Destroys a fence's handles, which no stream names any more; with
+    /// `clean` (its stream ran without error) its events are reused.
+    fn destroy_fence(&mut self, r: Retiring, clean: bool) {
+        if let (Some(n), Some(destroy)) = (r.notify, self.api().aclrtDestroyNotify) {
+            // SAFETY: the notify is this driver's and its wait has run.
+            let _ = unsafe { destroy(n.0) };
+        }
+        for e in r.events.into_iter().chain([r.until]) {
+            if clean {
+                self.idle_events.entry(r.dev).or_default().push(e);
             } else {
-                let _ = self.drain(dev);
-                self.destroy_event(done);
+                self.destroy_event(e);
             }
         }
     }
@@ -844,21 +859,35 @@ impl DeviceDriver for AscendDriver {
         self.retire_fences();
         self.bind(dev)?;
         let caller = stream.0 as usize as *mut c_void;
+        let record_on_caller = |driver: &Self, e: Handle, what: &str| {
+            // SAFETY: the event is this driver's; the stream is the
+            // caller's handle, which ACL checks (an unknown one is an error).
+            check(what, Some(dev), unsafe {
+                (driver.api().aclrtRecordEvent)(e.0, caller)
+            })
+        };
         let start = self.event(dev)?;
-        // SAFETY: the event is this driver's; the stream is the caller's
-        // handle, which ACL checks (an unknown one is an error code).
-        let recorded = check("aclrtRecordEvent (the caller's stream)", Some(dev), unsafe {
-            (api.aclrtRecordEvent)(start.0, caller)
-        });
+        if let Err(e) = record_on_caller(self, start, "aclrtRecordEvent (the caller's stream)") {
+            self.destroy_event(start);
+            return Err(e);
+        }
+        // From here the caller's stream names `start`: it goes only once
+        // the stream has reached it.
+        let retire = |driver: &mut Self, until: Handle, events: Vec<Handle>, notify: Option<Handle>| {
+            driver.fences.retiring.push(Retiring {
+                dev,
+                until,
+                events,
+                notify,
+            });
+        };
         let mut notify = std::ptr::null_mut();
         // SAFETY: writes one handle through its pointer.
-        let created = recorded.and_then(|()| {
-            check("aclrtCreateNotify", Some(dev), unsafe {
-                create(&mut notify, fence::NOTIFY_DEFAULT)
-            })
+        let created = check("aclrtCreateNotify", Some(dev), unsafe {
+            create(&mut notify, fence::NOTIFY_DEFAULT)
         });
         if let Err(e) = created {
-            self.destroy_event(start);
+            retire(self, start, Vec::new(), None);
             return Err(e);
         }
         // SAFETY: the notify is this driver's, the stream the caller's.
@@ -868,15 +897,36 @@ impl DeviceDriver for AscendDriver {
             unsafe { wait(notify, caller, fence::wait_secs(timeout)) },
         );
         if let Err(e) = waiting {
-            // SAFETY: the notify is this driver's and nothing waits for it.
+            // SAFETY: the notify is this driver's and no stream waits for it.
             let _ = unsafe { destroy(notify) };
-            self.destroy_event(start);
+            retire(self, start, Vec::new(), None);
             return Err(e);
         }
+        let notify = Handle(notify);
+        let passed = self.event(dev).and_then(|p| {
+            match record_on_caller(self, p, "aclrtRecordEvent (the caller's stream)") {
+                Ok(()) => Ok(p),
+                Err(e) => {
+                    self.destroy_event(p);
+                    Err(e)
+                }
+            }
+        });
+        let passed = match passed {
+            Ok(p) => p,
+            Err(e) => {
+                // The wait is queued and nothing would tell when the stream
+                // passed it: release it now, and leave the notify alive.
+                let _ = self.record_notify(dev, notify);
+                retire(self, start, Vec::new(), None);
+                return Err(status!(=e.code(), "{} (the fence's notify is left alive)", e.message()));
+            }
+        };
         Ok(self.fences.insert(Fence {
             dev,
             start,
-            notify: Handle(notify),
+            notify,
+            passed,
             started: false,
         }))
     }
@@ -917,47 +967,14 @@ impl DeviceDriver for AscendDriver {
         let Some(f) = self.fences.live.remove(&id.0) else {
             return Err(status!(NotFound, "npu: no fence {} set", id.0));
         };
-        // The start event is the driver's again (the caller's stream may
-        // still have to reach it when the transfer failed early).
-        let started = f.started;
-        let dev = f.dev;
-        let mut result = self.bind(dev);
-        if result.is_ok() {
-            if started {
-                self.idle_events.entry(dev).or_default().push(f.start);
-            } else {
-                self.destroy_event(f.start);
-            }
-        }
-        let record = self.api().aclrtRecordNotify;
-        let mut done = None;
-        if let (Ok(()), Some(record)) = (&result, record) {
-            result = self.stream(dev).and_then(|ours| {
-                // SAFETY: the notify and the stream are this driver's.
-                check("aclrtRecordNotify", Some(dev), unsafe {
-                    record(f.notify.0, ours.0)
-                })?;
-                let behind = self.event(dev)?;
-                // SAFETY: the event and the stream are this driver's.
-                let queued = check("aclrtRecordEvent", Some(dev), unsafe {
-                    (self.api().aclrtRecordEvent)(behind.0, ours.0)
-                });
-                match queued {
-                    Ok(()) => done = Some(behind),
-                    Err(e) => {
-                        self.destroy_event(behind);
-                        // The record is queued: the notify goes when the
-                        // stream is drained at drop.
-                        return Err(e);
-                    }
-                }
-                Ok(())
-            });
-        }
+        let result = self.record_notify(f.dev, f.notify);
+        // Whether or not the record was queued (without it the caller's
+        // wait ends at its timeout), everything goes once the stream passed.
         self.fences.retiring.push(Retiring {
-            dev,
-            notify: f.notify,
-            done,
+            dev: f.dev,
+            until: f.passed,
+            events: vec![f.start],
+            notify: Some(f.notify),
         });
         self.retire_fences();
         result
@@ -1098,6 +1115,15 @@ impl Drop for AscendDriver {
         for dev in &devs {
             let _ = self.drain(*dev);
         }
+        // The callers' streams, released, pass their fences soon; what one
+        // has not passed within FENCE_DROP_WAIT stays alive (a handle
+        // destroyed under a stream that still names it is worse than a leak).
+        let until = std::time::Instant::now() + fence::FENCE_DROP_WAIT;
+        self.retire_fences();
+        while !self.fences.retiring.is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.retire_fences();
+        }
         let events: Vec<(DeviceIndex, Handle)> = self
             .copies
             .drain()
@@ -1111,18 +1137,6 @@ impl Drop for AscendDriver {
         for (dev, e) in events {
             if self.bind(dev).is_ok() {
                 self.destroy_event(e);
-            }
-        }
-        if let Some(destroy) = self.api().aclrtDestroyNotify {
-            for r in std::mem::take(&mut self.fences.retiring) {
-                if self.bind(r.dev).is_ok() {
-                    // SAFETY: the notify is this driver's; the streams that
-                    // record it are drained.
-                    let _ = unsafe { destroy(r.notify.0) };
-                    if let Some(e) = r.done {
-                        self.destroy_event(e);
-                    }
-                }
             }
         }
         // Imports before exports: CANN wants importers to close first.

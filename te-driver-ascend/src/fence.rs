@@ -18,9 +18,11 @@
 //! behind at submission time. A notify wait queued first holds the stream
 //! until the record, which is what "the stream waits for the transfer" is.
 //!
-//! A released notify is destroyed only after its record has run on the
-//! driver stream (an event recorded behind it tells), never under a
-//! stream that still waits for it.
+//! A third event, recorded on the caller's stream right behind the wait,
+//! tells when the stream has passed the fence: only then are the fence's
+//! events and notify destroyed (never while a task of the caller's stream
+//! still names them, whenever the transfer ended). One that has not passed
+//! when the driver is dropped is left alive rather than destroyed.
 //!
 //! [`DeviceDriver::poll_fence`]: te_proto::driver::DeviceDriver::poll_fence
 //! [`DeviceDriver::release_fence`]: te_proto::driver::DeviceDriver::release_fence
@@ -31,6 +33,10 @@ use std::time::Duration;
 use te_proto::driver::{DeviceIndex, FenceId};
 
 use crate::driver::Handle;
+
+/// How long a dropped driver waits for callers' streams to pass their
+/// released fences before it leaves their handles alive.
+pub(crate) const FENCE_DROP_WAIT: Duration = Duration::from_secs(1);
 
 /// `ACL_NOTIFY_DEFAULT`: a notify the host records and waits on.
 pub(crate) const NOTIFY_DEFAULT: u64 = 0;
@@ -43,19 +49,24 @@ pub(crate) struct Fence {
     pub start: Handle,
     /// Waited for on the caller's stream: the end.
     pub notify: Handle,
+    /// Recorded on the caller's stream behind the wait: the stream passed.
+    pub passed: Handle,
     /// The start was seen complete (its event is no longer asked).
     pub started: bool,
 }
 
-/// A released fence whose notify record is queued on a driver stream.
+/// Handles the caller's stream may still name, kept until it has run
+/// past them.
 pub(crate) struct Retiring {
-    /// The device of that driver stream.
+    /// The device of that stream.
     pub dev: DeviceIndex,
-    /// The notify, destroyed once `done` completed.
-    pub notify: Handle,
-    /// Recorded behind the notify's record; `None` when the record itself
-    /// could not be queued (then the notify lives until the driver drops).
-    pub done: Option<Handle>,
+    /// The last of them on the stream: complete (or failed) once the
+    /// stream is past all of them.
+    pub until: Handle,
+    /// Events recorded on the stream before `until`.
+    pub events: Vec<Handle>,
+    /// The fence's notify, if it got one.
+    pub notify: Option<Handle>,
 }
 
 /// The fences of one driver.

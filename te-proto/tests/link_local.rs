@@ -670,6 +670,58 @@ fn copies_of_announced_device_buffers_reach_the_shell_marked_and_others_are_refu
 }
 
 #[test]
+fn a_withdrawal_given_up_on_frees_its_slot_and_its_late_answer_is_ignored() {
+    let mut b = offering("b:2");
+    b.caps |= Caps::DEVICE_IPC;
+    let mut p = local_pair(b);
+    // a fills its table, withdraws every buffer, and b never answers.
+    for id in 0..MAX_LOCAL_MAPS as u64 {
+        let k = device_key(id, DST + id * 4096, 4096);
+        p.a.link.same_host_mut().announce_local_key(k).unwrap();
+        p.run();
+        assert!(p.a.link.same_host_mut().withdraw_local_key(id));
+    }
+    p.run();
+    let more = device_key(100, DST, 4096);
+    let full = p.a.link.same_host_mut().announce_local_key(more).unwrap_err();
+    assert_eq!(full.code(), ErrorCode::NotReady, "{full}");
+    assert!(
+        !p.a.link.same_host_mut().abandon_local_key(100),
+        "never withdrawn"
+    );
+    for id in 0..MAX_LOCAL_MAPS as u64 {
+        assert!(p.a.link.same_host_mut().abandon_local_key(id));
+    }
+    assert!(!p.a.link.same_host().local_key_closing(0));
+    p.a.link
+        .same_host_mut()
+        .announce_local_key(more)
+        .expect("the slots are free again");
+    // b's answer comes late: a ignores it, once; a second one is a violation.
+    assert!(p.b.link.same_host_mut().let_go_of_key(3));
+    p.run();
+    assert!(
+        p.a.closed.is_none() && p.b.closed.is_none(),
+        "{:?} {:?}",
+        p.a.closed,
+        p.b.closed
+    );
+    assert_eq!(
+        p.b.link.same_host().peer_local_keys().count(),
+        1,
+        "b took the new buffer"
+    );
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::KeyClosed { id: 3 }.encode(&mut buf).unwrap();
+    p.inject_to_a(&buf[..n]);
+    p.run();
+    assert!(
+        p.a.closed.is_some(),
+        "a second answer for buffer 3 closes the link"
+    );
+}
+
+#[test]
 fn a_key_closed_for_a_buffer_not_withdrawn_closes_the_link_and_a_closed_link_holds_no_key() {
     let mut b = offering("b:2");
     b.caps |= Caps::DEVICE_IPC;

@@ -97,6 +97,7 @@ fn npu_and_host_memory_move_byte_exact_over_the_same_host_path_in_every_combinat
         let seg = open(&e, &p);
         let (exports, copies) = (fake.calls("aclrtIpcMemGetExportKey"), fake.calls("aclrtMemcpy"));
         let staged = fake.calls("aclrtMemcpyAsync");
+        let misuse = fake.ipc_misuse();
         round_trips(&e, &p, seg, &what);
         let exported = fake.calls("aclrtIpcMemGetExportKey") - exports;
         if here.is_host() {
@@ -110,8 +111,17 @@ fn npu_and_host_memory_move_byte_exact_over_the_same_host_path_in_every_combinat
             assert_eq!(fake.calls("aclrtMemcpy") - copies, 4 * 5, "{what}");
             assert_eq!(fake.calls("aclrtMemcpyAsync"), staged, "{what}: staged like TCP");
         }
+        // A buffer still exported when the engine finalizes: the owner
+        // closes its import before the export is closed, as at free.
+        let kept = e.alloc_memory(1 << 20, Perm::LOCAL_ONLY).expect("alloc");
+        transfer(&e, seg, Op::Read, kept, p.addr, 1 << 20, Path::Shm).expect("read");
         e.finalize();
         assert_eq!(fake.live_ipc(), 0, "{what}: an export outlived the engine");
+        assert_eq!(
+            fake.ipc_misuse(),
+            misuse,
+            "{what}: an exporter closed before its importer"
+        );
     }
 }
 

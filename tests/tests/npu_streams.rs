@@ -13,7 +13,11 @@
 //!   the batch is pending);
 //! - over TCP and over the same-host path;
 //! - a transfer that fails still lets the stream go on, the batch names the
-//!   failure; a failed ACL call at submission submits nothing;
+//!   failure; a failed ACL call at submission submits nothing; a stream that
+//!   failed before the fence fails the batch;
+//! - no event or notify is destroyed while the application's stream still
+//!   names it: not when the batch times out before the stream reached it,
+//!   not when the engine goes first (the fake counts such destroys);
 //! - bad arguments are refused with the value named.
 
 use std::ffi::c_void;
@@ -34,6 +38,8 @@ type E = i32;
 
 /// The ACL calls the application makes (the C signatures of acl_rt.h).
 struct App {
+    init: unsafe extern "C" fn(*const std::ffi::c_char) -> E,
+    finalize: unsafe extern "C" fn() -> E,
     set_device: unsafe extern "C" fn(i32) -> E,
     create_stream: unsafe extern "C" fn(*mut H) -> E,
     destroy_stream: unsafe extern "C" fn(H) -> E,
@@ -62,13 +68,31 @@ macro_rules! sym {
 }
 
 impl App {
-    /// The same library the engine loads (one ACL state per process), with
-    /// this thread bound to device 0.
+    /// The application's ACL calls, this thread bound to device 0.
     fn load() -> App {
+        let app = App::load_unbound();
+        app.bind();
+        app
+    }
+
+    /// As [`load`](Self::load), ACL initialised by the application first.
+    fn load_initialised() -> App {
+        let app = App::load_unbound();
+        // SAFETY: a null configuration path is allowed.
+        assert_eq!(unsafe { (app.init)(std::ptr::null()) }, 0);
+        app.bind();
+        app
+    }
+
+    /// The application's ACL calls, from the same library the engine loads
+    /// (one ACL state per process).
+    fn load_unbound() -> App {
         let path = te_fake_acl::library_path().expect("the fake libascendcl.so is built");
         // SAFETY: the fake's initialisers only set up its own state.
         let lib = unsafe { libloading::Library::new(path) }.expect("load the fake ACL");
-        let app = App {
+        App {
+            init: sym!(lib, "aclInit"),
+            finalize: sym!(lib, "aclFinalize"),
             set_device: sym!(lib, "aclrtSetDevice"),
             create_stream: sym!(lib, "aclrtCreateStream"),
             destroy_stream: sym!(lib, "aclrtDestroyStream"),
@@ -83,10 +107,13 @@ impl App {
             record_notify: sym!(lib, "aclrtRecordNotify"),
             wait_and_reset_notify: sym!(lib, "aclrtWaitAndResetNotify"),
             _lib: lib,
-        };
+        }
+    }
+
+    /// Binds this thread to device 0.
+    fn bind(&self) {
         // SAFETY: no pointers.
-        assert_eq!(unsafe { (app.set_device)(0) }, 0);
-        app
+        assert_eq!(unsafe { (self.set_device)(0) }, 0);
     }
 
     fn handle(&self, create: unsafe extern "C" fn(*mut H) -> E) -> H {
@@ -392,4 +419,124 @@ fn a_failed_acl_call_at_submission_submits_nothing_and_bad_arguments_are_named()
     e.free_memory(x).expect("free");
     e.finalize();
     host.finalize();
+}
+
+fn engine_with_timeout(secs: u64) -> Engine {
+    let mut cfg = config_on_fake(Location::Npu(0), Path::Tcp);
+    cfg.transfer_timeout = Duration::from_secs(secs);
+    Engine::start(cfg).expect("engine starts")
+}
+
+#[test]
+fn a_batch_that_times_out_before_its_stream_reaches_it_destroys_nothing_the_stream_still_names() {
+    let (_g, fake) = fake_acl();
+    let p = owner("rw");
+    let e = engine_with_timeout(1);
+    let app = App::load();
+    let seg = open(&e, &p);
+    let x = e.alloc_memory(LEN, Perm::LOCAL_ONLY).expect("alloc");
+    let (s, s2, other) = (app.stream(), app.stream(), app.stream());
+    let misuse = fake.handle_misuse();
+    let gate = app.gate(s);
+    let batch = e.allocate_batch(1).expect("batch");
+    e.submit_on_stream(batch, &[req(Op::Read, x, seg, p.addr)], stream(s))
+        .expect("submit");
+    assert_eq!(e.wait_batch(batch, WAIT).expect("ends").state, TaskState::Timeout);
+    let why = e.batch_error(batch).expect("the failure");
+    assert!(why.message().contains("still held"), "{why}");
+    // Other fenced transfers retire what they can meanwhile.
+    let again = || {
+        let b = e.allocate_batch(1).expect("batch");
+        e.submit_on_stream(b, &[req(Op::Read, x, seg, p.addr)], stream(s2))
+            .expect("submit");
+        assert_eq!(e.wait_batch(b, WAIT).expect("ends").state, TaskState::Completed);
+        assert_eq!(app.sync(s2), 0);
+    };
+    again();
+    assert_eq!(
+        fake.handle_misuse(),
+        misuse,
+        "a handle s still names was destroyed"
+    );
+    app.open(gate, other);
+    assert_eq!(
+        app.sync(s),
+        0,
+        "the stream passes the fence the timed-out batch released"
+    );
+    again();
+    assert_eq!(fake.handle_misuse(), misuse);
+    app.done(&[s, s2, other], &[], &[gate]);
+    e.free_memory(x).expect("free");
+    e.finalize();
+}
+
+#[test]
+fn an_engine_finalized_under_a_held_stream_releases_it_and_destroys_nothing_it_names() {
+    let (_g, fake) = fake_acl();
+    let p = owner("rw");
+    // The application initialised ACL itself (as torch_npu does), so the
+    // engine going does not finalize it under the application's streams.
+    let app = App::load_initialised();
+    let e = engine_with_timeout(1);
+    let seg = open(&e, &p);
+    let x = e.alloc_memory(LEN, Perm::LOCAL_ONLY).expect("alloc");
+    let (s, other) = (app.stream(), app.stream());
+    let misuse = fake.handle_misuse();
+    let gate = app.gate(s);
+    let batch = e.allocate_batch(1).expect("batch");
+    e.submit_on_stream(batch, &[req(Op::Read, x, seg, p.addr)], stream(s))
+        .expect("submit");
+    e.finalize();
+    drop(e);
+    assert_eq!(
+        fake.handle_misuse(),
+        misuse,
+        "a handle the held stream names was destroyed"
+    );
+    app.open(gate, other);
+    assert_eq!(
+        app.sync(s),
+        0,
+        "the stream is not left waiting for an engine that is gone"
+    );
+    app.done(&[s, other], &[], &[gate]);
+    // SAFETY: no pointers; the application's own init.
+    assert_eq!(unsafe { (app.finalize)() }, 0);
+}
+
+#[test]
+fn a_stream_that_failed_before_the_fence_fails_the_batch_naming_it() {
+    let (_g, fake) = fake_acl();
+    let p = owner("rw");
+    let e = engine(Location::Npu(0), Path::Tcp);
+    let app = App::load();
+    let seg = open(&e, &p);
+    let x = e.alloc_memory(LEN, Perm::LOCAL_ONLY).expect("alloc");
+    let s = app.stream();
+    let data = pattern(31);
+    fake.fail("aclrtMemcpyAsync", 1, 507_053, true);
+    app.upload(x, &data, s);
+    let batch = e.allocate_batch(1).expect("batch");
+    e.submit_on_stream(batch, &[req(Op::Write, x, seg, p.addr)], stream(s))
+        .expect("submit");
+    let st = e.wait_batch(batch, WAIT).expect("ends");
+    assert!(
+        matches!(st.state, TaskState::Failed(ErrorCode::RuntimeError)),
+        "{st:?}"
+    );
+    let why = e.batch_error(batch).expect("the failure");
+    assert!(
+        why.message().contains("before the transfer") && why.message().contains("507053"),
+        "{why}"
+    );
+    assert_eq!(
+        app.sync(s),
+        507_053,
+        "the stream's own error stays the application's"
+    );
+    assert_eq!(app.sync(s), 0);
+    app.done(&[s], &[], &[]);
+    e.free_memory(x).expect("free");
+    e.finalize();
 }

@@ -17,6 +17,7 @@ pub struct Control {
     live_host_allocations: unsafe extern "C" fn() -> u64,
     live_ipc: unsafe extern "C" fn() -> u64,
     ipc_misuse: unsafe extern "C" fn() -> u64,
+    handle_misuse: unsafe extern "C" fn() -> u64,
     set_bare_tgid: unsafe extern "C" fn(i32),
     _lib: libloading::Library,
 }
@@ -46,6 +47,7 @@ impl Control {
                 live_host_allocations: *lib.get(b"te_fake_acl_live_host_allocations\0")?,
                 live_ipc: *lib.get(b"te_fake_acl_live_ipc\0")?,
                 ipc_misuse: *lib.get(b"te_fake_acl_ipc_misuse\0")?,
+                handle_misuse: *lib.get(b"te_fake_acl_handle_misuse\0")?,
                 set_bare_tgid: *lib.get(b"te_fake_acl_set_bare_tgid\0")?,
                 _lib: lib,
             })
@@ -98,6 +100,13 @@ impl Control {
     pub fn ipc_misuse(&self) -> u64 {
         // SAFETY: no arguments.
         unsafe { (self.ipc_misuse)() }
+    }
+
+    /// Events and notifies destroyed while a stream task still named them,
+    /// since the library was loaded.
+    pub fn handle_misuse(&self) -> u64 {
+        // SAFETY: no arguments.
+        unsafe { (self.handle_misuse)() }
     }
 
     /// Makes `aclrtDeviceGetBareTgid` report `tgid` (a container's process

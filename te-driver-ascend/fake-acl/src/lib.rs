@@ -85,8 +85,11 @@
 //! * **Peers.** `aclrtDeviceCanAccessPeer` says 1 for two different valid devices, 0 for the
 //!   same. `aclrtDeviceEnablePeerAccess(peer, 0)` succeeds for a valid peer other than the
 //!   calling thread's device (the same device gives 107000, flags other than 0 give 100000).
-//! * Handles (streams, events) are opaque numbers, never dereferenced: a null handle where one
-//!   is required gives 100000, an unknown one 107000.
+//! * Handles (streams, events, notifies) are opaque numbers, never dereferenced: a null handle
+//!   where one is required gives 100000, an unknown one 107000. Destroying an event or a notify
+//!   that a stream task queued (or running) still names succeeds, as the task keeps what it
+//!   needs, but is counted (`te_fake_acl_handle_misuse`, with a line on stderr): on CANN the
+//!   handle may be reused under that task.
 //!
 //! # How tests control it
 //!
@@ -120,6 +123,8 @@
 //!   allocations and IPC state.
 //! * `uint64_t te_fake_acl_ipc_misuse(void)`: IPC orderings CANN calls undefined (above), since
 //!   the library was loaded.
+//! * `uint64_t te_fake_acl_handle_misuse(void)`: events and notifies destroyed while a stream
+//!   task still named them (above), since the library was loaded.
 //!
 //! # Finding the built library
 //!
@@ -154,6 +159,7 @@ pub use control::Control;
 pub use locate::library_path;
 
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -247,17 +253,31 @@ fn queue(
     })())
 }
 
-/// `call` destroying the object behind `h`, which `take` unregisters (false: unknown).
-fn destroy(call: &str, h: Handle, take: impl FnOnce(&mut State, usize) -> bool) -> AclError {
+/// Events and notifies destroyed while a stream task named them.
+static HANDLE_MISUSE: AtomicU64 = AtomicU64::new(0);
+
+/// `call` destroying the object behind `h`, which `take` unregisters: `None` for an unknown
+/// handle, else whether a stream task still holds it (counted as misuse).
+fn destroy(call: &str, h: Handle, take: impl FnOnce(&mut State, usize) -> Option<bool>) -> AclError {
     ret((|| {
         enter(call)?;
         if h.is_null() {
             return Err(ACL_ERROR_INVALID_PARAM);
         }
-        take(&mut state(), h as usize)
-            .then_some(())
-            .ok_or(ACL_ERROR_RT_PARAM_INVALID)
+        let held = take(&mut state(), h as usize).ok_or(ACL_ERROR_RT_PARAM_INVALID)?;
+        if held {
+            HANDLE_MISUSE.fetch_add(1, Ordering::Relaxed);
+            eprintln!("te-fake-acl: handle misuse (undefined on real ACL): {call}({h:p}) while a stream task still names it");
+        }
+        Ok(())
     })())
+}
+
+/// `uint64_t te_fake_acl_handle_misuse(void)`: events and notifies destroyed while a stream
+/// task still named them, since the library was loaded.
+#[no_mangle]
+pub extern "C" fn te_fake_acl_handle_misuse() -> u64 {
+    HANDLE_MISUSE.load(Ordering::Relaxed)
 }
 
 /// Reads a NUL-terminated C string.
@@ -923,7 +943,9 @@ pub unsafe extern "C" fn aclrtCreateEvent(event: *mut Handle) -> AclError {
 /// The handle is not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtDestroyEvent(event: Handle) -> AclError {
-    destroy("aclrtDestroyEvent", event, |st, h| st.take_event(h).is_some())
+    destroy("aclrtDestroyEvent", event, |st, h| {
+        st.take_event(h).map(|e| Arc::strong_count(&e) > 1)
+    })
 }
 
 /// `aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)`: queues a marker that
@@ -1044,7 +1066,9 @@ pub unsafe extern "C" fn aclrtCreateNotify(notify: *mut Handle, flag: u64) -> Ac
 /// The handle is not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn aclrtDestroyNotify(notify: Handle) -> AclError {
-    destroy("aclrtDestroyNotify", notify, |st, h| st.take_notify(h).is_some())
+    destroy("aclrtDestroyNotify", notify, |st, h| {
+        st.take_notify(h).map(|n| Arc::strong_count(&n) > 1)
+    })
 }
 
 /// `aclError aclrtRecordNotify(aclrtNotify notify, aclrtStream stream)`: queues the setting of

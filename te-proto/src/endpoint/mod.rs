@@ -427,15 +427,24 @@ impl<S: Storage> Endpoint<S> {
                     break;
                 }
                 let task = entry.task;
-                let why = status!(
-                    Timeout,
-                    "not handed to the link to {} within the transfer timeout of {:?}",
-                    self.segments
-                        .as_ref()
-                        .get(s as usize)
-                        .map_or("?", |g| g.label.as_str()),
-                    self.cfg.transfer_timeout
-                );
+                let label = self
+                    .segments
+                    .as_ref()
+                    .get(s as usize)
+                    .map_or("?", |g| g.label.as_str());
+                let why = if self.is_held(task.batch) {
+                    status!(
+                        Timeout,
+                        "batch still held at the transfer timeout of {:?} (its device stream had not reached it)",
+                        self.cfg.transfer_timeout
+                    )
+                } else {
+                    status!(
+                        Timeout,
+                        "not handed to the link to {label} within the transfer timeout of {:?}",
+                        self.cfg.transfer_timeout
+                    )
+                };
                 self.finish(task, Err(why));
             }
         }

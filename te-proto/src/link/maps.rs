@@ -107,12 +107,16 @@ impl Out {
 /// This side's buffers, announced or about to be.
 pub(super) struct OutMaps<B = LocalMap> {
     entries: heapless::Vec<(B, Out), MAX_LOCAL_MAPS>,
+    /// Withdrawn buffers given up waiting for (their slot is free): a late
+    /// answer for one of them is not a violation. The oldest go first.
+    abandoned: heapless::Deque<u64, MAX_LOCAL_MAPS>,
 }
 
 impl<B> Default for OutMaps<B> {
     fn default() -> Self {
         OutMaps {
             entries: heapless::Vec::new(),
+            abandoned: heapless::Deque::new(),
         }
     }
 }
@@ -183,15 +187,53 @@ impl<B: Buffer> OutMaps<B> {
     }
 
     /// The peer let go of withdrawn buffer `id`: its slot is free. The
-    /// error, a protocol violation, names a buffer not being withdrawn.
+    /// error, a protocol violation, names a buffer not being withdrawn
+    /// (one given up on is not: the answer came late).
     pub(super) fn closed(&mut self, id: u64) -> Result<()> {
-        let i = self
+        if let Some(i) = self
             .entries
             .iter()
             .position(|(e, st)| e.id() == id && *st == Out::Closing)
-            .ok_or_else(|| status!(Invalid, "peer closed buffer {id:#x}, which was not withdrawn"))?;
+        {
+            self.entries.swap_remove(i);
+            return Ok(());
+        }
+        let late = self.abandoned.iter().position(|&a| a == id);
+        match late {
+            Some(at) => {
+                // Rotate it to the front, then drop it: the order of the
+                // rest is kept.
+                for _ in 0..at {
+                    if let Some(x) = self.abandoned.pop_front() {
+                        let _ = self.abandoned.push_back(x);
+                    }
+                }
+                self.abandoned.pop_front();
+                Ok(())
+            }
+            None => Err(status!(
+                Invalid,
+                "peer closed buffer {id:#x}, which was not withdrawn"
+            )),
+        }
+    }
+
+    /// Stops waiting for the peer to let go of withdrawn buffer `id`, whose
+    /// withdrawal was sent: its slot is free now. False for any other.
+    pub(super) fn abandon(&mut self, id: u64) -> bool {
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|(e, st)| e.id() == id && *st == Out::Closing)
+        else {
+            return false;
+        };
         self.entries.swap_remove(i);
-        Ok(())
+        if self.abandoned.is_full() {
+            self.abandoned.pop_front();
+        }
+        let _ = self.abandoned.push_back(id);
+        true
     }
 
     /// The next `LocalMap` frame due: every withdrawal goes before any
@@ -222,6 +264,7 @@ impl<B: Buffer> OutMaps<B> {
     /// Forgets everything (the link closed).
     pub(super) fn clear(&mut self) {
         self.entries.clear();
+        self.abandoned.clear();
     }
 }
 
@@ -230,8 +273,8 @@ impl<B: Buffer> OutMaps<B> {
 pub(super) struct InMaps<B = LocalMap> {
     entries: heapless::Vec<B, MAX_LOCAL_MAPS>,
     /// Withdrawn buffers to answer: `true` once this side let go of it
-    /// (the answer is due). Together with `entries` never more than
-    /// `MAX_LOCAL_MAPS`: the peer keeps each slot until it has the answer.
+    /// (the answer is due). At most `MAX_LOCAL_MAPS`, the oldest dropped
+    /// first: a peer gives up waiting for an answer after a while anyway.
     withdrawn: heapless::Vec<(u64, bool), MAX_LOCAL_MAPS>,
 }
 
@@ -262,20 +305,15 @@ impl<B: Buffer> InMaps<B> {
                 })?;
             self.entries.swap_remove(i);
             if B::CLOSED_ANSWERED {
-                // Room: the entry just removed held the slot.
+                if self.withdrawn.is_full() {
+                    self.withdrawn.remove(0);
+                }
                 let _ = self.withdrawn.push((m.id(), false));
             }
             return Ok(());
         }
         if self.entries.iter().any(|e| e.id() == m.id()) || self.withdrawn.iter().any(|w| w.0 == m.id()) {
             return Err(status!(Invalid, "peer announced buffer {:#x} twice", m.id()));
-        }
-        if self.entries.len() + self.withdrawn.len() >= MAX_LOCAL_MAPS {
-            return Err(status!(
-                Invalid,
-                "peer announced buffer {:#x} beyond the limit of {MAX_LOCAL_MAPS}",
-                m.id()
-            ));
         }
         if let Some(e) = self.entries.iter().find(|e| e.overlaps(&m)) {
             return Err(overlap("peer's ", &m, e));

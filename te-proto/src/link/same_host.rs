@@ -444,6 +444,14 @@ impl SameHostMut<'_> {
         self.half.keys_out.withdraw(id)
     }
 
+    /// Stops waiting for the peer's `KeyClosed` for withdrawn device
+    /// buffer `id` (it did not answer in time; the export is closed
+    /// regardless): its slot is free, and an answer that still comes is
+    /// ignored. False unless its withdrawal was sent and not answered.
+    pub fn abandon_local_key(&mut self, id: u64) -> bool {
+        self.half.keys_out.abandon(id)
+    }
+
     /// This side closed (or never opened) its import of the peer's
     /// withdrawn device buffer `id`: `KeyClosed` tells the peer, which may
     /// close its export then. False for an id the peer did not withdraw

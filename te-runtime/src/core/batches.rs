@@ -15,6 +15,8 @@ impl EngineCore {
     pub fn free_batch(&mut self, id: BatchId) -> Result<()> {
         self.ep.free_batch(id)?;
         self.batch_notes.remove(&id);
+        // An end not reported yet is never reported now: its stream goes on.
+        self.batch_unfenced(id);
         Ok(())
     }
 

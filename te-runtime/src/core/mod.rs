@@ -727,7 +727,7 @@ impl EngineCore {
             .any(Conn::copies_in_flight)
             .then(|| self.now() + DEVICE_POLL);
         // So does the work an application's stream runs before a fence.
-        let fences = self.fences_waiting().then(|| self.now() + streams::FENCE_POLL);
+        let fences = self.next_fence_poll(self.now());
         links
             .chain(self.ep.poll_timeout())
             .chain(copies)
@@ -761,7 +761,7 @@ impl EngineCore {
                 continue;
             }
             conn.shm.expire(now);
-            conn.shm.exports.reap(&conn.link, &mut self.devices, now);
+            conn.shm.exports.reap(&mut conn.link, &mut self.devices, now);
             if conn.link.poll_timeout().is_some_and(|t| t <= now) {
                 conn.link.handle_timeout(now, self.ep.registry_mut());
                 self.service_conn(c);

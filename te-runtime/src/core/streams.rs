@@ -22,15 +22,20 @@ use super::*;
 const FENCE_SLACK: Duration = Duration::from_secs(1);
 
 /// How often the loop asks whether an application's stream reached a
-/// fence: coarser than a copy's poll, as the stream may run long compute
-/// before it.
-pub(super) const FENCE_POLL: Duration = Duration::from_micros(200);
+/// fence at first: coarser than a copy's poll, as the stream may run long
+/// compute before it. The interval grows with the wait (an eighth of it),
+/// up to [`FENCE_POLL_MAX`], so a long kernel costs few wake-ups.
+const FENCE_POLL: Duration = Duration::from_micros(200);
+/// The longest interval between two looks at a fence.
+const FENCE_POLL_MAX: Duration = Duration::from_millis(2);
 
 /// A batch's fence on the application's stream.
 pub(crate) struct Fenced {
     fence: FenceId,
     /// The stream reached the fence and the batch was released.
     started: bool,
+    /// When the batch was submitted.
+    since: Instant,
 }
 
 impl EngineCore {
@@ -76,6 +81,7 @@ impl EngineCore {
             Fenced {
                 fence,
                 started: false,
+                since: now,
             },
         );
         self.poll_fences();
@@ -95,21 +101,26 @@ impl EngineCore {
         Ok(())
     }
 
-    /// Whether a fenced batch still waits for its stream (the loop then
-    /// looks again after `DEVICE_POLL`).
-    pub(super) fn fences_waiting(&self) -> bool {
-        self.fenced.values().any(|f| !f.started)
+    /// When the loop looks again at the fences whose batch still waits
+    /// for its stream, if any does.
+    pub(super) fn next_fence_poll(&self, now: Instant) -> Option<Instant> {
+        self.fenced
+            .values()
+            .filter(|f| !f.started)
+            .map(|f| now + ((now - f.since) / 8).clamp(FENCE_POLL, FENCE_POLL_MAX))
+            .min()
     }
 
     /// Releases every held batch whose stream reached its fence, and fails
     /// the tasks of one whose stream failed before it.
     pub(super) fn poll_fences(&mut self) {
-        if !self.fences_waiting() {
+        if self.fenced.values().all(|f| f.started) {
             return;
         }
         let Ok((d, _)) = self.devices.driver(self.cfg.location) else {
             return;
         };
+        let mut gone = Vec::new();
         for (&batch, f) in self.fenced.iter_mut().filter(|(_, f)| !f.started) {
             let Some(outcome) = d.poll_fence(f.fence) else {
                 continue;
@@ -118,9 +129,14 @@ impl EngineCore {
             if let Err(why) = &outcome {
                 debug!("batch {batch} fails: {why}");
             }
-            if let Err(e) = self.ep.release(batch, outcome) {
-                debug_assert!(false, "fenced batch {batch} vanished: {e}");
+            if self.ep.release(batch, outcome).is_err() {
+                // Not a live batch any more (its end went unreported): its
+                // stream goes on now.
+                gone.push(batch);
             }
+        }
+        for batch in gone {
+            self.batch_unfenced(batch);
         }
     }
 

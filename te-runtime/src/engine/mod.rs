@@ -195,8 +195,12 @@ impl Engine {
         })
     }
 
+    /// How long unregister and free wait: for the transfers using the
+    /// memory, and for peers to close their imports of it (at most
+    /// `KEY_CLOSE_WAIT`, after which the export is closed regardless).
     fn drain_timeout(&self) -> Duration {
-        self.cfg.transfer_timeout + self.cfg.idle_timeout
+        let keys = crate::same_host::device::KEY_CLOSE_WAIT + Duration::from_secs(1);
+        (self.cfg.transfer_timeout + self.cfg.idle_timeout).max(keys)
     }
 
     /// Allocates `len` bytes of zeroed memory in the engine's location

@@ -129,7 +129,7 @@ impl Exports {
 
     /// Closes the withdrawn keys the peer has let go of (or that waited
     /// [`KEY_CLOSE_WAIT`], or whose link is closed).
-    pub fn reap(&mut self, link: &Link, devices: &mut Devices, now: Instant) {
+    pub fn reap(&mut self, link: &mut Link, devices: &mut Devices, now: Instant) {
         self.closing.retain(|(k, until)| {
             let waiting = link.same_host().local_key_closing(k.id);
             if waiting && now < *until {
@@ -140,6 +140,8 @@ impl Exports {
                     "the peer did not answer the withdrawal of device buffer {:#x} within {KEY_CLOSE_WAIT:?}: its export is closed first",
                     k.id
                 );
+                // Its slot on the link is free again; a late answer is ignored.
+                link.same_host_mut().abandon_local_key(k.id);
             }
             close(k, devices);
             false
@@ -257,13 +259,15 @@ impl Imports {
         })
     }
 
-    /// Closes the imports of buffers the peer no longer announces, and
-    /// tells the peer of each withdrawn one that it may close its export.
-    pub fn retain_announced(&mut self, link: &mut Link, devices: &mut Devices) {
+    /// Closes the imports of buffers the peer no longer announces and no
+    /// copy in `running` uses, and tells the peer of each withdrawn one it
+    /// no longer imports that it may close its export.
+    pub fn retain_announced(&mut self, link: &mut Link, devices: &mut Devices, running: &[Started]) {
         let gone: Vec<u64> = self
             .by_id
             .values()
             .filter(|i| !link.same_host().peer_local_keys().any(|k| k == i.key))
+            .filter(|i| !running.iter().any(|s| s.touches(i.on, i.addr, i.key.len)))
             .map(|i| i.key.id)
             .collect();
         for id in gone {
@@ -371,4 +375,17 @@ pub(crate) enum Started {
         /// Its destination span.
         dst: Span,
     },
+}
+
+impl Started {
+    /// Whether this copy runs on a device through `[addr, addr + len)` of
+    /// `loc` (an import, say).
+    pub fn touches(&self, loc: Location, addr: u64, len: u64) -> bool {
+        let Started::Device { src, dst, .. } = self else {
+            return false;
+        };
+        [src, dst].iter().any(|s| {
+            s.location == loc && s.addr < addr.saturating_add(len) && addr < s.addr.saturating_add(s.len)
+        })
+    }
 }

@@ -292,10 +292,9 @@ impl SameHost {
         }
         st.maps.retain_announced(link);
         st.exports.reap(link, devices, now);
-        if st.started.is_empty() {
-            // No copy runs through an import now: withdrawn ones can go.
-            st.imports.retain_announced(link, devices);
-        }
+        // Withdrawn imports go once no copy runs through them.
+        st.imports
+            .retain_announced(link, devices, st.started.make_contiguous());
         if link.same_host().poll_copy().is_none() {
             return;
         }
