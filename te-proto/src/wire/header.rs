@@ -9,7 +9,7 @@ use super::{MAX_BODY, MAX_PAYLOAD_LIMIT};
 /// The two magic bytes that open every frame: `"TE"`.
 pub const MAGIC: [u8; 2] = *b"TE";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of the header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Header flag of `InfoReply`: more pages follow.
@@ -107,6 +107,9 @@ opcodes! {
     /// Same-host path: announce (or withdraw) a buffer of the sender's
     /// device memory exported with an IPC key, for the receiver to import.
     LocalKey = 19,
+    /// RDMA path: the connector's offer of its queue pairs, the acceptor's
+    /// answer with its own, or the acceptor's refusal with a reason.
+    RdmaConn = 20,
 }
 
 impl Opcode {

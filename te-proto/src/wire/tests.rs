@@ -63,15 +63,17 @@ fn bad_magic_is_rejected() {
 
 #[test]
 fn unknown_version_is_not_supported() {
-    let b = with_header(ping(), |h| h.version = 2);
-    let e = decode(&b).unwrap_err();
-    assert_eq!(e, WireError::UnsupportedVersion(2));
-    assert_eq!(e.code(), ErrorCode::NotSupported);
+    for v in [VERSION - 1, VERSION + 1] {
+        let b = with_header(ping(), |h| h.version = v);
+        let e = decode(&b).unwrap_err();
+        assert_eq!(e, WireError::UnsupportedVersion(v));
+        assert_eq!(e.code(), ErrorCode::NotSupported);
+    }
 }
 
 #[test]
 fn unknown_opcode_is_rejected() {
-    for op in [0u8, 20, 255] {
+    for op in [0u8, 21, 255] {
         let b = with_header(ping(), |h| h.opcode = op);
         assert_eq!(decode(&b), Err(WireError::UnknownOpcode(op)));
     }

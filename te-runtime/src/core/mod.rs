@@ -583,6 +583,9 @@ impl EngineCore {
                 self.check_one_link_per_peer(c);
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}
+            // Only a side that set Caps::RDMA hears of an RDMA exchange;
+            // this runtime does not set it yet (docs/RDMA.md).
+            Event::Rdma => {}
             Event::Notification => self.pull_notifications(c),
             Event::SegmentInfo => {
                 let Some(s) = seg else { return };
