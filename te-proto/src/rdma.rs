@@ -128,14 +128,21 @@ impl RdmaOff {
     }
 }
 
-impl fmt::Display for RdmaOff {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl RdmaOff {
+    /// What the reason says, as the side that did not refuse reads it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             RdmaOff::NoDevice => "the peer has no RDMA device",
             RdmaOff::Disabled => "RDMA is off in the peer's configuration",
             RdmaOff::NoCommonFabric => "no common RDMA fabric with the peer",
             RdmaOff::SetupFailed => "the peer could not set up its queue pair",
-        })
+        }
+    }
+}
+
+impl fmt::Display for RdmaOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

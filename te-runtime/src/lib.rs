@@ -63,7 +63,7 @@ mod staging;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
-pub use crate::config::Path;
+pub use crate::config::{Path, RDMA_NOT_CARRIED};
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
 /// The Ascend NPU driver behind `npu:N` locations (te-driver-ascend), set

@@ -10,7 +10,7 @@ use super::config::Caps;
 use super::state::{Phase, Reg, Role, State};
 use super::Link;
 use crate::error::Result;
-use crate::rdma::{ConnInfo, Conns, RdmaOff, MAX_RDMA_QPS};
+use crate::rdma::{common_fabric, ConnInfo, Conns, RdmaOff, MAX_RDMA_QPS};
 use crate::registry::Entry;
 use crate::status;
 use crate::wire::RdmaMsg;
@@ -47,6 +47,16 @@ impl Rdma {
     /// Both sides gave their queue pairs: transfers may go over RDMA.
     pub fn ready(&self) -> bool {
         self.local.is_some() && matches!(self.peer, Some(Ok(_)))
+    }
+
+    /// Both sides gave queue pairs and one of this side's shares a fabric
+    /// with one of the peer's ([`common_fabric`]): the path rule may pick
+    /// RDMA.
+    pub fn usable(&self) -> bool {
+        match (self.local(), self.peer()) {
+            (Some(mine), Some(Ok(theirs))) => mine.iter().any(|a| theirs.iter().any(|b| common_fabric(a, b))),
+            _ => false,
+        }
     }
 
     /// Why this link has no RDMA, once one side refused: this side's own

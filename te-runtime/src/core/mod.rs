@@ -144,9 +144,11 @@ impl EngineCore {
         let path = if cfg.location.is_host() || devices.ipc(cfg.location) {
             cfg.path
         } else {
-            if cfg.path == Path::Shm {
+            if matches!(cfg.path, Path::Shm | Path::Rdma) {
                 warn!(
-                    "same-host path off for {}: its driver cannot share device memory between processes",
+                    "{} path off for {}, transfers use TCP: its driver cannot share device memory between processes \
+                     and the RDMA path registers host memory only",
+                    cfg.path,
                     cfg.location
                 );
             }
