@@ -58,6 +58,7 @@ mod devices;
 pub mod directory;
 mod engine;
 mod mem;
+mod rdma;
 mod same_host;
 mod staging;
 pub mod sync;
@@ -66,6 +67,7 @@ pub use crate::config::EngineConfig;
 pub use crate::config::{Path, RDMA_NOT_CARRIED};
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+pub use crate::rdma::RdmaSettings;
 /// The Ascend NPU driver behind `npu:N` locations (te-driver-ascend), set
 /// up through [`EngineConfig::ascend`].
 #[cfg(feature = "ascend")]

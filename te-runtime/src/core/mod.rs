@@ -24,6 +24,7 @@ use crate::config::EngineConfig;
 use crate::config::Path;
 use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
+use crate::rdma::Rdma;
 use crate::same_host::{ConnShm, SameHost};
 use crate::staging::DEVICE_POLL;
 
@@ -60,6 +61,8 @@ pub struct EngineCore {
     /// `shutdown` has run.
     finalized: bool,
     same_host: SameHost,
+    /// The RDMA device, or why there is none.
+    rdma: Rdma,
     /// Who of the accepted connections keeps a slot.
     admission: Admission,
     /// Refused and evicted connections, logged once per source and interval.
@@ -185,12 +188,18 @@ impl EngineCore {
             freeing: Vec::new(),
             finalized: false,
             same_host,
+            rdma: Rdma::open(&cfg.rdma),
             admission: Admission::new(cfg.admission_limits()),
             refusals: RateLog::default(),
             auth_refusals: RateLog::default(),
             tickets: 0,
             cfg,
         })
+    }
+
+    /// `RDMA: <device> port <n> gid index <i>`, or `RDMA off: <reason>`.
+    pub fn rdma_status(&self) -> &str {
+        self.rdma.status()
     }
 
     /// The core's clock (nanoseconds since it started), on which
