@@ -50,6 +50,8 @@ use te_proto::link::{
     Caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, Transmit, MAX_LINK_TASKS,
     MAX_LOCAL_MAPS, MAX_OUTSTANDING,
 };
+use te_proto::rdma::{ConnInfo, Conns, RdmaOff};
+use te_proto::wire::RdmaMsg;
 use te_proto::wire::{
     encode_info_reply, Decoder, Frame, Hello, LocalAccess, Opcode, Progress, AUTH_HMAC_SHA256, AUTH_NONE,
     HEADER_LEN, INFO_PAGE_MAX, MAX_CONTROL_LEN, MAX_PAYLOAD_LIMIT,
@@ -124,6 +126,10 @@ pub const OP_UNAVAILABLE: u8 = 23;
 /// `id % 80`, else announces it at `0x6000_0000 + base × 0x100` (address 0
 /// with bit 1, a wrapping range with bit 2) of `len × 4` bytes.
 pub const OP_MAP: u8 = 31;
+/// `OP_RDMA p:u8`: the connector offers, the acceptor answers with,
+/// `p % 6` queue pairs (0 and 5 are refused as `Invalid`), or with p bit 7
+/// the acceptor refuses with reason `1 + p % 4`.
+pub const OP_RDMA: u8 = 18;
 
 /// `K_HELLO p`: the peer's `Hello` (p: bit 0 flips the auth mode, bits 1-2
 /// the payload limit, bits 3-4 the request limit).
@@ -169,8 +175,24 @@ pub const K_PID_CHALLENGE: u8 = 15;
 /// withdrawing it); flags bit 0 puts it at address 0, bit 1 makes it wrap,
 /// bit 2 sets the fd of a withdrawal (all three malformed).
 pub const K_LOCAL_MAP: u8 = 16;
+/// `K_RDMA kind count`: an `RdmaConn` of the peer: an offer (`kind % 3`
+/// = 0), an answer (1) of `1 + count % 4` queue pairs, or a refusal (2)
+/// with reason `1 + count % 4`.
+pub const K_RDMA: u8 = 17;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
+
+/// The queue pairs of both sides' `RdmaConn`s.
+const RDMA_QPS: [ConnInfo; 5] = {
+    let c = ConnInfo {
+        qpn: 0x11,
+        psn: 0x22,
+        gid: [0xfe; 16],
+        lid: 3,
+        mtu: 5,
+    };
+    [c; 5]
+};
 
 const LINK_NONCE: [u8; 32] = [0xa5; 32];
 const PEER_NONCE: [u8; 32] = [0x5a; 32];
@@ -350,6 +372,8 @@ enum Seen {
     LocalKey,
     /// A `KeyClosed`: the modelled link imports no device buffers.
     KeyClosed,
+    /// An `RdmaConn`.
+    RdmaConn(RdmaMsg),
 }
 
 impl Seen {
@@ -403,6 +427,7 @@ impl Seen {
             Frame::LocalMap(m) => Seen::LocalMap(m),
             Frame::LocalKey(_) => Seen::LocalKey,
             Frame::KeyClosed { .. } => Seen::KeyClosed,
+            Frame::RdmaConn(m) => Seen::RdmaConn(m),
         }
     }
 }
@@ -445,6 +470,8 @@ struct Harness {
     violation: bool,
     /// The peer sent a `PidChallenge` (a link carries one).
     challenged: bool,
+    /// The link sent its `RdmaConn` (a link sends at most one).
+    rdma_sent: bool,
 
     /// Decodes what the link sends, as the peer does.
     out_dec: Option<Decoder>,
@@ -517,7 +544,7 @@ impl Harness {
             cfg.caps = Caps::PROCESS_VM;
         }
         if flags & F_MAPS != 0 {
-            cfg.caps |= Caps::SHARED_MEMORY;
+            cfg.caps |= Caps::SHARED_MEMORY | Caps::RDMA;
         }
         if flags & F_SECRET != 0 {
             cfg = cfg.with_secret(SECRET).expect("valid secret");
@@ -550,6 +577,7 @@ impl Harness {
             pong_owed: None,
             violation: false,
             challenged: false,
+            rdma_sent: false,
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
             out_reads: Vec::new(),
@@ -615,7 +643,7 @@ impl Harness {
             }
             OP_FRAME | 29 | 30 => self.peer_frame(input),
             OP_MAP => self.map(input),
-            OP_PUMP | 14..=18 => {
+            OP_PUMP | 14..=17 => {
                 let b = input.u8();
                 let piece = match b {
                     0 => usize::MAX,
@@ -690,12 +718,56 @@ impl Harness {
                 }
             }
             OP_TOGGLE => self.toggle(usize::from(input.u8() % 6)),
+            OP_RDMA => self.rdma(input.u8()),
             _ => {}
+        }
+    }
+
+    /// [`OP_RDMA`]: the link's side of the RDMA exchange. Whatever the
+    /// order, an accepted call leaves this side's queue pairs (or its
+    /// refusal) recorded, and a refused one changes nothing.
+    fn rdma(&mut self, p: u8) {
+        let before = (
+            self.link.rdma().local().map(<[ConnInfo]>::len),
+            self.link.rdma().refusal(),
+        );
+        let qps = &RDMA_QPS[..usize::from(p % 6)];
+        let r = if self.flags & F_CONNECTOR != 0 {
+            self.link.offer_rdma(qps)
+        } else if p & 0x80 != 0 {
+            self.link
+                .answer_rdma(Err(RdmaOff::from_u8(1 + p % 4).expect("reasons 1 to 4 exist")))
+        } else {
+            self.link.answer_rdma(Ok(qps))
+        };
+        let after = (
+            self.link.rdma().local().map(<[ConnInfo]>::len),
+            self.link.rdma().refusal(),
+        );
+        match r {
+            Ok(()) if self.flags & F_CONNECTOR != 0 || p & 0x80 == 0 => assert_eq!(after.0, Some(qps.len())),
+            Ok(()) => assert!(after.1.is_some(), "a refusal not recorded"),
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.code(),
+                        ErrorCode::NotReady | ErrorCode::Invalid | ErrorCode::NotSupported
+                    ),
+                    "{e}"
+                );
+                assert_eq!(before, after, "a refused RDMA call changed the link");
+            }
         }
     }
 
     /// Cheap checks after every command.
     fn check_steady(&self) {
+        let rdma = self.link.rdma();
+        assert_eq!(
+            rdma.ready(),
+            rdma.local().is_some() && matches!(rdma.peer(), Some(Ok(_))),
+            "RDMA ready without both sides' queue pairs"
+        );
         assert_eq!(
             self.link.tasks_in_flight(),
             self.tasks.len(),
@@ -737,7 +809,7 @@ impl Harness {
     fn peer_frame(&mut self, input: &mut Input<'_>) {
         let kind = input.u8();
         let start = self.inbound.len();
-        match (kind & 0x7f) % 17 {
+        match (kind & 0x7f) % 18 {
             K_HELLO => self.peer_frame_bytes(K_HELLO, input.u8()),
             K_HELLO_ACK => self.peer_frame_bytes(K_HELLO_ACK, input.u8()),
             K_AUTH => self.peer_frame_bytes(K_AUTH, input.u8()),
@@ -842,7 +914,7 @@ impl Harness {
                             .filter(|b| b.checked_add(0x800).is_some())
                     })
                     .map_while(|b| b)
-                    .map(move |b| Region::new(b, 0x800, location, Perm::REMOTE_READ));
+                    .map(move |b| (Region::new(b, 0x800, location, Perm::REMOTE_READ), Some(b as u32)));
                 let mut buf = vec![0u8; MAX_CONTROL_LEN];
                 let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("buffer fits a page");
                 self.inbound.extend_from_slice(&buf[..n]);
@@ -893,6 +965,18 @@ impl Harness {
                 };
                 self.push_frame(&Frame::LocalMap(m));
             }
+            K_RDMA => {
+                let kind = input.u8() % 3;
+                let count = input.u8();
+                let conns = Conns::new(&RDMA_QPS[..1 + usize::from(count % 4)]).expect("1 to 4 queue pairs");
+                let why = RdmaOff::from_u8(1 + count % 4).expect("reasons 1 to 4 exist");
+                let msg = match kind {
+                    0 => RdmaMsg::Offer(conns),
+                    1 => RdmaMsg::Answer(conns),
+                    _ => RdmaMsg::Off(why),
+                };
+                self.push_frame(&Frame::RdmaConn(msg));
+            }
             K_PING => {
                 let token = u64::from(input.u8());
                 self.push_frame(&Frame::Ping { token });
@@ -938,7 +1022,7 @@ impl Harness {
                 };
                 let hello = Hello {
                     caps: if self.flags & F_MAPS != 0 {
-                        (Caps::SHARED_MEMORY | Caps::PROCESS_VM).bits()
+                        (Caps::SHARED_MEMORY | Caps::PROCESS_VM | Caps::RDMA).bits()
                     } else {
                         0
                     },
@@ -1181,6 +1265,10 @@ impl Harness {
                 });
             }
             Seen::PidChallenge => self.violation |= std::mem::replace(&mut self.challenged, true),
+            // Whether the link takes it depends on its own calls, made in
+            // any order against the peer's bytes: `check_steady` checks the
+            // outcome instead.
+            Seen::RdmaConn(_) => {}
             Seen::LocalMap(m) => {
                 let Some(maps) = self.peer_maps.as_mut() else {
                     return;
@@ -1645,6 +1733,25 @@ impl Harness {
                 self.sent_goodbye = true;
             }
             Seen::LocalMap(m) => self.on_link_map(m),
+            Seen::RdmaConn(m) => {
+                assert!(!self.rdma_sent, "a second RdmaConn from the link");
+                self.rdma_sent = true;
+                let rdma = self.link.rdma();
+                match m {
+                    RdmaMsg::Offer(c) => {
+                        assert!(self.flags & F_CONNECTOR != 0, "an offer from the acceptor");
+                        assert_eq!(rdma.local(), Some(c.as_slice()));
+                    }
+                    RdmaMsg::Answer(c) => {
+                        assert!(self.flags & F_CONNECTOR == 0, "an answer from the connector");
+                        assert_eq!(rdma.local(), Some(c.as_slice()));
+                    }
+                    RdmaMsg::Off(why) => {
+                        assert!(self.flags & F_CONNECTOR == 0, "a refusal from the connector");
+                        assert_eq!(rdma.refusal(), Some(why));
+                    }
+                }
+            }
             Seen::LocalReq { .. } | Seen::PidChallenge | Seen::LocalKey | Seen::KeyClosed => {
                 panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
             }
@@ -1765,6 +1872,12 @@ impl Harness {
                         );
                         self.notes_taken += 1;
                     }
+                }
+                Event::Rdma => {
+                    assert!(
+                        self.link.rdma().peer().is_some(),
+                        "Event::Rdma before the peer said anything"
+                    );
                 }
                 Event::SegmentInfo => {
                     if take_info {

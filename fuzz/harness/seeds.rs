@@ -11,9 +11,10 @@
 
 use te_proto::driver::IpcKey;
 use te_proto::link::MAX_LOCAL_MAPS;
+use te_proto::rdma::{ConnInfo, Conns, RdmaOff};
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, AUTH_HMAC_SHA256, AUTH_NONE,
-    HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaMsg, AUTH_HMAC_SHA256, AUTH_NONE,
+    HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN, VERSION,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -60,7 +61,7 @@ fn info_reply(req_id: u64, count: u64) -> Vec<u8> {
         } else {
             Perm::REMOTE_READ
         };
-        Region::new(
+        let region = Region::new(
             0x1000 * (i + 1),
             0x800,
             if i % 3 == 0 {
@@ -69,7 +70,8 @@ fn info_reply(req_id: u64, count: u64) -> Vec<u8> {
                 Location::Npu(2)
             },
             perm,
-        )
+        );
+        (region, (i % 2 == 0).then_some(0x100 + i as u32))
     });
     let (n, _) = encode_info_reply(&mut buf, req_id, regions).expect("page fits");
     buf[..n].to_vec()
@@ -221,7 +223,28 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
             })),
         ),
         ("local-unkey", enc(&Frame::LocalKey(LocalKey::withdraw(0xa0a)))),
+        ("key-closed", enc(&Frame::KeyClosed { id: 0xa0a })),
+        ("rdma-offer", enc(&Frame::RdmaConn(RdmaMsg::Offer(rdma_qps(2))))),
+        ("rdma-answer", enc(&Frame::RdmaConn(RdmaMsg::Answer(rdma_qps(4))))),
+        (
+            "rdma-off",
+            enc(&Frame::RdmaConn(RdmaMsg::Off(RdmaOff::NoCommonFabric))),
+        ),
     ]
+}
+
+/// `n` (1 to 4) queue pairs, InfiniBand on one subnet.
+fn rdma_qps(n: usize) -> Conns {
+    let qps: Vec<ConnInfo> = (0..n as u32)
+        .map(|i| ConnInfo {
+            qpn: 0x100 + i,
+            psn: 0x200 + i,
+            gid: [0xfe; 16],
+            lid: 1 + i as u16,
+            mtu: 5,
+        })
+        .collect();
+    Conns::new(&qps).expect("1 to 4 queue pairs")
 }
 
 fn patch(mut v: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
@@ -252,13 +275,16 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
     });
     let notify = enc(&Frame::Notify { name: "n", msg: b"m" });
     let info = info_reply(6, 2);
+    let offer = enc(&Frame::RdmaConn(RdmaMsg::Offer(rdma_qps(1))));
+    let off = enc(&Frame::RdmaConn(RdmaMsg::Off(RdmaOff::NoDevice)));
     let h = HEADER_LEN;
     let body_len = |n: usize| (n as u32).to_be_bytes();
     vec![
         ("bad-magic", patch(ping.clone(), 0, b"XE")),
-        ("bad-version", patch(ping.clone(), 2, &[2])),
+        ("bad-version", patch(ping.clone(), 2, &[VERSION + 1])),
+        ("old-version", patch(ping.clone(), 2, &[VERSION - 1])),
         ("unknown-opcode-0", patch(ping.clone(), 3, &[0])),
-        ("unknown-opcode-19", patch(ping.clone(), 3, &[19])),
+        ("unknown-opcode-22", patch(ping.clone(), 3, &[22])),
         ("flags-set", patch(ping.clone(), 4, &[0, 1])),
         ("header-reserved-set", patch(ping.clone(), 6, &[0x80, 0])),
         ("body-too-long", patch(ping.clone(), 8, &body_len(MAX_BODY + 1))),
@@ -294,7 +320,20 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
         ("notify-msg-len", patch(notify, h + 4, &[0, 0, 0, 5])),
         ("info-count", patch(info.clone(), h + 8, &[0, 0, 0, 3])),
         ("info-perm", patch(info.clone(), h + 16 + 20, &[4])),
-        ("info-zero-base", patch(info, h + 16, &[0; 8])),
+        ("info-zero-base", patch(info.clone(), h + 16, &[0; 8])),
+        ("info-has-rkey-2", patch(info.clone(), h + 16 + 21, &[2])),
+        (
+            "info-rkey-without-flag",
+            patch(info, h + 16 + 28 + 24, &[0, 0, 0, 9]),
+        ),
+        ("rdma-kind", patch(offer.clone(), h, &[4])),
+        ("rdma-offer-reason", patch(offer.clone(), h + 1, &[1])),
+        ("rdma-count", patch(offer.clone(), h + 2, &[2])),
+        ("rdma-reserved", patch(offer.clone(), h + 3, &[1])),
+        ("rdma-mtu", patch(offer.clone(), h + 4 + 26, &[6])),
+        ("rdma-qpn", patch(offer, h + 4, &[1])),
+        ("rdma-off-reason", patch(off.clone(), h + 1, &[9])),
+        ("rdma-off-count", patch(off, h + 2, &[1])),
         (
             "goodbye-reserved",
             patch(enc(&Frame::Goodbye { code: ErrorCode::Ok }), h + 4, &[0, 0, 0, 1]),

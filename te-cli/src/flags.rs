@@ -30,7 +30,7 @@ pub fn parse_path(s: &str) -> Result<Path, String> {
     s.trim()
         .to_ascii_lowercase()
         .parse()
-        .map_err(|_: Status| format!("invalid path {s:?}: expected tcp, shm or auto"))
+        .map_err(|_: Status| format!("invalid path {s:?}: expected tcp, shm, rdma or auto"))
 }
 
 /// Parses a positive number of seconds (at most a day).
@@ -98,7 +98,8 @@ mod tests {
     fn paths_and_seconds() {
         assert_eq!(parse_path("TCP"), Ok(Path::Tcp));
         assert_eq!(parse_path("shm"), Ok(Path::Shm));
-        assert!(parse_path("rdma").is_err());
+        assert_eq!(parse_path("rdma"), Ok(Path::Rdma));
+        assert!(parse_path("ib").unwrap_err().contains("rdma"));
         assert_eq!(parse_seconds("0.5"), Ok(0.5));
         assert!(parse_seconds("-1").unwrap_err().contains("\"-1\""));
         assert!(parse_seconds("0").is_err());

@@ -17,7 +17,8 @@ pub struct InfoArgs {
     /// Shared secret of the peer.
     #[arg(long)]
     pub secret: Option<String>,
-    /// Print JSON: {"segment", "te_version", "regions": [{"location", "base", "length", "perm"}]}.
+    /// Print JSON: {"segment", "te_version", "rdma", "regions": [{"location", "base", "length", "perm"}]}
+    /// ("rdma": this side's RDMA line, as printed last without --json).
     #[arg(long)]
     pub json: bool,
 }
@@ -57,7 +58,7 @@ pub fn run(args: InfoArgs) -> Result<Ended> {
             .collect();
         out!(
             "{}",
-            json!({"segment": args.segment, "te_version": env!("CARGO_PKG_VERSION"), "regions": list})
+            json!({"segment": args.segment, "te_version": env!("CARGO_PKG_VERSION"), "rdma": engine.rdma_status(), "regions": list})
         );
         return Ok(Ended::Done);
     }
@@ -72,5 +73,6 @@ pub fn run(args: InfoArgs) -> Result<Ended> {
         );
     }
     out!("{} regions", regions.len());
+    out!("{}", engine.rdma_status());
     Ok(Ended::Done)
 }

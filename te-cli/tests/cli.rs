@@ -32,7 +32,7 @@ fn bad_flags_name_the_flag_and_the_value() {
         ("bench --block-size 4X", "--block-size", "B, K, M, G, T"),
         ("bench --block-size 0.1K", "--block-size", "whole number of bytes"),
         ("bench --op copy", "--op", "copy"),
-        ("bench --path RDMA", "--path", "RDMA"),
+        ("bench --path IB", "--path", "IB"),
         ("bench --json --csv", "--csv", "--json"),
         ("bench --sweep --block-size 4K", "--sweep", "--block-size"),
         (
@@ -311,6 +311,45 @@ fn info_lists_the_targets_regions() {
     assert_eq!(v["regions"][0]["base"], addr);
     assert_eq!(v["regions"][0]["length"], 1 << 20);
     assert_eq!(v["regions"][0]["perm"], "r");
+}
+
+#[test]
+fn info_says_whether_this_side_has_rdma_and_why_not() {
+    let engine = te_runtime::Engine::start(te_runtime::EngineConfig::default()).unwrap();
+    let seg = engine.segment_name();
+    let fake = te_fake_verbs::library_path().expect("the fake libibverbs.so.1 is built");
+    let fake = fake.to_str().expect("a UTF-8 path");
+    // `te info` with the verbs library `lib` offering `devices` devices.
+    let info = |lib: &str, devices: &str, json: bool| {
+        let mut args = vec!["info", seg.as_str()];
+        if json {
+            args.insert(1, "--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_te"))
+            .args(&args)
+            .env("TE_VERBS_LIBRARY", lib)
+            .env("TE_FAKE_VERBS_DEVICES", devices)
+            .output()
+            .expect("te runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let last = |s: &str| s.lines().last().unwrap_or_default().to_string();
+    let missing = "/nonexistent/libibverbs.so.1";
+    let line = last(&info(missing, "1", false));
+    assert!(line.starts_with("RDMA off: ") && line.contains(missing), "{line}");
+    let line = last(&info(fake, "0", false));
+    assert!(
+        line.starts_with("RDMA off: ") && line.contains("no RDMA device"),
+        "{line}"
+    );
+    let line = last(&info(fake, "1", false));
+    assert!(line.starts_with("RDMA: ") && line.contains("port 1"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(&info(missing, "1", true)).expect("JSON");
+    assert!(
+        v["rdma"].as_str().is_some_and(|s| s.starts_with("RDMA off: ")),
+        "{v}"
+    );
 }
 
 #[test]

@@ -1,56 +1,8 @@
 //! What two sides exchange before one-sided RDMA: each queue pair's address ([`ConnInfo`])
 //! and each region's key ([`RemoteKey`]). Both are plain values with a fixed big-endian
-//! encoding, so te-proto's handshake and region listing can carry them as they are.
+//! encoding; [`ConnInfo`] is te-proto's, the form its `RdmaConn` frame carries.
 
-/// How a peer reaches one queue pair: what `ibv_modify_qp` to RTR and RTS needs from the
-/// other side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnInfo {
-    /// QP number (24 bits).
-    pub qpn: u32,
-    /// First packet sequence number the QP sends (24 bits); the peer's `rq_psn`.
-    pub psn: u32,
-    /// The port GID (RoCE, or InfiniBand across subnets).
-    pub gid: [u8; 16],
-    /// The port LID (InfiniBand; 0 on RoCE).
-    pub lid: u16,
-    /// The port's active MTU as `enum ibv_mtu` (1 = 256 .. 5 = 4096).
-    pub mtu: u8,
-}
-
-impl ConnInfo {
-    /// Bytes of [`ConnInfo::encode`].
-    pub const WIRE_LEN: usize = 27;
-
-    /// The wire form: qpn (4), psn (4), gid (16), lid (2), mtu (1), big-endian.
-    pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
-        let mut b = [0u8; Self::WIRE_LEN];
-        b[0..4].copy_from_slice(&self.qpn.to_be_bytes());
-        b[4..8].copy_from_slice(&self.psn.to_be_bytes());
-        b[8..24].copy_from_slice(&self.gid);
-        b[24..26].copy_from_slice(&self.lid.to_be_bytes());
-        b[26] = self.mtu;
-        b
-    }
-
-    /// Parses [`ConnInfo::encode`]'s form; `None` when the length is wrong or a field is out
-    /// of range (QPN or PSN over 24 bits, MTU not 1..=5).
-    pub fn decode(b: &[u8]) -> Option<ConnInfo> {
-        if b.len() != Self::WIRE_LEN {
-            return None;
-        }
-        let mut gid = [0u8; 16];
-        gid.copy_from_slice(&b[8..24]);
-        let c = ConnInfo {
-            qpn: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            psn: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-            gid,
-            lid: u16::from_be_bytes([b[24], b[25]]),
-            mtu: b[26],
-        };
-        (c.qpn <= 0xff_ffff && c.psn <= 0xff_ffff && (1..=5).contains(&c.mtu)).then_some(c)
-    }
-}
+pub use te_proto::rdma::ConnInfo;
 
 /// A region a peer may access: its address range in the owner's process and the rkey its
 /// NIC checks.
@@ -101,30 +53,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conn_info_and_keys_round_trip_and_refuse_bad_fields() {
-        let c = ConnInfo {
-            qpn: 0x12_3456,
-            psn: 0xab_cdef,
-            gid: [7; 16],
-            lid: 9,
-            mtu: 3,
-        };
-        let b = c.encode();
-        assert_eq!(&b[0..4], &[0, 0x12, 0x34, 0x56]);
-        assert_eq!(ConnInfo::decode(&b), Some(c));
-        assert_eq!(ConnInfo::decode(&b[1..]), None);
-        let mut bad = b;
-        bad[26] = 6;
-        assert_eq!(ConnInfo::decode(&bad), None);
-        bad = b;
-        bad[0] = 1;
-        assert_eq!(ConnInfo::decode(&bad), None);
+    fn keys_round_trip_and_refuse_bad_fields() {
         let k = RemoteKey {
             addr: 0x7f00_0000_1000,
             len: 4096,
             rkey: 0xdead_beef,
         };
         assert_eq!(RemoteKey::decode(&k.encode()), Some(k));
+        assert_eq!(RemoteKey::decode(&k.encode()[1..]), None);
         let wrap = RemoteKey {
             addr: u64::MAX,
             len: 2,

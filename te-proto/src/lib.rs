@@ -102,6 +102,7 @@ pub mod endpoint;
 pub mod error;
 pub mod link;
 pub mod location;
+pub mod rdma;
 pub mod region;
 pub mod registry;
 pub mod text;

@@ -71,6 +71,14 @@ pub struct Region {
     pub perm: Perm,
 }
 
+/// A region listed with no rkey (registered with no RDMA device), as
+/// [`encode_info_reply`](crate::wire::encode_info_reply) takes it.
+impl From<Region> for (Region, Option<u32>) {
+    fn from(r: Region) -> (Region, Option<u32>) {
+        (r, None)
+    }
+}
+
 impl Region {
     /// A region of `len` bytes at `addr` in `location` with `perm`.
     pub const fn new(addr: u64, len: u64, location: Location, perm: Perm) -> Region {

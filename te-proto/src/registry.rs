@@ -63,6 +63,9 @@ pub struct Entry {
     region: Region,
     pins: u32,
     draining: bool,
+    /// The rkey the RDMA NIC checks for the region, once the shell
+    /// registered it with the driver ([`Registry::set_rkey`]).
+    rkey: Option<u32>,
 }
 
 impl Entry {
@@ -71,6 +74,7 @@ impl Entry {
         region: Region::new(0, 0, Location::Cpu, Perm::LOCAL_ONLY),
         pins: 0,
         draining: false,
+        rkey: None,
     };
 
     const fn live(region: Region) -> Entry {
@@ -78,6 +82,7 @@ impl Entry {
             region,
             pins: 0,
             draining: false,
+            rkey: None,
         }
     }
 
@@ -409,11 +414,41 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
         self.entries().get(idx).map(|e| e.pins)
     }
 
-    /// The regions peers may see (remote permission, not draining), sorted
-    /// by `(location, base)`, starting strictly after the key `after`
-    /// (`None`: from the first). For paged segment-info replies: pass the
-    /// last key of one page to get the next.
-    pub fn remote_regions_after(&self, after: Option<(Location, u64)>) -> impl Iterator<Item = Region> + '_ {
+    /// Records the rkey under which the RDMA NIC serves the region with
+    /// base `base` in `location`, sent with it in segment-info replies.
+    /// `NotFound` without such a region, `Invalid` for a local-only one (no
+    /// peer may reach it) or a draining one (its rkey is being revoked).
+    pub fn set_rkey(&mut self, location: Location, base: u64, rkey: u32) -> Result<()> {
+        let idx = self
+            .exact(location, base)
+            .ok_or_else(|| status!(NotFound, "no region at base {base:#x} on {location} for an rkey"))?;
+        let entry = self
+            .entry_mut(idx)
+            .ok_or_else(|| status!(NotFound, "region slot {idx} missing"))?;
+        if entry.region.perm.is_empty() || entry.draining {
+            return Err(status!(
+                Invalid,
+                "region at {base:#x} on {location} is local only or draining: no rkey"
+            ));
+        }
+        entry.rkey = Some(rkey);
+        Ok(())
+    }
+
+    /// The rkey recorded for the region with base `base` in `location`.
+    pub fn rkey(&self, location: Location, base: u64) -> Option<u32> {
+        let idx = self.exact(location, base)?;
+        self.entries().get(idx).and_then(|e| e.rkey)
+    }
+
+    /// The regions peers may see (remote permission, not draining), with
+    /// their rkeys, sorted by `(location, base)`, starting strictly after
+    /// the key `after` (`None`: from the first). For paged segment-info
+    /// replies: pass the last key of one page to get the next.
+    pub fn remote_regions_after(
+        &self,
+        after: Option<(Location, u64)>,
+    ) -> impl Iterator<Item = (Region, Option<u32>)> + '_ {
         let entries = self.entries();
         let start = match after {
             None => 0,
@@ -424,7 +459,7 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
             .unwrap_or(&[])
             .iter()
             .filter(|e| e.is_remote_visible())
-            .map(|e| e.region)
+            .map(|e| (e.region, e.rkey))
     }
 
     // ---- internals ----
@@ -1360,7 +1395,7 @@ mod tests {
         );
         let page = |after| {
             reg.remote_regions_after(after)
-                .map(|r| (r.span.location, r.span.addr))
+                .map(|(r, _)| (r.span.location, r.span.addr))
                 .collect::<std::vec::Vec<_>>()
         };
         assert_eq!(

@@ -9,10 +9,11 @@ use core::time::Duration;
 use te_proto::batch::{BatchSlot, Task};
 use te_proto::batch::{Op, TaskState};
 use te_proto::endpoint::{
-    BatchEntry, Borrowed, Cancel, Endpoint, EndpointConfig, Event, NoteOutcome, Parts, Path, Request, Route,
-    SegmentEntry, SegmentId, TaskEntry,
+    BatchEntry, Borrowed, Cancel, Endpoint, EndpointConfig, Event, NoteOutcome, Offers, Parts, Path, Request,
+    Route, SegmentEntry, SegmentId, TaskEntry,
 };
 use te_proto::link::{Link, LinkConfig, PayloadDest};
+use te_proto::rdma::RdmaOff;
 use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, TaskId};
 
@@ -409,21 +410,77 @@ fn after_finalize_begins_nothing_new_starts_and_queued_tasks_can_be_failed() {
     assert_eq!(ep.tasks_in_flight(), 0);
 }
 
+fn offers(same_host: bool, rdma: bool) -> Offers<'static> {
+    Offers {
+        same_host,
+        rdma,
+        ..Offers::default()
+    }
+}
+
 #[test]
 fn the_path_rule_takes_the_same_host_path_only_for_host_memory_on_a_link_that_has_it() {
     let (cpu, sim) = (Location::Cpu, Location::Sim(0));
-    assert_eq!(Path::Auto.route(cpu, false, true, None), Ok(Route::SameHost));
-    assert_eq!(Path::Auto.route(cpu, false, false, None), Ok(Route::Link));
-    assert_eq!(Path::Auto.route(sim, false, true, None), Ok(Route::Link));
-    assert_eq!(Path::Tcp.route(cpu, false, true, None), Ok(Route::Link));
-    assert_eq!(Path::Shm.route(cpu, false, true, None), Ok(Route::SameHost));
-    let e = Path::Shm
-        .route(cpu, false, false, Some("peer is on another host"))
-        .expect_err("no path");
+    assert_eq!(Path::Auto.route(cpu, &offers(true, false)), Ok(Route::SameHost));
+    assert_eq!(Path::Auto.route(cpu, &offers(false, false)), Ok(Route::Link));
+    assert_eq!(Path::Auto.route(sim, &offers(true, false)), Ok(Route::Link));
+    let keyed = Offers {
+        keyed: true,
+        ..offers(true, false)
+    };
+    assert_eq!(Path::Auto.route(sim, &keyed), Ok(Route::SameHost));
+    assert_eq!(Path::Tcp.route(cpu, &offers(true, true)), Ok(Route::Link));
+    assert_eq!(Path::Shm.route(cpu, &offers(true, false)), Ok(Route::SameHost));
+    let other_host = Offers {
+        same_host_refusal: Some("peer is on another host"),
+        ..offers(false, false)
+    };
+    let e = Path::Shm.route(cpu, &other_host).expect_err("no path");
     assert_eq!(e.code(), ErrorCode::NotSupported);
     assert!(e.message().contains("peer is on another host"), "{e}");
     let e = Path::Shm
-        .route(sim, false, true, None)
+        .route(sim, &offers(true, false))
         .expect_err("device memory");
     assert!(e.message().contains("sim:0"), "{e}");
+}
+
+#[test]
+fn the_path_rule_prefers_rdma_then_the_same_host_path_then_tcp() {
+    let (cpu, sim) = (Location::Cpu, Location::Sim(0));
+    assert_eq!(Path::Auto.route(cpu, &offers(true, true)), Ok(Route::Rdma));
+    assert_eq!(Path::Auto.route(cpu, &offers(false, true)), Ok(Route::Rdma));
+    assert_eq!(
+        Path::Auto.route(sim, &offers(false, true)),
+        Ok(Route::Link),
+        "device memory is not registered with the NIC"
+    );
+    assert_eq!(Path::Rdma.route(cpu, &offers(true, true)), Ok(Route::Rdma));
+    assert_eq!(Path::Shm.route(cpu, &offers(true, true)), Ok(Route::SameHost));
+    let refused = Offers {
+        rdma_refusal: Some(RdmaOff::NoCommonFabric.as_str()),
+        ..offers(true, false)
+    };
+    assert_eq!(Path::Auto.route(cpu, &refused), Ok(Route::SameHost));
+    let e = Path::Rdma.route(cpu, &refused).expect_err("no RDMA");
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    assert!(e.message().contains("no common RDMA fabric"), "{e}");
+    let e = Path::Rdma
+        .route(cpu, &offers(false, false))
+        .expect_err("no offer");
+    assert!(e.message().contains("peer did not offer it"), "{e}");
+    let e = Path::Rdma
+        .route(sim, &offers(false, true))
+        .expect_err("device memory");
+    assert_eq!(e.code(), ErrorCode::NotSupported);
+    assert!(e.message().contains("sim:0"), "{e}");
+}
+
+#[test]
+fn paths_parse_and_print_by_name() {
+    for p in [Path::Auto, Path::Tcp, Path::Shm, Path::Rdma] {
+        assert_eq!(p.to_string().parse::<Path>(), Ok(p));
+    }
+    let e = "ib".parse::<Path>().expect_err("unknown path");
+    assert_eq!(e.code(), ErrorCode::Invalid);
+    assert!(e.message().contains("rdma"), "{e}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::{config, placed, task, Pair, Rng};
 use te_proto::batch::Op;
 use te_proto::link::LinkState;
-use te_proto::wire::{Frame, Header, Opcode, HEADER_LEN};
+use te_proto::wire::{Frame, Header, Opcode, HEADER_LEN, VERSION};
 use te_proto::{ErrorCode, Location, Perm, Span, Unregister};
 use zerocopy::IntoBytes;
 
@@ -608,22 +608,24 @@ fn bad_magic_closes_the_link() {
 
 #[test]
 fn unknown_version_closes_with_not_supported() {
-    garbage_closes_link(&raw_header(2, Opcode::Ping as u8, 8, 0), ErrorCode::NotSupported);
+    for v in [VERSION - 1, VERSION + 1] {
+        garbage_closes_link(&raw_header(v, Opcode::Ping as u8, 8, 0), ErrorCode::NotSupported);
+    }
 }
 
 #[test]
 fn unknown_opcode_closes_the_link() {
-    garbage_closes_link(&raw_header(1, 99, 8, 0), ErrorCode::Invalid);
+    garbage_closes_link(&raw_header(VERSION, 99, 8, 0), ErrorCode::Invalid);
 }
 
 #[test]
 fn oversized_lengths_close_the_link() {
     garbage_closes_link(
-        &raw_header(1, Opcode::Notify as u8, 1 << 30, 0),
+        &raw_header(VERSION, Opcode::Notify as u8, 1 << 30, 0),
         ErrorCode::Invalid,
     );
     garbage_closes_link(
-        &raw_header(1, Opcode::WriteData as u8, 24, 1 << 30),
+        &raw_header(VERSION, Opcode::WriteData as u8, 24, 1 << 30),
         ErrorCode::Invalid,
     );
 }

@@ -392,7 +392,9 @@ impl StateMachineTest for RegistryModel {
             Op::PinRemote(a, n, l, p) => Outcome::Pin(code(reg.pin_remote(*a, *n, *l, *p))),
             Op::Unpin(k) => Outcome::Unpin(reg.unpin(*k)),
             Op::Pins(l, b) => Outcome::Pins(reg.pins(*l, *b)),
-            Op::RemoteRegionsAfter(after) => Outcome::List(reg.remote_regions_after(*after).collect()),
+            Op::RemoteRegionsAfter(after) => {
+                Outcome::List(reg.remote_regions_after(*after).map(|(r, _)| r).collect())
+            }
         };
         assert_eq!(actual, expected, "{op:?}");
         sut

@@ -185,7 +185,7 @@ fn config_from(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<E
 /// `te.Engine(**config)` takes the fields of te's `EngineConfig` as keyword
 /// arguments: `listen` (`"host:port"`, default `"127.0.0.1:0"`: a free
 /// loopback port), `segment_name`, `location` (`"cpu"`, `"sim:N"`,
-/// `"npu:N"`), `path` (`"auto"`, `"tcp"`, `"shm"`), `secret` (str or bytes),
+/// `"npu:N"`), `path` (`"auto"`, `"tcp"`, `"shm"`, `"rdma"`), `secret` (str or bytes),
 /// `max_payload`, `max_outstanding`, `connect_timeout`, `transfer_timeout`,
 /// `heartbeat_interval`, `idle_timeout` (seconds), `max_regions`,
 /// `max_batches`, `max_tasks`, `max_connections`, `max_connections_per_source`,
@@ -588,7 +588,7 @@ impl PyEngine {
         self.location.to_string()
     }
 
-    /// The configured path to peers: `auto`, `tcp` or `shm`.
+    /// The configured path to peers: `auto`, `tcp`, `shm` or `rdma`.
     #[getter]
     fn path(&self) -> String {
         self.path.to_string()

@@ -39,7 +39,7 @@ def test_config_kwargs_and_bad_values():
     for kwargs, word in [
         ({"bogus": 1}, "bogus"),
         ({"location": "gpu:0"}, "gpu:0"),
-        ({"path": "rdma"}, "rdma"),
+        ({"path": "infiniband"}, "infiniband"),
         ({"connect_timeout": -1}, "connect_timeout"),
         ({"transfer_timeout": 0}, "transfer_timeout"),
         ({"max_batches": 0}, "max_batches"),

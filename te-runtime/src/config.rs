@@ -5,7 +5,7 @@ use std::time::Duration;
 use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
 use te_proto::{status, Location, Result};
 
-pub use te_proto::endpoint::Path;
+pub use te_proto::endpoint::{Path, RDMA_NOT_CARRIED};
 
 /// How an engine is set up. Every field has a sensible default
 /// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad
@@ -89,6 +89,10 @@ pub struct EngineConfig {
     /// use of an `npu:N` location; see te-driver-ascend).
     #[cfg(feature = "ascend")]
     pub ascend: te_driver_ascend::AscendConfig,
+    /// The RDMA device (docs/RDMA.md): by default the first device the
+    /// verbs library lists is tried at start; without one RDMA is off
+    /// (`RDMA off: <reason>`, logged once) and TCP carries everything.
+    pub rdma: crate::rdma::RdmaSettings,
     /// The path to peers (default [`Path::Auto`]: the same-host path where
     /// the peer offers it, else TCP); [`Path::Tcp`] also stops offering the
     /// same-host path to peers.
@@ -134,6 +138,7 @@ impl Default for EngineConfig {
             sim: te_driver_sim::SimConfig::default(),
             #[cfg(feature = "ascend")]
             ascend: te_driver_ascend::AscendConfig::default(),
+            rdma: crate::rdma::RdmaSettings::default(),
             path: Path::Auto,
             directory: None,
             directory_prefix: "te".into(),

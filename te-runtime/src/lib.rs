@@ -58,14 +58,16 @@ mod devices;
 pub mod directory;
 mod engine;
 mod mem;
+mod rdma;
 mod same_host;
 mod staging;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
-pub use crate::config::Path;
+pub use crate::config::{Path, RDMA_NOT_CARRIED};
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
+pub use crate::rdma::RdmaSettings;
 /// The Ascend NPU driver behind `npu:N` locations (te-driver-ascend), set
 /// up through [`EngineConfig::ascend`].
 #[cfg(feature = "ascend")]

@@ -117,7 +117,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub busy_poll: bool,
     /// Path to the target: tcp, shm (same-host; an error when the target
-    /// is not on this host) or auto (shm where possible).
+    /// is not on this host), rdma (an error until the runtime carries RDMA
+    /// transfers, docs/RDMA.md) or auto (shm where possible).
     #[arg(long, default_value = "auto", value_parser = parse_path)]
     pub path: Path,
     /// Memory of this side's buffer: cpu, sim:N or npu:N (device memory is

@@ -158,6 +158,12 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
                  network namespace, or refused this process (TE_LOG=info tells which)"
             )))
         }
+        Path::Rdma => {
+            return Err(fail(format!(
+                "--path rdma: no RDMA path to {target}: {}",
+                te_runtime::RDMA_NOT_CARRIED
+            )))
+        }
         forced => forced,
     };
     let regions = engine.segment_info(segment)?;

@@ -21,6 +21,9 @@ pub enum Path {
     /// Always the same-host path; a transfer to a peer without it fails
     /// `NotSupported`, naming why.
     Shm,
+    /// Always RDMA; a transfer to a peer without it fails `NotSupported`,
+    /// naming why.
+    Rdma,
 }
 
 impl fmt::Display for Path {
@@ -29,6 +32,7 @@ impl fmt::Display for Path {
             Path::Auto => "auto",
             Path::Tcp => "tcp",
             Path::Shm => "shm",
+            Path::Rdma => "rdma",
         })
     }
 }
@@ -41,7 +45,8 @@ impl FromStr for Path {
             "auto" => Ok(Path::Auto),
             "tcp" => Ok(Path::Tcp),
             "shm" => Ok(Path::Shm),
-            _ => Err(status!(Invalid, "path {s:?}: expected tcp, shm or auto")),
+            "rdma" => Ok(Path::Rdma),
+            _ => Err(status!(Invalid, "path {s:?}: expected tcp, shm, rdma or auto")),
         }
     }
 }
@@ -72,6 +77,9 @@ impl Default for EndpointConfig {
     }
 }
 
+/// What [`Path::route`] names when the link gives no refusal of its own.
+const NOT_OFFERED: &str = "peer did not offer it";
+
 /// Which way one task goes, from [`Path::route`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -80,28 +88,55 @@ pub enum Route {
     /// The same-host path: requests over the link, the owner of the memory
     /// copies.
     SameHost,
+    /// One-sided RDMA READ/WRITE on the queue pairs of the link's RDMA
+    /// exchange (docs/PROTOCOL.md, "RDMA path").
+    Rdma,
+}
+
+/// What the link to a peer offers a task, for [`Path::route`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offers<'a> {
+    /// The same-host path: the peer offered it and verified this process.
+    pub same_host: bool,
+    /// The task's device memory is announced to the peer with an IPC key,
+    /// so the same-host path can reach it.
+    pub keyed: bool,
+    /// Why the link has no same-host path, when it has none.
+    pub same_host_refusal: Option<&'a str>,
+    /// RDMA: both sides gave queue pairs sharing a fabric
+    /// ([`Rdma::usable`](crate::link::Rdma::usable)).
+    pub rdma: bool,
+    /// Why the link has no RDMA, when it has none.
+    pub rdma_refusal: Option<&'a str>,
 }
 
 impl Path {
     /// The rule of path choice. A task whose local memory is in `local`
-    /// goes over the same-host path when this path allows it, the link has
-    /// the path (`same_host`: the peer offered it and verified this
-    /// process) and the memory is host memory, or device memory the peer
-    /// can import (`keyed`: announced to it with an IPC key). [`Path::Shm`]
-    /// without it is `NotSupported`, naming `refusal` (why the link has no
-    /// same-host path) or the device memory that has no key.
-    pub fn route(
-        self,
-        local: Location,
-        keyed: bool,
-        same_host: bool,
-        refusal: Option<&str>,
-    ) -> Result<Route> {
-        let shareable = local.is_host() || keyed;
+    /// goes over RDMA when this path allows it, the link has it
+    /// (`offers.rdma`) and the memory is host memory (the NIC registers
+    /// host memory only); else over the same-host path when this path
+    /// allows it, the link has it (`offers.same_host`) and the memory is
+    /// host memory or device memory the peer can import (`offers.keyed`);
+    /// else over the link (TCP). [`Path::Rdma`] and [`Path::Shm`] without
+    /// their path are `NotSupported`, naming why the link has none (the
+    /// refusal) or the memory the path cannot reach.
+    pub fn route(self, local: Location, offers: &Offers<'_>) -> Result<Route> {
+        let rdma = offers.rdma && local.is_host();
+        let shareable = local.is_host() || offers.keyed;
         match self {
             Path::Tcp => Ok(Route::Link),
-            Path::Auto | Path::Shm if shareable && same_host => Ok(Route::SameHost),
+            Path::Auto | Path::Rdma if rdma => Ok(Route::Rdma),
+            Path::Auto | Path::Shm if shareable && offers.same_host => Ok(Route::SameHost),
             Path::Auto => Ok(Route::Link),
+            Path::Rdma if !local.is_host() => Err(status!(
+                NotSupported,
+                "RDMA path needs host memory (the NIC registers host memory only), task's local memory is {local}"
+            )),
+            Path::Rdma => Err(status!(
+                NotSupported,
+                "RDMA path not available: {}",
+                offers.rdma_refusal.unwrap_or(NOT_OFFERED)
+            )),
             Path::Shm if !shareable => Err(status!(
                 NotSupported,
                 "same-host path needs host memory or device memory the peer can import (IPC), task's local memory is {local}"
@@ -109,7 +144,7 @@ impl Path {
             Path::Shm => Err(status!(
                 NotSupported,
                 "same-host path not available: {}",
-                refusal.unwrap_or("peer did not offer it")
+                offers.same_host_refusal.unwrap_or(NOT_OFFERED)
             )),
         }
     }

@@ -7,7 +7,12 @@ use crate::region::Span;
 use crate::registry::PinKey;
 use crate::status;
 
-use super::{Endpoint, Path, Route, SegmentId, Storage};
+use super::{Endpoint, Offers, Path, Route, SegmentId, Storage};
+
+/// Why a link whose RDMA exchange succeeded still carries no RDMA
+/// transfer: the endpoint does not hand them to the shell's driver yet.
+pub const RDMA_NOT_CARRIED: &str =
+    "the endpoint does not carry transfers over RDMA yet (docs/RDMA.md, \"Not done\")";
 
 /// What the endpoint asks of the runtime about one link while it feeds it.
 pub trait Feed {
@@ -80,16 +85,24 @@ impl<S: Storage> Endpoint<S> {
                 && entry.path != Path::Tcp
                 && link.same_host().available()
                 && entry.pin.is_some_and(|p| self.key_announced(p, link, shell));
+            let offers = Offers {
+                same_host: link.same_host().available(),
+                keyed,
+                same_host_refusal: shell.same_host_refusal(),
+                // The endpoint does not hand transfers to the shell's RDMA
+                // driver yet (docs/RDMA.md, "Not done"): no link offers it.
+                rdma: false,
+                rdma_refusal: match link.rdma().refusal() {
+                    Some(why) => Some(why.as_str()),
+                    None => link.rdma().usable().then_some(RDMA_NOT_CARRIED),
+                },
+            };
             let submitted = entry
                 .path
-                .route(
-                    req.local.location,
-                    keyed,
-                    link.same_host().available(),
-                    shell.same_host_refusal(),
-                )
+                .route(req.local.location, &offers)
                 .and_then(|route| match route {
                     Route::Link => link.submit(task, &req, deadline),
+                    Route::Rdma => Err(status!(NotSupported, "{RDMA_NOT_CARRIED}")),
                     Route::SameHost => {
                         let map = entry.pin.and_then(|p| shell.local_map(p));
                         if let Some(m) = map.filter(|m| !link.same_host().local_map_announced(m.id)) {

@@ -79,9 +79,9 @@ mod links;
 mod slots;
 mod submit;
 
-pub use config::{EndpointConfig, Path, Route};
+pub use config::{EndpointConfig, Offers, Path, Route};
 pub use event::{Cancel, Event, NoteOutcome, Request, SegmentId};
-pub use links::Feed;
+pub use links::{Feed, RDMA_NOT_CARRIED};
 #[cfg(feature = "std")]
 pub use slots::Heap;
 pub use slots::{BatchEntry, Borrowed, Parts, SegmentEntry, Storage, TaskEntry, LABEL_MAX};

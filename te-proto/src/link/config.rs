@@ -34,6 +34,10 @@ bitflags::bitflags! {
         /// announces with `LocalKey` (docs/PROTOCOL.md, "Device buffers");
         /// a peer may send `LocalKey` only to a side that set this bit.
         const DEVICE_IPC = 1 << 2;
+        /// The sender has an RDMA device and takes part in the RDMA path
+        /// (docs/PROTOCOL.md, "RDMA path"): a connector with the bit may
+        /// offer its queue pairs with `RdmaConn` to an acceptor with it.
+        const RDMA = 1 << 3;
     }
 }
 

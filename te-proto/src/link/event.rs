@@ -90,6 +90,9 @@ pub struct SegmentPage {
     /// The regions, sorted by location and base address, each after every
     /// region of the pages before.
     pub regions: heapless::Vec<Region, INFO_PAGE_MAX>,
+    /// The rkey the peer's NIC checks for each region, in the order of
+    /// `regions` (`None`: the peer registered it with no RDMA device).
+    pub rkeys: heapless::Vec<Option<u32>, INFO_PAGE_MAX>,
     /// More pages follow: the link asks for the next one once this one is
     /// taken, and announces it with another [`Event::SegmentInfo`]. False
     /// on the last page.
@@ -128,6 +131,11 @@ pub enum Event {
     /// [`Link::take_segment_info`](super::Link::take_segment_info). Once per
     /// page; the page after comes only once this one is taken.
     SegmentInfo,
+    /// The peer's `RdmaConn` came: on the acceptor its offer (answer it
+    /// with [`Link::answer_rdma`](super::Link::answer_rdma)), on the
+    /// connector the answer or refusal; [`Link::rdma`](super::Link::rdma)
+    /// tells which. Once per link.
+    Rdma,
     /// The link is closed (reported after every task's `TaskDone`). Flush
     /// the remaining transmits, then close the connection.
     Closed(Status),

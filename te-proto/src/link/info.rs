@@ -90,7 +90,11 @@ impl InfoQuery {
     /// that says more follow must hold a region. On `Err`, a protocol
     /// violation naming the bad key, the query has ended with that error
     /// and the caller closes the link with it.
-    pub fn on_page(&mut self, more: bool, regions: impl Iterator<Item = Region>) -> Result<()> {
+    pub fn on_page(
+        &mut self,
+        more: bool,
+        regions: impl Iterator<Item = (Region, Option<u32>)>,
+    ) -> Result<()> {
         let Some(q) = self.query.as_mut() else {
             debug_assert!(false, "a page taken with no query under way");
             return Ok(());
@@ -98,12 +102,13 @@ impl InfoQuery {
         debug_assert!(self.page.is_none(), "a page waits while a request is out");
         let mut page = SegmentPage {
             regions: heapless::Vec::new(),
+            rkeys: heapless::Vec::new(),
             more: false,
             truncated: false,
         };
         let mut prev = q.after;
         let mut room = q.cap.saturating_sub(q.got);
-        for r in regions {
+        for (r, rkey) in regions {
             let key = (r.span.location, r.span.addr);
             if let Some(p) = prev.filter(|p| key <= *p) {
                 let st = match q.after {
@@ -133,8 +138,8 @@ impl InfoQuery {
                 continue;
             }
             // The decoder bounded a page by INFO_PAGE_MAX, the capacity.
-            let pushed = page.regions.push(r);
-            debug_assert!(pushed.is_ok(), "a page beyond INFO_PAGE_MAX regions");
+            let pushed = page.regions.push(r).is_ok() && page.rkeys.push(rkey).is_ok();
+            debug_assert!(pushed, "a page beyond INFO_PAGE_MAX regions");
             room -= 1;
         }
         if more && prev == q.after {

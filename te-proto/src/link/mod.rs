@@ -35,6 +35,7 @@ mod event;
 mod handshake;
 mod info;
 mod maps;
+mod rdma;
 mod receive;
 mod same_host;
 mod state;
@@ -47,6 +48,7 @@ pub use config::{Caps, LinkConfig, PeerInfo, DEFAULT_MIN_FRAME_RATE, MAX_LINK_TA
 pub use event::{Event, Notification, PayloadDest, PidChallenge, SameHostCopy, SegmentPage, Transmit};
 pub use handshake::SECRET_MISMATCH;
 pub use maps::MAX_LOCAL_MAPS;
+pub use rdma::Rdma;
 pub use same_host::{SameHost, SameHostMut};
 
 use self::state::{FrameClock, Phase, Reg, Role, State};
@@ -470,6 +472,9 @@ impl Link {
         }
         if s.info.announce() {
             return Some(Event::SegmentInfo);
+        }
+        if s.rdma.take_announce() {
+            return Some(Event::Rdma);
         }
         if !s.closed_reported && !s.tasks.has_reports() && hold.is_none() {
             if let Some(why) = &s.closed {

@@ -165,7 +165,7 @@ impl State {
                 if !self.info.awaits(req_id) || self.due.info.is_some() {
                     return self.violation(reg, format_args!("InfoReply answers no query {req_id:#x}"));
                 }
-                if let Err(why) = self.info.on_page(more, regions.iter()) {
+                if let Err(why) = self.info.on_page(more, regions.entries()) {
                     self.shut(why, true, reg);
                 }
             }
@@ -214,6 +214,7 @@ impl State {
                     self.shut(why, true, reg);
                 }
             }
+            Frame::RdmaConn(m) => self.on_rdma(m, reg),
             Frame::Ping { token } => match self.due.pong {
                 // The sender keeps at most one Ping unanswered: this one
                 // came before the answer to the last one was even sent.

@@ -10,6 +10,7 @@ use super::config::{LinkConfig, PeerInfo, MAX_OUTSTANDING};
 use super::due::Due;
 use super::event::Notification;
 use super::info::InfoQuery;
+use super::rdma::Rdma;
 use super::same_host::SameHost;
 use super::target::Target;
 use super::tasks::Tasks;
@@ -106,6 +107,7 @@ pub(super) struct State {
     pub prefer_requests: bool,
     pub target: Target,
     pub same_host: SameHost,
+    pub rdma: Rdma,
 }
 
 impl State {
@@ -152,6 +154,7 @@ impl State {
             prefer_requests: false,
             target: Target::new(),
             same_host: SameHost::new(),
+            rdma: Rdma::default(),
             cfg,
         }
     }

@@ -1,7 +1,8 @@
 //! Frames to send, in priority order: `Hello`/`HelloAck` (an acceptor that
 //! refuses the connector's secret still sends its `HelloAck`, before the
 //! `Error`), the closing `Error` or `Goodbye`, `Auth`, heartbeats, the
-//! segment-info query, same-host control frames, notifications, then
+//! segment-info query, the same-host challenge, the RDMA offer or answer,
+//! notifications, same-host buffer announcements, then
 //! answers and requests alternately.
 
 use super::state::{Phase, Reg, Role, State, Writing};
@@ -30,6 +31,7 @@ impl State {
                 || (self.due.info.is_some() && self.window_has_room())
                 || !self.notify_out.is_empty()
                 || self.same_host.has_frames_due()
+                || self.rdma.has_frame_due()
                 || self.target.has_answers()
                 || self
                     .tasks
@@ -118,6 +120,11 @@ impl State {
             .encode(out)
             .ok()?;
             self.same_host.challenge_sent();
+            return Some((n, None));
+        }
+        if let Some(m) = self.rdma.due() {
+            let n = Frame::RdmaConn(m).encode(out).ok()?;
+            self.rdma.sent();
             return Some((n, None));
         }
         if let Some(note) = self.notify_out.front() {

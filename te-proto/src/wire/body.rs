@@ -110,7 +110,20 @@ pub(super) struct RegionEntry {
     pub(super) len: U64,
     pub(super) location: U32,
     pub(super) perm: u8,
-    pub(super) reserved: [u8; 3],
+    pub(super) has_rkey: u8,
+    pub(super) reserved: U16,
+    pub(super) rkey: U32,
+}
+
+/// The fixed part of `RdmaConn`; `count` [`ConnInfo`](crate::rdma::ConnInfo)s
+/// of [`CONN_INFO_LEN`](crate::rdma::CONN_INFO_LEN) bytes follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(super) struct RdmaBody {
+    pub(super) kind: u8,
+    pub(super) reason: u8,
+    pub(super) count: u8,
+    pub(super) reserved: u8,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -153,6 +166,7 @@ pub(super) const fn shape(op: Opcode) -> (usize, bool) {
         Opcode::LocalRead | Opcode::LocalWrite => (size_of::<LocalBody>(), false),
         Opcode::LocalMap => (size_of::<MapBody>(), false),
         Opcode::LocalKey => (size_of::<KeyBody>(), false),
+        Opcode::RdmaConn => (size_of::<RdmaBody>(), true),
     }
 }
 

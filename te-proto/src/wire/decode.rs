@@ -7,7 +7,8 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use super::body::*;
 use super::error::WireError;
 use super::frame::{
-    Frame, Hello, LocalAccess, LocalKey, LocalMap, RegionList, AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY,
+    Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaMsg, RegionList, AUTH_HMAC_SHA256, AUTH_NONE,
+    LOCATION_ANY, RDMA_ANSWER, RDMA_OFF, RDMA_OFFER,
 };
 use super::header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE};
 use super::{
@@ -17,6 +18,7 @@ use super::{
 use crate::driver::{IpcKey, IPC_KEY_MAX};
 use crate::error::ErrorCode;
 use crate::location::Location;
+use crate::rdma::{ConnInfo, Conns, RdmaOff, CONN_INFO_LEN, MAX_RDMA_QPS};
 use crate::region::{Perm, Region};
 
 impl<'a> Frame<'a> {
@@ -45,8 +47,56 @@ impl<'a> Frame<'a> {
             | Opcode::LocalMap
             | Opcode::LocalKey
             | Opcode::KeyClosed => same_host(op, body, header.flags.get()),
+            Opcode::RdmaConn => rdma(op, body),
         }
     }
+}
+
+/// Decodes the body of RdmaConn (the RDMA path): an offer or answer of 1
+/// to [`MAX_RDMA_QPS`] queue pairs, or a refusal with a known reason and
+/// none.
+fn rdma(op: Opcode, body: &[u8]) -> Result<Frame<'_>, WireError> {
+    let (b, rest) = read::<RdmaBody>(op, body)?;
+    if b.reserved != 0 {
+        return Err(WireError::ReservedBits {
+            opcode: op,
+            field: "rdma reserved",
+            value: u64::from(b.reserved),
+        });
+    }
+    let count = usize::from(b.count);
+    if rest.len() != count * CONN_INFO_LEN {
+        return Err(field_len(op, "queue pair list", rest.len()));
+    }
+    let bad = |field, value: u8| WireError::BadValue {
+        opcode: op,
+        field,
+        value: u64::from(value),
+    };
+    let mut items = [ConnInfo::default(); MAX_RDMA_QPS];
+    let listed = match b.kind {
+        RDMA_OFFER | RDMA_ANSWER if b.reason != 0 => return Err(bad("rdma reason", b.reason)),
+        RDMA_OFFER | RDMA_ANSWER if count == 0 || count > MAX_RDMA_QPS => {
+            return Err(field_len(op, "queue pair count", count))
+        }
+        RDMA_OFFER | RDMA_ANSWER => &mut items[..count],
+        RDMA_OFF if count != 0 => return Err(field_len(op, "queue pair count", count)),
+        RDMA_OFF => {
+            let why = RdmaOff::from_u8(b.reason).ok_or(bad("rdma reason", b.reason))?;
+            return Ok(Frame::RdmaConn(RdmaMsg::Off(why)));
+        }
+        k => return Err(bad("rdma kind", k)),
+    };
+    for (slot, raw) in listed.iter_mut().zip(rest.chunks_exact(CONN_INFO_LEN)) {
+        *slot = ConnInfo::decode(raw).ok_or(bad("queue pair (qpn, psn or mtu out of range)", raw[26]))?;
+    }
+    // 1 to MAX_RDMA_QPS entries, checked above.
+    let conns = Conns::new(listed).ok_or(field_len(op, "queue pair count", count))?;
+    Ok(Frame::RdmaConn(if b.kind == RDMA_OFFER {
+        RdmaMsg::Offer(conns)
+    } else {
+        RdmaMsg::Answer(conns)
+    }))
 }
 
 /// Decodes the body of Hello, HelloAck and Auth.
@@ -442,7 +492,7 @@ fn same_host<'a>(op: Opcode, body: &'a [u8], flags: u16) -> Result<Frame<'a>, Wi
     Ok(frame)
 }
 
-pub(super) fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
+pub(super) fn region_from_entry(bytes: &[u8]) -> Result<(Region, Option<u32>), WireError> {
     let op = Opcode::InfoReply;
     let e = RegionEntry::read_from_bytes(bytes).map_err(|_| WireError::FieldLength {
         opcode: op,
@@ -461,14 +511,31 @@ pub(super) fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
             field: "region perm",
             value: e.perm as u64,
         })?;
-    if e.reserved != [0; 3] {
-        let [r0, r1, r2] = e.reserved;
+    if e.reserved.get() != 0 {
         return Err(WireError::ReservedBits {
             opcode: op,
             field: "region reserved",
-            value: u64::from_be_bytes([0, 0, 0, 0, 0, r0, r1, r2]),
+            value: u64::from(e.reserved.get()),
         });
     }
+    let rkey = match e.has_rkey {
+        0 if e.rkey.get() != 0 => {
+            return Err(WireError::ReservedBits {
+                opcode: op,
+                field: "rkey without has_rkey",
+                value: u64::from(e.rkey.get()),
+            })
+        }
+        0 => None,
+        1 => Some(e.rkey.get()),
+        v => {
+            return Err(WireError::BadValue {
+                opcode: op,
+                field: "region has_rkey",
+                value: u64::from(v),
+            })
+        }
+    };
     let (base, len) = (e.base.get(), e.len.get());
     if base == 0 || len == 0 || base.checked_add(len).is_none() {
         return Err(WireError::BadValue {
@@ -477,7 +544,7 @@ pub(super) fn region_from_entry(bytes: &[u8]) -> Result<Region, WireError> {
             value: base,
         });
     }
-    Ok(Region::new(base, len, location, perm))
+    Ok((Region::new(base, len, location, perm), rkey))
 }
 
 fn location_from_wire(op: Opcode, v: u32) -> Result<Option<Location>, WireError> {

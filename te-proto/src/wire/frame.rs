@@ -16,6 +16,7 @@ use super::{
 use crate::driver::{IpcKey, IPC_KEY_MAX};
 use crate::error::ErrorCode;
 use crate::location::Location;
+use crate::rdma::{Conns, RdmaOff};
 use crate::region::Region;
 
 /// Wire value of a location field meaning "any location: resolve by address".
@@ -25,7 +26,7 @@ pub const AUTH_NONE: u8 = 0;
 /// Handshake auth mode: HMAC-SHA256 challenge-response over a shared secret.
 pub const AUTH_HMAC_SHA256: u8 = 1;
 /// Size of one region entry in an `InfoReply`.
-pub const REGION_ENTRY_LEN: usize = 24;
+pub const REGION_ENTRY_LEN: usize = 28;
 
 /// The handshake fields of `Hello` and `HelloAck`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,13 @@ impl<'a> RegionList<'a> {
 
     /// The regions, in the order the peer sent them.
     pub fn iter(&self) -> impl Iterator<Item = Region> + 'a {
+        self.entries().map(|(r, _)| r)
+    }
+
+    /// The regions with the rkey the peer's NIC checks for each (`None`
+    /// where the peer registered the region with no RDMA device), in the
+    /// order the peer sent them.
+    pub fn entries(&self) -> impl Iterator<Item = (Region, Option<u32>)> + 'a {
         self.raw.chunks_exact(REGION_ENTRY_LEN).filter_map(|c| {
             let r = region_from_entry(c);
             // The decoder checked every entry before making the list.
@@ -75,6 +83,24 @@ impl<'a> RegionList<'a> {
         })
     }
 }
+
+/// What an `RdmaConn` frame says (docs/PROTOCOL.md, "RDMA path").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RdmaMsg {
+    /// The connector offers its queue pairs, one per NIC.
+    Offer(Conns),
+    /// The acceptor takes the offer and answers with its own queue pairs.
+    Answer(Conns),
+    /// The acceptor refuses the offer: there is no RDMA on this link.
+    Off(RdmaOff),
+}
+
+/// `RdmaConn` kind byte of an offer.
+pub(super) const RDMA_OFFER: u8 = 1;
+/// `RdmaConn` kind byte of an answer.
+pub(super) const RDMA_ANSWER: u8 = 2;
+/// `RdmaConn` kind byte of a refusal.
+pub(super) const RDMA_OFF: u8 = 3;
 
 /// A decoded frame (header and body; a payload, if any, follows on the wire
 /// and is not part of this value).
@@ -199,6 +225,8 @@ pub enum Frame<'a> {
         /// The receiver's buffer id.
         id: u64,
     },
+    /// RDMA path: an offer of queue pairs, the answer, or a refusal.
+    RdmaConn(RdmaMsg),
 }
 
 /// The fields of `LocalMap`: one buffer of the sender's memory that the
@@ -414,6 +442,7 @@ impl<'a> Frame<'a> {
             Frame::LocalMap(_) => Opcode::LocalMap,
             Frame::LocalKey(_) => Opcode::LocalKey,
             Frame::KeyClosed { .. } => Opcode::KeyClosed,
+            Frame::RdmaConn(_) => Opcode::RdmaConn,
         }
     }
 
@@ -528,6 +557,22 @@ impl<'a> Frame<'a> {
             Frame::Ping { token } | Frame::Pong { token } | Frame::KeyClosed { id: token } => {
                 w.put(&U64::new(token))?
             }
+            Frame::RdmaConn(ref m) => {
+                let (kind, reason, conns) = match m {
+                    RdmaMsg::Offer(c) => (RDMA_OFFER, 0, c.as_slice()),
+                    RdmaMsg::Answer(c) => (RDMA_ANSWER, 0, c.as_slice()),
+                    RdmaMsg::Off(r) => (RDMA_OFF, r.as_u8(), &[][..]),
+                };
+                w.put(&RdmaBody {
+                    kind,
+                    reason,
+                    count: conns.len() as u8,
+                    reserved: 0,
+                })?;
+                for c in conns {
+                    w.bytes(&c.encode())?;
+                }
+            }
             Frame::Goodbye { code } => w.put(&CodeBody {
                 code: U32::new(code.as_u32()),
                 reserved: U32::new(0),
@@ -592,14 +637,16 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Encodes an `InfoReply` page straight from an iterator of regions: at most
+/// Encodes an `InfoReply` page straight from an iterator of regions and
+/// their rkeys (`None`: no RDMA registration; docs/PROTOCOL.md, "Segment
+/// information"): at most
 /// [`INFO_PAGE_MAX`] regions, with the "more" flag set when the iterator
 /// still had regions after the page. Returns the bytes written and the key
 /// of the last region in the page.
 pub fn encode_info_reply(
     buf: &mut [u8],
     req_id: u64,
-    regions: impl Iterator<Item = Region>,
+    regions: impl Iterator<Item = impl Into<(Region, Option<u32>)>>,
 ) -> Result<(usize, Option<(Location, u64)>), WireError> {
     let op = Opcode::InfoReply;
     let mut w = Writer::new(buf, op);
@@ -618,7 +665,7 @@ pub fn encode_info_reply(
     let mut count = 0u32;
     let mut last = None;
     let mut more = false;
-    for r in regions {
+    for (r, rkey) in regions.map(Into::into) {
         if count as usize == INFO_PAGE_MAX {
             more = true;
             break;
@@ -628,7 +675,9 @@ pub fn encode_info_reply(
             len: U64::new(r.span.len),
             location: U32::new(r.span.location.to_wire()),
             perm: r.perm.bits(),
-            reserved: [0; 3],
+            has_rkey: u8::from(rkey.is_some()),
+            reserved: U16::new(0),
+            rkey: U32::new(rkey.unwrap_or(0)),
         })?;
         last = Some((r.span.location, r.span.addr));
         count += 1;

@@ -9,7 +9,7 @@ use super::{MAX_BODY, MAX_PAYLOAD_LIMIT};
 /// The two magic bytes that open every frame: `"TE"`.
 pub const MAGIC: [u8; 2] = *b"TE";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of the header in bytes.
 pub const HEADER_LEN: usize = 16;
 /// Header flag of `InfoReply`: more pages follow.
@@ -107,10 +107,13 @@ opcodes! {
     /// Same-host path: announce (or withdraw) a buffer of the sender's
     /// device memory exported with an IPC key, for the receiver to import.
     LocalKey = 19,
+    /// RDMA path: the connector's offer of its queue pairs, the acceptor's
+    /// answer with its own, or the acceptor's refusal with a reason.
+    RdmaConn = 20,
     /// Same-host path: the sender closed its import of the receiver's
     /// device buffer, which the receiver withdrew (the receiver may close
     /// its export now).
-    KeyClosed = 20,
+    KeyClosed = 21,
 }
 
 impl Opcode {

@@ -63,15 +63,17 @@ fn bad_magic_is_rejected() {
 
 #[test]
 fn unknown_version_is_not_supported() {
-    let b = with_header(ping(), |h| h.version = 2);
-    let e = decode(&b).unwrap_err();
-    assert_eq!(e, WireError::UnsupportedVersion(2));
-    assert_eq!(e.code(), ErrorCode::NotSupported);
+    for v in [VERSION - 1, VERSION + 1] {
+        let b = with_header(ping(), |h| h.version = v);
+        let e = decode(&b).unwrap_err();
+        assert_eq!(e, WireError::UnsupportedVersion(v));
+        assert_eq!(e.code(), ErrorCode::NotSupported);
+    }
 }
 
 #[test]
 fn unknown_opcode_is_rejected() {
-    for op in [0u8, 21, 255] {
+    for op in [0u8, 22, 255] {
         let b = with_header(ping(), |h| h.opcode = op);
         assert_eq!(decode(&b), Err(WireError::UnknownOpcode(op)));
     }
@@ -592,7 +594,7 @@ fn local_key_frames_round_trip_and_carry_the_device_flag() {
     }
     let b = encode(&Frame::KeyClosed { id: 0x55 });
     assert_eq!(b.len(), HEADER_LEN + 8);
-    assert_eq!(b[3], 20, "opcode");
+    assert_eq!(b[3], 21, "opcode");
     decode_with(&b, |g| assert_eq!(g, Frame::KeyClosed { id: 0x55 }));
     let a = LocalAccess {
         req_id: 3,

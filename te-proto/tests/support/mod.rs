@@ -77,6 +77,8 @@ pub struct Side {
     pub notes: Vec<Notification>,
     pub pages: Vec<Result<SegmentPage>>,
     pub connected: bool,
+    /// `Event::Rdma` was reported (once per link).
+    pub rdma_heard: bool,
     pub closed: Option<te_proto::Status>,
     /// Spans the peer may touch here: checked on every payload access.
     pub remote_checks: bool,
@@ -108,6 +110,7 @@ impl Side {
             notes: Vec::new(),
             pages: Vec::new(),
             connected: false,
+            rdma_heard: false,
             closed: None,
             remote_checks: true,
             bytes_out: 0,
@@ -152,6 +155,10 @@ impl Side {
                 }
                 Event::Notification => self.notes.push(self.link.take_notification().expect("announced")),
                 Event::SegmentInfo => self.pages.push(self.link.take_segment_info().expect("announced")),
+                Event::Rdma => {
+                    assert!(!self.rdma_heard, "Event::Rdma reported twice");
+                    self.rdma_heard = true;
+                }
                 Event::Closed(why) => {
                     assert!(self.closed.is_none(), "closed reported twice");
                     self.closed = Some(why);

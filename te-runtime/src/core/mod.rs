@@ -24,6 +24,7 @@ use crate::config::EngineConfig;
 use crate::config::Path;
 use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
+use crate::rdma::Rdma;
 use crate::same_host::{ConnShm, SameHost};
 use crate::staging::DEVICE_POLL;
 
@@ -60,6 +61,8 @@ pub struct EngineCore {
     /// `shutdown` has run.
     finalized: bool,
     same_host: SameHost,
+    /// The RDMA device, or why there is none.
+    rdma: Rdma,
     /// Who of the accepted connections keeps a slot.
     admission: Admission,
     /// Refused and evicted connections, logged once per source and interval.
@@ -147,9 +150,11 @@ impl EngineCore {
         let path = if cfg.location.is_host() || devices.ipc(cfg.location) {
             cfg.path
         } else {
-            if cfg.path == Path::Shm {
+            if matches!(cfg.path, Path::Shm | Path::Rdma) {
                 warn!(
-                    "same-host path off for {}: its driver cannot share device memory between processes",
+                    "{} path off for {}, transfers use TCP: its driver cannot share device memory between processes \
+                     and the RDMA path registers host memory only",
+                    cfg.path,
                     cfg.location
                 );
             }
@@ -186,6 +191,7 @@ impl EngineCore {
             freeing: Vec::new(),
             finalized: false,
             same_host,
+            rdma: Rdma::open(&cfg.rdma),
             admission: Admission::new(cfg.admission_limits()),
             refusals: RateLog::default(),
             auth_refusals: RateLog::default(),
@@ -193,6 +199,11 @@ impl EngineCore {
             fenced: HashMap::new(),
             cfg,
         })
+    }
+
+    /// `RDMA: <device> port <n> gid index <i>`, or `RDMA off: <reason>`.
+    pub fn rdma_status(&self) -> &str {
+        self.rdma.status()
     }
 
     /// The core's clock (nanoseconds since it started), on which
@@ -588,6 +599,9 @@ impl EngineCore {
                 self.check_one_link_per_peer(c);
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}
+            // Only a side that set Caps::RDMA hears of an RDMA exchange;
+            // this runtime does not set it yet (docs/RDMA.md).
+            Event::Rdma => {}
             Event::Notification => self.pull_notifications(c),
             Event::SegmentInfo => {
                 let Some(s) = seg else { return };

@@ -48,6 +48,8 @@ pub struct Engine {
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     segment_name: String,
     local_addr: SocketAddr,
+    /// What [`Engine::rdma_status`] says.
+    rdma_status: String,
     cfg: EngineConfig,
     /// Where names are looked up, when the config names a directory.
     directory: Option<Arc<Directory>>,
@@ -64,6 +66,7 @@ impl Engine {
         let core = EngineCore::new(cfg.clone(), poll.registry(), BASE)?;
         let segment_name = core.segment_name().to_string();
         let local_addr = core.local_addr();
+        let rdma_status = core.rdma_status().to_string();
         let (directory, publication) = match &cfg.directory {
             None => (None, None),
             Some(url) => {
@@ -98,10 +101,17 @@ impl Engine {
             thread: std::sync::Mutex::new(Some(thread)),
             segment_name,
             local_addr,
+            rdma_status,
             cfg,
             directory,
             publication: std::sync::Mutex::new(publication),
         })
+    }
+
+    /// `RDMA: <device> port <n> gid index <i>` when the engine opened an
+    /// RDMA device at start, else `RDMA off: <reason>` (also logged once).
+    pub fn rdma_status(&self) -> &str {
+        &self.rdma_status
     }
 
     /// This engine's segment name (what peers open).

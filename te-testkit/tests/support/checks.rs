@@ -28,7 +28,8 @@ fn first_mismatch(want: &[Option<u8>], got: &[u8]) -> Option<(usize, u8, u8)> {
 impl World {
     pub fn on_event(&mut self, conn: ConnId, node: usize, event: Event) {
         match event {
-            Event::Connected | Event::SegmentInfo => {}
+            // The simulated nodes set no Caps::RDMA.
+            Event::Connected | Event::SegmentInfo | Event::Rdma => {}
             Event::Progress { task, transferred } => {
                 let k = key_of(node, task);
                 let Some(rec) = self.tasks.get_mut(&k) else {
