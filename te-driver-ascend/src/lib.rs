@@ -20,9 +20,9 @@
 //! | `alloc_staging`, `free_staging` | `aclrtMallocHost`, `aclrtFreeHost` |
 //! | `submit_copy` | `aclrtMemcpyAsync` on a driver-owned stream of the device, then `aclrtRecordEvent` |
 //! | `poll_copy` | `aclrtQueryEventStatus` (never the deprecated `aclrtQueryEvent`, whose numbers are the other way round) |
-//! | `fence_stream` (stream-ordered submit) | `aclrtRecordEvent` on the caller's stream (the start), `aclrtCreateNotify` and `aclrtWaitAndResetNotify` on it (the end) ([`fence`]) |
+//! | `fence_stream` (stream-ordered submit) | `aclrtRecordEvent` on the caller's stream (the start), `aclrtCreateNotify` and `aclrtWaitAndResetNotify` on it (the end), `aclrtRecordEvent(passed)` behind it (src/fence.rs) |
 //! | `poll_fence` | `aclrtQueryEventStatus` of the start |
-//! | `release_fence` | `aclrtRecordNotify` on the driver's stream, `aclrtRecordEvent` behind it; `aclrtDestroyNotify` once that event completed |
+//! | `release_fence` | `aclrtRecordNotify` on the driver's stream; `aclrtDestroyNotify` and the fence's events once `passed` completed (the caller's stream ran past the fence) |
 //!
 //! Every `aclError` becomes a [`Status`](te_proto::Status) naming the call,
 //! the device and the ACL code with its name ([`acl_error`]).
