@@ -125,6 +125,14 @@ fn events(ep: &mut Ep) -> Vec<Event> {
     std::iter::from_fn(|| ep.poll_event()).collect()
 }
 
+/// The `BatchEnded` events among the endpoint's events.
+fn batch_ends(ep: &mut Ep) -> Vec<Event> {
+    events(ep)
+        .into_iter()
+        .filter(|e| matches!(e, Event::BatchEnded { .. }))
+        .collect()
+}
+
 #[test]
 fn a_submission_with_one_bad_request_submits_nothing_and_pins_nothing() {
     let mut ep = endpoint(4);
@@ -212,10 +220,7 @@ fn a_completed_batch_to_two_segments_sends_its_notification_to_both() {
     shuttle(&mut ep, s0, &mut l0, &mut p0);
     assert_eq!(ep.batch_status(batch).expect("status").state, TaskState::Pending);
     shuttle(&mut ep, s1, &mut l1, &mut p1);
-    let ended: Vec<Event> = events(&mut ep)
-        .into_iter()
-        .filter(|e| matches!(e, Event::BatchEnded { .. }))
-        .collect();
+    let ended = batch_ends(&mut ep);
     assert_eq!(
         ended,
         [Event::BatchEnded {
@@ -328,10 +333,7 @@ fn a_held_batch_released_with_an_error_ends_its_queued_tasks_with_it() {
     let e = ep.batch_error(batch).expect("first failure");
     assert_eq!(e.code(), ErrorCode::RuntimeError);
     assert!(e.message().contains("the stream failed before the fence"), "{e}");
-    let ended: Vec<_> = events(&mut ep)
-        .into_iter()
-        .filter(|e| matches!(e, Event::BatchEnded { .. }))
-        .collect();
+    let ended = batch_ends(&mut ep);
     assert_eq!(ended.len(), 1, "{ended:?}");
     let mut link = connect();
     assert_eq!(ep.feed(seg, &mut link, &mut ()), 0, "nothing is left to go");
@@ -352,10 +354,7 @@ fn a_held_batch_ends_timeout_at_its_deadline_and_a_freed_one_is_held_no_more() {
         .expect("submit");
     let deadline = ep.poll_timeout().expect("a held task keeps its deadline");
     ep.handle_timeout(deadline);
-    let ended: Vec<_> = events(&mut ep)
-        .into_iter()
-        .filter(|e| matches!(e, Event::BatchEnded { .. }))
-        .collect();
+    let ended = batch_ends(&mut ep);
     assert_eq!(
         ended,
         [Event::BatchEnded {
