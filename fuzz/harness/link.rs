@@ -47,7 +47,7 @@ use sha2::Sha256;
 
 use te_proto::batch::{BatchId, Op, TaskId, TransferRequest};
 use te_proto::link::{
-    Caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, Transmit, MAX_LINK_TASKS,
+    Caps, Event, Link, LinkConfig, LinkState, LocalMap, PayloadDest, RdmaKey, Transmit, MAX_LINK_TASKS,
     MAX_LOCAL_MAPS, MAX_OUTSTANDING,
 };
 use te_proto::rdma::{ConnInfo, Conns, RdmaOff};
@@ -179,6 +179,11 @@ pub const K_LOCAL_MAP: u8 = 16;
 /// = 0), an answer (1) of `1 + count % 4` queue pairs, or a refusal (2)
 /// with reason `1 + count % 4`.
 pub const K_RDMA: u8 = 17;
+/// `K_RDMA_KEY flags id:u8 base:u8 len:u8`: with flags bit 0 an
+/// `RdmaKeyClosed` for region `id`, else an `RdmaKey` announcing region
+/// `id` at `0x8000_0000 + base × 0x100` of `len × 4` bytes with permission
+/// `1 + (flags >> 1) % 3` (len 0: withdrawing it).
+pub const K_RDMA_KEY: u8 = 18;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
 
@@ -374,6 +379,12 @@ enum Seen {
     KeyClosed,
     /// An `RdmaConn`.
     RdmaConn(RdmaMsg),
+    /// An `RdmaKey`: the modelled link never announces regions.
+    RdmaKey,
+    /// An `RdmaKeyClosed` for region `id`.
+    RdmaKeyClosed {
+        id: u64,
+    },
 }
 
 impl Seen {
@@ -428,6 +439,8 @@ impl Seen {
             Frame::LocalKey(_) => Seen::LocalKey,
             Frame::KeyClosed { .. } => Seen::KeyClosed,
             Frame::RdmaConn(m) => Seen::RdmaConn(m),
+            Frame::RdmaKey(_) => Seen::RdmaKey,
+            Frame::RdmaKeyClosed { id } => Seen::RdmaKeyClosed { id },
         }
     }
 }
@@ -472,6 +485,9 @@ struct Harness {
     challenged: bool,
     /// The link sent its `RdmaConn` (a link sends at most one).
     rdma_sent: bool,
+    /// The regions the peer withdrew with `RdmaKey`: the link answers
+    /// (`RdmaKeyClosed`) only those it was told of.
+    rdma_withdrawn: Vec<u64>,
 
     /// Decodes what the link sends, as the peer does.
     out_dec: Option<Decoder>,
@@ -578,6 +594,7 @@ impl Harness {
             violation: false,
             challenged: false,
             rdma_sent: false,
+            rdma_withdrawn: Vec::new(),
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
             out_reads: Vec::new(),
@@ -809,7 +826,7 @@ impl Harness {
     fn peer_frame(&mut self, input: &mut Input<'_>) {
         let kind = input.u8();
         let start = self.inbound.len();
-        match (kind & 0x7f) % 18 {
+        match (kind & 0x7f) % 19 {
             K_HELLO => self.peer_frame_bytes(K_HELLO, input.u8()),
             K_HELLO_ACK => self.peer_frame_bytes(K_HELLO_ACK, input.u8()),
             K_AUTH => self.peer_frame_bytes(K_AUTH, input.u8()),
@@ -976,6 +993,26 @@ impl Harness {
                     _ => RdmaMsg::Off(why),
                 };
                 self.push_frame(&Frame::RdmaConn(msg));
+            }
+            K_RDMA_KEY => {
+                let (flags, id) = (input.u8(), u64::from(input.u8()));
+                let (base, len) = (u64::from(input.u8()), u64::from(input.u8()) * 4);
+                if flags & 1 != 0 {
+                    self.push_frame(&Frame::RdmaKeyClosed { id });
+                } else if len == 0 {
+                    self.rdma_withdrawn.push(id);
+                    self.push_frame(&Frame::RdmaKey(RdmaKey::withdraw(id)));
+                } else {
+                    let perm = Perm::from_bits_truncate(1 + (flags >> 1) % 3);
+                    let k = RdmaKey {
+                        id,
+                        base: 0x8000_0000 + base * 0x100,
+                        len,
+                        rkey: 0x1000 + id as u32,
+                        perm,
+                    };
+                    self.push_frame(&Frame::RdmaKey(k));
+                }
             }
             K_PING => {
                 let token = u64::from(input.u8());
@@ -1754,6 +1791,14 @@ impl Harness {
             }
             Seen::LocalReq { .. } | Seen::PidChallenge | Seen::LocalKey | Seen::KeyClosed => {
                 panic!("{seen:?}: same-host frame from a link whose shell never enabled the path")
+            }
+            Seen::RdmaKey => panic!("an RdmaKey from a link whose shell announced no region"),
+            Seen::RdmaKeyClosed { id } => {
+                let at = self.rdma_withdrawn.iter().position(|&w| w == id);
+                let at = at.unwrap_or_else(|| {
+                    panic!("RdmaKeyClosed for region {id:#x}, which the peer never withdrew")
+                });
+                self.rdma_withdrawn.swap_remove(at);
             }
         }
     }

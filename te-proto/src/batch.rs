@@ -122,6 +122,17 @@ pub enum Op {
     Write,
 }
 
+impl Op {
+    /// The permission the remote region must grant: `REMOTE_READ` for a
+    /// read, `REMOTE_WRITE` for a write.
+    pub fn remote_perm(self) -> crate::region::Perm {
+        match self {
+            Op::Read => crate::region::Perm::REMOTE_READ,
+            Op::Write => crate::region::Perm::REMOTE_WRITE,
+        }
+    }
+}
+
 /// One transfer: `local.len` bytes between `local` and `remote_addr` in the
 /// segment `segment`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

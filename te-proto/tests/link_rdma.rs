@@ -2,15 +2,19 @@
 //! (docs/PROTOCOL.md, "RDMA path"): the connector's offer and the
 //! acceptor's answer or refusal, once, after the handshake (and its
 //! authentication); the calls refused in the wrong order; a peer breaking
-//! the order closes the link; the rkeys of the region listing.
+//! the order closes the link; the rkeys of the region listing; the
+//! regions announced with `RdmaKey`, and tasks that this side's NIC moves
+//! (posted once, ended only when the NIC is done, a withdrawal answered
+//! once none runs).
 
 mod support;
 
-use support::{config, Pair, Rng};
-use te_proto::link::{Caps, LinkConfig, LinkState};
+use support::{config, task, Pair, Rng};
+use te_proto::batch::{Op, TaskId, TransferRequest};
+use te_proto::link::{Caps, LinkConfig, LinkState, RdmaKey, RdmaPost};
 use te_proto::rdma::{ConnInfo, Conns, RdmaOff, MAX_RDMA_QPS};
 use te_proto::wire::{Frame, RdmaMsg, MAX_CONTROL_LEN};
-use te_proto::{ErrorCode, Location, Perm};
+use te_proto::{ErrorCode, Location, Perm, Span};
 
 const REMOTE: u64 = 0x9000_0000_0000;
 const PRIVATE: u64 = 0xA000_0000_0000;
@@ -209,4 +213,256 @@ fn the_region_listing_carries_the_rkeys_of_remote_regions() {
         .map(|(r, k)| (r.span.addr, *k))
         .collect();
     assert_eq!(listed, [(REMOTE, Some(0xdead_beef)), (REMOTE + 0x10_0000, None)]);
+}
+
+const LOCAL: u64 = 0x5000_0000_0000;
+const LKEY: u32 = 0x77;
+
+/// A pair whose queue pairs are exchanged and connected, `a` with 64 KiB of
+/// local memory at LOCAL, `b` with a read-write region at REMOTE announced
+/// as region 1 (rkey 0xbeef) and a read-only one at PRIVATE as region 2.
+fn connected() -> Pair {
+    let mut p = pair(true, true);
+    p.a.link.offer_rdma(&[qp(0x10)]).unwrap();
+    p.run();
+    p.b.link.answer_rdma(Ok(&[qp(0x20)])).unwrap();
+    p.run();
+    p.a.link.rdma_mut().set_available(true);
+    let mut rng = Rng(5);
+    p.a.region(LOCAL, 1 << 16, Perm::LOCAL_ONLY, &mut rng);
+    p.b.region(REMOTE, 1 << 16, Perm::REMOTE_READ_WRITE, &mut rng);
+    p.b.region(PRIVATE, 1 << 16, Perm::REMOTE_READ, &mut rng);
+    p.b.link
+        .rdma_mut()
+        .announce_key(key(1, REMOTE, 1 << 16, 0xbeef, Perm::REMOTE_READ_WRITE))
+        .unwrap();
+    p.b.link
+        .rdma_mut()
+        .announce_key(key(2, PRIVATE, 1 << 16, 0xcafe, Perm::REMOTE_READ))
+        .unwrap();
+    p.run();
+    p
+}
+
+fn key(id: u64, base: u64, len: u64, rkey: u32, perm: Perm) -> RdmaKey {
+    RdmaKey {
+        id,
+        base,
+        len,
+        rkey,
+        perm,
+    }
+}
+
+fn req(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
+    TransferRequest {
+        op,
+        local,
+        segment: 0,
+        remote_addr,
+        remote_location: None,
+    }
+}
+
+fn submit(p: &mut Pair, t: TaskId, op: Op, local: Span, remote: u64) -> te_proto::Result<()> {
+    p.a.link.rdma_mut().submit(t, &req(op, local, remote), None, LKEY)
+}
+
+/// What a NIC does with a posted transfer: the bytes move between `a`'s
+/// local span and `b`'s memory.
+fn carry_out(p: &mut Pair, w: &RdmaPost) {
+    let remote = Span::cpu(w.remote_addr, w.local.len);
+    match w.op {
+        Op::Read => {
+            let bytes = p.b.mem.read(remote).to_vec();
+            p.a.mem.write(w.local, &bytes);
+        }
+        Op::Write => {
+            let bytes = p.a.mem.read(w.local).to_vec();
+            p.b.mem.write(remote, &bytes);
+        }
+    }
+}
+
+#[test]
+fn an_rdma_task_is_posted_once_with_both_keys_and_ends_when_the_nic_is_done() {
+    let mut p = connected();
+    assert_eq!(p.a.link.rdma().peer_keys().count(), 2, "both regions announced");
+    let (t, local) = (task(1, 0), Span::cpu(LOCAL + 8, 4096));
+    submit(&mut p, t, Op::Read, local, REMOTE + 100).unwrap();
+    let w = p.a.link.rdma_mut().next_post().expect("posted");
+    assert_eq!(
+        w,
+        RdmaPost {
+            task: t,
+            op: Op::Read,
+            local,
+            lkey: LKEY,
+            remote_addr: REMOTE + 100,
+            rkey: 0xbeef,
+        }
+    );
+    assert_eq!(p.a.link.rdma_mut().next_post(), None, "posted once");
+    p.run();
+    assert!(p.a.done.is_empty(), "no end before the NIC's");
+    assert!(!p.b.link.is_serving(), "the owner sees no request");
+    carry_out(&mut p, &w);
+    assert!(p.a.link.rdma_mut().done(t, Ok(())));
+    assert!(!p.a.link.rdma_mut().done(t, Ok(())), "done once");
+    p.run();
+    assert_eq!(p.a.done.get(&t), Some(&Ok(())));
+    assert_eq!(p.a.mem.read(local), p.b.mem.read(Span::cpu(REMOTE + 100, 4096)));
+}
+
+#[test]
+fn submit_names_what_the_rdma_path_lacks() {
+    let mut p = connected();
+    let local = Span::cpu(LOCAL, 4096);
+    let code_of = |r: te_proto::Result<()>| r.unwrap_err().code();
+    assert_eq!(
+        code_of(submit(
+            &mut p,
+            task(1, 0),
+            Op::Read,
+            local,
+            REMOTE + (1 << 16) - 100
+        )),
+        ErrorCode::NotFound,
+        "a range running past the announced region"
+    );
+    let e = submit(&mut p, task(1, 1), Op::Write, local, PRIVATE).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotAuthorized, "{e}");
+    assert!(e.message().contains("remote writes"), "{e}");
+    assert!(
+        submit(&mut p, task(1, 2), Op::Read, local, PRIVATE).is_ok(),
+        "reads are allowed"
+    );
+    p.a.link.rdma_mut().set_available(false);
+    assert_eq!(
+        code_of(submit(&mut p, task(1, 3), Op::Read, local, REMOTE)),
+        ErrorCode::NotSupported
+    );
+    let mut early = pair(true, true);
+    early.a.link.rdma_mut().set_available(true);
+    assert!(!early.a.link.rdma().available(), "no queue pairs exchanged yet");
+    assert_eq!(
+        early
+            .b
+            .link
+            .rdma_mut()
+            .announce_key(key(1, REMOTE, 64, 1, Perm::REMOTE_READ))
+            .map_err(|e| e.code()),
+        Err(ErrorCode::NotSupported)
+    );
+    assert_eq!(
+        p.b.link
+            .rdma_mut()
+            .announce_key(key(9, REMOTE + (1 << 20), 64, 1, Perm::LOCAL_ONLY))
+            .map_err(|e| e.code()),
+        Err(ErrorCode::Invalid),
+        "a region without a remote permission"
+    );
+}
+
+#[test]
+fn a_cancel_of_a_posted_task_is_reported_only_once_the_nic_is_done() {
+    let mut p = connected();
+    let t = task(1, 0);
+    submit(&mut p, t, Op::Write, Span::cpu(LOCAL, 4096), REMOTE).unwrap();
+    let w = p.a.link.rdma_mut().next_post().unwrap();
+    assert!(p.a.link.cancel(t));
+    p.run();
+    assert!(p.a.done.is_empty(), "the NIC may still read the task's memory");
+    carry_out(&mut p, &w);
+    p.a.link.rdma_mut().done(t, Ok(()));
+    p.run();
+    assert_eq!(p.a.done[&t].as_ref().unwrap_err().code(), ErrorCode::Canceled);
+}
+
+#[test]
+fn a_withdrawn_region_fails_unposted_tasks_and_is_answered_once_posted_ones_end() {
+    let mut p = connected();
+    let (posted, waiting) = (task(1, 0), task(1, 1));
+    submit(&mut p, posted, Op::Read, Span::cpu(LOCAL, 4096), REMOTE).unwrap();
+    let w = p.a.link.rdma_mut().next_post().unwrap();
+    submit(&mut p, waiting, Op::Read, Span::cpu(LOCAL + 4096, 4096), REMOTE).unwrap();
+    assert!(p.b.link.rdma_mut().withdraw_key(1));
+    p.run();
+    assert_eq!(
+        p.a.done[&waiting].as_ref().unwrap_err().code(),
+        ErrorCode::NotFound,
+        "a task not posted when its region went"
+    );
+    assert!(p.a.link.rdma().peer_key(REMOTE, 1).is_none(), "forgotten at once");
+    assert!(p.b.link.rdma().key_closing(1), "a posted transfer still runs");
+    carry_out(&mut p, &w);
+    p.a.link.rdma_mut().done(posted, Ok(()));
+    p.run();
+    assert!(!p.b.link.rdma().key_closing(1), "answered once it ended");
+    assert!(!p.b.link.rdma().key_announced(1));
+    assert_eq!(p.a.done.get(&posted), Some(&Ok(())));
+    assert_eq!(
+        submit(&mut p, task(1, 2), Op::Read, Span::cpu(LOCAL, 64), REMOTE)
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+    // A new region where the old one was.
+    p.b.link
+        .rdma_mut()
+        .announce_key(key(3, REMOTE, 4096, 0xf00d, Perm::REMOTE_READ))
+        .unwrap();
+    p.run();
+    assert_eq!(
+        p.a.link.rdma().peer_key(REMOTE, 4096).map(|k| k.rkey),
+        Some(0xf00d)
+    );
+    assert_eq!(p.a.link.state(), LinkState::Established);
+}
+
+#[test]
+fn a_closed_link_reports_its_posted_tasks_after_the_nic_is_done_and_then_closes() {
+    let mut p = connected();
+    let t = task(1, 0);
+    submit(&mut p, t, Op::Read, Span::cpu(LOCAL, 4096), REMOTE).unwrap();
+    let _ = p.a.link.rdma_mut().next_post().unwrap();
+    p.a.link.close(&mut p.a.reg);
+    p.run();
+    assert!(
+        p.a.done.is_empty() && p.a.closed.is_none(),
+        "the NIC may still write"
+    );
+    assert!(p.a.link.rdma_mut().posted());
+    let lost = te_proto::status!(Disconnected, "queue pair destroyed");
+    p.a.link.rdma_mut().done(t, Err(lost));
+    p.run();
+    assert_eq!(
+        p.a.done[&t].as_ref().unwrap_err().code(),
+        ErrorCode::Canceled,
+        "the close's reason came first"
+    );
+    assert!(p.a.closed.is_some());
+    assert!(!p.a.link.rdma().available());
+}
+
+#[test]
+fn rdma_key_frames_out_of_order_close_the_link() {
+    let mut early = pair(true, true);
+    let k = key(1, REMOTE, 64, 1, Perm::REMOTE_READ);
+    let mut buf = vec![0u8; MAX_CONTROL_LEN];
+    let n = Frame::RdmaKey(k).encode(&mut buf).unwrap();
+    early.inject_to_a(&buf[..n]);
+    early.run();
+    let why = early.a.closed.clone().expect("closed");
+    assert!(
+        why.message().contains("before both sides gave queue pairs"),
+        "{why}"
+    );
+
+    let mut p = connected();
+    let n = Frame::RdmaKeyClosed { id: 1 }.encode(&mut buf).unwrap();
+    p.inject_to_b(&buf[..n]);
+    p.run();
+    let why = p.b.closed.clone().expect("closed");
+    assert!(why.message().contains("not withdrawn"), "{why}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use te_proto::link::{LinkConfig, MAX_OUTSTANDING};
 use te_proto::{status, Location, Result};
 
-pub use te_proto::endpoint::{Path, RDMA_NOT_CARRIED};
+pub use te_proto::endpoint::Path;
 
 /// How an engine is set up. Every field has a sensible default
 /// ([`EngineConfig::default`]); [`EngineConfig::validate`] names the bad

@@ -64,7 +64,7 @@ mod staging;
 pub mod sync;
 
 pub use crate::config::EngineConfig;
-pub use crate::config::{Path, RDMA_NOT_CARRIED};
+pub use crate::config::Path;
 pub use crate::core::{EngineCore, Notification, Request, SegmentId};
 pub use crate::engine::Engine;
 pub use crate::rdma::RdmaSettings;

@@ -9,10 +9,13 @@ use crate::status;
 
 use super::{Endpoint, Offers, Path, Route, SegmentId, Storage};
 
-/// Why a link whose RDMA exchange succeeded still carries no RDMA
-/// transfer: the endpoint does not hand them to the shell's driver yet.
-pub const RDMA_NOT_CARRIED: &str =
-    "the endpoint does not carry transfers over RDMA yet (docs/RDMA.md, \"Not done\")";
+/// Why a link whose RDMA exchange succeeded carries no RDMA transfer: the
+/// shell has not connected its queue pair to the peer's (yet, or it failed).
+pub const RDMA_NOT_CONNECTED: &str = "queue pairs exchanged but not connected (yet) on this link";
+
+/// Why a task whose link has RDMA does not take it: its local region is
+/// not registered with this side's NIC.
+pub const RDMA_LOCAL_UNREGISTERED: &str = "the task's local region is not registered with this side's NIC";
 
 /// What the endpoint asks of the runtime about one link while it feeds it.
 pub trait Feed {
@@ -47,6 +50,13 @@ pub trait Feed {
     /// Announcing device buffer `key` failed: its tasks take the link.
     fn announce_key_failed(&mut self, key: LocalKey, why: Status) {
         let _ = (key, why);
+    }
+
+    /// The NIC's lkey of host region `pin`, where the shell registered it
+    /// with its RDMA device; `None` keeps the region's tasks off RDMA.
+    fn rdma_lkey(&mut self, pin: PinKey) -> Option<u32> {
+        let _ = pin;
+        None
     }
 }
 
@@ -85,16 +95,32 @@ impl<S: Storage> Endpoint<S> {
                 && entry.path != Path::Tcp
                 && link.same_host().available()
                 && entry.pin.is_some_and(|p| self.key_announced(p, link, shell));
+            let lkey = match entry.path {
+                Path::Auto | Path::Rdma if link.rdma().available() && req.local.location.is_host() => {
+                    entry.pin.and_then(|p| shell.rdma_lkey(p))
+                }
+                _ => None,
+            };
+            // Auto takes RDMA where the peer announced the remote range with
+            // the permission the task needs (else TCP reaches what it may);
+            // a task forced onto RDMA goes to the link's checks, which name
+            // what is missing.
+            let rdma = lkey.is_some()
+                && (entry.path == Path::Rdma
+                    || link
+                        .rdma()
+                        .peer_key(req.remote_addr, req.local.len)
+                        .is_some_and(|k| k.perm.contains(req.op.remote_perm()))
+                        && req.remote_location.is_none_or(|l| l.is_host()));
             let offers = Offers {
                 same_host: link.same_host().available(),
                 keyed,
                 same_host_refusal: shell.same_host_refusal(),
-                // The endpoint does not hand transfers to the shell's RDMA
-                // driver yet (docs/RDMA.md, "Not done"): no link offers it.
-                rdma: false,
+                rdma,
                 rdma_refusal: match link.rdma().refusal() {
                     Some(why) => Some(why.as_str()),
-                    None => link.rdma().usable().then_some(RDMA_NOT_CARRIED),
+                    None if !link.rdma().available() => link.rdma().usable().then_some(RDMA_NOT_CONNECTED),
+                    None => lkey.is_none().then_some(RDMA_LOCAL_UNREGISTERED),
                 },
             };
             let submitted = entry
@@ -102,7 +128,10 @@ impl<S: Storage> Endpoint<S> {
                 .route(req.local.location, &offers)
                 .and_then(|route| match route {
                     Route::Link => link.submit(task, &req, deadline),
-                    Route::Rdma => Err(status!(NotSupported, "{RDMA_NOT_CARRIED}")),
+                    Route::Rdma => {
+                        let lkey = lkey.ok_or_else(|| status!(NotSupported, "{RDMA_LOCAL_UNREGISTERED}"))?;
+                        link.rdma_mut().submit(task, &req, deadline, lkey)
+                    }
                     Route::SameHost => {
                         let map = entry.pin.and_then(|p| shell.local_map(p));
                         if let Some(m) = map.filter(|m| !link.same_host().local_map_announced(m.id)) {

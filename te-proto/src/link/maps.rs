@@ -5,7 +5,7 @@
 
 use crate::error::{Result, Status};
 use crate::status;
-use crate::wire::{LocalKey, LocalMap};
+use crate::wire::{LocalKey, LocalMap, RdmaKey};
 
 /// An announcement frame of a buffer (`LocalMap` or `LocalKey`), as the
 /// tables need it.
@@ -65,6 +65,27 @@ impl Buffer for LocalKey {
     }
     fn contains(&self, addr: u64, len: u64) -> bool {
         LocalKey::contains(self, addr, len)
+    }
+}
+
+impl Buffer for RdmaKey {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn range(&self) -> (u64, u64) {
+        (self.base, self.len)
+    }
+    fn withdrawal(id: u64) -> RdmaKey {
+        RdmaKey::withdraw(id)
+    }
+    /// The owner deregisters the region only once the peer's READs and
+    /// WRITEs on it have ended, so none of them fails on a dead rkey.
+    const CLOSED_ANSWERED: bool = true;
+    fn overlaps(&self, other: &RdmaKey) -> bool {
+        RdmaKey::overlaps(self, other)
+    }
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        RdmaKey::contains(self, addr, len)
     }
 }
 

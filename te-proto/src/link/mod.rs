@@ -43,13 +43,14 @@ mod target;
 mod tasks;
 mod transmit;
 
-pub use crate::wire::{LocalKey, LocalMap};
+pub use crate::wire::{LocalKey, LocalMap, RdmaKey};
 pub use config::{Caps, LinkConfig, PeerInfo, DEFAULT_MIN_FRAME_RATE, MAX_LINK_TASKS, MAX_OUTSTANDING};
 pub use event::{Event, Notification, PayloadDest, PidChallenge, SameHostCopy, SegmentPage, Transmit};
 pub use handshake::SECRET_MISMATCH;
 pub use maps::MAX_LOCAL_MAPS;
-pub use rdma::Rdma;
+pub use rdma::{Rdma, RdmaMut};
 pub use same_host::{SameHost, SameHostMut};
+pub use tasks::RdmaPost;
 
 use self::state::{FrameClock, Phase, Reg, Role, State};
 use crate::batch::{TaskId, TransferRequest};
@@ -169,7 +170,7 @@ impl Link {
     /// wrapping range or a task id already on the link.
     pub fn submit(&mut self, task: TaskId, req: &TransferRequest, deadline: Option<Instant>) -> Result<()> {
         self.open()?;
-        self.s.tasks.submit(task, req, deadline, false)
+        self.s.tasks.submit(task, req, deadline, tasks::Via::Link)
     }
 
     /// The same-host half: whether the path is enabled, the buffers, the

@@ -215,6 +215,25 @@ impl State {
                 }
             }
             Frame::RdmaConn(m) => self.on_rdma(m, reg),
+            Frame::RdmaKey(k) => {
+                if !self.rdma.ready() {
+                    return self.violation(
+                        reg,
+                        format_args!(
+                            "peer announced RDMA region {:#x} before both sides gave queue pairs",
+                            k.id
+                        ),
+                    );
+                }
+                if let Err(why) = self.rdma.on_key(k, &mut self.tasks) {
+                    self.shut(why, true, reg);
+                }
+            }
+            Frame::RdmaKeyClosed { id } => {
+                if let Err(why) = self.rdma.on_key_closed(id) {
+                    self.shut(why, true, reg);
+                }
+            }
             Frame::Ping { token } => match self.due.pong {
                 // The sender keeps at most one Ping unanswered: this one
                 // came before the answer to the last one was even sent.

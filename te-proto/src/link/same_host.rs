@@ -19,7 +19,7 @@ use super::target::{Response, Target};
 use super::tasks::Tasks;
 use crate::batch::{Op, TaskId, TransferRequest};
 use crate::error::{Result, Status};
-use crate::region::{Perm, Span};
+use crate::region::Span;
 use crate::registry::{Entry, PinKey, Registry};
 use crate::status;
 use crate::time::Instant;
@@ -177,11 +177,7 @@ impl SameHost {
             );
             return target.answer(Response::Fail { req_id, status });
         }
-        let perm = match op {
-            Op::Read => Perm::REMOTE_READ,
-            Op::Write => Perm::REMOTE_WRITE,
-        };
-        match reg.pin_remote(a.addr, a.len as u64, a.location, perm) {
+        match reg.pin_remote(a.addr, a.len as u64, a.location, op.remote_perm()) {
             Ok(pin) => {
                 let copy = SameHostCopy {
                     span: Span {
@@ -363,7 +359,7 @@ impl SameHostMut<'_> {
         self.open()?;
         self.peer_offers()?;
         self.enabled()?;
-        self.tasks.submit(task, req, deadline, true)
+        self.tasks.submit(task, req, deadline, super::tasks::Via::Copy)
     }
 
     /// Enables (or disables) [`submit`](Self::submit): the shell calls it

@@ -266,6 +266,7 @@ impl State {
         self.reading = None;
         self.target.close(reg);
         self.same_host.close(reg);
+        self.rdma.close();
         self.info.close(&why);
         self.due.clear_open();
         self.notify_out.clear();

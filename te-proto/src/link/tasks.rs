@@ -25,8 +25,57 @@ struct TaskSlot {
     deadline: Option<Instant>,
     /// Moved by the peer's copies (same-host path) instead of payloads.
     by_copy: bool,
+    /// Moved by this side's NIC (RDMA path) instead of requests.
+    rdma: Option<RdmaSlot>,
     /// `None` while running.
     outcome: Option<Result<()>>,
+}
+
+/// How a task's bytes move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Requests and payloads over the link.
+    Link,
+    /// Same-host requests: the peer copies.
+    Copy,
+    /// One RDMA transfer of this side's NIC, in the peer's region `key`.
+    Rdma {
+        /// The peer's `RdmaKey` id.
+        key: u64,
+        /// Its rkey.
+        rkey: u32,
+        /// The local region's lkey, from the shell.
+        lkey: u32,
+    },
+}
+
+/// A task that moves by RDMA.
+#[derive(Clone, Copy, Debug)]
+struct RdmaSlot {
+    key: u64,
+    rkey: u32,
+    lkey: u32,
+    /// Handed to the shell ([`Tasks::next_rdma`]) and not reported done:
+    /// the NIC may be touching the task's memory.
+    posted: bool,
+}
+
+/// One RDMA transfer for the shell to post, from
+/// [`RdmaMut::next_post`](super::RdmaMut::next_post).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdmaPost {
+    /// The task; report its end with [`RdmaMut::done`](super::RdmaMut::done).
+    pub task: TaskId,
+    /// Read (RDMA READ into `local`) or write (RDMA WRITE from `local`).
+    pub op: Op,
+    /// The task's memory.
+    pub local: Span,
+    /// The local region's lkey, as the shell gave it at submission.
+    pub lkey: u32,
+    /// The first byte in the peer's memory.
+    pub remote_addr: u64,
+    /// The rkey of the peer's region holding the remote range.
+    pub rkey: u32,
 }
 
 /// One request in flight towards the peer.
@@ -94,7 +143,7 @@ impl Tasks {
         id: TaskId,
         req: &TransferRequest,
         deadline: Option<Instant>,
-        by_copy: bool,
+        via: Via,
     ) -> Result<()> {
         let len = req.local.len;
         if len == 0 {
@@ -146,10 +195,92 @@ impl Tasks {
             issued: 0,
             done: 0,
             deadline,
-            by_copy,
+            by_copy: via == Via::Copy,
+            rdma: match via {
+                Via::Rdma { key, rkey, lkey } => Some(RdmaSlot {
+                    key,
+                    rkey,
+                    lkey,
+                    posted: false,
+                }),
+                _ => None,
+            },
             outcome: None,
         });
         Ok(())
+    }
+
+    /// The oldest-slotted RDMA task not handed to the shell yet, now marked
+    /// posted: its end waits for [`rdma_done`](Self::rdma_done).
+    pub fn next_rdma(&mut self) -> Option<RdmaPost> {
+        let t = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .find(|t| t.outcome.is_none() && t.rdma.is_some_and(|r| !r.posted))?;
+        let r = t.rdma.as_mut()?;
+        r.posted = true;
+        Some(RdmaPost {
+            task: t.id,
+            op: t.op,
+            local: t.local,
+            lkey: r.lkey,
+            remote_addr: t.remote_addr,
+            rkey: r.rkey,
+        })
+    }
+
+    /// The NIC is done with RDMA task `id` (posted): its memory is free and
+    /// it ends with `result`, unless it ended already (canceled, expired,
+    /// the link closed), which keeps that end. False for a task not posted.
+    pub fn rdma_done(&mut self, id: TaskId, result: Result<()>) -> bool {
+        let Some(slot) = self.slots.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|t| t.id == id && t.rdma.is_some_and(|r| r.posted))
+        }) else {
+            return false;
+        };
+        if let Some(t) = self.slots[slot].as_mut() {
+            t.rdma = None;
+            if result.is_ok() && t.outcome.is_none() {
+                t.done = t.local.len;
+                t.outcome = Some(Ok(()));
+            }
+            self.report |= 1 << slot;
+        }
+        if let Err(e) = result {
+            self.fail_slot(slot, e);
+        }
+        true
+    }
+
+    /// Whether an RDMA task running or posted uses the peer's region `key`.
+    pub fn uses_key(&self, key: u64) -> bool {
+        self.slots.iter().flatten().any(|t| {
+            t.rdma
+                .is_some_and(|r| r.key == key && (r.posted || t.outcome.is_none()))
+        })
+    }
+
+    /// The peer withdrew region `key`: RDMA tasks on it not posted yet fail
+    /// with `status` (posted ones run to their end).
+    pub fn fail_unposted(&mut self, key: u64, status: &Status) {
+        for slot in 0..MAX_LINK_TASKS {
+            let hit = self.slots[slot]
+                .as_ref()
+                .is_some_and(|t| t.rdma.is_some_and(|r| r.key == key && !r.posted));
+            if hit {
+                self.fail_slot(slot, status.clone());
+            }
+        }
+    }
+
+    /// Whether an RDMA task is posted and not reported done by the shell.
+    pub fn rdma_posted(&self) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|t| t.rdma.is_some_and(|r| r.posted))
     }
 
     pub fn has_room(&self) -> bool {
@@ -166,7 +297,7 @@ impl Tasks {
         for k in 0..MAX_LINK_TASKS {
             let slot = (self.rr + k) % MAX_LINK_TASKS;
             let Some(t) = &self.slots[slot] else { continue };
-            if t.outcome.is_some() || t.issued >= t.local.len {
+            if t.outcome.is_some() || t.rdma.is_some() || t.issued >= t.local.len {
                 continue;
             }
             let len = (t.local.len - t.issued).min(max_payload as u64) as u32;
@@ -364,13 +495,20 @@ impl Tasks {
     }
 
     /// Slots whose end must wait: the peer may still be copying into or
-    /// out of their memory (same-host requests in flight).
+    /// out of their memory (same-host requests in flight), or this side's
+    /// NIC (RDMA transfers posted).
     fn copying(&self) -> u128 {
+        let nic = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| t.rdma.is_some_and(|r| r.posted)))
+            .fold(0, |bits, (i, _)| bits | 1u128 << i);
         self.chunks
             .iter()
             .flatten()
             .filter(|c| c.by_copy)
-            .fold(0, |bits, c| bits | 1u128 << c.slot)
+            .fold(nic, |bits, c| bits | 1u128 << c.slot)
     }
 
     /// The next report; `hold` names a slot whose end must not be reported

@@ -145,6 +145,16 @@ impl State {
             self.same_host.key_sent(k);
             return Some((n, None));
         }
+        if let Some(k) = self.rdma.key_due() {
+            let n = Frame::RdmaKey(k).encode(out).ok()?;
+            self.rdma.key_sent(k);
+            return Some((n, None));
+        }
+        if let Some(id) = self.rdma.closed_due() {
+            let n = Frame::RdmaKeyClosed { id }.encode(out).ok()?;
+            self.rdma.closed_sent(id);
+            return Some((n, None));
+        }
         if let Some(id) = self.same_host.key_closed_due() {
             let n = Frame::KeyClosed { id }.encode(out).ok()?;
             self.same_host.key_closed_sent(id);

@@ -141,7 +141,12 @@ const _: () = assert!(size_of::<MapBody>() == 32);
 const _: () = assert!(size_of::<KeyBody>() == 96);
 const _: () = assert!(size_of::<RegionEntry>() == REGION_ENTRY_LEN);
 
-/// The 8-byte bodies: `ReadData`, `WriteAck`, `Ping`, `Pong`, `KeyClosed` (one u64).
+/// The body of `RdmaKey`: `LocalMap`'s layout, the rkey in place of the fd
+/// and the permission bits in the low byte of the last word.
+pub(super) type RdmaKeyBody = MapBody;
+
+/// The 8-byte bodies: `ReadData`, `WriteAck`, `Ping`, `Pong`, `KeyClosed`,
+/// `RdmaKeyClosed` (one u64).
 pub(super) type IdBody = U64;
 
 /// The fixed part of `Auth` and of `PidChallenge`: a 32-byte token or proof.
@@ -155,9 +160,12 @@ pub(super) const fn shape(op: Opcode) -> (usize, bool) {
         Opcode::Auth => (size_of::<Token>(), false),
         Opcode::ReadReq | Opcode::WriteData => (size_of::<AccessBody>(), false),
         Opcode::InfoReq => (size_of::<InfoReqBody>(), false),
-        Opcode::ReadData | Opcode::WriteAck | Opcode::Ping | Opcode::Pong | Opcode::KeyClosed => {
-            (size_of::<IdBody>(), false)
-        }
+        Opcode::ReadData
+        | Opcode::WriteAck
+        | Opcode::Ping
+        | Opcode::Pong
+        | Opcode::KeyClosed
+        | Opcode::RdmaKeyClosed => (size_of::<IdBody>(), false),
         Opcode::Goodbye => (size_of::<CodeBody>(), false),
         Opcode::Error => (size_of::<ErrorBody>(), true),
         Opcode::InfoReply => (size_of::<InfoReplyBody>(), true),
@@ -167,6 +175,7 @@ pub(super) const fn shape(op: Opcode) -> (usize, bool) {
         Opcode::LocalMap => (size_of::<MapBody>(), false),
         Opcode::LocalKey => (size_of::<KeyBody>(), false),
         Opcode::RdmaConn => (size_of::<RdmaBody>(), true),
+        Opcode::RdmaKey => (size_of::<RdmaKeyBody>(), false),
     }
 }
 

@@ -7,7 +7,7 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use super::body::*;
 use super::error::WireError;
 use super::frame::{
-    Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaMsg, RegionList, AUTH_HMAC_SHA256, AUTH_NONE,
+    Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaKey, RdmaMsg, RegionList, AUTH_HMAC_SHA256, AUTH_NONE,
     LOCATION_ANY, RDMA_ANSWER, RDMA_OFF, RDMA_OFFER,
 };
 use super::header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE};
@@ -48,8 +48,36 @@ impl<'a> Frame<'a> {
             | Opcode::LocalKey
             | Opcode::KeyClosed => same_host(op, body, header.flags.get()),
             Opcode::RdmaConn => rdma(op, body),
+            Opcode::RdmaKey => rdma_key(op, body),
+            Opcode::RdmaKeyClosed => Ok(Frame::RdmaKeyClosed {
+                id: read::<U64>(op, body)?.0.get(),
+            }),
         }
     }
+}
+
+/// Decodes the body of RdmaKey: a region with its rkey and a remote
+/// permission, or a withdrawal.
+fn rdma_key(op: Opcode, body: &[u8]) -> Result<Frame<'_>, WireError> {
+    let (b, _) = read::<RdmaKeyBody>(op, body)?;
+    let word = b.reserved.get();
+    let perm = u8::try_from(word)
+        .ok()
+        .and_then(Perm::from_bits)
+        .ok_or(WireError::ReservedBits {
+            opcode: op,
+            field: "rdma key permission",
+            value: u64::from(word),
+        })?;
+    let k = RdmaKey {
+        id: b.id.get(),
+        base: b.base.get(),
+        len: b.len.get(),
+        rkey: b.fd.get(),
+        perm,
+    };
+    k.check(op)?;
+    Ok(Frame::RdmaKey(k))
 }
 
 /// Decodes the body of RdmaConn (the RDMA path): an offer or answer of 1

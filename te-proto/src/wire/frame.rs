@@ -17,7 +17,7 @@ use crate::driver::{IpcKey, IPC_KEY_MAX};
 use crate::error::ErrorCode;
 use crate::location::Location;
 use crate::rdma::{Conns, RdmaOff};
-use crate::region::Region;
+use crate::region::{Perm, Region};
 
 /// Wire value of a location field meaning "any location: resolve by address".
 pub const LOCATION_ANY: u32 = 0xffff_ffff;
@@ -227,6 +227,16 @@ pub enum Frame<'a> {
     },
     /// RDMA path: an offer of queue pairs, the answer, or a refusal.
     RdmaConn(RdmaMsg),
+    /// RDMA path: with `len > 0` the sender announces that its host memory
+    /// `[base, base + len)` is registered with its NIC under `rkey` with
+    /// `perm`; with `len == 0` it withdraws region `id`.
+    RdmaKey(RdmaKey),
+    /// RDMA path: the sender's READs and WRITEs on region `id`, which the
+    /// receiver announced with `RdmaKey` and then withdrew, have all ended.
+    RdmaKeyClosed {
+        /// The receiver's region id.
+        id: u64,
+    },
 }
 
 /// The fields of `LocalMap`: one buffer of the sender's memory that the
@@ -311,6 +321,76 @@ fn range_contains((base, blen): (u64, u64), addr: u64, len: u64) -> bool {
 fn ranges_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
     let end = |(base, len): (u64, u64)| base.saturating_add(len);
     a.1 > 0 && b.1 > 0 && a.0 < end(b) && b.0 < end(a)
+}
+
+/// The fields of `RdmaKey`: one region of the sender's host memory that the
+/// receiver may reach with one-sided RDMA READ and WRITE under `rkey`, as
+/// `perm` allows (or, with `len == 0`, the withdrawal of region `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RdmaKey {
+    /// Names the region on this link (its own id space).
+    pub id: u64,
+    /// First byte of the region in the sender's memory (0 in a withdrawal).
+    pub base: u64,
+    /// Bytes of the region; 0 withdraws region `id`.
+    pub len: u64,
+    /// The key the sender's NIC checks (0 in a withdrawal).
+    pub rkey: u32,
+    /// What the NIC lets the receiver do: at least one remote permission
+    /// (empty in a withdrawal).
+    pub perm: Perm,
+}
+
+impl RdmaKey {
+    /// The withdrawal of region `id`.
+    pub fn withdraw(id: u64) -> RdmaKey {
+        RdmaKey {
+            id,
+            base: 0,
+            len: 0,
+            rkey: 0,
+            perm: Perm::LOCAL_ONLY,
+        }
+    }
+
+    /// Whether this is a withdrawal (`len == 0`).
+    pub fn is_withdraw(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the region holds all of `[addr, addr + len)`.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        range_contains((self.base, self.len), addr, len)
+    }
+
+    /// Whether the region shares a byte with `other`.
+    pub fn overlaps(&self, other: &RdmaKey) -> bool {
+        ranges_overlap((self.base, self.len), (other.base, other.len))
+    }
+
+    /// The wire rules of an `RdmaKey` body: an announcement has a non-zero
+    /// base, does not wrap and grants a remote permission; a withdrawal has
+    /// base, rkey and permission 0.
+    pub(super) fn check(&self, op: Opcode) -> Result<(), WireError> {
+        let bad = |field, value| WireError::BadValue {
+            opcode: op,
+            field,
+            value,
+        };
+        if self.is_withdraw() {
+            if self.base != 0 {
+                return Err(bad("withdrawn base", self.base));
+            }
+            if self.rkey != 0 || !self.perm.is_empty() {
+                return Err(bad("withdrawn rkey or permission", u64::from(self.rkey)));
+            }
+        } else if self.base == 0 || self.base.checked_add(self.len).is_none() {
+            return Err(bad("registered range", self.base));
+        } else if self.perm.is_empty() {
+            return Err(bad("rdma permission", 0));
+        }
+        Ok(())
+    }
 }
 
 /// The fields of `LocalKey`: one buffer of the sender's device memory that
@@ -443,6 +523,8 @@ impl<'a> Frame<'a> {
             Frame::LocalKey(_) => Opcode::LocalKey,
             Frame::KeyClosed { .. } => Opcode::KeyClosed,
             Frame::RdmaConn(_) => Opcode::RdmaConn,
+            Frame::RdmaKey(_) => Opcode::RdmaKey,
+            Frame::RdmaKeyClosed { .. } => Opcode::RdmaKeyClosed,
         }
     }
 
@@ -554,9 +636,20 @@ impl<'a> Frame<'a> {
                 fd: U32::new(m.fd),
                 reserved: U32::new(0),
             })?,
-            Frame::Ping { token } | Frame::Pong { token } | Frame::KeyClosed { id: token } => {
-                w.put(&U64::new(token))?
+            Frame::RdmaKey(k) => {
+                k.check(op)?;
+                w.put(&RdmaKeyBody {
+                    id: U64::new(k.id),
+                    base: U64::new(k.base),
+                    len: U64::new(k.len),
+                    fd: U32::new(k.rkey),
+                    reserved: U32::new(u32::from(k.perm.bits())),
+                })?
             }
+            Frame::Ping { token }
+            | Frame::Pong { token }
+            | Frame::KeyClosed { id: token }
+            | Frame::RdmaKeyClosed { id: token } => w.put(&U64::new(token))?,
             Frame::RdmaConn(ref m) => {
                 let (kind, reason, conns) = match m {
                     RdmaMsg::Offer(c) => (RDMA_OFFER, 0, c.as_slice()),

@@ -114,6 +114,13 @@ opcodes! {
     /// device buffer, which the receiver withdrew (the receiver may close
     /// its export now).
     KeyClosed = 21,
+    /// RDMA path: announce (or withdraw) a region of the sender's host
+    /// memory registered with its NIC, with the rkey and the permission the
+    /// NIC enforces, for the receiver's one-sided READ and WRITE.
+    RdmaKey = 22,
+    /// RDMA path: no READ or WRITE of the sender runs any more on region
+    /// `id`, which the receiver withdrew (the receiver may deregister it now).
+    RdmaKeyClosed = 23,
 }
 
 impl Opcode {

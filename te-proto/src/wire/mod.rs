@@ -13,8 +13,8 @@ mod header;
 pub use decoder::{Decoder, Progress};
 pub use error::WireError;
 pub use frame::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaMsg, RegionList, AUTH_HMAC_SHA256,
-    AUTH_NONE, LOCATION_ANY, REGION_ENTRY_LEN,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaKey, RdmaMsg, RegionList,
+    AUTH_HMAC_SHA256, AUTH_NONE, LOCATION_ANY, REGION_ENTRY_LEN,
 };
 pub use header::{Header, Opcode, FLAG_MORE, FLAG_PEER_DEVICE, HEADER_LEN, MAGIC, VERSION};
 

@@ -52,7 +52,9 @@ impl EngineCore {
             .iter()
             .map(|&(a, l, p)| Region::new(a, l, loc, p))
             .collect();
-        self.ep.register_batch(&regions)
+        self.ep.register_batch(&regions)?;
+        self.rdma_register(&regions);
+        Ok(())
     }
 
     /// Host memory always works; a device location needs a driver for it
@@ -80,13 +82,16 @@ impl EngineCore {
         let r = self.ep.unregister(self.cfg.location, addr)?;
         self.release_sends(&r, self.cfg.location, addr);
         self.revoke_keys(self.cfg.location, addr);
+        self.rdma_retire(addr);
         Ok(r)
     }
 
     /// Whether unregistering the region at base `addr` still has to wait:
-    /// transfers use it, or a peer has not closed its import of it yet.
+    /// transfers use it, a peer has not closed its import of it yet, or
+    /// its memory region is still registered with the NIC (a peer's RDMA
+    /// transfer may still run on it).
     pub fn unregister_pending(&self, addr: u64) -> bool {
-        self.region_exists(addr) || self.keys_closing(self.cfg.location, addr)
+        self.region_exists(addr) || self.keys_closing(self.cfg.location, addr) || self.rdma.retiring(addr)
     }
 
     /// Withdraws every device key from every peer (the engine finalizes):
@@ -183,11 +188,13 @@ impl EngineCore {
             self.check_location()?;
             (self.devices.alloc(loc, len)?, Owned::Device(loc))
         };
-        if let Err(e) = self.ep.register_batch(&[Region::new(addr, len, loc, perm)]) {
+        let region = Region::new(addr, len, loc, perm);
+        if let Err(e) = self.ep.register_batch(&[region]) {
             self.release(addr, owned);
             return Err(e);
         }
         self.owned.insert(addr, owned);
+        self.rdma_register(&[region]);
         Ok(addr)
     }
 
@@ -223,6 +230,7 @@ impl EngineCore {
         let r = self.ep.unregister(loc, addr)?;
         self.release_sends(&r, loc, addr);
         self.revoke_keys(loc, addr);
+        self.rdma_retire(addr);
         self.freeing.push(addr);
         self.reap_owned();
         Ok(r)
@@ -237,7 +245,9 @@ impl EngineCore {
             };
             // Device memory stays allocated until every peer's import of
             // it is closed (CANN's order), not only until nothing pins it.
-            let gone = self.ep.registry().pins(loc, addr).is_none() && !self.keys_closing(loc, addr);
+            let gone = self.ep.registry().pins(loc, addr).is_none()
+                && !self.keys_closing(loc, addr)
+                && !self.rdma.retiring(addr);
             // Only a buffer nothing pins any more leaves `owned` (and is unmapped).
             if let Some(owned) = gone.then(|| self.owned.remove(&addr)).flatten() {
                 self.release(addr, owned);

@@ -113,6 +113,7 @@ mod batches;
 mod lineage;
 mod memory;
 mod notify;
+mod rdma;
 mod segments;
 mod streams;
 
@@ -161,6 +162,21 @@ impl EngineCore {
             Path::Tcp
         };
         let same_host = SameHost::new(path, &mut link_cfg, &poll, base);
+        let mut rdma = Rdma::open(&cfg.rdma);
+        if rdma.is_on() {
+            if !cfg.location.is_host() || !matches!(cfg.path, Path::Auto | Path::Rdma) {
+                rdma.turn_off(&format!(
+                    "not used: the engine's memory is {} and its path {} (RDMA carries host memory on paths auto and rdma)",
+                    cfg.location, cfg.path
+                ));
+            } else if let Some(fd) = rdma.event_fd() {
+                // The listener's token: its handler also takes completions.
+                match poll.register(&mut mio::unix::SourceFd(&fd), base, Interest::READABLE) {
+                    Ok(()) => link_cfg.caps |= Caps::RDMA,
+                    Err(e) => rdma.turn_off(&format!("cannot watch the completion channel: {e}")),
+                }
+            }
+        }
         if same_host.enabled() && devices.imports(&cfg) {
             link_cfg.caps |= Caps::DEVICE_IPC;
         }
@@ -191,7 +207,7 @@ impl EngineCore {
             freeing: Vec::new(),
             finalized: false,
             same_host,
-            rdma: Rdma::open(&cfg.rdma),
+            rdma,
             admission: Admission::new(cfg.admission_limits()),
             refusals: RateLog::default(),
             auth_refusals: RateLog::default(),
@@ -243,6 +259,9 @@ impl EngineCore {
             self.accept();
             if self.same_host.take_notice() {
                 self.poll_claims();
+            }
+            if self.rdma.is_on() {
+                self.poll_rdma();
             }
             return;
         }
@@ -379,6 +398,9 @@ impl EngineCore {
                 }
                 endpoint::Event::BatchEnded { batch, state, note } => self.batch_ended(batch, state, note),
             }
+        }
+        if self.rdma.any_retiring() {
+            self.reap_rdma();
         }
         if !self.freeing.is_empty() {
             self.reap_owned();
@@ -526,6 +548,8 @@ impl EngineCore {
         let Some(mut conn) = self.conns.get_mut(c).and_then(|c| c.take()) else {
             return;
         };
+        // The NIC first: once the queue pair is gone it touches no task's memory.
+        self.rdma.drop_link(c, &mut conn.link);
         // Release everything the link and the socket still hold, then report.
         let epoch = self.epoch;
         let clock = move || Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
@@ -597,11 +621,10 @@ impl EngineCore {
                 }
                 self.check_peer_name(c);
                 self.check_one_link_per_peer(c);
+                self.offer_rdma(c);
             }
             Event::Progress { .. } | Event::TaskDone { .. } => {}
-            // Only a side that set Caps::RDMA hears of an RDMA exchange;
-            // this runtime does not set it yet (docs/RDMA.md).
-            Event::Rdma => {}
+            Event::Rdma => self.rdma_exchanged(c),
             Event::Notification => self.pull_notifications(c),
             Event::SegmentInfo => {
                 let Some(s) = seg else { return };
@@ -704,6 +727,10 @@ impl EngineCore {
             seg.notes.pop_front();
             self.ep.note_sent(id);
         }
+        // Tasks wait for the RDMA exchange under way: they may take it.
+        if conn.link.rdma().local().is_some() && conn.link.rdma().peer().is_none() {
+            return;
+        }
         let importer = self.same_host.peer_pid(&conn.shm);
         let peer_imports = conn
             .link
@@ -714,8 +741,10 @@ impl EngineCore {
             owned: &self.owned,
             devices: &mut self.devices,
             importer: importer.filter(|_| peer_imports),
+            rdma: &self.rdma,
         };
         self.ep.feed(id, &mut conn.link, &mut feed);
+        self.rdma.post(c, &mut conn.link);
     }
 
     /// How long the caller may sleep before [`handle_timeout`](Self::handle_timeout).
@@ -746,6 +775,7 @@ impl EngineCore {
             .chain(self.ep.poll_timeout())
             .chain(copies)
             .chain(fences)
+            .chain(self.rdma.next_deadline())
             .min()
     }
 
@@ -785,6 +815,9 @@ impl EngineCore {
         }
         self.poll_fences();
         self.ep.handle_timeout(now);
+        if self.rdma.is_on() {
+            self.poll_rdma();
+        }
         self.after_work();
     }
 
@@ -812,6 +845,9 @@ impl EngineCore {
             self.drop_conn(c);
         }
         self.after_work();
+        // Every queue pair went with its connection; the memory regions go
+        // before any engine-owned buffer is unmapped.
+        self.rdma.close();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.deregister(&mut l);
         }
@@ -838,6 +874,7 @@ struct ConnFeed<'a> {
     devices: &'a mut Devices,
     /// The peer's verified process, where the peer imports device buffers.
     importer: Option<u32>,
+    rdma: &'a Rdma,
 }
 
 impl Feed for ConnFeed<'_> {
@@ -870,6 +907,10 @@ impl Feed for ConnFeed<'_> {
             key.location, key.base
         );
         self.shm.exports.announce_failed(key, self.devices);
+    }
+
+    fn rdma_lkey(&mut self, pin: PinKey) -> Option<u32> {
+        self.rdma.lkey(pin.base)
     }
 }
 

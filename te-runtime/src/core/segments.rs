@@ -125,7 +125,11 @@ impl EngineCore {
     pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) => Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now())),
+            Some(c) => {
+                let rdma = c.link.rdma();
+                let rdma_settled = rdma.local().is_none() || rdma.peer().is_some();
+                Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now()) && rdma_settled)
+            }
             None => Err(self
                 .ep
                 .segment_error(id)
@@ -140,6 +144,7 @@ impl EngineCore {
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
+            Some(c) if c.link.rdma().available() => Ok(Path::Rdma),
             Some(c) if c.link.same_host().available() => Ok(Path::Shm),
             Some(_) => Ok(Path::Tcp),
             None => Err(status!(Disconnected, "segment {} is closed", seg.name)),
