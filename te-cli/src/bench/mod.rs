@@ -158,12 +158,6 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
                  network namespace, or refused this process (TE_LOG=info tells which)"
             )))
         }
-        Path::Rdma if auto != Path::Rdma => {
-            return Err(fail(format!(
-                "--path rdma: no RDMA path to {target} (this side: {}; TE_LOG=info on both sides tells why)",
-                engine.rdma_status()
-            )))
-        }
         forced => forced,
     };
     let regions = engine.segment_info(segment)?;

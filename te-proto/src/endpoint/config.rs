@@ -112,12 +112,13 @@ pub struct Offers<'a> {
 
 impl Path {
     /// The rule of path choice. A task whose local memory is in `local`
-    /// goes over RDMA when this path allows it, the link has it
-    /// (`offers.rdma`) and the memory is host memory (the NIC registers
-    /// host memory only); else over the same-host path when this path
-    /// allows it, the link has it (`offers.same_host`) and the memory is
-    /// host memory or device memory the peer can import (`offers.keyed`);
-    /// else over the link (TCP). [`Path::Rdma`] and [`Path::Shm`] without
+    /// goes over the same-host path when this path allows it, the link has
+    /// it (`offers.same_host`) and the memory is host memory or device
+    /// memory the peer can import (`offers.keyed`): on one host a copy is
+    /// faster than a trip through the NIC; else over RDMA when this path
+    /// allows it, the link has it (`offers.rdma`) and the memory is host
+    /// memory (the NIC registers host memory only); else over the link
+    /// (TCP). [`Path::Rdma`] and [`Path::Shm`] without
     /// their path are `NotSupported`, naming why the link has none (the
     /// refusal) or the memory the path cannot reach.
     pub fn route(self, local: Location, offers: &Offers<'_>) -> Result<Route> {
@@ -125,8 +126,8 @@ impl Path {
         let shareable = local.is_host() || offers.keyed;
         match self {
             Path::Tcp => Ok(Route::Link),
-            Path::Auto | Path::Rdma if rdma => Ok(Route::Rdma),
             Path::Auto | Path::Shm if shareable && offers.same_host => Ok(Route::SameHost),
+            Path::Auto | Path::Rdma if rdma => Ok(Route::Rdma),
             Path::Auto => Ok(Route::Link),
             Path::Rdma if !local.is_host() => Err(status!(
                 NotSupported,

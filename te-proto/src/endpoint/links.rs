@@ -13,6 +13,10 @@ use super::{Endpoint, Offers, Path, Route, SegmentId, Storage};
 /// shell has not connected its queue pair to the peer's (yet, or it failed).
 pub const RDMA_NOT_CONNECTED: &str = "queue pairs exchanged but not connected (yet) on this link";
 
+/// Why a link has no RDMA when this side set no [`Caps::RDMA`](crate::link::Caps::RDMA).
+pub const RDMA_NOT_HERE: &str =
+    "this side has no RDMA device in use (its log and `te info` say why)";
+
 /// Why a task whose link has RDMA does not take it: its local region is
 /// not registered with this side's NIC.
 pub const RDMA_LOCAL_UNREGISTERED: &str = "the task's local region is not registered with this side's NIC";
@@ -118,6 +122,7 @@ impl<S: Storage> Endpoint<S> {
                 same_host_refusal: shell.same_host_refusal(),
                 rdma,
                 rdma_refusal: match link.rdma().refusal() {
+                    _ if !link.config().caps.contains(crate::link::Caps::RDMA) => Some(RDMA_NOT_HERE),
                     Some(why) => Some(why.as_str()),
                     None if !link.rdma().available() => link.rdma().usable().then_some(RDMA_NOT_CONNECTED),
                     None => lkey.is_none().then_some(RDMA_LOCAL_UNREGISTERED),

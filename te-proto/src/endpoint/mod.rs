@@ -81,7 +81,7 @@ mod submit;
 
 pub use config::{EndpointConfig, Offers, Path, Route};
 pub use event::{Cancel, Event, NoteOutcome, Request, SegmentId};
-pub use links::{Feed, RDMA_LOCAL_UNREGISTERED, RDMA_NOT_CONNECTED};
+pub use links::{Feed, RDMA_LOCAL_UNREGISTERED, RDMA_NOT_CONNECTED, RDMA_NOT_HERE};
 #[cfg(feature = "std")]
 pub use slots::Heap;
 pub use slots::{BatchEntry, Borrowed, Parts, SegmentEntry, Storage, TaskEntry, LABEL_MAX};

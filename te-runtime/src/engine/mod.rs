@@ -397,7 +397,10 @@ impl Engine {
 
     /// The path [`Path::Auto`] takes to an open segment: `Shm` when the
     /// peer is on this host and network namespace, offers the same-host
-    /// path and verified this process; else `Tcp`.
+    /// path and verified this process; else `Rdma` when both sides have
+    /// RDMA devices on a common fabric and their queue pairs connected;
+    /// else `Tcp`. (A task takes RDMA only where the peer announced the
+    /// remote range, so some may still take TCP.)
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         self.shared.core.lock().segment_path(id)
     }
