@@ -321,8 +321,11 @@ fn reads_and_writes_to_a_peer_process_move_exact_bytes_over_rdma() {
     let (e, local) = rdma_engine(config_on_fake(Path::Rdma), 2 * REGION);
     let seg = e.open_segment(&peer.segment).expect("open the peer");
     wait_for_rdma(&e, seg, local, peer.addr);
-    // Reads into the first half, read-backs of writes into the second.
+    // Reads into the first half, read-backs of writes into the second,
+    // each filled with the guard pattern from its own start.
     let back = local + REGION;
+    // SAFETY: our memory; no transfer runs on it.
+    unsafe { fill_from(back, REGION, GUARD_SEED, 0) };
     for (k, &(n, loff, roff)) in SIZES.iter().enumerate() {
         let remote = peer.addr + roff;
         // The work requests are executed by this process's queue pair.
@@ -358,7 +361,7 @@ fn reads_and_writes_to_a_peer_process_move_exact_bytes_over_rdma() {
         // SAFETY: as above.
         unsafe {
             fill_from(local + loff, n, GUARD_SEED, loff);
-            fill_from(back + loff, n, GUARD_SEED, REGION + loff);
+            fill_from(back + loff, n, GUARD_SEED, loff);
         }
     }
     assert_eq!(e.segment_path(seg).expect("path"), Path::Rdma);
