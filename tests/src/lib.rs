@@ -10,6 +10,7 @@ pub mod impair;
 pub mod netns;
 pub mod proc;
 pub mod stores;
+pub mod verbs;
 
 /// An engine with default settings on a free loopback port.
 pub fn engine() -> Engine {

@@ -6,11 +6,13 @@
 //! Logs to stderr as `TE_LOG` says (default `warn`).
 //!
 //! Usage: `te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local]
-//! [--path tcp|shm|auto] [--user]`
+//! [--path tcp|shm|rdma|auto] [--user]`
 //!
 //! - `--secret <text>`: the engine's shared secret (default: none).
 //! - `--perm`: the permission of the region (default `rw`, remote read-write).
-//! - `--path`: the engine's path to peers (default `auto`).
+//! - `--path`: the engine's path to peers (default `auto`); `rdma` needs a
+//!   verbs library with a device (`TE_VERBS_LIBRARY`, e.g. the fake with
+//!   `TE_FAKE_VERBS_DEVICES=1`).
 //! - `--user`: the region is user memory (a heap buffer registered by
 //!   address) instead of engine-owned memory.
 //! - `--probe <segment> <addr>`: instead of serving, open `segment`, read
@@ -40,7 +42,7 @@ fn usage(why: &str) -> ! {
     eprintln!("te-peer: {why}");
     eprintln!(
         "usage: te-peer [<listen> [<len> [<seed>]]] [--secret <text>] [--perm rw|r|w|local] \
-         [--path tcp|shm|auto] [--user] [--probe <segment> <addr>] [--idle-ms <ms>] \
+         [--path tcp|shm|rdma|auto] [--user] [--probe <segment> <addr>] [--idle-ms <ms>] \
          [--check-notify] [--name <name> --directory <url> [--directory-ttl-ms <ms>]] \
          [--location <loc>] [--acl <path>]"
     );
