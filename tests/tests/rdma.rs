@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use te_runtime::{
     BatchId, Engine, EngineConfig, ErrorCode, Op, Path, Perm, Request, SegmentId, Status, TaskState,
-    RDMA_NOT_CARRIED,
 };
 use te_tests::proc::{check_pattern, fill_from, PeerProcess};
 use te_tests::verbs::{config_on_fake, config_without_rdma, fake_verbs, peer_env};
@@ -241,9 +240,8 @@ fn check_completed(e: &Engine, batch: BatchId, reqs: &[Request]) {
     e.free_batch(batch).expect("free batch");
 }
 
-/// A `Path::Rdma` failure names why the link has no RDMA (and not that
-/// the endpoint does not carry RDMA transfers at all).
-fn assert_names_why_no_rdma(err: &Status, what: &str) {
+/// A `Path::Rdma` failure names why the link has no RDMA: `reason`.
+fn assert_names_why_no_rdma(err: &Status, what: &str, reason: &str) {
     assert_eq!(err.code(), ErrorCode::NotSupported, "{what}: {err}");
     let why = err
         .message()
@@ -253,7 +251,10 @@ fn assert_names_why_no_rdma(err: &Status, what: &str) {
         why.is_some_and(|why| !why.trim().is_empty()),
         "{what}: the error does not say why RDMA is not available: {err}"
     );
-    assert!(!err.message().contains(RDMA_NOT_CARRIED), "{what}: {err}");
+    assert!(
+        err.message().contains(reason),
+        "{what}: {err} does not say {reason:?}"
+    );
 }
 
 // ---- bytes over RDMA ----
@@ -714,14 +715,16 @@ fn an_engine_with_rdma_reaches_one_without_it_over_another_path_and_rdma_alone_s
             "the owner has RDMA off",
             config_without_rdma(Path::Auto),
             config_on_fake(Path::Auto),
+            "peer did not offer it",
         ),
         (
             "the initiator has RDMA off",
             config_on_fake(Path::Auto),
             config_without_rdma(Path::Auto),
+            te_proto::endpoint::RDMA_NOT_HERE,
         ),
     ];
-    for (what, owner, initiator) in sides {
+    for (what, owner, initiator, reason) in sides {
         let p = Pair::with(owner, initiator, 2 * LEN, Perm::REMOTE_READ_WRITE, 2 * LEN);
         let status = [p.owner.rdma_status(), p.initiator.rdma_status()];
         assert_eq!(
@@ -775,7 +778,7 @@ fn an_engine_with_rdma_reaches_one_without_it_over_another_path_and_rdma_alone_s
         unsafe { fill_from(p.local, 2 * LEN, GUARD_SEED, 0) };
         let (state, err) = failing(&p.initiator, p.seg, Op::Read, p.local, p.remote, LEN, Path::Rdma);
         assert_eq!(state, TaskState::Failed(ErrorCode::NotSupported), "{what}: {err}");
-        assert_names_why_no_rdma(&err, what);
+        assert_names_why_no_rdma(&err, what, reason);
         // SAFETY: the read ended.
         unsafe { check_pattern(p.local, 2 * LEN, GUARD_SEED, 0) }.unwrap_or_else(|e| panic!("{what}: {e}"));
     }
@@ -801,7 +804,7 @@ fn a_peer_process_whose_verbs_library_has_no_device_is_reached_without_rdma() {
     unsafe { fill_from(local, LEN, GUARD_SEED, 0) };
     let (state, err) = failing(&e, seg, Op::Read, local, peer.addr, LEN, Path::Rdma);
     assert_eq!(state, TaskState::Failed(ErrorCode::NotSupported), "{err}");
-    assert_names_why_no_rdma(&err, "peer without a device");
+    assert_names_why_no_rdma(&err, "peer without a device", "peer did not offer it");
     // SAFETY: the read ended.
     unsafe { check_pattern(local, LEN, GUARD_SEED, 0) }.expect("the refused read brought bytes");
 }

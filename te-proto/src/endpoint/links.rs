@@ -14,8 +14,7 @@ use super::{Endpoint, Offers, Path, Route, SegmentId, Storage};
 pub const RDMA_NOT_CONNECTED: &str = "queue pairs exchanged but not connected (yet) on this link";
 
 /// Why a link has no RDMA when this side set no [`Caps::RDMA`](crate::link::Caps::RDMA).
-pub const RDMA_NOT_HERE: &str =
-    "this side has no RDMA device in use (its log and `te info` say why)";
+pub const RDMA_NOT_HERE: &str = "this side has no RDMA device in use (its log and `te info` say why)";
 
 /// Why a task whose link has RDMA does not take it: its local region is
 /// not registered with this side's NIC.

@@ -140,10 +140,12 @@ impl EngineCore {
 
     /// The path tasks to this segment take under [`Path::Auto`]: `Shm` once
     /// the peer offered the same-host path and verified this process, else
-    /// `Rdma` once both queue pairs are connected, else `Tcp`. `Disconnected` when the segment has no connection.
+    /// `Rdma` once both queue pairs are connected, else `Tcp`; for an
+    /// engine whose configured path is `Rdma`, `Rdma` once connected. `Disconnected` when the segment has no connection.
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
+            Some(c) if self.cfg.path == Path::Rdma && c.link.rdma().available() => Ok(Path::Rdma),
             Some(c) if c.link.same_host().available() => Ok(Path::Shm),
             Some(c) if c.link.rdma().available() => Ok(Path::Rdma),
             Some(_) => Ok(Path::Tcp),

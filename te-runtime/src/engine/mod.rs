@@ -399,8 +399,9 @@ impl Engine {
     /// peer is on this host and network namespace, offers the same-host
     /// path and verified this process; else `Rdma` when both sides have
     /// RDMA devices on a common fabric and their queue pairs connected;
-    /// else `Tcp`. (A task takes RDMA only where the peer announced the
-    /// remote range, so some may still take TCP.)
+    /// else `Tcp`. An engine configured with `Path::Rdma` gets `Rdma` once
+    /// the queue pairs are connected. (A task takes RDMA only where the
+    /// peer announced the remote range, so some may still take TCP.)
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         self.shared.core.lock().segment_path(id)
     }
