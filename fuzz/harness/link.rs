@@ -2401,4 +2401,14 @@ impl Script {
     pub fn peer_map(self, flags: u8, id: u8, base: u8, len: u8) -> Script {
         self.frame(K_LOCAL_MAP, &[flags, id, base, len, 9])
     }
+
+    /// The link's side of the RDMA exchange (see [`OP_RDMA`]).
+    pub fn rdma(self, p: u8) -> Script {
+        self.op(OP_RDMA, &[p])
+    }
+
+    /// An `RdmaKey` or `RdmaKeyClosed` of the peer (see [`K_RDMA_KEY`]).
+    pub fn peer_rdma_key(self, flags: u8, id: u8, base: u8, len: u8) -> Script {
+        self.frame(K_RDMA_KEY, &[flags, id, base, len])
+    }
 }

@@ -13,8 +13,8 @@ use te_proto::driver::IpcKey;
 use te_proto::link::MAX_LOCAL_MAPS;
 use te_proto::rdma::{ConnInfo, Conns, RdmaOff};
 use te_proto::wire::{
-    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaMsg, AUTH_HMAC_SHA256, AUTH_NONE,
-    HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN, VERSION,
+    encode_info_reply, Frame, Hello, LocalAccess, LocalKey, LocalMap, RdmaKey, RdmaMsg, AUTH_HMAC_SHA256,
+    AUTH_NONE, HEADER_LEN, MAX_BODY, MAX_CONTROL_LEN, VERSION,
 };
 use te_proto::{ErrorCode, Location, Perm, Region};
 
@@ -230,6 +230,18 @@ pub fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
             "rdma-off",
             enc(&Frame::RdmaConn(RdmaMsg::Off(RdmaOff::NoCommonFabric))),
         ),
+        (
+            "rdma-key",
+            enc(&Frame::RdmaKey(RdmaKey {
+                id: 3,
+                base: 0x7f00_0000_0000,
+                len: 1 << 20,
+                rkey: 0xbeef,
+                perm: Perm::REMOTE_READ_WRITE,
+            })),
+        ),
+        ("rdma-unkey", enc(&Frame::RdmaKey(RdmaKey::withdraw(3)))),
+        ("rdma-key-closed", enc(&Frame::RdmaKeyClosed { id: 3 })),
     ]
 }
 
@@ -518,6 +530,28 @@ pub fn link_seeds() -> Vec<Seed> {
         out.push((name, drain(s.peer_map(bad[0], bad[1], bad[2], bad[3]))));
     }
     out.push(("peer-map-not-offered", drain(est().peer_map(0, 1, 0, 64))));
+    // The peer offers queue pairs, the link (the acceptor, with the RDMA
+    // capability) answers with one, then the peer announces regions and
+    // withdraws one: the link answers the withdrawal.
+    let rdma = || drain(drain(maps().frame(K_RDMA, &[0, 1])).rdma(1));
+    out.push((
+        "rdma-keys",
+        drain(
+            rdma()
+                .peer_rdma_key(0, 1, 0, 64)
+                .peer_rdma_key(2, 2, 1, 64)
+                .peer_rdma_key(0, 1, 0, 0),
+        ),
+    ));
+    out.push((
+        "rdma-key-before-exchange",
+        drain(maps().peer_rdma_key(0, 1, 0, 64)),
+    ));
+    out.push(("rdma-key-closed-unknown", drain(rdma().peer_rdma_key(1, 5, 0, 0))));
+    out.push((
+        "rdma-key-overlap",
+        drain(rdma().peer_rdma_key(0, 1, 0, 64).peer_rdma_key(0, 2, 0, 8)),
+    ));
     let mut full = maps();
     for id in 0..=MAX_LOCAL_MAPS as u8 {
         full = full.peer_map(0, id, id, 1);
