@@ -9,11 +9,11 @@ use core::time::Duration;
 use te_proto::batch::{BatchSlot, Task};
 use te_proto::batch::{Op, TaskState};
 use te_proto::endpoint::{
-    BatchEntry, Borrowed, Cancel, Endpoint, EndpointConfig, Event, NoteOutcome, Offers, Parts, Path, Request,
-    Route, SegmentEntry, SegmentId, TaskEntry,
+    BatchEntry, Borrowed, Cancel, Endpoint, EndpointConfig, Event, Feed, NoteOutcome, Offers, Parts, Path,
+    Request, Route, SegmentEntry, SegmentId, TaskEntry,
 };
-use te_proto::link::{Link, LinkConfig, PayloadDest};
-use te_proto::rdma::RdmaOff;
+use te_proto::link::{Caps, Link, LinkConfig, PayloadDest, RdmaKey};
+use te_proto::rdma::{ConnInfo, RdmaOff};
 use te_proto::wire::MAX_CONTROL_LEN;
 use te_proto::{Entry, ErrorCode, Instant, Location, Perm, Region, Registry, TaskId};
 
@@ -87,11 +87,16 @@ fn connect() -> Link {
 /// Carries bytes both ways until neither side has anything to say, and
 /// hands every event of `ours` to the endpoint.
 fn shuttle(ep: &mut Ep, seg: SegmentId, ours: &mut Link, peer: &mut Peer) {
+    shuttle_with(ep, seg, ours, peer, &mut ());
+}
+
+/// As [`shuttle`], feeding with `shell`.
+fn shuttle_with(ep: &mut Ep, seg: SegmentId, ours: &mut Link, peer: &mut Peer, shell: &mut dyn Feed) {
     let now = Instant::ZERO;
     let mut buf = vec![0u8; MAX_CONTROL_LEN];
     loop {
         let mut moved = false;
-        ep.feed(seg, ours, &mut ());
+        ep.feed(seg, ours, shell);
         while let Some(t) = ours.poll_transmit(now, &mut buf, ep.registry()) {
             moved = true;
             assert_eq!(peer.link.handle_input(now, &buf[..t.len], &mut peer.reg), t.len);
@@ -486,4 +491,103 @@ fn paths_parse_and_print_by_name() {
     let e = "ib".parse::<Path>().expect_err("unknown path");
     assert_eq!(e.code(), ErrorCode::Invalid);
     assert!(e.message().contains("rdma"), "{e}");
+}
+
+/// A shell whose NIC registered every local region under lkey 0x55.
+struct Nic;
+
+impl Feed for Nic {
+    fn rdma_lkey(&mut self, _pin: te_proto::PinKey) -> Option<u32> {
+        Some(0x55)
+    }
+}
+
+/// A link pair with RDMA connected, the peer announcing the first two
+/// blocks of `REMOTE` (read-write) under rkey 0xbeef.
+fn rdma_pair(ep: &mut Ep, seg: SegmentId) -> (Link, Peer) {
+    let qp = |qpn| ConnInfo {
+        qpn,
+        psn: 1,
+        gid: [0xfe; 16],
+        lid: 0,
+        mtu: 5,
+    };
+    let mut cfg = LinkConfig::new("me:1").expect("cfg");
+    cfg.caps |= Caps::RDMA;
+    let mut ours = Link::connect(cfg, Instant::ZERO, [1; 32]).expect("connect");
+    let mut peer = Peer::new("peer:1");
+    let mut pcfg = LinkConfig::new("peer:1").expect("cfg");
+    pcfg.caps |= Caps::RDMA;
+    peer.link = Link::accept(pcfg, Instant::ZERO, [2; 32]).expect("accept");
+    shuttle(ep, seg, &mut ours, &mut peer);
+    ours.offer_rdma(&[qp(1)]).expect("offer");
+    shuttle(ep, seg, &mut ours, &mut peer);
+    peer.link.answer_rdma(Ok(&[qp(2)])).expect("answer");
+    let key = RdmaKey {
+        id: 1,
+        base: REMOTE,
+        len: 2 * LEN,
+        rkey: 0xbeef,
+        perm: Perm::REMOTE_READ_WRITE,
+    };
+    peer.link.rdma_mut().announce_key(key).expect("announce");
+    shuttle(ep, seg, &mut ours, &mut peer);
+    ours.rdma_mut().set_available(true);
+    assert!(ours.rdma().available());
+    (ours, peer)
+}
+
+#[test]
+fn auto_sends_tasks_on_announced_regions_over_rdma_and_the_rest_over_tcp() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("peer:1").expect("segment");
+    let (mut ours, mut peer) = rdma_pair(&mut ep, seg);
+    let batch = ep.alloc_batch(3).expect("batch");
+    let reqs = [read(seg, 0), read(seg, 1), read(seg, 2)];
+    ep.submit(Instant::ZERO, batch, &reqs, None).expect("submit");
+    shuttle_with(&mut ep, seg, &mut ours, &mut peer, &mut Nic);
+    let mut posted = Vec::new();
+    while let Some(w) = ours.rdma_mut().next_post() {
+        assert_eq!((w.lkey, w.rkey), (0x55, 0xbeef));
+        posted.push(w.task.index);
+    }
+    assert_eq!(posted, [0, 1], "the two blocks the peer announced");
+    let third = ep.task_status(TaskId { batch, index: 2 }).expect("status");
+    assert_eq!(
+        third.state,
+        TaskState::Completed,
+        "the block beyond them went over TCP"
+    );
+    assert!(batch_ends(&mut ep).is_empty(), "the RDMA tasks still run");
+    for index in [0, 1] {
+        assert!(ours.rdma_mut().done(TaskId { batch, index }, Ok(())));
+    }
+    shuttle_with(&mut ep, seg, &mut ours, &mut peer, &mut Nic);
+    assert_eq!(
+        batch_ends(&mut ep),
+        [Event::BatchEnded {
+            batch,
+            state: TaskState::Completed,
+            note: NoteOutcome::None
+        }]
+    );
+    // Forced onto RDMA, a block beyond the announced ones fails naming why.
+    let forced = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, forced, &[read(seg, 3)], Some(Path::Rdma))
+        .expect("submit");
+    shuttle_with(&mut ep, seg, &mut ours, &mut peer, &mut Nic);
+    assert_eq!(ours.rdma_mut().next_post(), None);
+    let why = ep.batch_error(forced).expect("failed");
+    assert_eq!(why.code(), ErrorCode::NotFound, "{why}");
+    assert!(why.message().contains("announced for RDMA"), "{why}");
+    // Without the NIC's lkey (the shell did not register the region), TCP.
+    let plain = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, plain, &[read(seg, 0)], None)
+        .expect("submit");
+    shuttle(&mut ep, seg, &mut ours, &mut peer);
+    assert_eq!(ours.rdma_mut().next_post(), None);
+    assert_eq!(
+        ep.batch_status(plain).expect("status").state,
+        TaskState::Completed
+    );
 }
