@@ -390,8 +390,8 @@ fn a_withdrawn_region_fails_unposted_tasks_and_is_answered_once_posted_ones_end(
     p.run();
     assert_eq!(
         p.a.done[&waiting].as_ref().unwrap_err().code(),
-        ErrorCode::NotFound,
-        "a task not posted when its region went"
+        ErrorCode::NotAuthorized,
+        "a task not posted when its region went (as TCP refuses a draining region)"
     );
     assert!(p.a.link.rdma().peer_key(REMOTE, 1).is_none(), "forgotten at once");
     assert!(p.b.link.rdma().key_closing(1), "a posted transfer still runs");
@@ -465,4 +465,35 @@ fn rdma_key_frames_out_of_order_close_the_link() {
     p.run();
     let why = p.b.closed.clone().expect("closed");
     assert!(why.message().contains("not withdrawn"), "{why}");
+}
+
+#[test]
+fn a_withdrawal_given_up_on_before_it_was_sent_still_goes_and_frees_its_slot() {
+    let mut p = connected();
+    assert!(p.b.link.rdma_mut().withdraw_key(1));
+    // Given up on at once: its withdrawal has not been sent yet.
+    assert!(p.b.link.rdma_mut().abandon_key(1));
+    assert!(!p.b.link.rdma().key_closing(1), "nothing is awaited for it");
+    p.run();
+    assert!(
+        p.a.link.rdma().peer_key(REMOTE, 1).is_none(),
+        "the withdrawal went"
+    );
+    assert_eq!(
+        p.b.link.state(),
+        LinkState::Established,
+        "its late answer is ignored"
+    );
+    // The slot is free: the table takes MAX_LOCAL_MAPS - 1 more next to region 2.
+    for id in 0..te_proto::link::MAX_LOCAL_MAPS as u64 - 1 {
+        let base = REMOTE + (1 << 20) + id * 4096;
+        p.b.link
+            .rdma_mut()
+            .announce_key(key(10 + id, base, 4096, 7, Perm::REMOTE_READ))
+            .unwrap_or_else(|e| panic!("announcement {id}: {e}"));
+    }
+    assert!(
+        !p.b.link.rdma_mut().abandon_key(2),
+        "region 2 was never withdrawn"
+    );
 }

@@ -23,13 +23,15 @@ use te_proto::batch::TaskId;
 use te_proto::link::{Link, RdmaKey};
 use te_proto::rdma::{common_fabric, RdmaOff};
 use te_proto::{status, Instant, Region, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-/// How long a withdrawn region stays registered with the NIC waiting for
-/// a peer to answer that its transfers on it ended (`RdmaKeyClosed`);
-/// then it is deregistered regardless (a transfer of that peer still
-/// running fails with a remote access error, touching nothing).
-pub(crate) const RDMA_KEY_WAIT: Duration = Duration::from_secs(10);
+/// The least time a withdrawn region stays registered with the NIC
+/// waiting for a peer to answer that its transfers on it ended
+/// (`RdmaKeyClosed`); the wait is the engine's transfer timeout when that
+/// is longer (a peer's transfers end by then). Then it is deregistered
+/// regardless: a transfer of that peer still running fails with a remote
+/// access error, touching nothing.
+pub(crate) const RDMA_KEY_WAIT_MIN: Duration = Duration::from_secs(10);
 
 /// The RDMA section of [`EngineConfig`](crate::EngineConfig).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +83,9 @@ struct Retiring {
     since: Instant,
     /// `ibv_dereg_mr` is deferred behind local transfers still on it.
     deferred: bool,
+    /// `ibv_dereg_mr` failed: the NIC may still serve the region, so it
+    /// stays "retiring" for good (unregister never reports it free).
+    stuck: bool,
 }
 
 /// The open device and what it holds.
@@ -95,6 +100,8 @@ struct Nic {
     transfers: HashMap<TransferId, (usize, TaskId)>,
     next_key: u64,
     events: Vec<Event>,
+    /// How long a withdrawal waits for the peers' answers.
+    key_wait: Duration,
 }
 
 /// What the NIC finished: the task of connection `conn` ended with `result`.
@@ -109,8 +116,10 @@ fn verbs_status(e: &te_driver_rdma::VerbsError) -> Status {
 }
 
 impl Rdma {
-    /// Opens the device `settings` names, logging the outcome once.
-    pub fn open(settings: &RdmaSettings) -> Rdma {
+    /// Opens the device `settings` names, logging the outcome once; a
+    /// withdrawn region waits for peers at most `key_wait` (at least
+    /// [`RDMA_KEY_WAIT_MIN`]).
+    pub fn open(settings: &RdmaSettings, key_wait: Duration) -> Rdma {
         if !settings.enabled {
             return Rdma::off("disabled in the configuration".into());
         }
@@ -136,6 +145,7 @@ impl Rdma {
                         transfers: HashMap::new(),
                         next_key: 1,
                         events: Vec::new(),
+                        key_wait: key_wait.max(RDMA_KEY_WAIT_MIN),
                     }),
                 }
             }
@@ -237,6 +247,7 @@ impl Rdma {
             reg,
             since: now,
             deferred: false,
+            stuck: false,
         });
         Some(reg.key)
     }
@@ -259,8 +270,8 @@ impl Rdma {
         let nic = self.nic.as_ref()?;
         nic.retiring
             .iter()
-            .filter(|r| !r.deferred)
-            .map(|r| r.since + RDMA_KEY_WAIT)
+            .filter(|r| !r.deferred && !r.stuck)
+            .map(|r| r.since + nic.key_wait)
             .min()
     }
 
@@ -275,20 +286,20 @@ impl Rdma {
         let mut i = 0;
         while i < nic.retiring.len() {
             let r = &mut nic.retiring[i];
-            if r.deferred {
+            if r.deferred || r.stuck {
                 i += 1;
                 continue;
             }
             let key = r.reg.key;
             if closing(key) {
-                if now < r.since + RDMA_KEY_WAIT {
+                if now < r.since + nic.key_wait {
                     i += 1;
                     continue;
                 }
                 warn!(
-                    "a peer did not answer the withdrawal of RDMA region {:#x}+{:#x} within {RDMA_KEY_WAIT:?}: \
+                    "a peer did not answer the withdrawal of RDMA region {:#x}+{:#x} within {:?}: \
                      deregistering it regardless",
-                    r.reg.mr.addr, r.reg.mr.len
+                    r.reg.mr.addr, r.reg.mr.len, nic.key_wait
                 );
                 given_up.push(key);
             }
@@ -301,8 +312,9 @@ impl Rdma {
                     nic.retiring.swap_remove(i);
                 }
                 Err(e) => {
-                    warn!("{e}");
-                    nic.retiring.swap_remove(i);
+                    error!("{e}: the NIC may still serve the region, so it is never reported unregistered");
+                    r.stuck = true;
+                    i += 1;
                 }
             }
         }
@@ -353,36 +365,57 @@ impl Rdma {
         if link.rdma().offer_pending() {
             return nic.answer(c, link);
         }
-        let (Some(&qp), Some(Ok(peer))) = (nic.qps.get(&c), link.rdma().peer()) else {
+        let Some(&qp) = nic.qps.get(&c) else {
             return false;
         };
-        let Some(remote) = link.rdma().local().and_then(|mine| {
-            let mine = mine.first()?;
-            peer.iter().find(|p| common_fabric(mine, p)).copied()
-        }) else {
-            info!("no RDMA to this peer: no queue pair on a common fabric");
-            return false;
-        };
-        match nic.driver.connect(qp, &remote) {
-            Ok(()) => {
-                link.rdma_mut().set_available(true);
-                link.rdma().available()
+        let remote = match link.rdma().peer() {
+            Some(Ok(peer)) => link.rdma().local().and_then(|mine| {
+                let mine = mine.first()?;
+                peer.iter().find(|p| common_fabric(mine, p)).copied()
+            }),
+            Some(Err(why)) => {
+                info!("the peer refused RDMA, its transfers use TCP: {}", why.as_str());
+                None
             }
-            Err(e) => {
+            None => return false,
+        };
+        let connected = match remote {
+            Some(remote) => nic.driver.connect(qp, &remote).map_err(|e| {
                 warn!("no RDMA to this peer, its transfers use TCP: {e}");
-                false
-            }
+            }),
+            None => Err(()),
+        };
+        if connected.is_ok() {
+            link.rdma_mut().set_available(true);
+            return link.rdma().available();
         }
+        // The queue pair serves nothing: it goes now, not with the link.
+        nic.qps.remove(&c);
+        if let Err(e) = nic.driver.destroy_qp(qp) {
+            warn!("{e}");
+        }
+        false
     }
 
     /// Connection `c`'s link closed: its queue pair is destroyed, so the
     /// NIC touches none of its tasks' memory any more, and every posted
     /// task ends (with the link's reason, which the link keeps).
     pub fn drop_link(&mut self, c: usize, link: &mut Link) {
+        let why = status!(Disconnected, "queue pair destroyed with its connection");
+        self.end_link(c, link, &why);
+    }
+
+    /// Destroys connection `c`'s queue pair and ends its posted tasks with
+    /// `why` (unless the destroy failed: then they stay unreported).
+    fn end_link(&mut self, c: usize, link: &mut Link, why: &Status) {
         let Some(nic) = self.nic.as_mut() else { return };
         if let Some(qp) = nic.qps.remove(&c) {
             if let Err(e) = nic.driver.destroy_qp(qp) {
-                warn!("{e}");
+                // The NIC may still move their bytes: the tasks stay
+                // unreported (their memory pinned), never ended early.
+                error!("{e}: the link's RDMA transfers in flight are never reported done");
+                nic.transfers.retain(|_, (conn, _)| *conn != c);
+                return;
             }
         }
         let mine: Vec<TransferId> = nic
@@ -393,8 +426,7 @@ impl Rdma {
             .collect();
         for id in mine {
             if let Some((_, task)) = nic.transfers.remove(&id) {
-                let why = status!(Disconnected, "queue pair destroyed with its connection");
-                link.rdma_mut().done(task, Err(why));
+                link.rdma_mut().done(task, Err(why.clone()));
             }
         }
     }
@@ -432,15 +464,15 @@ impl Rdma {
     }
 
     /// Takes the NIC's completions (and arms it for the next), as tasks
-    /// ended; deferred deregistrations that ran are forgotten.
-    pub fn poll(&mut self) -> Vec<Finished> {
+    /// ended; deferred deregistrations that ran are forgotten. `Err`: the
+    /// completion queue failed, so no completion can be trusted to come
+    /// any more (the caller ends every link's RDMA, [`fail`](Self::fail)).
+    pub fn poll(&mut self) -> std::result::Result<Vec<Finished>, Status> {
         let Some(nic) = self.nic.as_mut() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut events = std::mem::take(&mut nic.events);
-        if let Err(e) = nic.driver.poll_and_arm(&mut events) {
-            warn!("RDMA completion queue: {e}");
-        }
+        let polled = nic.driver.poll_and_arm(&mut events);
         let mut done = Vec::new();
         for e in events.drain(..) {
             match e {
@@ -454,15 +486,34 @@ impl Rdma {
                     }
                 }
                 Event::Deregistered { lkey, result } => {
-                    if let Err(e) = result {
-                        warn!("{e}");
+                    match result {
+                        Ok(()) => nic.retiring.retain(|r| r.reg.mr.lkey != lkey),
+                        Err(e) => {
+                            error!("{e}: the NIC may still serve the region, so it is never reported unregistered");
+                            for r in nic.retiring.iter_mut().filter(|r| r.reg.mr.lkey == lkey) {
+                                r.stuck = true;
+                            }
+                        }
                     }
-                    nic.retiring.retain(|r| r.reg.mr.lkey != lkey);
                 }
             }
         }
         nic.events = events;
-        done
+        match polled {
+            Ok(_) => Ok(done),
+            Err(e) => Err(status!(=e.code(), "RDMA completion queue failed: {e}")),
+        }
+    }
+
+    /// The completion queue failed: every link's queue pair goes (so the
+    /// NIC touches no task's memory any more) and its posted tasks end with
+    /// `why`, then the device closes; transfers use TCP from now on.
+    pub fn fail(&mut self, why: &Status, links: &mut [(usize, &mut Link)]) {
+        for (c, link) in links.iter_mut() {
+            self.end_link(*c, link, why);
+            link.rdma_mut().set_available(false);
+        }
+        self.turn_off(why.message());
     }
 
     /// Whether the link's queue pair failed (a transfer error moved it to

@@ -808,3 +808,33 @@ fn a_peer_process_whose_verbs_library_has_no_device_is_reached_without_rdma() {
     // SAFETY: the read ended.
     unsafe { check_pattern(local, LEN, GUARD_SEED, 0) }.expect("the refused read brought bytes");
 }
+
+// ---- the completion queue fails ----
+
+#[test]
+fn a_completion_queue_that_fails_ends_the_posted_task_and_leaves_tcp_to_carry_on() {
+    const LEN: u64 = MIB;
+    let (_g, fake) = fake_verbs();
+    let peer = rdma_peer(LEN, 23, 1, &["--path", "rdma"], &[]);
+    let (e, local) = rdma_engine(config_on_fake(Path::Rdma), LEN);
+    let seg = e.open_segment(&peer.segment).expect("open the peer");
+    wait_for_rdma(&e, seg, local, peer.addr);
+    // The next ibv_poll_cq of this process fails with EIO (5): the one
+    // that takes the read's completion.
+    fake.fail("ibv_poll_cq", 1, 5);
+    let (state, err) = failing(&e, seg, Op::Read, local, peer.addr, LEN, Path::Rdma);
+    assert_eq!(state, TaskState::Failed(ErrorCode::RuntimeError), "{err}");
+    assert!(err.message().contains("completion queue failed"), "{err}");
+    assert!(
+        e.rdma_status()
+            .starts_with("RDMA off: RDMA completion queue failed"),
+        "{}",
+        e.rdma_status()
+    );
+    // The same read, now over the path the engine has left.
+    // SAFETY: our memory; no transfer runs on it.
+    unsafe { fill_from(local, LEN, GUARD_SEED, 0) };
+    transfer(&e, seg, Op::Read, local, peer.addr, LEN, Path::Auto).expect("read over TCP");
+    // SAFETY: the read ended.
+    unsafe { check_pattern(local, LEN, peer.seed, 0) }.expect("read over TCP");
+}

@@ -10,8 +10,10 @@ use crate::status;
 use super::{Endpoint, Offers, Path, Route, SegmentId, Storage};
 
 /// Why a link whose RDMA exchange succeeded carries no RDMA transfer: the
-/// shell has not connected its queue pair to the peer's (yet, or it failed).
-pub const RDMA_NOT_CONNECTED: &str = "queue pairs exchanged but not connected (yet) on this link";
+/// shell has not connected its queue pair to the peer's, or the queue pair
+/// failed since.
+pub const RDMA_NOT_CONNECTED: &str =
+    "queue pairs exchanged but not connected on this link (not yet, or its queue pair failed: the log says why)";
 
 /// Why a link has no RDMA when this side set no [`Caps::RDMA`](crate::link::Caps::RDMA).
 pub const RDMA_NOT_HERE: &str = "this side has no RDMA device in use (its log and `te info` say why)";

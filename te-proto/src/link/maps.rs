@@ -116,6 +116,9 @@ enum Out {
     /// Its withdrawal was sent; the peer has not answered that it let go
     /// of it yet (buffers whose withdrawal is answered only).
     Closing,
+    /// Given up waiting for before its withdrawal was sent: the withdrawal
+    /// still goes, and then its slot is free (a late answer is ignored).
+    GivenUp,
 }
 
 impl Out {
@@ -239,22 +242,31 @@ impl<B: Buffer> OutMaps<B> {
         }
     }
 
-    /// Stops waiting for the peer to let go of withdrawn buffer `id`, whose
-    /// withdrawal was sent: its slot is free now. False for any other.
+    /// Stops waiting for the peer to let go of withdrawn buffer `id`: its
+    /// slot is free now, or once its withdrawal is sent if that has not
+    /// happened yet. False for a buffer not withdrawn.
     pub(super) fn abandon(&mut self, id: u64) -> bool {
         let Some(i) = self
             .entries
             .iter()
-            .position(|(e, st)| e.id() == id && *st == Out::Closing)
+            .position(|(e, st)| e.id() == id && matches!(st, Out::Closing | Out::WithdrawUnsent))
         else {
             return false;
         };
+        if self.entries[i].1 == Out::WithdrawUnsent {
+            self.entries[i].1 = Out::GivenUp;
+            return true;
+        }
         self.entries.swap_remove(i);
+        self.remember_abandoned(id);
+        true
+    }
+
+    fn remember_abandoned(&mut self, id: u64) {
         if self.abandoned.is_full() {
             self.abandoned.pop_front();
         }
         let _ = self.abandoned.push_back(id);
-        true
     }
 
     /// The next `LocalMap` frame due: every withdrawal goes before any
@@ -262,7 +274,7 @@ impl<B: Buffer> OutMaps<B> {
     /// a new buffer there.
     pub(super) fn next_due(&self) -> Option<B> {
         let due = |want: Out| self.entries.iter().find(|(_, st)| *st == want);
-        if let Some((e, _)) = due(Out::WithdrawUnsent) {
+        if let Some((e, _)) = due(Out::WithdrawUnsent).or_else(|| due(Out::GivenUp)) {
             return Some(B::withdrawal(e.id()));
         }
         due(Out::AnnounceUnsent).map(|(e, _)| *e)
@@ -273,7 +285,12 @@ impl<B: Buffer> OutMaps<B> {
         let Some(i) = self.entries.iter().position(|(e, _)| e.id() == frame.id()) else {
             return;
         };
-        if frame.is_withdraw() && B::CLOSED_ANSWERED {
+        if frame.is_withdraw() && self.entries[i].1 == Out::GivenUp {
+            self.entries.swap_remove(i);
+            if B::CLOSED_ANSWERED {
+                self.remember_abandoned(frame.id());
+            }
+        } else if frame.is_withdraw() && B::CLOSED_ANSWERED {
             self.entries[i].1 = Out::Closing;
         } else if frame.is_withdraw() {
             self.entries.swap_remove(i);
@@ -327,7 +344,9 @@ impl<B: Buffer> InMaps<B> {
             self.entries.swap_remove(i);
             if B::CLOSED_ANSWERED {
                 if self.withdrawn.is_full() {
-                    self.withdrawn.remove(0);
+                    // Drop the oldest still held, not an answer that is due.
+                    let at = self.withdrawn.iter().position(|w| !w.1).unwrap_or(0);
+                    self.withdrawn.remove(at);
                 }
                 let _ = self.withdrawn.push((m.id(), false));
             }

@@ -167,8 +167,8 @@ impl Rdma {
         self.keys_in.apply(k)?;
         if k.is_withdraw() {
             let why = status!(
-                NotFound,
-                "peer withdrew RDMA region {:#x} (unregistered) before the transfer started",
+                NotAuthorized,
+                "peer withdrew RDMA region {:#x} (it is being unregistered) before the transfer started",
                 k.id
             );
             tasks.fail_unposted(k.id, &why);
@@ -374,8 +374,8 @@ impl RdmaMut<'_> {
 
     /// Stops waiting for the peer's `RdmaKeyClosed` for withdrawn region
     /// `id` (it did not answer in time): its slot is free, and an answer
-    /// that still comes is ignored. False unless its withdrawal was sent
-    /// and not answered.
+    /// that still comes is ignored (one whose withdrawal is not sent yet is
+    /// freed once it is). False for a region not withdrawn.
     pub fn abandon_key(&mut self, id: u64) -> bool {
         self.half.keys_out.abandon(id)
     }

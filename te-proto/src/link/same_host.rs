@@ -443,7 +443,8 @@ impl SameHostMut<'_> {
     /// Stops waiting for the peer's `KeyClosed` for withdrawn device
     /// buffer `id` (it did not answer in time; the export is closed
     /// regardless): its slot is free, and an answer that still comes is
-    /// ignored. False unless its withdrawal was sent and not answered.
+    /// ignored. One whose withdrawal is not sent yet is freed once it is.
+    /// False for a buffer not withdrawn.
     pub fn abandon_local_key(&mut self, id: u64) -> bool {
         self.half.keys_out.abandon(id)
     }

@@ -162,7 +162,7 @@ impl EngineCore {
             Path::Tcp
         };
         let same_host = SameHost::new(path, &mut link_cfg, &poll, base);
-        let mut rdma = Rdma::open(&cfg.rdma);
+        let mut rdma = Rdma::open(&cfg.rdma, cfg.transfer_timeout);
         if rdma.is_on() {
             if !cfg.location.is_host() || !matches!(cfg.path, Path::Auto | Path::Rdma) {
                 rdma.turn_off(&format!(

@@ -4,6 +4,7 @@
 //! memory regions deregistered once no peer can reach them.
 
 use super::*;
+use tracing::error;
 
 impl EngineCore {
     /// A link this engine opened is established: offer the peer a queue
@@ -102,7 +103,24 @@ impl EngineCore {
 
     /// Takes the NIC's completions and hands each to its link.
     pub(super) fn poll_rdma(&mut self) {
-        let done = self.rdma.poll();
+        let done = match self.rdma.poll() {
+            Ok(done) => done,
+            Err(why) => {
+                error!("{}: RDMA is off, transfers use TCP", why.message());
+                let mut links: Vec<(usize, &mut Link)> = self
+                    .conns
+                    .iter_mut()
+                    .enumerate()
+                    .filter_map(|(c, conn)| conn.as_mut().map(|conn| (c, &mut conn.link)))
+                    .collect();
+                self.rdma.fail(&why, &mut links);
+                for c in 0..self.conns.len() {
+                    self.service_conn(c);
+                }
+                self.after_work();
+                return;
+            }
+        };
         let mut touched = Vec::new();
         for f in done {
             let Some(conn) = self.conns.get_mut(f.conn).and_then(|c| c.as_mut()) else {

@@ -48,8 +48,6 @@ pub struct Engine {
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     segment_name: String,
     local_addr: SocketAddr,
-    /// What [`Engine::rdma_status`] says.
-    rdma_status: String,
     cfg: EngineConfig,
     /// Where names are looked up, when the config names a directory.
     directory: Option<Arc<Directory>>,
@@ -66,7 +64,6 @@ impl Engine {
         let core = EngineCore::new(cfg.clone(), poll.registry(), BASE)?;
         let segment_name = core.segment_name().to_string();
         let local_addr = core.local_addr();
-        let rdma_status = core.rdma_status().to_string();
         let (directory, publication) = match &cfg.directory {
             None => (None, None),
             Some(url) => {
@@ -101,17 +98,17 @@ impl Engine {
             thread: std::sync::Mutex::new(Some(thread)),
             segment_name,
             local_addr,
-            rdma_status,
             cfg,
             directory,
             publication: std::sync::Mutex::new(publication),
         })
     }
 
-    /// `RDMA: <device> port <n> gid index <i>` when the engine opened an
-    /// RDMA device at start, else `RDMA off: <reason>` (also logged once).
-    pub fn rdma_status(&self) -> &str {
-        &self.rdma_status
+    /// `RDMA: <device> port <n> gid index <i>` while the engine's RDMA
+    /// device is in use, else `RDMA off: <reason>` (also logged once): not
+    /// opened at start, or turned off since (its completion queue failed).
+    pub fn rdma_status(&self) -> String {
+        self.shared.core.lock().rdma_status().to_string()
     }
 
     /// This engine's segment name (what peers open).
@@ -198,11 +195,16 @@ impl Engine {
     /// copy, so a peer slow to read cannot hold the region; peers' writes
     /// landing in it, same-host copies and local tasks using it finish (or
     /// fail) first. `NotFound` without a region at exactly that base.
+    /// `Timeout` when that did not happen within the drain timeout: the
+    /// memory is then still in use (a transfer, or its registration with
+    /// the RDMA NIC) and must not be freed yet; `region_exists` and a later
+    /// call tell when it is free.
     pub fn unregister_memory(&self, addr: u64) -> Result<()> {
         self.with_core(|c| c.unregister(addr))?;
         self.wait(self.drain_timeout(), "unregister", |c| {
             (!c.unregister_pending(addr)).then_some(())
         })
+        .map_err(|e| still_in_use(addr, e))
     }
 
     /// How long unregister and free wait: for the transfers using the
@@ -663,4 +665,17 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.finalize();
     }
+}
+
+/// The `Timeout` of an unregister that did not end: the memory at `addr` is
+/// still in use and must not be freed yet.
+fn still_in_use(addr: u64, e: Status) -> Status {
+    if e.code() != ErrorCode::Timeout {
+        return e;
+    }
+    status!(
+        Timeout,
+        "{}: the memory at {addr:#x} is still in use (a transfer, or its registration with the RDMA NIC): do not free it yet",
+        e.message()
+    )
 }
