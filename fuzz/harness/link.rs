@@ -130,6 +130,16 @@ pub const OP_MAP: u8 = 31;
 /// `p % 6` queue pairs (0 and 5 are refused as `Invalid`), or with p bit 7
 /// the acceptor refuses with reason `1 + p % 4`.
 pub const OP_RDMA: u8 = 18;
+/// `OP_RDMA_SUBMIT flags area off:u16 len:u16 roff:u16`: the shell
+/// enables the RDMA path (a no-op until both sides gave queue pairs) and
+/// submits an RDMA task (flags bit 0 write) on the peer's memory at
+/// `0x8000_0000 + roff` (where `K_RDMA_KEY` announces regions).
+pub const OP_RDMA_SUBMIT: u8 = 32;
+/// `OP_RDMA_POST`: the shell takes the next RDMA task to post.
+pub const OP_RDMA_POST: u8 = 33;
+/// `OP_RDMA_DONE k ok`: the NIC is done with the `k`-th posted task
+/// (ok bit 0: it succeeded, else it failed `Disconnected`).
+pub const OP_RDMA_DONE: u8 = 34;
 
 /// `K_HELLO p`: the peer's `Hello` (p: bit 0 flips the auth mode, bits 1-2
 /// the payload limit, bits 3-4 the request limit).
@@ -186,6 +196,9 @@ pub const K_RDMA: u8 = 17;
 pub const K_RDMA_KEY: u8 = 18;
 /// Or-ed into the kind: flip bits of the encoded frame at `pos:u16` with `xor:u8`.
 pub const K_CORRUPT: u8 = 0x80;
+
+/// The lkey the model shell gives RDMA tasks.
+const RDMA_LKEY: u32 = 7;
 
 /// The queue pairs of both sides' `RdmaConn`s.
 const RDMA_QPS: [ConnInfo; 5] = {
@@ -485,6 +498,9 @@ struct Harness {
     challenged: bool,
     /// The link sent its `RdmaConn` (a link sends at most one).
     rdma_sent: bool,
+    /// RDMA tasks the shell took to post and the NIC is not done with:
+    /// their ends must not be reported.
+    rdma_posted: Vec<TaskId>,
     /// The regions the peer withdrew with `RdmaKey`: the link answers
     /// (`RdmaKeyClosed`) only those it was told of.
     rdma_withdrawn: Vec<u64>,
@@ -594,6 +610,7 @@ impl Harness {
             violation: false,
             challenged: false,
             rdma_sent: false,
+            rdma_posted: Vec::new(),
             rdma_withdrawn: Vec::new(),
             out_dec: Some(Decoder::new(MAX_PAYLOAD_LIMIT)),
             out_read_log: HashMap::new(),
@@ -644,7 +661,7 @@ impl Harness {
     }
 
     fn command(&mut self, input: &mut Input<'_>) {
-        let op = input.u8() % 32;
+        let op = input.u8() % 35;
         if self.trace {
             eprintln!(
                 "op {op} (link {:?}, {} bytes queued)",
@@ -736,6 +753,35 @@ impl Harness {
             }
             OP_TOGGLE => self.toggle(usize::from(input.u8() % 6)),
             OP_RDMA => self.rdma(input.u8()),
+            OP_RDMA_SUBMIT => self.rdma_submit(input),
+            OP_RDMA_POST => {
+                if let Some(w) = self.link.rdma_mut().next_post() {
+                    assert!(
+                        self.tasks.iter().any(|t| t.id == w.task),
+                        "{:?} is not running",
+                        w.task
+                    );
+                    assert!(!self.rdma_posted.contains(&w.task), "{:?} posted twice", w.task);
+                    assert_eq!(w.lkey, RDMA_LKEY);
+                    self.rdma_posted.push(w.task);
+                }
+            }
+            OP_RDMA_DONE => {
+                let (k, ok) = (usize::from(input.u8()), input.u8() & 1 != 0);
+                if self.rdma_posted.is_empty() {
+                    return;
+                }
+                let task = self.rdma_posted.remove(k % self.rdma_posted.len());
+                let result = if ok {
+                    Ok(())
+                } else {
+                    Err(Status::new(ErrorCode::Disconnected, "fuzzed NIC failure"))
+                };
+                assert!(
+                    self.link.rdma_mut().done(task, result),
+                    "done for posted {task:?}"
+                );
+            }
             _ => {}
         }
     }
@@ -1894,6 +1940,10 @@ impl Harness {
                     t.progress = transferred;
                 }
                 Event::TaskDone { task, result } => {
+                    assert!(
+                        !self.rdma_posted.contains(&task),
+                        "TaskDone for {task} while the NIC may still move its bytes"
+                    );
                     let i = self.tasks.iter().position(|t| t.id == task);
                     let i = i
                         .unwrap_or_else(|| panic!("TaskDone for {task}, which is not running (done twice?)"));
@@ -1977,6 +2027,62 @@ impl Harness {
     }
 
     // ---- API calls ----
+
+    /// [`OP_RDMA_SUBMIT`]: an RDMA task, checked against what the link
+    /// knows of the peer's regions.
+    fn rdma_submit(&mut self, input: &mut Input<'_>) {
+        let flags = input.u8();
+        let area = REGIONS[usize::from(input.u8() % 6)].span;
+        let off = u64::from(input.u16()) % area.len;
+        let len = u64::from(input.u16()).min(area.len - off);
+        let remote_addr = 0x8000_0000 + u64::from(input.u16());
+        self.link.rdma_mut().set_available(true);
+        let op = if flags & 1 != 0 { Op::Write } else { Op::Read };
+        let req = TransferRequest {
+            op,
+            local: Span {
+                addr: area.addr + off,
+                len,
+                location: area.location,
+            },
+            segment: 1,
+            remote_addr,
+            remote_location: None,
+        };
+        self.next_index += 1;
+        let id = TaskId {
+            batch: BATCH,
+            index: self.next_index,
+        };
+        let key = self.link.rdma().peer_key(remote_addr, len);
+        let available = self.link.rdma().available();
+        let r = self.link.rdma_mut().submit(id, &req, None, RDMA_LKEY);
+        let code = r.as_ref().err().map(|e| e.code());
+        let want = if self.closed() {
+            Some(ErrorCode::Disconnected)
+        } else if !available {
+            Some(ErrorCode::NotSupported)
+        } else if key.is_none() {
+            Some(ErrorCode::NotFound)
+        } else if key.is_some_and(|k| !k.perm.contains(op.remote_perm())) {
+            Some(ErrorCode::NotAuthorized)
+        } else if len == 0 {
+            Some(ErrorCode::Invalid)
+        } else if self.tasks.len() >= MAX_LINK_TASKS {
+            Some(ErrorCode::NotReady)
+        } else {
+            None
+        };
+        assert_eq!(code, want, "RDMA submit: {r:?}");
+        if r.is_ok() {
+            self.tasks.push(TaskRec {
+                id,
+                req,
+                canceled: false,
+                progress: 0,
+            });
+        }
+    }
 
     fn submit(&mut self, input: &mut Input<'_>) {
         let flags = input.u8();
@@ -2168,6 +2274,12 @@ impl Harness {
             self.link.close(&mut self.reg);
         }
         assert!(self.closed());
+        // The shell's NIC ends what it was given (the runtime destroys the
+        // queue pair first).
+        for task in std::mem::take(&mut self.rdma_posted) {
+            let why = Status::new(ErrorCode::Disconnected, "queue pair destroyed");
+            assert!(self.link.rdma_mut().done(task, Err(why)));
+        }
         let mut quiet = false;
         for _ in 0..1000 {
             if self.pending_send.is_some() {
@@ -2405,6 +2517,25 @@ impl Script {
     /// The link's side of the RDMA exchange (see [`OP_RDMA`]).
     pub fn rdma(self, p: u8) -> Script {
         self.op(OP_RDMA, &[p])
+    }
+
+    /// An RDMA task (see [`OP_RDMA_SUBMIT`]).
+    pub fn rdma_submit(self, flags: u8, area: u8, off: u16, len: u16, roff: u16) -> Script {
+        let mut a = vec![flags, area];
+        for v in [off, len, roff] {
+            a.extend_from_slice(&v.to_be_bytes());
+        }
+        self.op(OP_RDMA_SUBMIT, &a)
+    }
+
+    /// The shell posts the next RDMA task (see [`OP_RDMA_POST`]).
+    pub fn rdma_post(self) -> Script {
+        self.op(OP_RDMA_POST, &[])
+    }
+
+    /// The NIC is done with a posted task (see [`OP_RDMA_DONE`]).
+    pub fn rdma_done(self, k: u8, ok: bool) -> Script {
+        self.op(OP_RDMA_DONE, &[k, u8::from(ok)])
     }
 
     /// An `RdmaKey` or `RdmaKeyClosed` of the peer (see [`K_RDMA_KEY`]).

@@ -543,6 +543,25 @@ pub fn link_seeds() -> Vec<Seed> {
                 .peer_rdma_key(0, 1, 0, 0),
         ),
     ));
+    // RDMA tasks on an announced region: posted, one done, one canceled
+    // and then done, one refused (a write into the read-only region), one
+    // still posted when the link closes.
+    out.push((
+        "rdma-tasks",
+        drain(
+            drain(rdma().peer_rdma_key(0, 1, 0, 64))
+                .rdma_submit(0, 0, 0x10, 0x40, 0)
+                .rdma_submit(0, 0, 0x80, 0x40, 0x40)
+                .rdma_submit(1, 0, 0x100, 0x40, 0)
+                .rdma_submit(0, 0, 0x200, 0x40, 0x80)
+                .rdma_post()
+                .rdma_post()
+                .rdma_post()
+                .rdma_done(0, true)
+                .cancel(0)
+                .rdma_done(0, false),
+        ),
+    ));
     out.push((
         "rdma-key-before-exchange",
         drain(maps().peer_rdma_key(0, 1, 0, 64)),
