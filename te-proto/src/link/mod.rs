@@ -617,8 +617,11 @@ impl Link {
         S: AsRef<[Entry]> + AsMut<[Entry]>,
     {
         self.s.shut(why, false, reg);
+        // Nothing more goes: not the closing frames, nor the `HelloAck` a
+        // refusing acceptor sends before its `Error`.
         self.s.due.link_error = None;
         self.s.due.goodbye = false;
+        self.s.due.hello = false;
         self.payload_sent(reg);
     }
 
