@@ -2032,19 +2032,14 @@ impl Harness {
     /// knows of the peer's regions.
     fn rdma_submit(&mut self, input: &mut Input<'_>) {
         let flags = input.u8();
-        let area = REGIONS[usize::from(input.u8() % 6)].span;
-        let off = u64::from(input.u16()) % area.len;
-        let len = u64::from(input.u16()).min(area.len - off);
+        let local = local_span(input);
         let remote_addr = 0x8000_0000 + u64::from(input.u16());
         self.link.rdma_mut().set_available(true);
         let op = if flags & 1 != 0 { Op::Write } else { Op::Read };
+        let len = local.len;
         let req = TransferRequest {
             op,
-            local: Span {
-                addr: area.addr + off,
-                len,
-                location: area.location,
-            },
+            local,
             segment: 1,
             remote_addr,
             remote_location: None,
@@ -2086,9 +2081,8 @@ impl Harness {
 
     fn submit(&mut self, input: &mut Input<'_>) {
         let flags = input.u8();
-        let area = REGIONS[usize::from(input.u8() % 6)].span;
-        let off = u64::from(input.u16()) % area.len;
-        let len = u64::from(input.u16()).min(area.len - off);
+        let local = local_span(input);
+        let len = local.len;
         let region = input.u8();
         let roff = u64::from(input.u16());
         let locmode = input.u8();
@@ -2097,11 +2091,7 @@ impl Harness {
         let op = if flags & 1 != 0 { Op::Write } else { Op::Read };
         let req = TransferRequest {
             op,
-            local: Span {
-                addr: area.addr + off,
-                len,
-                location: area.location,
-            },
+            local,
             segment: 1,
             remote_addr: base + roff,
             remote_location,
@@ -2350,6 +2340,19 @@ fn target(region: u8, locmode: u8) -> (u64, Option<Location>) {
         _ => Some(Location::Npu(9)),
     };
     (base, location)
+}
+
+/// `area off:u16 len:u16`: a span inside one of the link's regions (of 0
+/// bytes at most at its end).
+fn local_span(input: &mut Input<'_>) -> Span {
+    let area = REGIONS[usize::from(input.u8() % 6)].span;
+    let off = u64::from(input.u16()) % area.len;
+    let len = u64::from(input.u16()).min(area.len - off);
+    Span {
+        addr: area.addr + off,
+        len,
+        location: area.location,
+    }
 }
 
 /// Removes and returns the `k`-th open id, or makes one up from `k`.

@@ -9,8 +9,8 @@
 
 mod support;
 
-use support::{config, task, Pair, Rng};
-use te_proto::batch::{Op, TaskId, TransferRequest};
+use support::{config, request, task, Pair, Rng};
+use te_proto::batch::{Op, TaskId};
 use te_proto::link::{Caps, LinkConfig, LinkState, RdmaKey, RdmaPost};
 use te_proto::rdma::{ConnInfo, Conns, RdmaOff, MAX_RDMA_QPS};
 use te_proto::wire::{Frame, RdmaMsg, MAX_CONTROL_LEN};
@@ -254,18 +254,10 @@ fn key(id: u64, base: u64, len: u64, rkey: u32, perm: Perm) -> RdmaKey {
     }
 }
 
-fn req(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
-    TransferRequest {
-        op,
-        local,
-        segment: 0,
-        remote_addr,
-        remote_location: None,
-    }
-}
-
 fn submit(p: &mut Pair, t: TaskId, op: Op, local: Span, remote: u64) -> te_proto::Result<()> {
-    p.a.link.rdma_mut().submit(t, &req(op, local, remote), None, LKEY)
+    p.a.link
+        .rdma_mut()
+        .submit(t, &request(op, local, remote), None, LKEY)
 }
 
 /// What a NIC does with a posted transfer: the bytes move between `a`'s

@@ -168,7 +168,8 @@ impl Side {
     }
 }
 
-fn request(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
+/// A request of `op` between `local` and the peer's `remote_addr`.
+pub fn request(op: Op, local: Span, remote_addr: u64) -> TransferRequest {
     TransferRequest {
         op,
         local,
