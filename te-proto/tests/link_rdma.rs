@@ -72,6 +72,7 @@ fn offer_and_answer_give_both_sides_the_others_queue_pairs() {
     assert!(p.b.link.rdma().offer_pending());
     assert_eq!(p.b.link.rdma().peer(), Some(Ok(&[qp(0x10), qp(0x11)][..])));
     assert!(!p.a.link.rdma().ready(), "no answer yet");
+    assert!(p.a.link.rdma().answer_pending() && !p.b.link.rdma().answer_pending());
     p.b.link.answer_rdma(Ok(&[qp(0x20)])).unwrap();
     p.run();
     assert!(p.a.rdma_heard, "the connector hears of the answer");
@@ -79,6 +80,7 @@ fn offer_and_answer_give_both_sides_the_others_queue_pairs() {
     assert_eq!(p.a.link.rdma().local(), Some(&[qp(0x10), qp(0x11)][..]));
     assert!(p.a.link.rdma().ready() && p.b.link.rdma().ready());
     assert!(!p.b.link.rdma().offer_pending());
+    assert!(!p.a.link.rdma().answer_pending(), "answered");
     assert_eq!(p.a.link.rdma().refusal(), None);
     // Once per link, on both sides.
     assert_eq!(code(p.a.link.offer_rdma(&[qp(0x12)])), ErrorCode::Invalid);

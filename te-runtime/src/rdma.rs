@@ -111,10 +111,6 @@ pub(crate) struct Finished {
     pub result: te_proto::Result<()>,
 }
 
-fn verbs_status(e: &te_driver_rdma::VerbsError) -> Status {
-    e.to_status()
-}
-
 impl Rdma {
     /// Opens the device `settings` names, logging the outcome once; a
     /// withdrawn region waits for peers at most `key_wait` (at least
@@ -338,7 +334,7 @@ impl Rdma {
         let offered = nic
             .driver
             .conn_info(qp)
-            .map_err(|e| verbs_status(&e))
+            .map_err(|e| e.to_status())
             .and_then(|info| link.offer_rdma(&[info]));
         match offered {
             Ok(()) => {
@@ -449,7 +445,7 @@ impl Rdma {
                 len: w.local.len,
             };
             let posted = match qp {
-                Some(qp) => nic.driver.submit(qp, t).map_err(|e| verbs_status(&e)),
+                Some(qp) => nic.driver.submit(qp, t).map_err(|e| e.to_status()),
                 None => Err(status!(Disconnected, "the link has no queue pair")),
             };
             match posted {
@@ -481,7 +477,7 @@ impl Rdma {
                         done.push(Finished {
                             conn,
                             task,
-                            result: result.map_err(|e| verbs_status(&e)),
+                            result: result.map_err(|e| e.to_status()),
                         });
                     }
                 }

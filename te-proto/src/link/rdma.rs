@@ -130,6 +130,12 @@ impl Rdma {
         self.keys_out.closing(id)
     }
 
+    /// The connector's side: this side offered queue pairs and the peer
+    /// has not answered yet (the path choice for the link is not settled).
+    pub fn answer_pending(&self) -> bool {
+        self.local.is_some() && self.peer.is_none()
+    }
+
     /// The acceptor's side: the peer's offer came and is not answered yet.
     pub fn offer_pending(&self) -> bool {
         matches!(self.peer, Some(Ok(_))) && self.local.is_none() && self.refused.is_none()

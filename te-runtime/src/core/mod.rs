@@ -728,7 +728,7 @@ impl EngineCore {
             self.ep.note_sent(id);
         }
         // Tasks wait for the RDMA exchange under way: they may take it.
-        if conn.link.rdma().local().is_some() && conn.link.rdma().peer().is_none() {
+        if conn.link.rdma().answer_pending() {
             return;
         }
         let importer = self.same_host.peer_pid(&conn.shm);

@@ -125,11 +125,9 @@ impl EngineCore {
     pub fn segment_state(&self, id: SegmentId) -> Result<bool> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
-            Some(c) => {
-                let rdma = c.link.rdma();
-                let rdma_settled = rdma.local().is_none() || rdma.peer().is_some();
-                Ok(c.link.state() == LinkState::Established && c.shm.settled(self.now()) && rdma_settled)
-            }
+            Some(c) => Ok(c.link.state() == LinkState::Established
+                && c.shm.settled(self.now())
+                && !c.link.rdma().answer_pending()),
             None => Err(self
                 .ep
                 .segment_error(id)
@@ -141,7 +139,8 @@ impl EngineCore {
     /// The path tasks to this segment take under [`Path::Auto`]: `Shm` once
     /// the peer offered the same-host path and verified this process, else
     /// `Rdma` once both queue pairs are connected, else `Tcp`; for an
-    /// engine whose configured path is `Rdma`, `Rdma` once connected. `Disconnected` when the segment has no connection.
+    /// engine whose configured path is `Rdma`, `Rdma` once connected.
+    /// `Disconnected` when the segment has no connection.
     pub fn segment_path(&self, id: SegmentId) -> Result<Path> {
         let seg = self.segment(id)?;
         match seg.conn.and_then(|c| self.conns[c].as_ref()) {
