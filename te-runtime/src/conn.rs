@@ -74,6 +74,11 @@ pub(crate) struct Conn {
     pub connecting: bool,
     /// When a closed link's last frames stop waiting to be written.
     pub closed_at: Option<Instant>,
+    /// When the event loop must look at this connection next
+    /// ([`next_due`](Self::next_due)), as of the last time the core served
+    /// it: every change to the connection goes through that, so the loop
+    /// reads this instead of asking every connection every round.
+    pub due: Option<Instant>,
     /// The same-host path's state.
     pub shm: ConnShm,
     /// Accepted connections: where the peer's `Hello` came in the order of
@@ -173,6 +178,7 @@ impl Conn {
             segment,
             connecting: segment.is_some(),
             closed_at: None,
+            due: None,
             shm: ConnShm::default(),
             ticket: None,
             fenced: false,
@@ -268,6 +274,21 @@ impl Conn {
     /// Whether bytes are waiting to be written.
     pub fn has_pending_write(&self) -> bool {
         !self.out.is_empty() || self.link.wants_transmit()
+    }
+
+    /// When the event loop must look at this connection next, asked at
+    /// `now`: the link's next timer (or the end of a closed link's grace),
+    /// the same-host path's, and soon while a device copy is in flight.
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        let copies = self.copies_in_flight().then(|| now + crate::staging::DEVICE_POLL);
+        [
+            self.link.poll_timeout().or(self.closed_at),
+            self.shm.deadline(),
+            copies,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether a device copy of this connection is in flight (the event

@@ -112,6 +112,10 @@ pub(super) struct NextChunk {
 
 pub(super) struct Tasks {
     slots: [Option<TaskSlot>; MAX_LINK_TASKS],
+    /// Bit i: slot i holds a task. The questions asked every round of an
+    /// event loop (deadlines, the next request, reports) look only at these
+    /// slots, so an idle link answers them at once.
+    used: u128,
     /// Bit i: slot i has something to report (progress or its end).
     report: u128,
     chunks: [Option<Chunk>; MAX_OUTSTANDING],
@@ -119,10 +123,14 @@ pub(super) struct Tasks {
     rr: usize,
 }
 
+// Slots are bits of a u128 (`used`, `report`, `copying`).
+const _: () = assert!(MAX_LINK_TASKS == 128);
+
 impl Tasks {
     pub fn new() -> Tasks {
         Tasks {
             slots: core::array::from_fn(|_| None),
+            used: 0,
             report: 0,
             chunks: [None; MAX_OUTSTANDING],
             in_flight: 0,
@@ -131,7 +139,17 @@ impl Tasks {
     }
 
     pub fn live(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.used.count_ones() as usize
+    }
+
+    /// The slots holding a task, lowest first.
+    fn used_slots(&self) -> impl Iterator<Item = usize> {
+        let mut bits = self.used;
+        core::iter::from_fn(move || {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits.checked_sub(1)?;
+            Some(i)
+        })
     }
 
     pub fn in_flight(&self) -> usize {
@@ -186,6 +204,7 @@ impl Tasks {
             }
         }
         let slot = free.ok_or_else(|| status!(NotReady, "link carries {MAX_LINK_TASKS} tasks already"))?;
+        self.used |= 1 << slot;
         self.slots[slot] = Some(TaskSlot {
             id,
             op: req.op,
@@ -284,17 +303,21 @@ impl Tasks {
     }
 
     pub fn has_room(&self) -> bool {
-        self.slots.iter().any(|s| s.is_none())
+        self.live() < MAX_LINK_TASKS
     }
 
     /// Picks the next request to send, round robin over running tasks, when
     /// fewer than `window` requests are in flight.
     pub fn peek_next(&self, window: usize, max_payload: u32) -> Option<NextChunk> {
-        if self.in_flight >= window {
+        if self.in_flight >= window || self.used == 0 {
             return None;
         }
         let chunk = self.chunks.iter().position(|c| c.is_none())?;
-        for k in 0..MAX_LINK_TASKS {
+        // The used slots from `rr` on, wrapping: bit k of `from_rr` is slot rr + k.
+        let mut from_rr = self.used.rotate_right(self.rr as u32);
+        while from_rr != 0 {
+            let k = from_rr.trailing_zeros() as usize;
+            from_rr &= from_rr - 1;
             let slot = (self.rr + k) % MAX_LINK_TASKS;
             let Some(t) = &self.slots[slot] else { continue };
             if t.outcome.is_some() || t.rdma.is_some() || t.issued >= t.local.len {
@@ -481,9 +504,8 @@ impl Tasks {
     }
 
     pub fn earliest_deadline(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .flatten()
+        self.used_slots()
+            .filter_map(|i| self.slots[i].as_ref())
             .filter(|t| t.outcome.is_none())
             .filter_map(|t| t.deadline)
             .min()
@@ -499,11 +521,13 @@ impl Tasks {
     /// NIC (RDMA transfers posted).
     fn copying(&self) -> u128 {
         let nic = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.as_ref().is_some_and(|t| t.rdma.is_some_and(|r| r.posted)))
-            .fold(0, |bits, (i, _)| bits | 1u128 << i);
+            .used_slots()
+            .filter(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .is_some_and(|t| t.rdma.is_some_and(|r| r.posted))
+            })
+            .fold(0, |bits, i| bits | 1u128 << i);
         self.chunks
             .iter()
             .flatten()
@@ -515,6 +539,10 @@ impl Tasks {
     /// yet (its payload is still being sent).
     pub fn poll_report(&mut self, hold: Option<usize>) -> Option<Event> {
         let mut bits = self.report;
+        if bits == 0 {
+            // Asked every round of the event loop: nothing to scan for.
+            return None;
+        }
         let mut held = self.copying();
         if let Some(h) = hold {
             held |= 1u128 << h;
@@ -542,6 +570,7 @@ impl Tasks {
                 transferred: t.done,
             }),
             Some(_) => {
+                self.used &= !(1 << slot);
                 let t = self.slots[slot].take()?;
                 let result = t.outcome.unwrap_or(Ok(()));
                 Some(Event::TaskDone { task: t.id, result })

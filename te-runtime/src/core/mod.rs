@@ -26,7 +26,6 @@ use crate::conn::{Conn, Flow};
 use crate::devices::Devices;
 use crate::rdma::Rdma;
 use crate::same_host::{ConnShm, SameHost};
-use crate::staging::DEVICE_POLL;
 
 /// The engine, single-threaded and IO-driven by the caller's mio poll.
 ///
@@ -432,6 +431,15 @@ impl EngineCore {
     /// the connection has nothing more to do now; closes it when its link
     /// is closed and flushed.
     fn service_conn(&mut self, c: usize) {
+        self.serve_conn(c);
+        let now = self.now();
+        if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
+            conn.due = conn.next_due(now);
+        }
+    }
+
+    /// [`service_conn`](Self::service_conn) but for the refreshed deadline.
+    fn serve_conn(&mut self, c: usize) {
         let now = self.now();
         let grace = self.close_grace();
         for _ in 0..64 {
@@ -756,27 +764,37 @@ impl EngineCore {
     /// The earliest deadline of the engine, on its own clock (nanoseconds
     /// since it started): what [`poll_timeout`](Self::poll_timeout) counts down to.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let links = self
-            .conns
-            .iter()
-            .flatten()
-            .flat_map(|c| [c.link.poll_timeout().or(c.closed_at), c.shm.deadline()])
-            .flatten();
-        // Device copies end without telling: look again soon.
-        let copies = self
-            .conns
-            .iter()
-            .flatten()
-            .any(Conn::copies_in_flight)
-            .then(|| self.now() + DEVICE_POLL);
-        // So does the work an application's stream runs before a fence.
+        // Each connection's as of the last time it was served (which every
+        // change to it goes through): no link is asked every round.
+        #[cfg(debug_assertions)]
+        self.check_dues();
+        let links = self.conns.iter().flatten().filter_map(|c| c.due);
+        // The work an application's stream runs before a fence ends
+        // without telling: look again soon.
         let fences = self.next_fence_poll(self.now());
         links
             .chain(self.ep.poll_timeout())
-            .chain(copies)
             .chain(fences)
             .chain(self.rdma.next_deadline())
             .min()
+    }
+
+    /// Debug builds: no connection's cached deadline is later than the one
+    /// it has now (a change that did not go through `service_conn` would
+    /// make the loop sleep through a timer).
+    #[cfg(debug_assertions)]
+    fn check_dues(&self) {
+        let now = self.now();
+        for (c, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            if let Some(fresh) = conn.next_due(now) {
+                debug_assert!(
+                    conn.due.is_some_and(|d| d <= fresh),
+                    "connection {c}: cached deadline {:?} later than its next one {fresh:?}",
+                    conn.due
+                );
+            }
+        }
     }
 
     /// Takes the outcome of every claim that has ended and serves those
@@ -800,6 +818,11 @@ impl EngineCore {
             let Some(conn) = self.conns[c].as_mut() else {
                 continue;
             };
+            // Only connections whose time has come, or whose device exports
+            // wait for the peer's answer (closed as soon as it came).
+            if conn.due.is_none_or(|t| t > now) && !conn.shm.exports.awaiting_answers() {
+                continue;
+            }
             if conn.closed_at.is_some_and(|t| t <= now) {
                 self.drop_conn(c);
                 continue;
@@ -811,6 +834,8 @@ impl EngineCore {
                 self.service_conn(c);
             } else if conn.copies_in_flight() {
                 self.service_conn(c);
+            } else {
+                conn.due = conn.next_due(now);
             }
         }
         self.poll_fences();

@@ -2,9 +2,11 @@
 
 use super::*;
 
-/// Most regions of a peer that [`EngineCore::query_segment_info`] lists;
-/// a peer with more is answered `NotSupported`.
-pub(super) const SEGMENT_INFO_CAP: usize = 1 << 16;
+/// Most regions of a peer that [`EngineCore::query_segment_info`] lists
+/// (a peer with more is answered `NotSupported`): 2^20, so that a listing
+/// holds at most a few tens of MiB while a peer with more regions than the
+/// default registration table (65536) is still listed in full.
+pub(super) const SEGMENT_INFO_CAP: usize = 1 << 20;
 
 pub(super) struct Segment {
     pub(super) name: String,
@@ -196,6 +198,7 @@ impl EngineCore {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| io_status("register connection", &e))?;
+        conn.due = conn.next_due(self.now());
         self.conns[idx] = Some(conn);
         Ok(idx)
     }

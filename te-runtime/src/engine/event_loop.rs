@@ -94,8 +94,12 @@ pub(super) fn deadline_nanos(deadline: Option<te_proto::Instant>) -> u64 {
 }
 
 /// A caller driving the poll (busy-poll mode), counted in `drivers` for
-/// as long as it lives, even if its wait panics; the last one to leave
-/// unparks the loop thread.
+/// as long as it lives, even if its wait panics. The last one to leave
+/// unparks the loop thread when work is left for it (tasks in flight, or
+/// peers being served); otherwise the loop thread stays parked until its
+/// next look at `drivers` (at most 1 ms), so that a caller waiting for one
+/// batch after another does not wake it between every two (a wake-up and
+/// lock contention per round trip, docs/PERFORMANCE.md).
 struct Driving<'a> {
     shared: &'a Shared,
     loop_thread: &'a std::thread::Thread,
@@ -111,7 +115,10 @@ impl<'a> Driving<'a> {
 impl Drop for Driving<'_> {
     fn drop(&mut self) {
         if self.shared.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.loop_thread.unpark();
+            let core = self.shared.core.lock();
+            if core.tasks_in_flight() > 0 || core.serving_peers() {
+                self.loop_thread.unpark();
+            }
         }
     }
 }

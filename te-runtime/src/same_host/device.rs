@@ -161,6 +161,12 @@ impl Exports {
         self.closing.iter().map(|&(_, until)| until).min()
     }
 
+    /// Whether a withdrawn key waits for the peer's `KeyClosed` (its export
+    /// is closed as soon as that came, by [`reap`](Self::reap)).
+    pub fn awaiting_answers(&self) -> bool {
+        !self.closing.is_empty()
+    }
+
     /// The connection ended: every key is closed.
     pub fn close_all(&mut self, devices: &mut Devices) {
         for (_, k) in self.by_base.drain() {

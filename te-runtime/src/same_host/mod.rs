@@ -249,9 +249,12 @@ impl SameHost {
         now: Instant,
     ) {
         let peer_addr = conn.peer_addr;
-        let ends = ends(conn);
+        let challenge = conn.link.same_host_mut().take_pid_challenge();
+        // Asked of the socket only for a challenge: a system call per read
+        // otherwise (docs/PERFORMANCE.md, "Changes measured").
+        let ends = challenge.as_ref().and_then(|_| ends(conn));
         let (link, st) = (&mut conn.link, &mut conn.shm);
-        if let Some(ch) = link.same_host_mut().take_pid_challenge() {
+        if let Some(ch) = challenge {
             // Only the first challenge is answered: each answer takes a
             // thread for up to the claim timeout.
             let first = !std::mem::replace(&mut st.challenged, true);
