@@ -14,6 +14,10 @@
 #   same host   te bench --path shm (1 thread, cold and --hot) beside te memcpy (one thread copying
 #               the same blocks, cold and hot) and UCX shared memory (ucx_perftest ucp_put_bw and
 #               ucp_get, UCX_TLS=sm, hot)
+#   peers       many peers over TCP and the same-host path, 64K and 1M reads, cold: 8 te bench
+#               processes reading from one te serve at once (fan-in: the sum and each one's share),
+#               one te bench reading from 8 te serve processes (fan-out: --target A,...,H), beside
+#               one pair of the same shape
 # All traffic goes to 127.0.0.1. Before each run the script waits until the machine is idle
 # (< --idle-busy % busy over 1 s, at most --idle-cap s), records the CPU that other processes used
 # during the run (machine busy time from /proc/stat minus the CPU of the processes this script
@@ -24,7 +28,7 @@
 #
 # Usage: bash bench/compare.sh [--reps N] [--duration S] [--idle-cap S] [--idle-busy PCT]
 #                              [--no-install] [--no-build] [--no-doc]
-#                              [--only te,mooncake,ucx,libfabric,iperf3,shm]
+#                              [--only te,mooncake,ucx,libfabric,iperf3,shm,peers]
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +40,7 @@ IDLE_BUSY=10        # percent busy (whole machine, over 1 s) that counts as idle
 INSTALL=1
 BUILD=1
 WRITE_DOC=1
-ONLY="te,mooncake,ucx,libfabric,iperf3,shm"
+ONLY="te,mooncake,ucx,libfabric,iperf3,shm,peers"
 VENV=${TE_COMPARE_VENV:-$HOME/.cache/te-compare/venv}
 BLOCKS=(4096 65536 1048576 16777216)
 THREADS=(1 2)
@@ -44,7 +48,7 @@ BATCH=128
 BUFFER=$((512 << 20))   # te's default buffer; Mooncake gets the same size
 CMDLINE="bash bench/compare.sh${*:+ $*}"
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -415,8 +419,87 @@ ucxsm_measure() { # block rep
     done
 }
 
+# ---------------------------------------------------------------- many peers
+PEERS=8
+PEER_BUFFER=$((64 << 20))   # each initiator's buffer, and the part of a target's it reads
+serve_start() { # path size -> SERVE_PID, SERVE_ADDR: a te serve in the background (serve_stop ends it)
+    local out=$WORK/serve.$RANDOM
+    "$TE" serve --listen 127.0.0.1:0 --path "$1" --size "$2" > "$out" 2> "$out.err" < /dev/null &
+    SERVE_PID=$!
+    SERVE_ADDR=""
+    for _ in $(seq 1 200); do
+        SERVE_ADDR=$(sed -n 's/^segment \([^ ]*\) .*/\1/p' "$out" | head -1)
+        [ -n "$SERVE_ADDR" ] && return 0
+        kill -0 "$SERVE_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "te serve did not start: $(tail -c 300 "$out.err")" >&2
+    return 1
+}
+serve_stop() { # pids...: SIGTERM, then wait for each
+    kill "$@" 2>/dev/null
+    local p
+    for p in "$@"; do wait "$p" 2>/dev/null; done
+}
+peers_bench() { # path block out target[,target...]: one te bench reading, its JSON into out
+    "$TE" bench --json --path "$1" --op read --block-size "$2" --batch "$BATCH" --buffer "$PEER_BUFFER" \
+        --duration "$DURATION" --warmup 0.5 --target "$4" > "$3"
+}
+peers_pair() { # path block: one target, one initiator
+    local rc=0
+    serve_start "$1" "$PEER_BUFFER" || return 1
+    peers_bench "$1" "$2" "$WORK/peer.0.json" "$SERVE_ADDR" || rc=1
+    serve_stop "$SERVE_PID"
+    return $rc
+}
+peers_fan_in() { # path block: one target, PEERS initiators started together
+    local pids=() rc=0 i p
+    serve_start "$1" "$PEER_BUFFER" || return 1
+    for ((i = 0; i < PEERS; i++)); do
+        peers_bench "$1" "$2" "$WORK/peer.$i.json" "$SERVE_ADDR" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    serve_stop "$SERVE_PID"
+    return $rc
+}
+peers_fan_out() { # path block: PEERS targets, one initiator whose batches go to them in turn
+    local pids=() addrs=() rc=0 i
+    for ((i = 0; i < PEERS; i++)); do
+        serve_start "$1" "$PEER_BUFFER" || { rc=1; break; }
+        pids+=("$SERVE_PID"); addrs+=("$SERVE_ADDR")
+    done
+    if [ "$rc" = 0 ]; then
+        peers_bench "$1" "$2" "$WORK/peer.0.json" "$(IFS=,; echo "${addrs[*]}")" || rc=1
+    fi
+    serve_stop "${pids[@]}"
+    return $rc
+}
+peers_measure() { # path rep
+    local blk shape n gbps
+    for blk in 65536 1048576; do
+        for shape in pair fan_in fan_out; do
+            log "te peers $shape path=$1 block=$blk (rep $2)"
+            rm -f "$WORK"/peer.*.json
+            measured "peers_$shape" "$1" "$blk"
+            n=1; [ "$shape" = fan_in ] && n=$PEERS
+            # one figure per initiator, comma-separated
+            gbps=$(python3 -c '
+import json, sys
+d, n = sys.argv[1], int(sys.argv[2])
+print(",".join("%.4f" % json.load(open(f"{d}/peer.{i}.json"))["results"][0]["gb_per_s"] for i in range(n)))
+' "$WORK" "$n" 2>/dev/null)
+            if [ "$RC" != 0 ] || [ -z "$gbps" ]; then
+                fail peers "$shape --path $1 $blk exited $RC: $(tail -c 300 "$WORK/err")"
+                continue
+            fi
+            record "peers-$shape" read "$blk" "$n" "$1" "$2" "$gbps"
+        done
+    done
+}
+
 # ---------------------------------------------------------------- availability
-have_te=0 have_mc=0 have_ucx=0 have_fi=0 have_iperf=0 have_shm=0
+have_te=0 have_mc=0 have_ucx=0 have_fi=0 have_iperf=0 have_shm=0 have_peers=0
 if wants te; then
     if [ -x "$TE" ]; then have_te=1; else fail te "no binary at $TE (cargo build failed?)"; fi
 fi
@@ -432,6 +515,9 @@ if wants libfabric; then
 fi
 if wants shm; then
     if [ -x "$TE" ]; then have_shm=1; else fail shm "no binary at $TE (cargo build failed?)"; fi
+fi
+if wants peers; then
+    if [ -x "$TE" ]; then have_peers=1; else fail peers "no binary at $TE (cargo build failed?)"; fi
 fi
 if wants iperf3; then
     if command -v iperf3 >/dev/null; then have_iperf=1; else fail iperf3 "iperf3 not installed"; fi
@@ -458,6 +544,7 @@ if [ "$have_shm" = 1 ]; then
     steps+=("shm x cold" "shm x hot" "memcpy x cold" "memcpy x hot")
     command -v ucx_perftest >/dev/null && steps+=("ucxsm")
 fi
+[ "$have_peers" = 1 ] && steps+=("peers x tcp" "peers x shm")
 
 run_step() { # step rep
     local kind thr arg op blk
@@ -468,6 +555,7 @@ run_step() { # step rep
         shm) shm_measure "$arg" "$2" ;;
         memcpy) memcpy_measure "$arg" "$2" ;;
         ucxsm) for blk in "${BLOCKS[@]}"; do ucxsm_measure "$blk" "$2"; done ;;
+        peers) peers_measure "$arg" "$2" ;;
         mc)
             for blk in "${BLOCKS[@]}"; do
                 for op in read write; do mc_measure "$op" "$blk" "$thr" "$2"; done
@@ -514,10 +602,13 @@ rows = defaultdict(list)      # (contender, op, block, threads, regime) -> [gbps
 lat = defaultdict(list)       # contender -> [us]
 other = defaultdict(list)     # contender -> [other cpu % of each run]
 capped = defaultdict(int)     # contender -> runs whose idle wait hit the cap
+peers = defaultdict(list)     # (shape, block, path) -> [[gbps of each initiator] per repetition]
 seen = set()
 for line in open(E["RESULTS"]):
     c, op, blk, thr, reg, rep, gbps, oth, wait, latus, run = line.rstrip("\n").split("\t")
-    if gbps:
+    if c.startswith("peers-"):
+        peers[(c[len("peers-"):], int(blk), reg)].append([float(x) for x in gbps.split(",")])
+    elif gbps:
         rows[(c, op, int(blk), int(thr), reg)].append(float(gbps))
     if latus:
         lat[c].append(float(latus))
@@ -587,12 +678,8 @@ for op in ("read", "write"):
             p(f"| {op} | {size(blk)} | {thr} | {cell(tc)} | {cell(th)} | {cell(mc)} | {cell(u)} | "
               f"{cell(f)} | {cell(i)} | {ratio(mtc, med(mc))} | {ratio(mth, med(u))} | "
               f"{ratio(mth, med(f))} | {ratio(mth, med(i))} | {ratio(mth, best)} |")
-            if thr == 1 and blk >= 1048576:
+            if thr == 1 and blk >= 65536:
                 checks.append((f"{op} {size(blk)}: te hot / best TCP", mth, best, 1.0))
-                checks.append((f"{op} {size(blk)}: te cold / Mooncake", mtc, med(mc), 1.5))
-            if thr == 1 and blk == 65536:
-                checks.append((f"{op} 64K: te cold / Mooncake", mtc, med(mc), 2.0))
-                checks.append((f"{op} 64K: te hot / UCX tag_bw", mth, med(u), 1.0))
 p("")
 def lat_cell(c, scale=1.0):
     v = [x * scale for x in lat.get(c, [])]
@@ -614,8 +701,8 @@ def lat_check(name, a, b, want):
         lat_checks.append(f"- {name}: not measured")
 fl = med(lat.get("libfabric", []))
 lat_check("4K round trip: te busy-polling / fi_pingpong", med(lat.get("te-lat-busy", [])), fl and 2 * fl, 1.5)
-lat_check("4K round trip: te sleeping / raw blocking TCP ping-pong", med(lat.get("te-lat", [])), med(lat.get("tcp-pp", [])), 2.0)
-p("Targets of issue 5 (1 thread, medians of this run, ratios as in the table):")
+lat_check("4K round trip: te sleeping / raw blocking TCP ping-pong", med(lat.get("te-lat", [])), med(lat.get("tcp-pp", [])), 1.5)
+p("Targets of issue 15 (1 thread, batch 128, medians of this run, ratios as in the table):")
 p("")
 def print_checks(checks):
     for name, a, b, want in checks:
@@ -647,14 +734,52 @@ if shm_rows or get("memcpy", "any", 1048576, 1, "cold"):
                 us = get("ucx-sm", op, blk, 1, "hot") if reg == "hot" else []
                 p(f"| {op} | {size(blk)} | {reg} | {cell(sh)} | {cell(tc)} | {cell(mc)} | {cell(us)} | "
                   f"{ratio(med(sh), med(mc))} | {ratio(med(sh), med(us))} | {ratio(med(sh), med(tc))} |")
-                if blk >= 1048576:
-                    checks_shm.append((f"{op} {size(blk)} {reg}: te shm / memcpy", med(sh), med(mc), 0.8))
+                if blk <= 65536:
+                    want = 0.5 if reg == "hot" else 0.8
+                    checks_shm.append((f"{op} {size(blk)} {reg}: te shm / memcpy", med(sh), med(mc), want))
                     if reg == "hot":
                         checks_shm.append((f"{op} {size(blk)} hot: te shm / UCX sm", med(sh), med(us), 1.0))
     p("")
-    p("Targets of issue 6 (medians of this run):")
+    p("Targets of issue 15, small blocks on one host (medians of this run):")
     p("")
     print_checks(checks_shm)
+    p("")
+if peers:
+    p("### Many peers")
+    p("")
+    p(f"Reads, batch 128, cold, each initiator cycling through its own 64 MiB, targets and initiators "
+      f"in processes of their own (`te serve --path P`, `te bench --path P --target ...`, {E['DURATION']} s "
+      "after 0.5 s of warm-up). *Fan-in*: 8 `te bench` processes started together against one `te serve`; "
+      "their sum, and the spread of their shares (largest distance from their mean, % of the mean). "
+      "*Fan-out*: one `te bench --target A,...,H` whose batches go to 8 `te serve` processes in turn. "
+      "*Pair*: one initiator, one target, same flags. Medians of the repetitions (min–max).")
+    p("")
+    p("| path | block | pair GB/s | fan-in sum | fan-in / pair | fan-in share spread | fan-out | fan-out / pair |")
+    p("|---|---|---|---|---|---|---|---|")
+    checks_peers, fair = [], []
+    for path in ("tcp", "shm"):
+        for blk in (65536, 1048576):
+            pair = [sum(r) for r in peers.get(("pair", blk, path), [])]
+            fin_runs = peers.get(("fan_in", blk, path), [])
+            fin = [sum(r) for r in fin_runs]
+            spread = [max(abs(x - sum(r) / len(r)) for x in r) / (sum(r) / len(r)) * 100 for r in fin_runs if sum(r) > 0]
+            fout = [sum(r) for r in peers.get(("fan_out", blk, path), [])]
+            if not (pair or fin or fout):
+                continue
+            sp = f"{med(spread):.0f} % ({min(spread):.0f}–{max(spread):.0f})" if spread else "—"
+            p(f"| {path} | {size(blk)} | {cell(pair)} | {cell(fin)} | {ratio(med(fin), med(pair))} | {sp} | "
+              f"{cell(fout)} | {ratio(med(fout), med(pair))} |")
+            checks_peers.append((f"{path} {size(blk)}: fan-in sum / pair", med(fin), med(pair), 0.9))
+            checks_peers.append((f"{path} {size(blk)}: fan-out / pair", med(fout), med(pair), 0.9))
+            if spread:
+                fair.append(f"- {path} {size(blk)}: fan-in share spread = {med(spread):.0f} % of the mean "
+                            f"(target ≤ 20 %): {'met' if med(spread) <= 20 else 'missed'}")
+    p("")
+    p("Targets of issue 15, many peers (medians of this run):")
+    p("")
+    print_checks(checks_peers)
+    for line in fair:
+        p(line)
     p("")
 p("CPU used by other processes during the runs (% of the whole machine, median / max) and runs "
   f"whose wait for an idle machine (< {E['IDLE_BUSY']} % busy over 1 s) hit the {E['IDLE_CAP']} s cap:")

@@ -58,6 +58,13 @@ impl ChildTe {
     }
 }
 
+impl ChildTe {
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
 impl Drop for ChildTe {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else {

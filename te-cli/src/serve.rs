@@ -54,6 +54,41 @@ pub struct ServeArgs {
     /// take it), tcp (TCP only) or shm (as auto).
     #[arg(long, default_value = "auto", value_parser = crate::flags::parse_path)]
     pub path: Path,
+    /// Regions to register: the buffer and N-1 regions of 4 KiB each
+    /// beside it, read-write (to measure transfers among many regions).
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub regions: u32,
+    /// Connections accepted at once, from all peers.
+    #[arg(long, default_value_t = EngineConfig::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections accepted at once from one source address (beyond, the
+    /// source's oldest is closed).
+    #[arg(long, default_value_t = EngineConfig::default().max_connections_per_source)]
+    pub max_connections_per_source: usize,
+}
+
+/// Bytes of each extra region of `--regions`.
+const EXTRA_REGION: u64 = 4096;
+
+/// The N-1 extra regions of `--regions N`: memory of this process of
+/// `(N-1) * 4 KiB`, registered page by page. The caller keeps it until the
+/// engine is finalized.
+fn extra_regions(engine: &Engine, n: u32) -> Result<Vec<u8>> {
+    let extra = u64::from(n.saturating_sub(1));
+    let len = extra * EXTRA_REGION;
+    if extra == 0 {
+        return Ok(Vec::new());
+    }
+    memory::check(&format!("--regions {n}"), len)?;
+    let mem = vec![0u8; len as usize];
+    let addr = mem.as_ptr() as u64;
+    let regions: Vec<(u64, u64, Perm)> = (0..extra)
+        .map(|i| (addr + i * EXTRA_REGION, EXTRA_REGION, Perm::REMOTE_READ_WRITE))
+        .collect();
+    // SAFETY: `mem` is neither moved nor freed before the caller has
+    // finalized the engine, after which no transfer touches it.
+    unsafe { engine.register_memory_batch(&regions)? };
+    Ok(mem)
 }
 
 /// Whether every address `listen` names is a loopback address (an
@@ -91,9 +126,14 @@ pub fn run(args: ServeArgs) -> Result<Ended> {
         secret: args.secret.map(String::into_bytes),
         busy_poll: args.busy_poll,
         path: args.path,
+        max_connections: args.max_connections,
+        max_connections_per_source: args.max_connections_per_source,
+        // Room for --regions beside the buffer.
+        max_regions: EngineConfig::default().max_regions.max(args.regions as usize + 1),
         ..EngineConfig::default()
     });
     let engine = Engine::start(cfg)?;
+    let extra = extra_regions(&engine, args.regions)?;
     let addr = memory::populate(&feedback, args.size, || {
         Ok(engine.alloc_memory(args.size, Perm::REMOTE_READ_WRITE)?)
     })?;
@@ -140,6 +180,7 @@ pub fn run(args: ServeArgs) -> Result<Ended> {
         std::thread::sleep(Duration::from_millis(100));
     }
     engine.finalize();
+    drop(extra);
     Ok(match stop::requested() {
         Some(i) => {
             feedback.line(&format!("stopped by {}", i.name()));

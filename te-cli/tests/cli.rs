@@ -754,3 +754,133 @@ fn a_terminal_gets_progress_bars_and_a_dumb_terminal_plain_lines() {
         }
     }
 }
+
+/// An engine of this process serving `len` bytes with `perm`, as a target.
+fn target_engine(len: u64, perm: te_runtime::Perm) -> te_runtime::Engine {
+    let engine = te_runtime::Engine::start(te_runtime::EngineConfig::default()).unwrap();
+    engine.alloc_memory(len, perm).unwrap();
+    engine
+}
+
+#[test]
+fn bench_spreads_its_batches_over_several_targets_and_names_a_bad_one() {
+    let (a, b) = (
+        target_engine(1 << 20, te_runtime::Perm::REMOTE_READ_WRITE),
+        target_engine(1 << 20, te_runtime::Perm::REMOTE_READ_WRITE),
+    );
+    let both = format!("{},{}", a.segment_name(), b.segment_name());
+    let doc = json_doc(&[
+        "bench",
+        "--target",
+        &both,
+        "--op",
+        "read,write",
+        "--block-size",
+        "4K",
+        "--batch",
+        "8",
+        "--buffer",
+        "256K",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(doc["target"].as_str(), Some(both.as_str()), "{doc}");
+    assert_eq!(
+        doc["settings"]["target_regions"],
+        serde_json::json!([1, 1]),
+        "{doc}"
+    );
+    assert_eq!(doc["results"].as_array().map(Vec::len), Some(2), "{doc}");
+    // Every target is opened and checked: one without a read-write region fails the run, named.
+    let read_only = target_engine(1 << 20, te_runtime::Perm::REMOTE_READ);
+    let list = format!("{},{}", a.segment_name(), read_only.segment_name());
+    let out = te(&[
+        "bench",
+        "--target",
+        &list,
+        "--duration",
+        "0.2",
+        "--block-size",
+        "4K",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "segment {} has no read-write region",
+            read_only.segment_name()
+        )),
+        "{err}"
+    );
+    // --verify follows one target's buffer.
+    let out = te(&["bench", "--target", &both, "--verify", "--duration", "0.2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--verify takes one --target, not 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn idle_peers_hold_connections_and_their_cost_at_the_target_is_reported() {
+    let doc = json_doc(&[
+        "bench",
+        "--idle-peers",
+        "5",
+        "--path",
+        "tcp",
+        "--op",
+        "read",
+        "--block-size",
+        "4K",
+        "--batch",
+        "4",
+        "--buffer",
+        "1M",
+        "--duration",
+        "0.2",
+    ]);
+    let idle = &doc["settings"]["memory"]["idle_peers"];
+    assert_eq!(idle["connections"].as_u64(), Some(5), "{doc}");
+    assert!(idle["target_bytes_per_connection"].is_u64(), "{doc}");
+    assert!(
+        idle["target_after"]["rss_bytes"].as_u64() >= idle["target_before"]["rss_bytes"].as_u64(),
+        "{doc}"
+    );
+    for side in ["initiator", "target"] {
+        let m = &doc["settings"]["memory"][side];
+        assert!(
+            m["peak_bytes"].as_u64() >= m["rss_bytes"].as_u64() && m["rss_bytes"].as_u64() > Some(0),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn the_embedded_target_registers_the_regions_asked_for() {
+    let doc = json_doc(&[
+        "bench",
+        "--target-regions",
+        "300",
+        "--path",
+        "tcp",
+        "--op",
+        "read",
+        "--block-size",
+        "4K",
+        "--batch",
+        "4",
+        "--buffer",
+        "1M",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(
+        doc["settings"]["target_regions"],
+        serde_json::json!([300]),
+        "{doc}"
+    );
+    let out = te(&["bench", "--target-regions", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--target-regions"));
+}

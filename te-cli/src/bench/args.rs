@@ -52,9 +52,11 @@ prints the ones finished (valid JSON with --json) and exits 130 or 143.";
 #[command(after_long_help = AFTER_HELP)]
 pub struct BenchArgs {
     /// Target segment (host:port, or a name in --directory); without it, a
-    /// target is started on loopback in a child process.
-    #[arg(long)]
-    pub target: Option<String>,
+    /// target is started on loopback in a child process. Several
+    /// (`--target A,B,...`): the blocks of every batch go to them in turn,
+    /// each target's buffer at the same offsets (not with --verify).
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
     /// Where --target is looked up; the cost of a lookup (cold and cached)
     /// is reported before the results.
     #[command(flatten)]
@@ -136,6 +138,17 @@ pub struct BenchArgs {
     /// device copy and the socket.
     #[arg(long, default_value = "4", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub staging_slots: u8,
+    /// Before measuring, this many engines of this process each open every
+    /// target and hold the connection idle (the target's memory per idle
+    /// connection is reported when it is the embedded child).
+    #[arg(long, default_value = "0", value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub idle_peers: u32,
+    /// Regions the embedded target registers: its buffer and N-1 regions of
+    /// 4 KiB beside it (`te serve --regions`), for the cost of a transfer
+    /// among many regions.
+    #[arg(long, default_value = "1", conflicts_with = "target",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub target_regions: u32,
 }
 
 impl BenchArgs {

@@ -24,12 +24,11 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Run<'a> {
     /// This process's engine.
     pub engine: &'a Engine,
-    /// The target.
-    pub segment: SegmentId,
+    /// The targets: each one's segment and the address of its buffer. The
+    /// blocks of a batch go to them in turn.
+    pub targets: Vec<(SegmentId, u64)>,
     /// The path every batch is submitted on.
     pub path: Path,
-    /// Address of the target's buffer.
-    pub remote: u64,
     /// Address of this side's buffer.
     pub local: u64,
     /// One block reused per thread.
@@ -45,13 +44,15 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// A request for `len` bytes at `offset` of both buffers.
-    pub fn request(&self, op: Op, offset: u64, len: u64) -> Request {
+    /// A request for `len` bytes at `offset` of both buffers, the
+    /// `index`th block of its batch (which picks the target).
+    pub fn request(&self, op: Op, offset: u64, len: u64, index: usize) -> Request {
+        let (segment, remote) = self.targets[index % self.targets.len()];
         Request {
             op,
             local: self.local + offset,
-            segment: self.segment,
-            remote: self.remote + offset,
+            segment,
+            remote: remote + offset,
             len,
         }
     }
@@ -170,7 +171,8 @@ fn worker(run: &Run<'_>, c: Config, t: u32, start: Instant, mut shadow: Option<&
         }
         let reqs: Vec<Request> = offsets
             .iter()
-            .map(|&off| run.request(op, base + off, c.block))
+            .enumerate()
+            .map(|(i, &off)| run.request(op, base + off, c.block, i))
             .collect();
         let t0 = Instant::now();
         if !transfer(run, &reqs)? {

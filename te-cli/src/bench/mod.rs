@@ -4,12 +4,13 @@ mod args;
 mod lookup;
 mod measure;
 mod plan;
+mod scale;
 mod verify;
 
 use std::time::Duration;
 
 use serde_json::json;
-use te_runtime::{Engine, EngineConfig, Path, Perm};
+use te_runtime::{Engine, EngineConfig, Path, Perm, SegmentId};
 
 pub use args::BenchArgs;
 
@@ -20,6 +21,7 @@ use crate::pattern::TARGET_SEED;
 use crate::progress::Feedback;
 use crate::{memory, size, stop};
 use measure::{measure, Measured, Run};
+use scale::{IdlePeers, Resident};
 use verify::Verifier;
 
 /// Starts `te serve` on loopback in a child process; returns it with its
@@ -43,6 +45,19 @@ fn start_target(args: &BenchArgs) -> Result<ChildTe> {
     }
     if args.path == Path::Tcp {
         child.extend(["--path".into(), "tcp".into()]);
+    }
+    if args.target_regions > 1 {
+        child.extend(["--regions".into(), args.target_regions.to_string()]);
+    }
+    if args.idle_peers > 0 {
+        // Every idle peer comes from 127.0.0.1, like this process.
+        let room = (args.idle_peers as usize + 64).to_string();
+        child.extend([
+            "--max-connections-per-source".into(),
+            room.clone(),
+            "--max-connections".into(),
+            room.max("1024".to_string()),
+        ]);
     }
     let location = args.target_location.unwrap_or(args.location);
     child.extend([
@@ -103,16 +118,74 @@ fn nothing_to_run(
     }
     let out = Output::begin(args.output, feedback, &[], skipped);
     let (target, path) = target.unwrap_or(("", args.path));
-    let settings = settings(args, &blocks, buffer, args.target.is_none());
+    let settings = settings(args, &blocks, buffer, args.target.is_empty());
     Some(out.finish("te bench", target, &path.to_string(), settings, None))
+}
+
+/// What [`open_target`] found.
+struct Opened {
+    segment: SegmentId,
+    /// The path it takes.
+    path: Path,
+    /// Address and length of its largest read-write region.
+    addr: u64,
+    len: u64,
+    /// How many regions it lists.
+    regions: usize,
+}
+
+/// Opens target `name`: its segment, the path it takes (an error when
+/// --path shm cannot be had), its largest read-write region and how many
+/// it lists. Reports the directory lookup's cost when --target is a name in
+/// --directory.
+fn open_target(engine: &Engine, args: &BenchArgs, name: &str, feedback: &Feedback) -> Result<Opened> {
+    let segment = engine.open_segment(name)?;
+    if let Some(url) = &args.directory.directory {
+        feedback.line(&lookup::report(
+            engine,
+            url,
+            &args.directory.directory_prefix,
+            name,
+        )?);
+    }
+    let auto = engine.segment_path(segment)?;
+    let path = match args.path {
+        Path::Auto => auto,
+        Path::Shm if auto != Path::Shm => {
+            return Err(fail(format!(
+                "--path shm: no same-host path to {name}: it offers only TCP, runs on another host or \
+                 network namespace, or refused this process (TE_LOG=info tells which)"
+            )))
+        }
+        forced => forced,
+    };
+    let regions = engine.segment_info(segment)?;
+    let region = regions
+        .iter()
+        .filter(|r| r.perm.contains(Perm::REMOTE_READ_WRITE))
+        .max_by_key(|r| r.span.len)
+        .ok_or_else(|| fail(format!("segment {name} has no read-write region")))?;
+    Ok(Opened {
+        segment,
+        path,
+        addr: region.span.addr,
+        len: region.span.len,
+        regions: regions.len(),
+    })
 }
 
 /// Runs `te bench`.
 pub fn run(args: BenchArgs) -> Result<Ended> {
     let feedback = Feedback::new("te bench");
-    let child = match &args.target {
-        Some(_) => None,
-        None => {
+    if args.verify && args.target.len() > 1 {
+        return Err(fail(format!(
+            "--verify takes one --target, not {}: the shadow copy follows one target's buffer",
+            args.target.len()
+        )));
+    }
+    let child = match args.target.is_empty() {
+        false => None,
+        true => {
             if let Some(empty) = nothing_to_run(&args, &feedback, args.buffer, None) {
                 return empty;
             }
@@ -127,11 +200,11 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
             Some(start_target(&args)?)
         }
     };
-    let target = match (&args.target, &child) {
-        (Some(t), _) => t.clone(),
-        (None, Some(c)) => c.address.clone(),
-        (None, None) => return Err(fail("no target")),
+    let names: Vec<String> = match &child {
+        Some(c) => vec![c.address.clone()],
+        None => args.target.clone(),
     };
+    let target = names.join(",");
     let engine = Engine::start(args.directory.apply(EngineConfig {
         secret: args.secret.clone().map(String::into_bytes),
         busy_poll: args.busy_poll,
@@ -140,33 +213,23 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         staging_slots: usize::from(args.staging_slots),
         ..EngineConfig::default()
     }))?;
-    let segment = engine.open_segment(&target)?;
-    if let Some(url) = &args.directory.directory {
-        feedback.line(&lookup::report(
-            &engine,
-            url,
-            &args.directory.directory_prefix,
-            &target,
-        )?);
+    let mut targets = Vec::with_capacity(names.len());
+    let mut paths = Vec::with_capacity(names.len());
+    let mut listed = Vec::with_capacity(names.len());
+    let mut buffer = args.buffer;
+    for name in &names {
+        let t = open_target(&engine, &args, name, &feedback)?;
+        targets.push((t.segment, t.addr));
+        paths.push(t.path);
+        listed.push(t.regions);
+        buffer = buffer.min(t.len);
     }
-    let auto = engine.segment_path(segment)?;
-    let path = match args.path {
-        Path::Auto => auto,
-        Path::Shm if auto != Path::Shm => {
-            return Err(fail(format!(
-                "--path shm: no same-host path to {target}: it offers only TCP, runs on another host or \
-                 network namespace, or refused this process (TE_LOG=info tells which)"
-            )))
-        }
-        forced => forced,
+    // One path for the run: the one every target takes, else `auto` (each
+    // target's own).
+    let path = match paths.split_first() {
+        Some((first, rest)) if rest.iter().all(|p| p == first) => *first,
+        _ => Path::Auto,
     };
-    let regions = engine.segment_info(segment)?;
-    let region = regions
-        .iter()
-        .filter(|r| r.perm.contains(Perm::REMOTE_READ_WRITE))
-        .max_by_key(|r| r.span.len)
-        .ok_or_else(|| fail(format!("segment {target} has no read-write region")))?;
-    let buffer = args.buffer.min(region.span.len);
     if child.is_none() {
         if let Some(empty) = nothing_to_run(&args, &feedback, buffer, Some((&target, path))) {
             return empty;
@@ -176,14 +239,15 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
             local_need(&args, buffer),
         )?;
     }
+    let target_pid = child.as_ref().and_then(ChildTe::pid);
+    let idle = idle_peers(&args, &names, target_pid, &feedback)?;
     let local = memory::populate(&feedback, buffer, || {
         Ok(engine.alloc_memory(buffer, Perm::LOCAL_ONLY)?)
     })?;
     let mut run = Run {
         engine: &engine,
-        segment,
+        targets,
         path,
-        remote: region.span.addr,
         local,
         hot: args.hot,
         duration: Duration::from_secs_f64(args.duration),
@@ -207,7 +271,8 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
         child.is_some(),
         run.verifier.as_ref(),
     );
-    let settings = settings(&args, &blocks, buffer, child.is_some());
+    let mut settings = settings(&args, &blocks, buffer, child.is_some());
+    settings["target_regions"] = json!(listed);
     stop::defer();
     let mut out = Output::begin(args.output, &feedback, &echo, skipped);
     let mut abandoned = None;
@@ -228,12 +293,97 @@ pub fn run(args: BenchArgs) -> Result<Ended> {
             }
         }
     }
+    settings["memory"] = memory_report(&feedback, target_pid, idle.as_ref());
     // This side closes its connections first, then the target stops: a
     // deliberate stop leaves nothing half-done in either log.
     drop(run);
+    drop(idle);
     engine.finalize();
     drop(child);
     out.finish("te bench", &target, &path.to_string(), settings, abandoned)
+}
+
+/// The idle peers of `--idle-peers`, connected to every target, with the
+/// embedded target's resident memory before and after (per connection).
+fn idle_peers(
+    args: &BenchArgs,
+    names: &[String],
+    target_pid: Option<u32>,
+    feedback: &Feedback,
+) -> Result<Option<IdlePeers>> {
+    if args.idle_peers == 0 {
+        return Ok(None);
+    }
+    let secret = args.secret.as_deref().map(str::as_bytes);
+    let peers = IdlePeers::connect(names, args.idle_peers, secret, target_pid)?;
+    let mut line = format!(
+        "{} idle peer connection(s) open, made in {:.2} s",
+        peers.connections, peers.seconds
+    );
+    // Only the embedded target is measured, and it is the only target.
+    if let Some((b, a)) = peers.target_change {
+        line += &format!(
+            "; the target's resident memory {} -> {} ({} per connection)",
+            mib(b.now),
+            mib(a.now),
+            kib(a.now.saturating_sub(b.now) / peers.connections as u64)
+        );
+    }
+    feedback.line(&line);
+    Ok(Some(peers))
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// `12.3 KiB`.
+fn kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+/// The resident memory of this process and of the embedded target at the
+/// end of the run (peak and now), and what the idle peers cost the target:
+/// printed, and returned for the JSON document.
+fn memory_report(
+    feedback: &Feedback,
+    target_pid: Option<u32>,
+    idle: Option<&IdlePeers>,
+) -> serde_json::Value {
+    let me = Resident::of(None);
+    let target = Resident::of(target_pid);
+    let show = |r: Option<Resident>| {
+        r.map_or("unknown".to_string(), |r| {
+            format!("{} now, {} at peak", mib(r.now), mib(r.peak))
+        })
+    };
+    feedback.line(&format!(
+        "resident memory: this process {}; {} {}",
+        show(me),
+        if target_pid.is_some() {
+            "the target"
+        } else {
+            "the target (not a child of this run)"
+        },
+        show(target)
+    ));
+    let idle_json = idle.map(|peers| {
+        let change = peers.target_change;
+        json!({
+            "connections": peers.connections,
+            "connect_seconds": peers.seconds,
+            "target_before": change.map(|(b, _)| b.json()),
+            "target_after": change.map(|(_, a)| a.json()),
+            "target_bytes_per_connection":
+                change.map(|(b, a)| a.now.saturating_sub(b.now) / peers.connections.max(1) as u64),
+        })
+    });
+    json!({
+        "initiator": me.map(|r| r.json()),
+        "target": target.map(|r| r.json()),
+        "idle_peers": idle_json,
+    })
 }
 
 /// The effective configuration, printed before the table.

@@ -63,7 +63,7 @@ impl Verifier {
         let mut off = 0;
         while off < len {
             let n = (len - off).min(SNAPSHOT_CHUNK);
-            let req = run.request(Op::Read, off, n);
+            let req = run.request(Op::Read, off, n, 0);
             if !transfer(run, &[req])? {
                 return Err(fail(
                     "interrupted while reading the target's content for --verify",
