@@ -47,6 +47,7 @@
 //! # Ok::<(), te_proto::Status>(())
 //! ```
 
+use core::cell::Cell;
 use core::fmt;
 
 use crate::error::{Result, Status};
@@ -149,6 +150,12 @@ pub enum Unregister {
 pub struct Registry<S> {
     storage: S,
     len: usize,
+    /// The index of the entry the last lookup found. Transfers tend to hit
+    /// the same region again, and a hit skips the binary search (over a
+    /// large table, a cache miss per step). Checked against the entry's
+    /// content before use, so a stale index (after an insert or a removal)
+    /// only misses.
+    hint: Cell<usize>,
 }
 
 impl<S: AsRef<[Entry]>> fmt::Debug for Registry<S> {
@@ -179,7 +186,11 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
     /// An empty registry over `storage`; its capacity is the storage length.
     /// Whatever the storage holds is ignored and overwritten as regions come.
     pub fn new(storage: S) -> Self {
-        Registry { storage, len: 0 }
+        Registry {
+            storage,
+            len: 0,
+            hint: Cell::new(0),
+        }
     }
 
     /// The most regions the registry can hold (the storage length).
@@ -286,7 +297,7 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
     pub fn unregister(&mut self, location: Location, base: u64) -> Result<Unregister> {
         let Some(idx) = self.exact(location, base) else {
             let entries = self.entries();
-            return Err(match containing(entries, location, base) {
+            return Err(match containing(entries, &self.hint, location, base) {
                 Some((_, e)) => status!(
                     NotFound,
                     "unregister: {base:#x} in {location} is inside region {}, not its base",
@@ -486,9 +497,16 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
 
     /// Index of the entry with exactly this key.
     fn exact(&self, location: Location, base: u64) -> Option<usize> {
-        self.entries()
+        let entries = self.entries();
+        let h = self.hint.get();
+        if entries.get(h).is_some_and(|e| e.key() == (location, base)) {
+            return Some(h);
+        }
+        let idx = entries
             .binary_search_by(|e| e.key().cmp(&(location, base)))
-            .ok()
+            .ok()?;
+        self.hint.set(idx);
+        Some(idx)
     }
 
     /// Inserts at `idx`, the sorted position, shifting the tail right.
@@ -562,7 +580,7 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
             ));
         };
         let range = Range::new(addr, len);
-        match containing(self.entries(), location, addr) {
+        match containing(self.entries(), &self.hint, location, addr) {
             None => Err(status!(
                 NotFound,
                 "local span {range} in {location} is not registered"
@@ -599,7 +617,7 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
         let range = Range::new(addr, len);
         let entries = self.entries();
         let found = match location {
-            Some(loc) => remote_in(entries, loc, addr, end),
+            Some(loc) => remote_in(entries, &self.hint, loc, addr, end),
             None => {
                 let mut found: Option<(usize, &Entry)> = None;
                 let mut miss = Miss::Unregistered;
@@ -608,7 +626,7 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
                 // with a binary search.
                 while let Some(first) = entries.get(start) {
                     let loc = first.location();
-                    match remote_in(entries, loc, addr, end) {
+                    match remote_in(entries, &self.hint, loc, addr, end) {
                         Ok(hit) => {
                             if let Some((_, prev)) = found {
                                 return Err(status!(
@@ -650,24 +668,39 @@ impl<S: AsRef<[Entry]> + AsMut<[Entry]>> Registry<S> {
     }
 }
 
-/// The entry of `location` whose region contains `addr`, if any.
-fn containing(entries: &[Entry], location: Location, addr: u64) -> Option<(usize, &Entry)> {
+/// The entry of `location` whose region contains `addr`, if any; the
+/// entry at `hint` is tried first (regions of one location never overlap,
+/// so a containing entry is the only one) and a hit found otherwise
+/// becomes the hint.
+fn containing<'a>(
+    entries: &'a [Entry],
+    hint: &Cell<usize>,
+    location: Location,
+    addr: u64,
+) -> Option<(usize, &'a Entry)> {
+    let holds = |e: &Entry| e.location() == location && e.base() <= addr && addr < e.end();
+    let h = hint.get();
+    if let Some(e) = entries.get(h).filter(|e| holds(e)) {
+        return Some((h, e));
+    }
     let idx = entries
         .partition_point(|e| e.key() <= (location, addr))
         .checked_sub(1)?;
-    let e = entries.get(idx)?;
-    (e.location() == location && addr < e.end()).then_some((idx, e))
+    let e = entries.get(idx).filter(|e| holds(e))?;
+    hint.set(idx);
+    Some((idx, e))
 }
 
 /// The entry of `location` peers may use for `[addr, end)` regardless of
 /// permission bits, or why there is none.
-fn remote_in(
-    entries: &[Entry],
+fn remote_in<'a>(
+    entries: &'a [Entry],
+    hint: &Cell<usize>,
     location: Location,
     addr: u64,
     end: u64,
-) -> core::result::Result<(usize, &Entry), Miss> {
-    let Some((idx, e)) = containing(entries, location, addr) else {
+) -> core::result::Result<(usize, &'a Entry), Miss> {
+    let Some((idx, e)) = containing(entries, hint, location, addr) else {
         let next = entries.partition_point(|e| e.key() <= (location, addr));
         return match entries.get(next) {
             Some(n) if n.location() == location && n.base() < end => Err(Miss::Partial(n.region)),
