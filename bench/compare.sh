@@ -3,7 +3,8 @@
 #
 # One run measures, alternating the contenders inside every repetition:
 #   te          target/release/te bench --json --path tcp (target in a child process), read and write,
-#               4K/64K/1M/16M, batch 128, threads 1 and 2, cold (cycling 512 MiB) and --hot;
+#               4K/64K/1M/16M, batch 128, threads 1 and 2, cold (cycling 512 MiB) and --hot, and
+#               --hot --busy-poll with 1 thread (UCX and libfabric spin in their progress loops);
 #               plus a 4 KiB read with batch 1 (round-trip latency), sleeping and --busy-poll, and
 #               te tcp-pingpong (raw-TCP 4 KiB ping-pong, blocking and busy-polling) as its floor
 #   Mooncake    transfer_engine_bench from the PyPI wheel mooncake-transfer-engine-non-cuda,
@@ -223,6 +224,11 @@ te_measure() { # threads regime(cold|hot) rep
     [ "$2" = hot ] && hot=(--hot)
     log "te bench threads=$1 regime=$2 (rep $3)"
     te_rows te te "$3" "" bench --json --path tcp --threads "$1" "${hot[@]}" --duration "$DURATION" \
+        --batch "$BATCH" --block-size 4K,64K,1M,16M --op read,write
+}
+te_busy_measure() { # rep: 1 thread, hot, busy-polling (as UCX and libfabric progress)
+    log "te bench --busy-poll threads=1 regime=hot (rep $1)"
+    te_rows te-busy te "$1" "" bench --json --path tcp --threads 1 --hot --busy-poll --duration "$DURATION" \
         --batch "$BATCH" --block-size 4K,64K,1M,16M --op read,write
 }
 te_latency_measure() { # rep
@@ -534,6 +540,7 @@ log "results in $WORK; $REPS repetitions"
 steps=()
 for thr in "${THREADS[@]}"; do
     [ "$have_te" = 1 ] && steps+=("te $thr cold") && steps+=("te $thr hot")
+    [ "$have_te" = 1 ] && [ "$thr" = 1 ] && steps+=("tebusy")
     [ "$have_mc" = 1 ] && steps+=("mc $thr")
 done
 [ "$have_ucx" = 1 ] && steps+=("ucx")
@@ -552,6 +559,7 @@ run_step() { # step rep
     case "$kind" in
         te) te_measure "$thr" "$arg" "$2" ;;
         telat) te_latency_measure "$2" ;;
+        tebusy) te_busy_measure "$2" ;;
         shm) shm_measure "$arg" "$2" ;;
         memcpy) memcpy_measure "$arg" "$2" ;;
         ucxsm) for blk in "${BLOCKS[@]}"; do ucxsm_measure "$blk" "$2"; done ;;
@@ -663,23 +671,29 @@ p("")
 p("Ratios compare like with like: te hot against UCX, libfabric and iperf3 (all hot), te cold "
   "against Mooncake; *best TCP* is the highest of UCX, libfabric and iperf3 for that block size.")
 p("")
-p("| op | block | thr | te cold | te hot | Mooncake | UCX tag_bw | fi_pingpong | iperf3 | te/Mooncake | te/UCX | te/fi | te/iperf3 | te/best TCP |")
-p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+p("*te hot busy* is `--hot --busy-poll` (1 thread): both of te's event loops spin, as UCX's and "
+  "libfabric's progress loops do (ucx_perftest used 96 % of the machine in a profile of its 1 MiB run); "
+  "*te busy/best TCP* compares it with the best contender.")
+p("")
+p("| op | block | thr | te cold | te hot | te hot busy | Mooncake | UCX tag_bw | fi_pingpong | iperf3 | te/Mooncake | te/UCX | te/fi | te/iperf3 | te/best TCP | te busy/best TCP |")
+p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 checks = []
 checks_shm = []
 for op in ("read", "write"):
     for thr in (1, 2):
         for blk in (4096, 65536, 1048576, 16777216):
             tc, th = get("te", op, blk, thr, "cold"), get("te", op, blk, thr, "hot")
+            tb = get("te-busy", op, blk, thr, "hot")
             mc = get("mooncake", op, blk, thr, "batch region reused")
             u, f, i = ucx(blk), fab(blk), ipf(blk, thr)
             mtc, mth = med(tc), med(th)
             best = max([x for x in (med(u), med(f), med(i)) if x] or [0]) or None
-            p(f"| {op} | {size(blk)} | {thr} | {cell(tc)} | {cell(th)} | {cell(mc)} | {cell(u)} | "
+            p(f"| {op} | {size(blk)} | {thr} | {cell(tc)} | {cell(th)} | {cell(tb)} | {cell(mc)} | {cell(u)} | "
               f"{cell(f)} | {cell(i)} | {ratio(mtc, med(mc))} | {ratio(mth, med(u))} | "
-              f"{ratio(mth, med(f))} | {ratio(mth, med(i))} | {ratio(mth, best)} |")
+              f"{ratio(mth, med(f))} | {ratio(mth, med(i))} | {ratio(mth, best)} | {ratio(med(tb), best)} |")
             if thr == 1 and blk >= 65536:
                 checks.append((f"{op} {size(blk)}: te hot / best TCP", mth, best, 1.0))
+                checks.append((f"{op} {size(blk)}: te hot busy-polling / best TCP", med(tb), best, 1.0))
 p("")
 def lat_cell(c, scale=1.0):
     v = [x * scale for x in lat.get(c, [])]
@@ -801,24 +815,7 @@ EOF
 cat "$WORK/section.md"
 
 if [ "$WRITE_DOC" = 1 ]; then
-    python3 - "$ROOT/docs/PERFORMANCE.md" "$WORK/section.md" <<'EOF'
-import sys
-doc_path, sec_path = sys.argv[1], sys.argv[2]
-doc = open(doc_path).read()
-sec = open(sec_path).read()
-B, E = "<!-- compare:begin -->", "<!-- compare:end -->"
-NB, NE = "<!-- compare:notes:begin -->", "<!-- compare:notes:end -->"
-notes = ""
-if B in doc and E in doc:
-    head, rest = doc.split(B, 1)
-    old, tail = rest.split(E, 1)
-    if NB in old and NE in old:
-        notes = NB + old.split(NB, 1)[1].split(NE, 1)[0] + NE + "\n\n"
-else:
-    head, tail = doc.rstrip("\n") + "\n\n", "\n"
-body = (B + "\n<!-- written by bench/compare.sh; only the notes block is kept from run to run -->\n\n"
-        + sec + "\n" + notes + E)
-open(doc_path, "w").write(head + body + tail)
-EOF
+    python3 "$ROOT/bench/write_section.py" "$ROOT/docs/PERFORMANCE.md" "$WORK/section.md" compare \
+        "Comparison with Mooncake TE, UCX, libfabric and iperf3"
     log "wrote the comparison into docs/PERFORMANCE.md"
 fi

@@ -3,7 +3,8 @@
 # and as transfers grow (issue 15, target 5). Loopback TCP, target in a child process of te bench.
 #
 #   regions       4 KiB reads, batch 1 (round trip p50) and batch 128 (GB/s), hot, while the target
-#                 holds 1, 100, 10,000 and 100,000 registered regions (te bench --target-regions N)
+#                 holds 1, 100, 10,000 and 100,000 registered regions (te bench --target-regions N),
+#                 event loops sleeping and busy-polling (--busy-poll)
 #   connections   the same while 0, 10, 100 and 1,000 idle peer engines hold a connection to the
 #                 target (te bench --idle-peers N), with the target's resident memory per connection
 #   memory        one read and one write of 4 KiB, 1 MiB, 64 MiB and 1 GiB blocks (batch 1, 1 GiB
@@ -12,13 +13,12 @@
 # Each row runs --reps times (medians); the tables go to stdout and into docs/PERFORMANCE.md between
 # <!-- scale:begin --> and <!-- scale:end -->.
 #
-# Usage: bash bench/scale.sh [--reps N] [--duration S] [--busy-poll] [--no-build] [--no-doc]
+# Usage: bash bench/scale.sh [--reps N] [--duration S] [--no-build] [--no-doc]
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPS=3
 DURATION=2
-BUSY=()
 BUILD=1
 WRITE_DOC=1
 CMDLINE="bash bench/scale.sh${*:+ $*}"
@@ -26,10 +26,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
-        --busy-poll) BUSY=(--busy-poll); shift ;;
         --no-build) BUILD=0; shift ;;
         --no-doc) WRITE_DOC=0; shift ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "scale.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -46,39 +45,46 @@ trap 'rm -rf "$WORK"' EXIT
 RESULTS=$WORK/results.jsonl
 log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-run() { # kind value rep te-bench-args...: one te bench --json run, appended to RESULTS with its tags
-    local kind=$1 value=$2 rep=$3
-    shift 3
-    log "$kind=$value (rep $rep): te bench $*"
-    if ! "$TE" bench --json --path tcp "${BUSY[@]}" "$@" > "$WORK/out" 2> "$WORK/err"; then
-        echo "{\"kind\": \"$kind\", \"value\": $value, \"rep\": $rep, \"error\": $(tail -c 300 "$WORK/err" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" >> "$RESULTS"
+run() { # kind value mode(sleep|busy) rep te-bench-args...: one te bench --json run, appended to RESULTS
+    local kind=$1 value=$2 mode=$3 rep=$4 busy=()
+    shift 4
+    [ "$mode" = busy ] && busy=(--busy-poll)
+    log "$kind=$value $mode (rep $rep): te bench ${busy[*]} $*"
+    if ! "$TE" bench --json --path tcp "${busy[@]}" "$@" > "$WORK/out" 2> "$WORK/err"; then
+        tail -c 300 "$WORK/err" | python3 -c '
+import json, sys
+print(json.dumps({"kind": sys.argv[1], "value": int(sys.argv[2]), "mode": sys.argv[3], "rep": int(sys.argv[4]),
+                  "error": sys.stdin.read()}))
+' "$kind" "$value" "$mode" "$rep" >> "$RESULTS"
         return
     fi
     python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
-print(json.dumps({"kind": sys.argv[2], "value": int(sys.argv[3]), "rep": int(sys.argv[4]),
+print(json.dumps({"kind": sys.argv[2], "value": int(sys.argv[3]), "mode": sys.argv[4], "rep": int(sys.argv[5]),
                   "results": d["results"], "memory": d["settings"].get("memory")}))
-' "$WORK/out" "$kind" "$value" "$rep" >> "$RESULTS"
+' "$WORK/out" "$kind" "$value" "$mode" "$rep" >> "$RESULTS"
 }
 
 START_DATE=$(date -u +'%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-SMALL=(--op read --block-size 4K --batch 1,128 --hot --duration "$DURATION" --buffer 64M)
+SMALL=(--op read --block-size 4K --batch "1,128" --hot --duration "$DURATION" --buffer 64M)
 for ((rep = 1; rep <= REPS; rep++)); do
-    for n in 1 100 10000 100000; do run regions "$n" "$rep" "${SMALL[@]}" --target-regions "$n"; done
-    for n in 0 10 100 1000; do run connections "$n" "$rep" "${SMALL[@]}" --idle-peers "$n"; done
+    for mode in sleep busy; do
+        for n in 1 100 10000 100000; do run regions "$n" "$mode" "$rep" "${SMALL[@]}" --target-regions "$n"; done
+        for n in 0 10 100 1000; do run connections "$n" "$mode" "$rep" "${SMALL[@]}" --idle-peers "$n"; done
+    done
     for b in 4096 1048576 67108864 1073741824; do
-        run memory "$b" "$rep" --op read,write --block-size "$b" --batch 1 --buffer 1G --duration "$DURATION"
+        run memory "$b" sleep "$rep" --op read,write --block-size "$b" --batch 1 --buffer 1G --duration "$DURATION"
     done
 done
 
 export RESULTS CMDLINE START_DATE LOAD_START REPS DURATION
-export BUSY_MODE=${BUSY[*]:-}
-export TE_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-export MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
-export NCPU=$(nproc)
-export KERNEL=$(uname -r)
+TE_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+NCPU=$(nproc)
+KERNEL=$(uname -r)
+export TE_REV MODEL NCPU KERNEL
 python3 - "$WORK/section.md" <<'EOF'
 import json, os, statistics, sys
 from collections import defaultdict
@@ -89,7 +95,7 @@ errors = [r for r in runs if "error" in r]
 by = defaultdict(list)
 for r in runs:
     if "error" not in r:
-        by[(r["kind"], r["value"])].append(r)
+        by[(r["kind"], r["value"], r["mode"])].append(r)
 
 def med(v): return statistics.median(v) if v else None
 def cell(v, fmt="{:.1f}"):
@@ -106,49 +112,53 @@ def size(b):
 
 out = []
 p = out.append
-mode = "busy-polling" if E.get("BUSY_MODE") else "sleeping in the kernel"
 p(f"Measured {E['START_DATE']} with `{E['CMDLINE']}` ({E['REPS']} repetitions, {E['DURATION']} s per "
-  f"configuration, event loops {mode}; load average at start {E['LOAD_START']}). Machine: {E['MODEL']}, "
+  f"configuration; load average at start {E['LOAD_START']}). Machine: {E['MODEL']}, "
   f"{E['NCPU']} cores, Linux {E['KERNEL']}; te at {E['TE_REV']}. Loopback TCP, target in a child process. "
   "Medians of the repetitions (min–max).")
 p("")
 checks = []
+MODES = (("sleep", "sleeping"), ("busy", "busy-polling"))
+def lat(rs): return [x["batch_latency_us"]["p50"] for x in row(rs, 1)]
+def gbs(rs): return [x["gb_per_s"] for x in row(rs, 128)]
 def flat(kind, values, label):
-    base = by.get((kind, values[0]), [])
-    b1 = med([x["batch_latency_us"]["p50"] for x in row(base, 1)])
-    b128 = med([x["gb_per_s"] for x in row(base, 128)])
-    for v in values:
-        rs = by.get((kind, v), [])
-        lat = med([x["batch_latency_us"]["p50"] for x in row(rs, 1)])
-        gbs = med([x["gb_per_s"] for x in row(rs, 128)])
-        if lat and b1:
-            checks.append((f"{label} {v}: 4K round trip p50 {lat:.1f} µs against {b1:.1f} µs at {values[0]}", lat / b1, 1.2, "≤"))
-        if gbs and b128:
-            checks.append((f"{label} {v}: 4K batch 128 {gbs:.2f} GB/s against {b128:.2f} GB/s at {values[0]}", gbs / b128, 1 / 1.2, "≥"))
+    for mode, name in MODES:
+        base = by.get((kind, values[0], mode), [])
+        b1, b128 = med(lat(base)), med(gbs(base))
+        for v in values[1:]:
+            rs = by.get((kind, v, mode), [])
+            l, g = med(lat(rs)), med(gbs(rs))
+            if l and b1:
+                checks.append((f"{label} {v:,}, {name}: 4K round trip p50 {l:.1f} µs against {b1:.1f} µs at {values[0]:,}", l / b1, 1.2, "≤"))
+            if g and b128:
+                checks.append((f"{label} {v:,}, {name}: 4K batch 128 {g:.2f} GB/s against {b128:.2f} GB/s at {values[0]:,}", g / b128, 1 / 1.2, "≥"))
+def head(first, extra=""):
+    p(f"| {first} | round trip p50 µs, sleeping | busy-polling | batch 128 GB/s, sleeping | busy-polling |{extra}")
+    p("|---|---|---|---|---|" + ("---|" if extra else ""))
+def cells(kind, n):
+    s, b = by.get((kind, n, "sleep"), []), by.get((kind, n, "busy"), [])
+    return f"{cell(lat(s))} | {cell(lat(b))} | {cell(gbs(s), '{:.2f}')} | {cell(gbs(b), '{:.2f}')}"
 
-p("| regions at the target | 4K read round trip p50, µs | 4K read, batch 128, GB/s |")
-p("|---|---|---|")
+p("4 KiB reads, hot, by the regions the target holds and by the idle peer connections it holds:")
+p("")
+head("regions at the target")
 for n in (1, 100, 10000, 100000):
-    rs = by.get(("regions", n), [])
-    p(f"| {n:,} | {cell([x['batch_latency_us']['p50'] for x in row(rs, 1)])} | "
-      f"{cell([x['gb_per_s'] for x in row(rs, 128)], '{:.2f}')} |")
+    p(f"| {n:,} | {cells('regions', n)} |")
 flat("regions", [1, 100, 10000, 100000], "regions")
 p("")
-p("| idle peer connections at the target | 4K read round trip p50, µs | 4K read, batch 128, GB/s | target resident memory per idle connection |")
-p("|---|---|---|---|")
+head("idle peer connections", " target memory per idle connection |")
 for n in (0, 10, 100, 1000):
-    rs = by.get(("connections", n), [])
+    rs = by.get(("connections", n, "sleep"), []) + by.get(("connections", n, "busy"), [])
     per = [r["memory"]["idle_peers"]["target_bytes_per_connection"] / 1024 for r in rs
            if r.get("memory") and r["memory"].get("idle_peers") and r["memory"]["idle_peers"].get("target_bytes_per_connection") is not None]
-    p(f"| {n:,} | {cell([x['batch_latency_us']['p50'] for x in row(rs, 1)])} | "
-      f"{cell([x['gb_per_s'] for x in row(rs, 128)], '{:.2f}')} | {cell(per, '{:.0f}') + ' KiB' if per else '—'} |")
+    p(f"| {n:,} | {cells('connections', n)} | {cell(per, '{:.0f}') + ' KiB' if per else '—'} |")
 flat("connections", [0, 10, 100, 1000], "idle connections")
 p("")
 p("| block (batch 1, 1 GiB buffer) | initiator peak resident, MiB | target peak resident, MiB |")
 p("|---|---|---|")
 peaks = []
 for b in (4096, 1048576, 67108864, 1073741824):
-    rs = by.get(("memory", b), [])
+    rs = by.get(("memory", b, "sleep"), [])
     ini = [mib(r["memory"]["initiator"]["peak_bytes"]) for r in rs if r.get("memory") and r["memory"].get("initiator")]
     tgt = [mib(r["memory"]["target"]["peak_bytes"]) for r in rs if r.get("memory") and r["memory"].get("target")]
     peaks.append((b, med(ini), med(tgt)))
@@ -169,24 +179,13 @@ if errors:
     p("Failures in this run:")
     p("")
     for r in errors:
-        p(f"- {r['kind']}={r['value']} (rep {r['rep']}): `{' '.join(r['error'].replace('`', chr(39)).split())[:300]}`")
+        p(f"- {r['kind']}={r['value']} {r['mode']} (rep {r['rep']}): `{' '.join(r['error'].replace('`', chr(39)).split())[:300]}`")
 open(sys.argv[1], "w").write("\n".join(out) + "\n")
 EOF
 
 cat "$WORK/section.md"
 if [ "$WRITE_DOC" = 1 ]; then
-    python3 - "$ROOT/docs/PERFORMANCE.md" "$WORK/section.md" <<'EOF'
-import sys
-doc_path, sec_path = sys.argv[1], sys.argv[2]
-doc, sec = open(doc_path).read(), open(sec_path).read()
-B, E = "<!-- scale:begin -->", "<!-- scale:end -->"
-body = B + "\n<!-- written by bench/scale.sh -->\n\n" + sec + "\n" + E
-if B in doc and E in doc:
-    head, rest = doc.split(B, 1)
-    doc = head + body + rest.split(E, 1)[1]
-else:
-    doc = doc.rstrip("\n") + "\n\n## Scale: regions, connections, transfer size\n\n" + body + "\n"
-open(doc_path, "w").write(doc)
-EOF
+    python3 "$ROOT/bench/write_section.py" "$ROOT/docs/PERFORMANCE.md" "$WORK/section.md" scale \
+        "Scale: regions, connections, transfer size"
     log "wrote the tables into docs/PERFORMANCE.md"
 fi

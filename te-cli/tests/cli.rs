@@ -821,12 +821,11 @@ fn bench_spreads_its_batches_over_several_targets_and_names_a_bad_one() {
     );
 }
 
-#[test]
-fn idle_peers_hold_connections_and_their_cost_at_the_target_is_reported() {
-    let doc = json_doc(&[
+/// A short `te bench` of 4 KiB TCP reads against an embedded target, with
+/// `extra` flags: its JSON document.
+fn short_tcp_read(extra: &[&str]) -> serde_json::Value {
+    let base = [
         "bench",
-        "--idle-peers",
-        "5",
         "--path",
         "tcp",
         "--op",
@@ -839,7 +838,13 @@ fn idle_peers_hold_connections_and_their_cost_at_the_target_is_reported() {
         "1M",
         "--duration",
         "0.2",
-    ]);
+    ];
+    json_doc(&[&base[..], extra].concat())
+}
+
+#[test]
+fn idle_peers_hold_connections_and_their_cost_at_the_target_is_reported() {
+    let doc = short_tcp_read(&["--idle-peers", "5"]);
     let idle = &doc["settings"]["memory"]["idle_peers"];
     assert_eq!(idle["connections"].as_u64(), Some(5), "{doc}");
     assert!(idle["target_bytes_per_connection"].is_u64(), "{doc}");
@@ -858,23 +863,7 @@ fn idle_peers_hold_connections_and_their_cost_at_the_target_is_reported() {
 
 #[test]
 fn the_embedded_target_registers_the_regions_asked_for() {
-    let doc = json_doc(&[
-        "bench",
-        "--target-regions",
-        "300",
-        "--path",
-        "tcp",
-        "--op",
-        "read",
-        "--block-size",
-        "4K",
-        "--batch",
-        "4",
-        "--buffer",
-        "1M",
-        "--duration",
-        "0.2",
-    ]);
+    let doc = short_tcp_read(&["--target-regions", "300"]);
     assert_eq!(
         doc["settings"]["target_regions"],
         serde_json::json!([300]),

@@ -145,7 +145,10 @@ pub enum Unregister {
 /// [module documentation](self).
 ///
 /// Its capacity is the storage length. Every operation is bounded: lookups
-/// are binary searches, register and unregister shift at most `len` entries.
+/// are binary searches (after a look at the entry the last one found),
+/// register and unregister shift at most `len` entries. It is `Send` but not
+/// `Sync`: lookups through `&self` update that hint, so threads share a
+/// registry behind a lock, as they share a link.
 #[derive(Clone)]
 pub struct Registry<S> {
     storage: S,

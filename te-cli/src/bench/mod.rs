@@ -51,12 +51,12 @@ fn start_target(args: &BenchArgs) -> Result<ChildTe> {
     }
     if args.idle_peers > 0 {
         // Every idle peer comes from 127.0.0.1, like this process.
-        let room = (args.idle_peers as usize + 64).to_string();
+        let room = args.idle_peers as usize + 64;
         child.extend([
             "--max-connections-per-source".into(),
-            room.clone(),
+            room.to_string(),
             "--max-connections".into(),
-            room.max("1024".to_string()),
+            room.max(EngineConfig::default().max_connections).to_string(),
         ]);
     }
     let location = args.target_location.unwrap_or(args.location);
