@@ -591,3 +591,38 @@ fn auto_sends_tasks_on_announced_regions_over_rdma_and_the_rest_over_tcp() {
         TaskState::Completed
     );
 }
+
+#[test]
+fn a_task_forced_onto_rdma_after_the_path_was_lost_ends_disconnected_and_auto_goes_over_tcp() {
+    let mut ep = endpoint(4);
+    let seg = ep.open_segment("peer:1").expect("segment");
+    let (mut ours, mut peer) = rdma_pair(&mut ep, seg);
+    let lost = te_proto::status!(Disconnected, "completion queue failed: peer vanished");
+    ours.rdma_mut().set_lost(lost);
+    assert!(!ours.rdma().available());
+    assert_eq!(
+        ours.rdma().lost().map(|s| s.code()),
+        Some(ErrorCode::Disconnected)
+    );
+    // A lost path stays off.
+    ours.rdma_mut().set_available(true);
+    assert!(!ours.rdma().available());
+    let forced = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, forced, &[read(seg, 0)], Some(Path::Rdma))
+        .expect("submit");
+    shuttle_with(&mut ep, seg, &mut ours, &mut peer, &mut Nic);
+    assert_eq!(ours.rdma_mut().next_post(), None);
+    let why = ep.batch_error(forced).expect("failed");
+    assert_eq!(why.code(), ErrorCode::Disconnected, "{why}");
+    assert!(
+        why.message().contains("RDMA path lost: completion queue failed"),
+        "{why}"
+    );
+    // Auto: the same block, announced for RDMA, goes over TCP.
+    let auto = ep.alloc_batch(1).expect("batch");
+    ep.submit(Instant::ZERO, auto, &[read(seg, 0)], None)
+        .expect("submit");
+    shuttle_with(&mut ep, seg, &mut ours, &mut peer, &mut Nic);
+    assert_eq!(ours.rdma_mut().next_post(), None);
+    assert_eq!(ep.batch_status(auto).expect("status").state, TaskState::Completed);
+}

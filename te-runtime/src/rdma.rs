@@ -507,7 +507,7 @@ impl Rdma {
     pub fn fail(&mut self, why: &Status, links: &mut [(usize, &mut Link)]) {
         for (c, link) in links.iter_mut() {
             self.end_link(*c, link, why);
-            link.rdma_mut().set_available(false);
+            link.rdma_mut().set_lost(why.clone());
         }
         self.turn_off(why.message());
     }

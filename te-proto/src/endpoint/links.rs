@@ -129,25 +129,33 @@ impl<S: Storage> Endpoint<S> {
                     None => lkey.is_none().then_some(RDMA_LOCAL_UNREGISTERED),
                 },
             };
-            let submitted = entry
-                .path
-                .route(req.local.location, &offers)
-                .and_then(|route| match route {
-                    Route::Link => link.submit(task, &req, deadline),
-                    Route::Rdma => {
-                        let lkey = lkey.ok_or_else(|| status!(NotSupported, "{RDMA_LOCAL_UNREGISTERED}"))?;
-                        link.rdma_mut().submit(task, &req, deadline, lkey)
-                    }
-                    Route::SameHost => {
-                        let map = entry.pin.and_then(|p| shell.local_map(p));
-                        if let Some(m) = map.filter(|m| !link.same_host().local_map_announced(m.id)) {
-                            if let Err(why) = link.same_host_mut().announce_local_map(m) {
-                                shell.announce_failed(m, why);
-                            }
+            // A task that must go over RDMA, on a link whose RDMA was lost,
+            // ends as a task of a lost peer does.
+            let lost = link
+                .rdma()
+                .lost()
+                .filter(|_| entry.path == Path::Rdma)
+                .map(|why| status!(Disconnected, "RDMA path lost: {}", why.message()));
+            let submitted = match lost {
+                Some(why) => Err(why),
+                None => entry.path.route(req.local.location, &offers),
+            }
+            .and_then(|route| match route {
+                Route::Link => link.submit(task, &req, deadline),
+                Route::Rdma => {
+                    let lkey = lkey.ok_or_else(|| status!(NotSupported, "{RDMA_LOCAL_UNREGISTERED}"))?;
+                    link.rdma_mut().submit(task, &req, deadline, lkey)
+                }
+                Route::SameHost => {
+                    let map = entry.pin.and_then(|p| shell.local_map(p));
+                    if let Some(m) = map.filter(|m| !link.same_host().local_map_announced(m.id)) {
+                        if let Err(why) = link.same_host_mut().announce_local_map(m) {
+                            shell.announce_failed(m, why);
                         }
-                        link.same_host_mut().submit(task, &req, deadline)
                     }
-                });
+                    link.same_host_mut().submit(task, &req, deadline)
+                }
+            });
             match submitted {
                 Ok(()) => fed += 1,
                 Err(e) => self.finish(task, Err(e)),

@@ -44,6 +44,8 @@ pub struct Rdma {
     announce: bool,
     /// The shell connected its queue pair to the peer's: tasks may go.
     available: bool,
+    /// Why the path was lost after it was connected ([`RdmaMut::set_lost`]).
+    lost: Option<Status>,
     /// This side's regions announced to the peer (or about to be).
     keys_out: OutMaps<RdmaKey>,
     /// The peer's announced regions.
@@ -103,6 +105,12 @@ impl Rdma {
     /// queue pair to the peer's ([`RdmaMut::set_available`]).
     pub fn available(&self) -> bool {
         self.available
+    }
+
+    /// Why the path was lost after it was connected (its queue pair or the
+    /// completion queue failed, [`RdmaMut::set_lost`]), if it was.
+    pub fn lost(&self) -> Option<&Status> {
+        self.lost.as_ref()
     }
 
     /// The peer's announced region holding all of `[addr, addr + len)`,
@@ -260,9 +268,19 @@ impl RdmaMut<'_> {
 
     /// Enables (or disables) [`submit`](Self::submit): the shell calls it
     /// once its queue pair is connected to the peer's (both sides gave
-    /// theirs, [`Rdma::ready`]).
+    /// theirs, [`Rdma::ready`]). A path lost ([`set_lost`](Self::set_lost))
+    /// stays off.
     pub fn set_available(&mut self, on: bool) {
-        self.half.available = on && self.half.ready() && self.closed.is_none();
+        self.half.available = on && self.half.ready() && self.closed.is_none() && self.half.lost.is_none();
+    }
+
+    /// The path was lost (the queue pair or the completion queue failed,
+    /// `why`): [`submit`](Self::submit) is disabled for good, and tasks the
+    /// endpoint holds for this link that must go over RDMA end
+    /// `Disconnected` with `why`, as tasks of a lost peer do.
+    pub fn set_lost(&mut self, why: Status) {
+        self.half.available = false;
+        self.half.lost.get_or_insert(why);
     }
 
     /// As [`Link::submit`], but the task goes as one RDMA READ or WRITE of

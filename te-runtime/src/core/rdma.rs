@@ -135,7 +135,8 @@ impl EngineCore {
             if self.rdma.qp_failed(c) {
                 if let Some(conn) = self.conns.get_mut(c).and_then(|c| c.as_mut()) {
                     warn!(peer = %conn.peer_addr, "RDMA queue pair failed: this peer's transfers use TCP from now on");
-                    conn.link.rdma_mut().set_available(false);
+                    let why = status!(Disconnected, "the RDMA queue pair to {} failed", conn.peer_addr);
+                    conn.link.rdma_mut().set_lost(why);
                 }
             }
             self.service_conn(c);
